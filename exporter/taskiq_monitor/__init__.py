@@ -1,0 +1,1 @@
+"""taskiq-monitor: Prometheus/Loki/Grafana/Alertmanager monitoring for TaskIQ."""
