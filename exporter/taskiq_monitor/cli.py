@@ -1,0 +1,222 @@
+"""``taskiq-monitor`` command line.
+
+Commands::
+
+    taskiq-monitor worker app.tasks:broker [taskiq worker options…] [--metrics-host H] [--metrics-port P]
+    taskiq-monitor serve [--host H] [--port P] [--metrics-dir DIR]
+    taskiq-monitor demo [--port P] [--duration S] [--broker redis://…] [--workers N]
+
+``worker`` runs ``taskiq worker`` with every option you pass through unchanged, prepares the shared metrics
+directory *before* any worker process imports prometheus_client, and serves ``/metrics`` for all of them from the
+supervising process. ``serve`` is the same endpoint as a sidecar for your own ``taskiq worker`` command.
+
+This module must not import prometheus_client at import time: ``worker`` sets ``PROMETHEUS_MULTIPROC_DIR`` first.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import sys
+import tempfile
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from taskiq_monitor.settings import Settings
+
+logger = logging.getLogger("taskiq_monitor.cli")
+EXIT_USAGE = 2
+
+
+class UsageError(Exception):
+    """A user mistake: printed as one line, exit code 2, no traceback."""
+
+
+def _settings(**overrides: Any) -> Settings:
+    try:
+        return Settings(**{k: v for k, v in overrides.items() if v is not None})
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or 'settings'}: {err['msg']}" for err in exc.errors()
+        )
+        raise UsageError(f"invalid configuration: {problems}") from None
+
+
+def default_metrics_dir(port: int) -> Path:
+    return Path(tempfile.gettempdir()) / f"taskiq-monitor-{os.getuid()}-{port}"
+
+
+# -- uvicorn without its own signal handling (we forward signals to the worker first) --
+def _server(app: Any, host: str, port: int) -> Any:
+    import uvicorn
+
+    class _Server(uvicorn.Server):
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            yield
+
+    config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on", access_log=False)
+    return _Server(config)
+
+
+async def _wait_started(server: Any, task: asyncio.Task[None]) -> None:
+    while not server.started:
+        if task.done():
+            task.result()
+            raise UsageError(f"cannot listen on {server.config.host}:{server.config.port}")
+        await asyncio.sleep(0.02)
+
+
+# -- worker --
+async def _run_worker(settings: Settings, taskiq_args: list[str]) -> int:
+    from taskiq_monitor.service.app import create_app
+
+    env = dict(os.environ)
+    env["PROMETHEUS_MULTIPROC_DIR"] = str(settings.metrics_dir)
+    server = _server(create_app(settings), settings.host, settings.port)
+    serve_task = asyncio.create_task(server.serve())
+    await _wait_started(server, serve_task)
+    print(
+        f"taskiq-monitor: metrics of all worker processes on http://{settings.host}:{settings.port}/metrics "
+        f"(directory {settings.metrics_dir})",
+        file=sys.stderr,
+        flush=True,
+    )
+    proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "taskiq", "worker", *taskiq_args, env=env)
+    loop = asyncio.get_running_loop()
+
+    def forward(sig: int) -> None:
+        # taskiq's main process stops its children gracefully (running tasks finish) on SIGINT/SIGTERM.
+        if proc.returncode is None:
+            proc.send_signal(sig)
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, forward, sig)
+    try:
+        code = await proc.wait()
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+        server.should_exit = True
+        await serve_task
+    return code
+
+
+def cmd_worker(argv: Sequence[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="taskiq-monitor worker",
+        description="Run `taskiq worker` with one /metrics endpoint for all its processes. "
+        "Every option not listed here is passed to `taskiq worker` unchanged.",
+    )
+    parser.add_argument("--metrics-host", help="address of /metrics (default 127.0.0.1)")
+    parser.add_argument("--metrics-port", type=int, help="port of /metrics (default 9808)")
+    parser.add_argument("--metrics-dir", type=Path, help="multiprocess directory (wiped at start)")
+    ours, rest = parser.parse_known_args(argv)
+    if not rest or rest[0].startswith("-"):
+        raise UsageError("worker needs the broker first, e.g. `taskiq-monitor worker app.tasks:broker --workers 2`")
+    settings = _settings(host=ours.metrics_host, port=ours.metrics_port, metrics_dir=ours.metrics_dir)
+    if settings.metrics_dir is None:
+        settings.metrics_dir = default_metrics_dir(settings.port)
+    from taskiq_monitor.multiproc import MetricsDirError, prepare_directory
+
+    try:
+        prepare_directory(settings.metrics_dir, wipe=True)
+    except MetricsDirError as exc:
+        raise UsageError(str(exc)) from None
+    return asyncio.run(_run_worker(settings, rest))
+
+
+# -- serve --
+async def _serve(settings: Settings) -> int:
+    from taskiq_monitor.service.app import create_app
+
+    server = _server(create_app(settings), settings.host, settings.port)
+    serve_task = asyncio.create_task(server.serve())
+    await _wait_started(server, serve_task)
+    print(f"taskiq-monitor: serving http://{settings.host}:{settings.port}/metrics", file=sys.stderr, flush=True)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, lambda: setattr(server, "should_exit", True))
+    await serve_task
+    return 0
+
+
+def cmd_serve(argv: Sequence[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="taskiq-monitor serve",
+        description="Serve /metrics for the worker processes writing to a multiprocess directory (sidecar). "
+        "Start your workers with PROMETHEUS_MULTIPROC_DIR set to the same, empty, directory.",
+    )
+    parser.add_argument("--host", help="bind address (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, help="port (default 9808)")
+    parser.add_argument("--metrics-dir", type=Path, help="the workers' PROMETHEUS_MULTIPROC_DIR")
+    args = parser.parse_args(argv)
+    settings = _settings(host=args.host, port=args.port, metrics_dir=args.metrics_dir)
+    if settings.metrics_dir is not None:
+        from taskiq_monitor.multiproc import MetricsDirError, prepare_directory
+
+        try:
+            prepare_directory(settings.metrics_dir, wipe=False)
+        except MetricsDirError as exc:
+            raise UsageError(str(exc)) from None
+    return asyncio.run(_serve(settings))
+
+
+# -- demo --
+def cmd_demo(argv: Sequence[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="taskiq-monitor demo",
+        description="Run 15 demo task types and the exporter. Without --broker everything runs in this process "
+        "(no external service); with --broker redis://… real worker processes consume from Redis.",
+    )
+    parser.add_argument("--host", help="bind address (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, help="port (default 9808)")
+    parser.add_argument("--duration", type=float, default=None, help="stop after S seconds (default: run forever)")
+    parser.add_argument("--rate", type=float, default=20.0, help="tasks enqueued per second (default 20)")
+    parser.add_argument("--broker", help="redis://host:port/db to use a real Redis broker and worker processes")
+    parser.add_argument("--workers", type=int, default=2, help="worker processes with --broker (default 2)")
+    parser.add_argument("--seed", type=int, default=None, help="random seed of the workload")
+    args = parser.parse_args(argv)
+    if args.rate <= 0:
+        raise UsageError("--rate must be positive")
+    if args.duration is not None and args.duration <= 0:
+        raise UsageError("--duration must be positive")
+    if args.broker is not None and not args.broker.startswith(("redis://", "rediss://", "unix://")):
+        raise UsageError(f"--broker must be a redis:// URL, got {args.broker!r}")
+    settings = _settings(host=args.host, port=args.port, demo_broker_url=args.broker)
+    from taskiq_monitor.demo.runner import run_demo
+
+    return run_demo(settings, duration=args.duration, rate=args.rate, workers=args.workers, seed=args.seed)
+
+
+COMMANDS = {"worker": cmd_worker, "serve": cmd_serve, "demo": cmd_demo}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(__doc__.strip().split("\n\n")[1] if __doc__ else "", file=sys.stderr)
+        return 0 if argv else EXIT_USAGE
+    command = COMMANDS.get(argv[0])
+    if command is None:
+        print(f"taskiq-monitor: unknown command {argv[0]!r}; use one of: {', '.join(COMMANDS)}", file=sys.stderr)
+        return EXIT_USAGE
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return command(argv[1:])
+    except UsageError as exc:
+        print(f"taskiq-monitor {argv[0]}: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,159 @@
+"""``taskiq-monitor demo``: the workload plus the exporter, in one command.
+
+In-memory mode (default) runs tasks and exporter in this process and needs no external service. Redis mode starts
+``taskiq-monitor worker`` (real worker processes) and enqueues from this process into the same metrics directory,
+so one endpoint shows both the enqueue side and the worker side.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from typing import Any
+
+from taskiq_monitor.settings import Settings
+
+
+def _banner(settings: Settings, mode: str) -> None:
+    base = f"http://{settings.host}:{settings.port}"
+    print(
+        f"taskiq-monitor demo ({mode}): 15 task types running.\n"
+        f"  metrics:  {base}/metrics\n"
+        f"  health:   {base}/healthz\n"
+        "  Ctrl-C to stop. Full stack (Prometheus, Grafana, Loki, Alertmanager): docker compose up",
+        file=sys.stderr,
+        flush=True,
+    )
+
+
+async def _produce(stop_at: float | None, rate: float, rng: random.Random, stopping: asyncio.Event) -> int:
+    from taskiq_monitor.demo.tasks import broker
+    from taskiq_monitor.demo.workload import next_task
+
+    sent = 0
+    interval = 1.0 / rate
+    next_at = time.monotonic()
+    while not stopping.is_set() and (stop_at is None or time.monotonic() < stop_at):
+        name, args, kwargs = next_task(rng)
+        task = broker.find_task(name)
+        if task is not None:
+            await task.kiq(*args, **kwargs)
+            sent += 1
+        next_at += interval
+        delay = next_at - time.monotonic()
+        if delay > 0:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stopping.wait(), timeout=delay)
+    return sent
+
+
+async def _run_in_memory(settings: Settings, duration: float | None, rate: float, rng: random.Random) -> int:
+    from taskiq_monitor.cli import _server, _wait_started
+    from taskiq_monitor.demo.tasks import broker
+    from taskiq_monitor.service.app import create_app
+
+    server = _server(create_app(settings), settings.host, settings.port)
+    serve_task = asyncio.create_task(server.serve())
+    await _wait_started(server, serve_task)
+    _banner(settings, "in-memory")
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stopping.set)
+    await broker.startup()
+    try:
+        stop_at = time.monotonic() + duration if duration else None
+        sent = await _produce(stop_at, rate, rng, stopping)
+        print(f"taskiq-monitor demo: enqueued {sent} tasks; stopping", file=sys.stderr)
+    finally:
+        await broker.shutdown()  # InMemoryBroker waits for its running tasks
+        server.should_exit = True
+        await serve_task
+    return 0
+
+
+def _wait_http(url: str, timeout: float, proc: subprocess.Popen[Any]) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"worker exited with code {proc.returncode} before serving {url}")
+        try:
+            with urllib.request.urlopen(url, timeout=1):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"worker did not serve {url} within {timeout:.0f}s")
+
+
+def _run_redis(settings: Settings, duration: float | None, rate: float, workers: int, rng: random.Random) -> int:
+    from taskiq_monitor.cli import UsageError, default_metrics_dir
+
+    metrics_dir = settings.metrics_dir or default_metrics_dir(settings.port)
+    env = dict(os.environ, TASKIQ_MONITOR_DEMO_BROKER_URL=str(settings.demo_broker_url))
+    cmd = [
+        sys.executable,
+        "-m",
+        "taskiq_monitor.cli",
+        "worker",
+        "taskiq_monitor.demo.tasks:broker",
+        "--workers",
+        str(workers),
+        "--metrics-host",
+        settings.host,
+        "--metrics-port",
+        str(settings.port),
+        "--metrics-dir",
+        str(metrics_dir),
+    ]
+    worker = subprocess.Popen(cmd, env=env)
+    try:
+        try:
+            _wait_http(f"http://{settings.host}:{settings.port}/healthz", 30, worker)
+        except RuntimeError as exc:
+            raise UsageError(str(exc)) from None
+        # Only now (the worker wiped the directory) may this process import prometheus_client in multiprocess mode:
+        # its enqueue counters join the workers' on the same endpoint.
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
+        _banner(settings, f"redis, {workers} worker processes")
+        from taskiq_monitor.demo.tasks import broker
+
+        async def produce() -> int:
+            stopping = asyncio.Event()
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(sig, stopping.set)
+            await broker.startup()
+            try:
+                stop_at = time.monotonic() + duration if duration else None
+                return await _produce(stop_at, rate, rng, stopping)
+            finally:
+                await broker.shutdown()
+
+        sent = asyncio.run(produce())
+        print(f"taskiq-monitor demo: enqueued {sent} tasks; stopping workers", file=sys.stderr)
+    finally:
+        if worker.poll() is None:
+            worker.send_signal(signal.SIGTERM)
+            try:
+                worker.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                worker.kill()
+    return 0
+
+
+def run_demo(settings: Settings, *, duration: float | None, rate: float, workers: int, seed: int | None) -> int:
+    import logging
+
+    # taskiq logs every execution and every traceback at INFO/ERROR; the demo's point is the metrics.
+    logging.getLogger("taskiq").setLevel(logging.CRITICAL)
+    rng = random.Random(seed)
+    if settings.demo_broker_url:
+        return _run_redis(settings, duration, rate, workers, rng)
+    return asyncio.run(_run_in_memory(settings, duration, rate, rng))

@@ -1,0 +1,115 @@
+"""One metrics endpoint for all worker processes of a host (prometheus_client multiprocess mode).
+
+Three traps of taskiq's own PrometheusMiddleware are avoided here:
+
+* prometheus_client picks its value class when ``prometheus_client.values`` is first imported, so
+  ``PROMETHEUS_MULTIPROC_DIR`` must be set before that import — the supervising CLI sets it in the environment of
+  the worker command, never from inside a middleware's ``__init__``.
+* Stale ``*.db`` files from an earlier run would keep adding their counts: the directory is wiped once, at the start
+  of the run (not per child, or a restarted child would erase its siblings' counts).
+* Each child starting its own HTTP server means the first to bind wins; instead the supervisor serves the merged
+  files of all children.
+
+A child that dies (``kill -9``, OOM) leaves its files behind. Its counters and histograms must keep counting — they
+are real work done — but its ``livesum`` gauges (running tasks) must vanish: :func:`reap_dead_processes` finds the
+pids of the gauge files and calls ``mark_process_dead`` for those no longer alive. A restarted child gets a new pid
+and new files, so nothing is reset or counted twice.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+from prometheus_client.metrics_core import Metric
+from prometheus_client.registry import Collector
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+_LIVE_GAUGE_FILE = re.compile(r"^gauge_live\w*?_(\d+)\.db$")
+
+
+class MetricsDirError(RuntimeError):
+    """The metrics directory cannot be used (a configuration mistake, reported at start-up)."""
+
+
+def prepare_directory(path: Path, *, wipe: bool) -> Path:
+    """Create ``path`` if needed, check it is a writable directory, and optionally delete old ``*.db`` files."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise MetricsDirError(f"metrics directory {path} cannot be created: {exc.strerror}") from None
+    if not path.is_dir():
+        raise MetricsDirError(f"metrics directory {path} is not a directory")
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise MetricsDirError(f"metrics directory {path} is not writable by uid {os.getuid()}")
+    if wipe:
+        for file in path.glob("*.db"):
+            try:
+                file.unlink()
+            except FileNotFoundError:
+                pass
+            except OSError as exc:
+                raise MetricsDirError(f"cannot remove stale metrics file {file}: {exc.strerror}") from None
+    return path
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # exists, owned by someone else
+    # A killed child stays a zombie until its parent reaps it; it runs no tasks any more.
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            state = stat.read().rsplit(b")", 1)[1].split()[0]
+        return state not in (b"Z", b"X")
+    except (OSError, IndexError):
+        return True
+
+
+def live_gauge_pids(path: Path) -> set[int]:
+    pids: set[int] = set()
+    for entry in os.scandir(path):
+        match = _LIVE_GAUGE_FILE.match(entry.name)
+        if match:
+            pids.add(int(match.group(1)))
+    return pids
+
+
+def reap_dead_processes(path: Path) -> list[int]:
+    """Mark every process with live-gauge files that is no longer running as dead; return their pids."""
+    from prometheus_client import multiprocess
+
+    dead = [pid for pid in live_gauge_pids(path) if not _pid_alive(pid)]
+    for pid in dead:
+        multiprocess.mark_process_dead(pid, str(path))
+    return dead
+
+
+class MultiProcessSource:
+    """A collector that merges the directory's files at every scrape, after reaping dead processes."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def collect(self) -> Iterator[Metric]:
+        from prometheus_client.multiprocess import MultiProcessCollector
+
+        reap_dead_processes(self.path)
+        files = [str(p) for p in self.path.glob("*.db")]
+        yield from MultiProcessCollector.merge(files, accumulate=True)
+
+
+class CombinedSource:
+    """Several collectors exposed as one (what ``generate_latest`` needs)."""
+
+    def __init__(self, collectors: Iterable[Collector]) -> None:
+        self.collectors = list(collectors)
+
+    def collect(self) -> Iterator[Metric]:
+        for collector in self.collectors:
+            yield from collector.collect()
