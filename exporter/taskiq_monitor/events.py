@@ -43,6 +43,15 @@ class TaskEvent:
     span_id: str | None = None
 
 
+def to_record(event: TaskEvent) -> dict[str, Any]:
+    """The JSON-safe record of an event (README, "Event record"); what Loki and the live feed carry."""
+    record: dict[str, Any] = {"schema_version": SCHEMA_VERSION}
+    for name in TaskEvent.__slots__:  # type: ignore[attr-defined]
+        record[name] = getattr(event, name)
+    record["worker"] = {"host": record.pop("host"), "pid": record.pop("pid")}
+    return record
+
+
 @runtime_checkable
 class EventSink(Protocol):
     """Receiver of task events. ``emit`` must be non-blocking and must not raise."""

@@ -82,7 +82,7 @@ class MonitoringMiddleware(TaskiqMiddleware):
         settings: Settings | None = None,
         *,
         registry: CollectorRegistry | None = None,
-        sinks: Iterable[EventSink] = (),
+        sinks: Iterable[EventSink] | None = None,
     ) -> None:
         super().__init__()
         self.settings = settings if settings is not None else Settings()
@@ -93,6 +93,10 @@ class MonitoringMiddleware(TaskiqMiddleware):
             max_task_names=self.settings.max_task_names,
             max_error_types=self.settings.max_error_types,
         )
+        if sinks is None:
+            from taskiq_monitor.sinks import default_sinks
+
+            sinks = default_sinks(self.settings)
         self.sinks: list[EventSink] = list(sinks)
         # Keyed by (task id, attempt): a retry of the same id may start before the failed attempt's post_execute
         # (in-place brokers run it inside on_error), and each attempt must find its own record.
