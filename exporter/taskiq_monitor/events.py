@@ -46,7 +46,7 @@ class TaskEvent:
 def to_record(event: TaskEvent) -> dict[str, Any]:
     """The JSON-safe record of an event (README, "Event record"); what Loki and the live feed carry."""
     record: dict[str, Any] = {"schema_version": SCHEMA_VERSION}
-    for name in TaskEvent.__slots__:  # type: ignore[attr-defined]
+    for name in TaskEvent.__slots__:
         record[name] = getattr(event, name)
     record["worker"] = {"host": record.pop("host"), "pid": record.pop("pid")}
     return record
