@@ -52,6 +52,8 @@ RETRIES_LABEL = "_retries"  # set by taskiq's retry middlewares: 1, 2, … on re
 
 @dataclass(slots=True)
 class _InFlight:
+    task_id: str
+    attempt: int
     started_perf: float
     started_at: float
     enqueued_at: float | None
@@ -98,9 +100,11 @@ class MonitoringMiddleware(TaskiqMiddleware):
 
             sinks = default_sinks(self.settings)
         self.sinks: list[EventSink] = list(sinks)
-        # Keyed by (task id, attempt): a retry of the same id may start before the failed attempt's post_execute
-        # (in-place brokers run it inside on_error), and each attempt must find its own record.
-        self._in_flight: dict[tuple[str, int], _InFlight] = {}
+        # Keyed by the message object's id: the receiver hands the same object to on_error and post_execute.
+        # Neither the task id (a retry reuses it, and in-place brokers run the retry inside on_error) nor the
+        # ``_retries`` label (retry middlewares mutate the running message's labels dict) identifies an attempt.
+        self._in_flight: dict[int, _InFlight] = {}
+        self._by_task_id: dict[str, list[_InFlight]] = {}
         self._host = socket.gethostname()
         self._warned: set[str] = set()
 
@@ -144,10 +148,10 @@ class MonitoringMiddleware(TaskiqMiddleware):
             self.metrics.for_task(message.task_name).enqueued.inc()
             attempt = _attempt(message.labels)
             if attempt > 1:
-                in_flight = self._in_flight.get((message.task_id, attempt - 1))
-                if in_flight is not None:
-                    # The same task id re-sent while its previous attempt runs here: a retry middleware re-kicked it.
-                    in_flight.resent = True
+                # The same task id re-sent while an earlier attempt runs here: a retry middleware re-kicked it.
+                for running in self._by_task_id.get(message.task_id, ()):
+                    if running.attempt < attempt:
+                        running.resent = True
             if self.sinks:
                 self._emit(
                     TaskEvent(
@@ -157,9 +161,9 @@ class MonitoringMiddleware(TaskiqMiddleware):
                         timestamp=now,
                         attempt=attempt,
                         enqueued_at=now,
-                        args=message.args,
-                        kwargs=message.kwargs,
-                        labels=message.labels,
+                        args=list(message.args),
+                        kwargs=dict(message.kwargs),
+                        labels=dict(message.labels),
                     )
                 )
         except Exception:
@@ -179,7 +183,9 @@ class MonitoringMiddleware(TaskiqMiddleware):
             if wait is not None:
                 inst.queue_wait.observe(wait)
             attempt = _attempt(message.labels)
-            self._in_flight[(message.task_id, attempt)] = _InFlight(perf, now, enqueued_at, wait)
+            record = _InFlight(message.task_id, attempt, perf, now, enqueued_at, wait)
+            self._in_flight[id(message)] = record
+            self._by_task_id.setdefault(message.task_id, []).append(record)
             if self.sinks:
                 self._emit(
                     TaskEvent(
@@ -191,9 +197,9 @@ class MonitoringMiddleware(TaskiqMiddleware):
                         enqueued_at=enqueued_at,
                         started_at=now,
                         queue_wait_seconds=wait,
-                        args=message.args,
-                        kwargs=message.kwargs,
-                        labels=message.labels,
+                        args=list(message.args),
+                        kwargs=dict(message.kwargs),
+                        labels=dict(message.labels),
                     )
                 )
         except Exception:
@@ -202,7 +208,7 @@ class MonitoringMiddleware(TaskiqMiddleware):
 
     def on_error(self, message: TaskiqMessage, result: TaskiqResult[Any], exception: BaseException) -> None:
         try:
-            in_flight = self._in_flight.get((message.task_id, _attempt(message.labels)))
+            in_flight = self._in_flight.get(id(message))
             if in_flight is not None:
                 in_flight.error = exception
         except Exception:
@@ -211,7 +217,13 @@ class MonitoringMiddleware(TaskiqMiddleware):
     def post_execute(self, message: TaskiqMessage, result: TaskiqResult[Any]) -> None:
         try:
             perf = time.perf_counter()
-            in_flight = self._in_flight.pop((message.task_id, _attempt(message.labels)), None)
+            in_flight = self._in_flight.pop(id(message), None)
+            if in_flight is not None:
+                siblings = self._by_task_id.get(message.task_id)
+                if siblings is not None:
+                    siblings.remove(in_flight)
+                    if not siblings:
+                        del self._by_task_id[message.task_id]
             inst = self.metrics.for_task(message.task_name)
             error = in_flight.error if in_flight is not None else result.error
             if not result.is_err:
@@ -258,9 +270,9 @@ class MonitoringMiddleware(TaskiqMiddleware):
             timestamp=time.time(),
             attempt=_attempt(message.labels),
             duration_seconds=duration,
-            args=message.args,
-            kwargs=message.kwargs,
-            labels=message.labels,
+            args=list(message.args),
+            kwargs=dict(message.kwargs),
+            labels=dict(message.labels),
         )
         event.finished_at = event.timestamp
         if in_flight is not None:
