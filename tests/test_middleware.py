@@ -33,7 +33,14 @@ class FatalSignal(BaseException):
     """A BaseException subclass (not Exception) raised by a task."""
 
 
+_MONITORS: dict[int, MonitoringMiddleware] = {}
+
+
 def value(registry: CollectorRegistry, name: str, **labels: str) -> float:
+    # Hooks coalesce increments until the event loop's next iteration; read what a scrape would see after it.
+    monitor = _MONITORS.get(id(registry))
+    if monitor is not None:
+        monitor.flush()
     sample = registry.get_sample_value(name, labels)
     return 0.0 if sample is None else sample
 
@@ -47,6 +54,7 @@ def make(
     registry = CollectorRegistry()
     sink = RecordingSink()
     monitor = MonitoringMiddleware(settings or Settings(), registry=registry, sinks=[sink])
+    _MONITORS[id(registry)] = monitor
     middlewares: list[Any] = [monitor]
     if retry == "simple":
         retry_mw: Any = SimpleRetryMiddleware(default_retry_count=3)
@@ -299,6 +307,7 @@ async def test_raising_sink_is_counted_and_other_sinks_still_receive() -> None:
             raise RuntimeError("sink down")
 
     monitor = MonitoringMiddleware(Settings(), registry=registry, sinks=[BadSink(), good])
+    _MONITORS[id(registry)] = monitor
     broker = InMemoryBroker(await_inplace=True).with_middlewares(monitor)
     tasks = define_tasks(broker)
     await broker.startup()

@@ -13,7 +13,7 @@ from taskiq_monitor.settings import Settings
 
 
 def test_get_metrics_prometheus_text_by_default() -> None:
-    TaskMetrics(registry=REGISTRY).for_task("exposed_task").started.inc()
+    TaskMetrics(registry=REGISTRY).for_task("exposed_task").started.inc(1)
     with TestClient(create_app(Settings())) as client:
         response = client.get("/metrics")
     assert response.status_code == 200
@@ -22,7 +22,7 @@ def test_get_metrics_prometheus_text_by_default() -> None:
 
 
 def test_get_metrics_openmetrics_when_asked() -> None:
-    TaskMetrics(registry=REGISTRY).for_task("om_task").started.inc()
+    TaskMetrics(registry=REGISTRY).for_task("om_task").started.inc(1)
     with TestClient(create_app(Settings())) as client:
         response = client.get("/metrics", headers={"Accept": "application/openmetrics-text; version=1.0.0"})
     assert response.headers["content-type"].startswith("application/openmetrics-text")
@@ -53,7 +53,7 @@ def test_metrics_asgi_app_serves_the_registry() -> None:
     from starlette.applications import Starlette
     from starlette.routing import Mount
 
-    TaskMetrics(registry=REGISTRY).for_task("app_side_task").enqueued.inc()
+    TaskMetrics(registry=REGISTRY).for_task("app_side_task").enqueued.inc(1)
     app = Starlette(routes=[Mount("/metrics", app=metrics_asgi_app(Settings()))])
     with TestClient(app) as client:
         response = client.get("/metrics/")

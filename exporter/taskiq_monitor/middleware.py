@@ -133,7 +133,12 @@ class MonitoringMiddleware(TaskiqMiddleware):
             except Exception:
                 self._failed("sink_start")
 
+    def flush(self) -> None:
+        """Write pending metric increments now (they are otherwise written once per event-loop iteration)."""
+        self.metrics.flush()
+
     async def shutdown(self) -> None:
+        self.metrics.flush()
         for sink in self.sinks:
             try:
                 await sink.close()
@@ -145,7 +150,9 @@ class MonitoringMiddleware(TaskiqMiddleware):
         try:
             now = time.time()
             message.labels[ENQUEUED_AT_LABEL] = now
-            self.metrics.for_task(message.task_name).enqueued.inc()
+            m = self.metrics
+            m.add(m.for_task(message.task_name).enqueued)
+            m.commit()
             attempt = _attempt(message.labels)
             if attempt > 1:
                 # The same task id re-sent while an earlier attempt runs here: a retry middleware re-kicked it.
@@ -177,11 +184,13 @@ class MonitoringMiddleware(TaskiqMiddleware):
             enqueued_at = _as_float(message.labels.get(ENQUEUED_AT_LABEL))
             # Wall clocks of the sending and executing hosts may differ slightly; never report negative waits.
             wait = max(0.0, now - enqueued_at) if enqueued_at is not None else None
-            inst = self.metrics.for_task(message.task_name)
-            inst.started.inc()
-            inst.running.inc()
+            m = self.metrics
+            inst = m.for_task(message.task_name)
+            m.add(inst.started)
+            m.add(inst.running)
             if wait is not None:
-                inst.queue_wait.observe(wait)
+                m.observe(inst.queue_wait, wait)
+            m.commit()
             attempt = _attempt(message.labels)
             record = _InFlight(message.task_id, attempt, perf, now, enqueued_at, wait)
             self._in_flight[id(message)] = record
@@ -224,7 +233,8 @@ class MonitoringMiddleware(TaskiqMiddleware):
                     siblings.remove(in_flight)
                     if not siblings:
                         del self._by_task_id[message.task_id]
-            inst = self.metrics.for_task(message.task_name)
+            m = self.metrics
+            inst = m.for_task(message.task_name)
             error = in_flight.error if in_flight is not None else result.error
             if not result.is_err:
                 status = STATUS_SUCCESS
@@ -240,13 +250,14 @@ class MonitoringMiddleware(TaskiqMiddleware):
                 status = STATUS_FAILED
             if in_flight is not None:
                 duration = perf - in_flight.started_perf
-                inst.running.dec()
+                m.add(inst.running, -1.0)
             else:
                 duration = float(result.execution_time)
-            inst.completed[status].inc()
-            inst.duration[status].observe(duration)
+            m.add(inst.completed[status])
+            m.observe(inst.duration[status], duration)
             if error is not None and status != STATUS_SUCCESS:
-                self.metrics.error_counter(inst, type(error).__name__).inc()
+                m.add(m.error_cell(inst, type(error).__name__))
+            m.commit()
             if self.sinks:
                 self._emit_finished(message, status, duration, in_flight, error)
         except Exception:
