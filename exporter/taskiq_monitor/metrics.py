@@ -15,8 +15,8 @@ the files of all processes (see ``multiproc.py``).
 
 from __future__ import annotations
 
-import contextlib
 import asyncio
+import contextlib
 import logging
 from bisect import bisect_left
 from collections.abc import Iterable, Sequence

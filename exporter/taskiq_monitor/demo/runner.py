@@ -119,6 +119,8 @@ def _run_redis(settings: Settings, duration: float | None, rate: float, workers:
         # Only now (the worker wiped the directory) may this process import prometheus_client in multiprocess mode:
         # its enqueue counters join the workers' on the same endpoint.
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
+        # The demo tasks module builds its broker from settings at import: the producer must use Redis too.
+        os.environ["TASKIQ_MONITOR_DEMO_BROKER_URL"] = str(settings.demo_broker_url)
         _banner(settings, f"redis, {workers} worker processes")
         from taskiq_monitor.demo.tasks import broker
 
