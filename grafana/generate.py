@@ -94,8 +94,15 @@ def loki_ds() -> dm.DataSourceRef:
     return dm.DataSourceRef(type_val="loki", uid="${loki_datasource}")
 
 
-def prom(expr: str, legend: str = "__auto", *, instant: bool = False, exemplar: bool = False,
-         ref: str = "A", fmt: str | None = None) -> prometheus.Dataquery:
+def prom(
+    expr: str,
+    legend: str = "__auto",
+    *,
+    instant: bool = False,
+    exemplar: bool = False,
+    ref: str = "A",
+    fmt: str | None = None,
+) -> prometheus.Dataquery:
     q = prometheus.Dataquery().expr(expr).legend_format(legend).ref_id(ref).datasource(prom_ds())
     q = q.instant() if instant else q.range()
     if exemplar:
@@ -105,8 +112,14 @@ def prom(expr: str, legend: str = "__auto", *, instant: bool = False, exemplar: 
     return q
 
 
-def logql(expr: str, *, ref: str = "A", max_lines: int | None = None, legend: str | None = None,
-          metric: bool = False) -> loki.Dataquery:
+def logql(
+    expr: str,
+    *,
+    ref: str = "A",
+    max_lines: int | None = None,
+    legend: str | None = None,
+    metric: bool = False,
+) -> loki.Dataquery:
     q = loki.Dataquery().expr(expr).ref_id(ref).datasource(loki_ds()).query_type("range")
     if max_lines is not None:
         q = q.max_lines(max_lines)
@@ -118,8 +131,10 @@ def logql(expr: str, *, ref: str = "A", max_lines: int | None = None, legend: st
 
 
 def thresholds(*steps: tuple[float | None, str]) -> dash.ThresholdsConfig:
-    return dash.ThresholdsConfig().mode(dm.ThresholdsMode.ABSOLUTE).steps(
-        [dm.Threshold(value=v, color=c) for v, c in steps]
+    return (
+        dash.ThresholdsConfig()
+        .mode(dm.ThresholdsMode.ABSOLUTE)
+        .steps([dm.Threshold(value=v, color=c) for v, c in steps])
     )
 
 
@@ -146,10 +161,20 @@ def trace_link() -> dict[str, Any]:
     }
 
 
-def stat_panel(title: str, expr: str, *, unit: str = "short", w: int = 4, h: int = 4,
-               decimals: float | None = None, steps: Iterable[tuple[float | None, str]] | None = None,
-               description: str = "", links: list[_RawBuilder] | None = None,
-               graph: bool = False, no_value: str = "0") -> stat.Panel:
+def stat_panel(
+    title: str,
+    expr: str,
+    *,
+    unit: str = "short",
+    w: int = 4,
+    h: int = 4,
+    decimals: float | None = None,
+    steps: Iterable[tuple[float | None, str]] | None = None,
+    description: str = "",
+    links: list[_RawBuilder] | None = None,
+    graph: bool = False,
+    no_value: str = "0",
+) -> stat.Panel:
     p = (
         stat.Panel()
         .title(title)
@@ -172,9 +197,18 @@ def stat_panel(title: str, expr: str, *, unit: str = "short", w: int = 4, h: int
     return p
 
 
-def ts_panel(title: str, targets: list[prometheus.Dataquery | loki.Dataquery], *, unit: str = "short",
-             w: int = 12, h: int = 8, description: str = "", stack: bool = False,
-             bars: bool = False, ds: dm.DataSourceRef | None = None) -> timeseries.Panel:
+def ts_panel(
+    title: str,
+    targets: list[prometheus.Dataquery | loki.Dataquery],
+    *,
+    unit: str = "short",
+    w: int = 12,
+    h: int = 8,
+    description: str = "",
+    stack: bool = False,
+    bars: bool = False,
+    ds: dm.DataSourceRef | None = None,
+) -> timeseries.Panel:
     p = (
         timeseries.Panel()
         .title(title)
@@ -186,8 +220,13 @@ def ts_panel(title: str, targets: list[prometheus.Dataquery | loki.Dataquery], *
         .height(h)
         .fill_opacity(60 if bars else 10)
         .line_width(1)
-        .legend(common.VizLegendOptions().display_mode(cm.LegendDisplayMode.TABLE)
-                .placement(cm.LegendPlacement.RIGHT).show_legend(True).calcs(["lastNotNull", "max"]))
+        .legend(
+            common.VizLegendOptions()
+            .display_mode(cm.LegendDisplayMode.TABLE)
+            .placement(cm.LegendPlacement.RIGHT)
+            .show_legend(True)
+            .calcs(["lastNotNull", "max"])
+        )
         .tooltip(common.VizTooltipOptions().mode(cm.TooltipDisplayMode.MULTI).sort(cm.SortOrder.DESCENDING))
     )
     if bars:
@@ -233,7 +272,7 @@ def var_loki_datasource() -> dash.DatasourceVariable:
 
 def var_job() -> dash.QueryVariable:
     # Worker exporters scrape as job="taskiq", the app side (.kiq()) as job="taskiq-app".
-    q = 'label_values({__name__=~"taskiq_tasks_(enqueued|started)_total"}, job)'
+    q = 'label_values({__name__=~"taskiq_tasks_enqueued_total|taskiq_tasks_started_total"}, job)'
     return (
         dash.QueryVariable("job")
         .label("Job")
@@ -334,7 +373,7 @@ def base(uid: str, title: str, description: str, refresh: str, time_from: str = 
 def completed(status: str, window: str, by: str = "") -> str:
     grouping = f" by ({by})" if by else ""
     return (
-        f"sum{grouping}(increase(taskiq_tasks_completed_total{{{TASK_MATCH}, status=\"{status}\"}}[{window}]))"
+        f'sum{grouping}(increase(taskiq_tasks_completed_total{{{TASK_MATCH}, status="{status}"}}[{window}]))'
     )
 
 
@@ -384,93 +423,255 @@ def overview() -> dash.Dashboard:
     d = d.with_variable(var_datasource()).with_variable(var_job()).with_variable(var_task_name())
 
     d = d.with_row(dash.Row("Fleet"))
-    d = d.with_panel(stat_panel("Workers", "sum(taskiq_workers)", w=3,
-                                description="Live worker processes by heartbeat.",
-                                steps=[(None, "red"), (1, "green")]))
+    d = d.with_panel(
+        stat_panel(
+            "Workers",
+            "sum(taskiq_workers)",
+            w=3,
+            description="Live worker processes by heartbeat.",
+            steps=[(None, "red"), (1, "green")],
+        )
+    )
     d = d.with_panel(stat_panel("Running", f"sum(taskiq_tasks_running{{{TASK_MATCH}}})", w=3))
-    d = d.with_panel(stat_panel("Pending", f"sum(taskiq_tasks_pending{{{TASK_MATCH}}})", w=3,
-                                steps=[(None, "green"), (100, "orange"), (1000, "red")]))
-    d = d.with_panel(stat_panel("Oldest pending", f"max(taskiq_task_oldest_pending_age_seconds{{{TASK_MATCH}}})",
-                                unit="s", w=3, steps=[(None, "green"), (60, "orange"), (600, "red")]))
-    d = d.with_panel(stat_panel("Throughput", rate("taskiq_tasks_completed_total", 'status=~"success|failed"',
-                                                   window="5m"),
-                                unit="ops", w=3, graph=True, description="Finished tasks per second (5m)."))
-    d = d.with_panel(stat_panel("Failure ratio (5m)", failure_ratio("5m"), unit="percentunit", w=3,
-                                decimals=1, steps=[(None, "green"), (0.01, "orange"), (0.05, "red")],
-                                no_value="-"))
-    d = d.with_panel(stat_panel("Success rate (24h)", success_ratio("24h"), unit="percentunit", w=3,
-                                decimals=2, steps=RATIO_STEPS, no_value="-"))
-    d = d.with_panel(stat_panel(
-        "Monitoring errors (1h)",
-        'sum(increase(taskiq_monitor_errors_total{job=~"$job"}[1h]))'
-        ' + sum(increase(taskiq_monitor_log_records_total{job=~"$job", result="dropped"}[1h]))',
-        w=3, description="Failures of the monitoring itself and log records dropped before Loki.",
-        steps=[(None, "green"), (1, "red")]))
+    d = d.with_panel(
+        stat_panel(
+            "Pending",
+            f"sum(taskiq_tasks_pending{{{TASK_MATCH}}})",
+            w=3,
+            steps=[(None, "green"), (100, "orange"), (1000, "red")],
+        )
+    )
+    d = d.with_panel(
+        stat_panel(
+            "Oldest pending",
+            f"max(taskiq_task_oldest_pending_age_seconds{{{TASK_MATCH}}})",
+            unit="s",
+            w=3,
+            steps=[(None, "green"), (60, "orange"), (600, "red")],
+        )
+    )
+    d = d.with_panel(
+        stat_panel(
+            "Throughput",
+            rate("taskiq_tasks_completed_total", 'status=~"success|failed"', window="5m"),
+            unit="ops",
+            w=3,
+            graph=True,
+            description="Finished tasks per second (5m).",
+        )
+    )
+    d = d.with_panel(
+        stat_panel(
+            "Failure ratio (5m)",
+            failure_ratio("5m"),
+            unit="percentunit",
+            w=3,
+            decimals=1,
+            steps=[(None, "green"), (0.01, "orange"), (0.05, "red")],
+            no_value="-",
+        )
+    )
+    d = d.with_panel(
+        stat_panel(
+            "Success rate (24h)",
+            success_ratio("24h"),
+            unit="percentunit",
+            w=3,
+            decimals=2,
+            steps=RATIO_STEPS,
+            no_value="-",
+        )
+    )
+    d = d.with_panel(
+        stat_panel(
+            "Monitoring errors (1h)",
+            'sum(increase(taskiq_monitor_errors_total{job=~"$job"}[1h]))'
+            ' + sum(increase(taskiq_monitor_log_records_total{job=~"$job", result="dropped"}[1h]))',
+            w=3,
+            description="Failures of the monitoring itself and log records dropped before Loki.",
+            steps=[(None, "green"), (1, "red")],
+        )
+    )
 
     # Health cards: one row per task type. Grafana repeats the row and the panels below it.
     d = d.with_row(dash.Row("$task_name").repeat("task_name"))
     one = 'job=~"$job", task_name=~"$task_name"'
     history = dashboard_url("taskiq-history", "var-task_name=${task_name}&var-status=failed")
     detail = dashboard_url("taskiq-task-detail", "var-task_name=${task_name}")
-    d = d.with_panel(stat_panel("Pending", f"sum(taskiq_tasks_pending{{{one}}})", steps=[
-        (None, "green"), (100, "orange"), (1000, "red")], links=[data_link("Task detail", detail)]))
-    d = d.with_panel(stat_panel("Running", f"sum(taskiq_tasks_running{{{one}}})",
-                                links=[data_link("Task detail", detail)]))
-    d = d.with_panel(stat_panel("Success (range)", completed("success", "$__range"), decimals=0,
-                                steps=[(None, "green")], links=[data_link("Task detail", detail)]))
-    d = d.with_panel(stat_panel("Failed (range)", completed("failed", "$__range"), decimals=0,
-                                steps=[(None, "green"), (1, "red")],
-                                links=[data_link("Failed runs in History & errors", history)]))
-    d = d.with_panel(stat_panel("Success rate (24h)", success_ratio("24h"), unit="percentunit", decimals=2,
-                                steps=RATIO_STEPS, no_value="-"))
-    d = d.with_panel(stat_panel("Avg duration (24h)", avg_duration("24h"), unit="s", decimals=3,
-                                description="sum(duration of successful runs) / count(successful runs), 24h.",
-                                no_value="-"))
+    d = d.with_panel(
+        stat_panel(
+            "Pending",
+            f"sum(taskiq_tasks_pending{{{one}}})",
+            steps=[(None, "green"), (100, "orange"), (1000, "red")],
+            links=[data_link("Task detail", detail)],
+        )
+    )
+    d = d.with_panel(
+        stat_panel("Running", f"sum(taskiq_tasks_running{{{one}}})", links=[data_link("Task detail", detail)])
+    )
+    d = d.with_panel(
+        stat_panel(
+            "Success (range)",
+            completed("success", "$__range"),
+            decimals=0,
+            steps=[(None, "green")],
+            links=[data_link("Task detail", detail)],
+        )
+    )
+    d = d.with_panel(
+        stat_panel(
+            "Failed (range)",
+            completed("failed", "$__range"),
+            decimals=0,
+            steps=[(None, "green"), (1, "red")],
+            links=[data_link("Failed runs in History & errors", history)],
+        )
+    )
+    d = d.with_panel(
+        stat_panel(
+            "Success rate (24h)",
+            success_ratio("24h"),
+            unit="percentunit",
+            decimals=2,
+            steps=RATIO_STEPS,
+            no_value="-",
+        )
+    )
+    d = d.with_panel(
+        stat_panel(
+            "Avg duration (24h)",
+            avg_duration("24h"),
+            unit="s",
+            decimals=3,
+            description="sum(duration of successful runs) / count(successful runs), 24h.",
+            no_value="-",
+        )
+    )
 
     d = d.with_row(dash.Row("Throughput & failures"))
-    d = d.with_panel(ts_panel("Throughput by task", [
-        prom(rate("taskiq_tasks_completed_total", 'status="success"', by="task_name"), "{{task_name}}")],
-        unit="ops", stack=True, description="Successful completions per second."))
-    d = d.with_panel(ts_panel("Failure ratio by task", [
-        prom(failure_ratio("$__rate_interval", by="task_name"), "{{task_name}}")],
-        unit="percentunit", description="failed / (success + failed); retried attempts excluded."))
-    d = d.with_panel(ts_panel("Enqueued vs started", [
-        prom(rate("taskiq_tasks_enqueued_total"), "enqueued", ref="A"),
-        prom(rate("taskiq_tasks_started_total"), "started", ref="B")],
-        unit="ops", description="Enqueued (app side, job taskiq-app) against started (workers)."))
-    d = d.with_panel(ts_panel("Failures by task", [
-        prom(rate("taskiq_tasks_completed_total", 'status="failed"', by="task_name"), "{{task_name}}")],
-        unit="ops", stack=True, bars=True))
+    d = d.with_panel(
+        ts_panel(
+            "Throughput by task",
+            [prom(rate("taskiq_tasks_completed_total", 'status="success"', by="task_name"), "{{task_name}}")],
+            unit="ops",
+            stack=True,
+            description="Successful completions per second.",
+        )
+    )
+    d = d.with_panel(
+        ts_panel(
+            "Failure ratio by task",
+            [prom(failure_ratio("$__rate_interval", by="task_name"), "{{task_name}}")],
+            unit="percentunit",
+            description="failed / (success + failed); retried attempts excluded.",
+        )
+    )
+    d = d.with_panel(
+        ts_panel(
+            "Enqueued vs started",
+            [
+                prom(rate("taskiq_tasks_enqueued_total"), "enqueued", ref="A"),
+                prom(rate("taskiq_tasks_started_total"), "started", ref="B"),
+            ],
+            unit="ops",
+            description="Enqueued (app side, job taskiq-app) against started (workers).",
+        )
+    )
+    d = d.with_panel(
+        ts_panel(
+            "Failures by task",
+            [prom(rate("taskiq_tasks_completed_total", 'status="failed"', by="task_name"), "{{task_name}}")],
+            unit="ops",
+            stack=True,
+            bars=True,
+        )
+    )
 
     d = d.with_row(dash.Row("Queue & concurrency"))
-    d = d.with_panel(ts_panel("Queue depth (pending)", [
-        prom(f"sum by (task_name) (taskiq_tasks_pending{{{TASK_MATCH}}})", "{{task_name}}")],
-        w=8, stack=True))
-    d = d.with_panel(ts_panel("Oldest pending age", [
-        prom(f"max by (task_name) (taskiq_task_oldest_pending_age_seconds{{{TASK_MATCH}}})", "{{task_name}}")],
-        unit="s", w=8))
-    d = d.with_panel(ts_panel("Running", [
-        prom(f"sum by (task_name) (taskiq_tasks_running{{{TASK_MATCH}}})", "{{task_name}}"),
-        prom("sum(taskiq_workers)", "workers", ref="B")],
-        w=8))
+    d = d.with_panel(
+        ts_panel(
+            "Queue depth (pending)",
+            [prom(f"sum by (task_name) (taskiq_tasks_pending{{{TASK_MATCH}}})", "{{task_name}}")],
+            w=8,
+            stack=True,
+        )
+    )
+    d = d.with_panel(
+        ts_panel(
+            "Oldest pending age",
+            [
+                prom(
+                    f"max by (task_name) (taskiq_task_oldest_pending_age_seconds{{{TASK_MATCH}}})",
+                    "{{task_name}}",
+                )
+            ],
+            unit="s",
+            w=8,
+        )
+    )
+    d = d.with_panel(
+        ts_panel(
+            "Running",
+            [
+                prom(f"sum by (task_name) (taskiq_tasks_running{{{TASK_MATCH}}})", "{{task_name}}"),
+                prom("sum(taskiq_workers)", "workers", ref="B"),
+            ],
+            w=8,
+        )
+    )
 
     d = d.with_row(dash.Row("Latency"))
-    d = d.with_panel(ts_panel("Duration percentiles (exemplars)", [
-        prom(quantile(0.5, "taskiq_task_duration_seconds"), "p50", ref="A", exemplar=True),
-        prom(quantile(0.95, "taskiq_task_duration_seconds"), "p95", ref="B", exemplar=True),
-        prom(quantile(0.99, "taskiq_task_duration_seconds"), "p99", ref="C", exemplar=True)],
-        unit="s", description="Exemplars link to traces (trace_id → Tempo) where the exporter attaches them."))
-    d = d.with_panel(ts_panel("p95 duration by task", [
-        prom(quantile(0.95, "taskiq_task_duration_seconds", by="le, task_name"), "{{task_name}}",
-             exemplar=True)], unit="s"))
-    d = d.with_panel(ts_panel("Queue wait percentiles", [
-        prom(quantile(0.5, "taskiq_task_queue_wait_seconds"), "p50", ref="A"),
-        prom(quantile(0.95, "taskiq_task_queue_wait_seconds"), "p95", ref="B")],
-        unit="s", description="Time from .kiq() to start of execution."))
-    d = d.with_panel(ts_panel("Average duration by task", [
-        prom(f"sum by (task_name) (rate(taskiq_task_duration_seconds_sum{{{TASK_MATCH}, status=\"success\"}}"
-             f"[$__rate_interval])) / sum by (task_name) (rate(taskiq_task_duration_seconds_count"
-             f"{{{TASK_MATCH}, status=\"success\"}}[$__rate_interval]))", "{{task_name}}")], unit="s"))
+    d = d.with_panel(
+        ts_panel(
+            "Duration percentiles (exemplars)",
+            [
+                prom(quantile(0.5, "taskiq_task_duration_seconds"), "p50", ref="A", exemplar=True),
+                prom(quantile(0.95, "taskiq_task_duration_seconds"), "p95", ref="B", exemplar=True),
+                prom(quantile(0.99, "taskiq_task_duration_seconds"), "p99", ref="C", exemplar=True),
+            ],
+            unit="s",
+            description="Exemplars link to traces (trace_id → Tempo) where the exporter attaches them.",
+        )
+    )
+    d = d.with_panel(
+        ts_panel(
+            "p95 duration by task",
+            [
+                prom(
+                    quantile(0.95, "taskiq_task_duration_seconds", by="le, task_name"),
+                    "{{task_name}}",
+                    exemplar=True,
+                )
+            ],
+            unit="s",
+        )
+    )
+    d = d.with_panel(
+        ts_panel(
+            "Queue wait percentiles",
+            [
+                prom(quantile(0.5, "taskiq_task_queue_wait_seconds"), "p50", ref="A"),
+                prom(quantile(0.95, "taskiq_task_queue_wait_seconds"), "p95", ref="B"),
+            ],
+            unit="s",
+            description="Time from .kiq() to start of execution.",
+        )
+    )
+    d = d.with_panel(
+        ts_panel(
+            "Average duration by task",
+            [
+                prom(
+                    f"sum by (task_name) (rate(taskiq_task_duration_seconds_sum"
+                    f'{{{TASK_MATCH}, status="success"}}'
+                    f"[$__rate_interval])) / sum by (task_name) (rate(taskiq_task_duration_seconds_count"
+                    f'{{{TASK_MATCH}, status="success"}}[$__rate_interval]))',
+                    "{{task_name}}",
+                )
+            ],
+            unit="s",
+        )
+    )
     return d
 
 
@@ -481,44 +682,109 @@ def task_detail() -> dash.Dashboard:
         "One task type in depth: throughput, outcomes, exception types, retries, latency, recent failures.",
         "30s",
     )
-    d = (d.with_variable(var_datasource()).with_variable(var_loki_datasource()).with_variable(var_job())
-         .with_variable(var_task_name(multi=False)).with_variable(var_service_name()))
+    d = (
+        d.with_variable(var_datasource())
+        .with_variable(var_loki_datasource())
+        .with_variable(var_job())
+        .with_variable(var_task_name(multi=False))
+        .with_variable(var_service_name())
+    )
     history = dashboard_url("taskiq-history", "var-task_name=${task_name}")
 
     d = d.with_row(dash.Row("$task_name"))
-    d = d.with_panel(stat_panel("Throughput", rate("taskiq_tasks_completed_total", 'status=~"success|failed"',
-                                                   window="5m"), unit="ops", graph=True))
-    d = d.with_panel(stat_panel("Success rate (24h)", success_ratio("24h"), unit="percentunit", decimals=2,
-                                steps=RATIO_STEPS, no_value="-"))
-    d = d.with_panel(stat_panel("Failed (range)", completed("failed", "$__range"), decimals=0,
-                                steps=[(None, "green"), (1, "red")],
-                                links=[data_link("Failures in History & errors", history + "&var-status=failed")]))
-    d = d.with_panel(stat_panel("Retried (range)", completed("retried", "$__range"), decimals=0,
-                                steps=[(None, "green"), (1, "orange")]))
-    d = d.with_panel(stat_panel("Running / pending",
-                                f"sum(taskiq_tasks_running{{{TASK_MATCH}}}) + sum(taskiq_tasks_pending{{{TASK_MATCH}}})"))
-    d = d.with_panel(stat_panel("p95 duration", quantile(0.95, "taskiq_task_duration_seconds"), unit="s",
-                                no_value="-"))
+    d = d.with_panel(
+        stat_panel(
+            "Throughput",
+            rate("taskiq_tasks_completed_total", 'status=~"success|failed"', window="5m"),
+            unit="ops",
+            graph=True,
+        )
+    )
+    d = d.with_panel(
+        stat_panel(
+            "Success rate (24h)",
+            success_ratio("24h"),
+            unit="percentunit",
+            decimals=2,
+            steps=RATIO_STEPS,
+            no_value="-",
+        )
+    )
+    d = d.with_panel(
+        stat_panel(
+            "Failed (range)",
+            completed("failed", "$__range"),
+            decimals=0,
+            steps=[(None, "green"), (1, "red")],
+            links=[data_link("Failures in History & errors", history + "&var-status=failed")],
+        )
+    )
+    d = d.with_panel(
+        stat_panel(
+            "Retried (range)",
+            completed("retried", "$__range"),
+            decimals=0,
+            steps=[(None, "green"), (1, "orange")],
+        )
+    )
+    d = d.with_panel(
+        stat_panel(
+            "Running / pending",
+            f"sum(taskiq_tasks_running{{{TASK_MATCH}}}) + sum(taskiq_tasks_pending{{{TASK_MATCH}}})",
+        )
+    )
+    d = d.with_panel(
+        stat_panel("p95 duration", quantile(0.95, "taskiq_task_duration_seconds"), unit="s", no_value="-")
+    )
 
     d = d.with_row(dash.Row("Outcomes"))
-    d = d.with_panel(ts_panel("Completions by status", [
-        prom(rate("taskiq_tasks_completed_total", by="status"), "{{status}}")], unit="ops", stack=True,
-        description="success / failed / retried (intermediate attempts re-kicked by a retry middleware)."))
-    d = d.with_panel(ts_panel("Retries", [
-        prom(rate("taskiq_tasks_completed_total", 'status="retried"'), "retried/s", ref="A"),
-        prom(rate("taskiq_tasks_completed_total", 'status="retried"') + " / "
-             + rate("taskiq_tasks_started_total"), "retried / started", ref="B")],
-        unit="short", description="Attempts that ended in a retry, absolute and relative to starts."))
-    d = d.with_panel(ts_panel("Exception types", [
-        prom(rate("taskiq_task_errors_total", by="error_type"), "{{error_type}}")],
-        unit="ops", stack=True, bars=True))
+    d = d.with_panel(
+        ts_panel(
+            "Completions by status",
+            [prom(rate("taskiq_tasks_completed_total", by="status"), "{{status}}")],
+            unit="ops",
+            stack=True,
+            description="success / failed / retried (intermediate attempts re-kicked by a retry middleware).",
+        )
+    )
+    d = d.with_panel(
+        ts_panel(
+            "Retries",
+            [
+                prom(rate("taskiq_tasks_completed_total", 'status="retried"'), "retried/s", ref="A"),
+                prom(
+                    rate("taskiq_tasks_completed_total", 'status="retried"')
+                    + " / "
+                    + rate("taskiq_tasks_started_total"),
+                    "retried / started",
+                    ref="B",
+                ),
+            ],
+            unit="short",
+            description="Attempts that ended in a retry, absolute and relative to starts.",
+        )
+    )
+    d = d.with_panel(
+        ts_panel(
+            "Exception types",
+            [prom(rate("taskiq_task_errors_total", by="error_type"), "{{error_type}}")],
+            unit="ops",
+            stack=True,
+            bars=True,
+        )
+    )
     d = d.with_panel(
         bargauge.Panel()
         .title("Exception types (range)")
         .datasource(prom_ds())
-        .with_target(prom(
-            f"sort_desc(sum by (error_type) (increase(taskiq_task_errors_total{{{TASK_MATCH}}}[$__range])))",
-            "{{error_type}}", instant=True))
+        .with_target(
+            prom(
+                "sort_desc(sum by (error_type) "
+                f"(increase(taskiq_task_errors_total{{{TASK_MATCH}}}[$__range])))",
+                "{{error_type}}",
+                instant=True,
+            )
+        )
         .span(12)
         .height(8)
         .decimals(0)
@@ -528,26 +794,53 @@ def task_detail() -> dash.Dashboard:
     )
 
     d = d.with_row(dash.Row("Latency"))
-    d = d.with_panel(ts_panel("Duration by status (exemplars)", [
-        prom(quantile(0.5, "taskiq_task_duration_seconds", by="le, status"), "p50 {{status}}", ref="A",
-             exemplar=True),
-        prom(quantile(0.95, "taskiq_task_duration_seconds", by="le, status"), "p95 {{status}}", ref="B",
-             exemplar=True)], unit="s"))
-    d = d.with_panel(ts_panel("Queue wait", [
-        prom(quantile(0.5, "taskiq_task_queue_wait_seconds"), "p50", ref="A"),
-        prom(quantile(0.95, "taskiq_task_queue_wait_seconds"), "p95", ref="B"),
-        prom(f"max(taskiq_task_oldest_pending_age_seconds{{{TASK_MATCH}}})", "oldest pending", ref="C")],
-        unit="s"))
+    d = d.with_panel(
+        ts_panel(
+            "Duration by status (exemplars)",
+            [
+                prom(
+                    quantile(0.5, "taskiq_task_duration_seconds", by="le, status"),
+                    "p50 {{status}}",
+                    ref="A",
+                    exemplar=True,
+                ),
+                prom(
+                    quantile(0.95, "taskiq_task_duration_seconds", by="le, status"),
+                    "p95 {{status}}",
+                    ref="B",
+                    exemplar=True,
+                ),
+            ],
+            unit="s",
+        )
+    )
+    d = d.with_panel(
+        ts_panel(
+            "Queue wait",
+            [
+                prom(quantile(0.5, "taskiq_task_queue_wait_seconds"), "p50", ref="A"),
+                prom(quantile(0.95, "taskiq_task_queue_wait_seconds"), "p95", ref="B"),
+                prom(
+                    f"max(taskiq_task_oldest_pending_age_seconds{{{TASK_MATCH}}})", "oldest pending", ref="C"
+                ),
+            ],
+            unit="s",
+        )
+    )
 
     d = d.with_row(dash.Row("Recent failures"))
     d = d.with_panel(
         logs.Panel()
         .title("Recent failures of $task_name")
         .datasource(loki_ds())
-        .with_target(logql(
-            f'{{{LOKI_SELECTOR}, status=~"failed|retried"}} | json'
-            ' | line_format "{{.error_type}}: {{.error_message}} task_id={{.task_id}} trace_id={{.trace_id}}"',
-            max_lines=200))
+        .with_target(
+            logql(
+                f'{{{LOKI_SELECTOR}, status=~"failed|retried"}} | json'
+                ' | line_format "{{.error_type}}: {{.error_message}}'
+                ' task_id={{.task_id}} trace_id={{.trace_id}}"',
+                max_lines=200,
+            )
+        )
         .span(24)
         .height(10)
         .show_time(True)
@@ -566,38 +859,69 @@ def live() -> dash.Dashboard:
         "5s",
         time_from="now-15m",
     )
-    d = (d.with_variable(var_datasource()).with_variable(var_loki_datasource()).with_variable(var_job())
-         .with_variable(var_task_name()).with_variable(var_status(EVENT_STATUSES))
-         .with_variable(var_service_name()))
+    d = (
+        d.with_variable(var_datasource())
+        .with_variable(var_loki_datasource())
+        .with_variable(var_job())
+        .with_variable(var_task_name())
+        .with_variable(var_status(EVENT_STATUSES))
+        .with_variable(var_service_name())
+    )
 
     d = d.with_row(dash.Row("State now"))
     d = d.with_panel(stat_panel("Pending", f"sum(taskiq_tasks_pending{{{TASK_MATCH}}})"))
     d = d.with_panel(stat_panel("Running", f"sum(taskiq_tasks_running{{{TASK_MATCH}}})"))
-    d = d.with_panel(stat_panel("Started (1m)", f"sum(increase(taskiq_tasks_started_total{{{TASK_MATCH}}}[1m]))",
-                                decimals=0))
-    d = d.with_panel(stat_panel("Succeeded (1m)", completed("success", "1m"), decimals=0,
-                                steps=[(None, "green")]))
-    d = d.with_panel(stat_panel("Failed (1m)", completed("failed", "1m"), decimals=0,
-                                steps=[(None, "green"), (1, "red")]))
-    d = d.with_panel(stat_panel("Retried (1m)", completed("retried", "1m"), decimals=0,
-                                steps=[(None, "green"), (1, "orange")]))
+    d = d.with_panel(
+        stat_panel(
+            "Started (1m)", f"sum(increase(taskiq_tasks_started_total{{{TASK_MATCH}}}[1m]))", decimals=0
+        )
+    )
+    d = d.with_panel(
+        stat_panel("Succeeded (1m)", completed("success", "1m"), decimals=0, steps=[(None, "green")])
+    )
+    d = d.with_panel(
+        stat_panel("Failed (1m)", completed("failed", "1m"), decimals=0, steps=[(None, "green"), (1, "red")])
+    )
+    d = d.with_panel(
+        stat_panel(
+            "Retried (1m)", completed("retried", "1m"), decimals=0, steps=[(None, "green"), (1, "orange")]
+        )
+    )
 
-    d = d.with_panel(ts_panel("Events by status", [
-        logql(f'sum by (status) (count_over_time({{{LOKI_SELECTOR}, status=~"$status"}} [$__auto]))',
-              legend="{{status}}", metric=True)],
-        w=24, h=7, stack=True, bars=True, ds=loki_ds()))
+    d = d.with_panel(
+        ts_panel(
+            "Events by status",
+            [
+                logql(
+                    f'sum by (status) (count_over_time({{{LOKI_SELECTOR}, status=~"$status"}} [$__auto]))',
+                    legend="{{status}}",
+                    metric=True,
+                )
+            ],
+            w=24,
+            h=7,
+            stack=True,
+            bars=True,
+            ds=loki_ds(),
+        )
+    )
 
     d = d.with_row(dash.Row("Event stream"))
     d = d.with_panel(
         logs.Panel()
         .title("Recent events")
-        .description("Newest first. Expand a line for task_id / trace_id (structured metadata) and the trace link.")
+        .description(
+            "Newest first. Expand a line for task_id / trace_id (structured metadata) and the trace link."
+        )
         .datasource(loki_ds())
-        .with_target(logql(
-            f'{{{LOKI_SELECTOR}, status=~"$status"}} | json'
-            ' | line_format "{{.status | upper}} {{.task_name}} task_id={{.task_id}} attempt={{.attempt}}'
-            ' duration={{.duration_seconds}}s {{.error_type}}"',
-            max_lines=500))
+        .with_target(
+            logql(
+                f'{{{LOKI_SELECTOR}, status=~"$status"}} | json'
+                ' | line_format "{{.status | upper}} {{.task_name}} task_id={{.task_id}} attempt={{.attempt}}'
+                ' duration={{.duration_seconds}}s {{.error_type}}"',
+                max_lines=500,
+            )
+        )
         .span(24)
         .height(18)
         .show_time(True)
@@ -609,8 +933,19 @@ def live() -> dash.Dashboard:
     return d
 
 
-HISTORY_COLUMNS = ["timestamp", "task_name", "status", "task_id", "attempt", "duration_seconds",
-                   "queue_wait_seconds", "error_type", "error_message", "worker", "trace_id"]
+HISTORY_COLUMNS = [
+    "timestamp",
+    "task_name",
+    "status",
+    "task_id",
+    "attempt",
+    "duration_seconds",
+    "queue_wait_seconds",
+    "error_type",
+    "error_message",
+    "worker",
+    "trace_id",
+]
 
 
 def history() -> dash.Dashboard:
@@ -622,29 +957,48 @@ def history() -> dash.Dashboard:
         "1m",
         time_from="now-24h",
     )
-    d = (d.with_variable(var_loki_datasource()).with_variable(var_datasource()).with_variable(var_job())
-         .with_variable(var_task_name()).with_variable(var_status(EVENT_STATUSES))
-         .with_variable(var_service_name()).with_variable(var_search()))
+    d = (
+        d.with_variable(var_loki_datasource())
+        .with_variable(var_datasource())
+        .with_variable(var_job())
+        .with_variable(var_task_name())
+        .with_variable(var_status(EVENT_STATUSES))
+        .with_variable(var_service_name())
+        .with_variable(var_search())
+    )
 
     selector = f'{{{LOKI_SELECTOR}, status=~"$status"}} |= "$search" | json'
     organize = {
         "id": "organize",
         "options": {
             "indexByName": {name: i for i, name in enumerate(HISTORY_COLUMNS)},
-            "excludeByName": {"Time": True, "schema_version": True, "args": True, "kwargs": True,
-                              "labels": True, "traceback": True, "span_id": True, "enqueued_at": True,
-                              "started_at": True, "finished_at": True},
+            "excludeByName": {
+                "Time": True,
+                "schema_version": True,
+                "args": True,
+                "kwargs": True,
+                "labels": True,
+                "traceback": True,
+                "span_id": True,
+                "enqueued_at": True,
+                "started_at": True,
+                "finished_at": True,
+            },
             "renameByName": {},
         },
     }
-    extract = {"id": "extractFields",
-               "options": {"source": "Line", "format": "json", "replace": True, "keepTime": True}}
+    extract = {
+        "id": "extractFields",
+        "options": {"source": "Line", "format": "json", "replace": True, "keepTime": True},
+    }
     d = d.with_row(dash.Row("History"))
     d = d.with_panel(
         table.Panel()
         .title("Task history")
-        .description("One row per state change. Filters: Task, Status, and the text box (task id or error). "
-                     "The table pages by panel height: sized for 50 rows a page.")
+        .description(
+            "One row per state change. Filters: Task, Status, and the text box (task id or error). "
+            "The table pages by panel height: sized for 50 rows a page."
+        )
         .datasource(loki_ds())
         .with_target(logql(f"{selector}", max_lines=5000))
         .with_transformation(dm.DataTransformerConfig(id_val="extractFields", options=extract["options"]))
@@ -657,16 +1011,43 @@ def history() -> dash.Dashboard:
         .footer(common.TableFooterOptions().show(False).reducer(["count"]).enable_pagination(True))
         .sort_by([common.TableSortByFieldState().display_name("timestamp").desc(True)])
         .override_by_name("trace_id", [dm.DynamicConfigValue(id_val="links", value=[trace_link()])])
-        .override_by_name("task_id", [dm.DynamicConfigValue(id_val="links", value=[{
-            "title": "Show this task's events",
-            "url": dashboard_url("taskiq-history", "var-search=${__value.raw}&var-status=All"),
-        }])])
-        .override_by_name("status", [dm.DynamicConfigValue(id_val="mappings", value=[{
-            "type": "value",
-            "options": {"success": {"color": "green", "index": 0}, "failed": {"color": "red", "index": 1},
-                        "retried": {"color": "orange", "index": 2}, "running": {"color": "blue", "index": 3},
-                        "pending": {"color": "text", "index": 4}},
-        }]), dm.DynamicConfigValue(id_val="custom.cellOptions", value={"type": "color-text"})])
+        .override_by_name(
+            "task_id",
+            [
+                dm.DynamicConfigValue(
+                    id_val="links",
+                    value=[
+                        {
+                            "title": "Show this task's events",
+                            "url": dashboard_url(
+                                "taskiq-history", "var-search=${__value.raw}&var-status=All"
+                            ),
+                        }
+                    ],
+                )
+            ],
+        )
+        .override_by_name(
+            "status",
+            [
+                dm.DynamicConfigValue(
+                    id_val="mappings",
+                    value=[
+                        {
+                            "type": "value",
+                            "options": {
+                                "success": {"color": "green", "index": 0},
+                                "failed": {"color": "red", "index": 1},
+                                "retried": {"color": "orange", "index": 2},
+                                "running": {"color": "blue", "index": 3},
+                                "pending": {"color": "text", "index": 4},
+                            },
+                        }
+                    ],
+                ),
+                dm.DynamicConfigValue(id_val="custom.cellOptions", value={"type": "color-text"}),
+            ],
+        )
         .override_by_name("duration_seconds", [dm.DynamicConfigValue(id_val="unit", value="s")])
         .override_by_name("queue_wait_seconds", [dm.DynamicConfigValue(id_val="unit", value="s")])
     )
@@ -679,24 +1060,56 @@ def history() -> dash.Dashboard:
         .datasource(loki_ds())
         .with_target(logql(err_selector, max_lines=1000))
         .with_transformation(dm.DataTransformerConfig(id_val="extractFields", options=extract["options"]))
-        .with_transformation(dm.DataTransformerConfig(id_val="organize", options={
-            "indexByName": {n: i for i, n in enumerate(
-                ["timestamp", "task_name", "task_id", "attempt", "error_type", "error_message", "args",
-                 "kwargs", "traceback", "trace_id"])},
-            "excludeByName": {"Time": True, "schema_version": True, "labels": True, "span_id": True,
-                              "enqueued_at": True, "started_at": True, "finished_at": True,
-                              "status": True, "worker": True, "queue_wait_seconds": True},
-            "renameByName": {},
-        }))
+        .with_transformation(
+            dm.DataTransformerConfig(
+                id_val="organize",
+                options={
+                    "indexByName": {
+                        n: i
+                        for i, n in enumerate(
+                            [
+                                "timestamp",
+                                "task_name",
+                                "task_id",
+                                "attempt",
+                                "error_type",
+                                "error_message",
+                                "args",
+                                "kwargs",
+                                "traceback",
+                                "trace_id",
+                            ]
+                        )
+                    },
+                    "excludeByName": {
+                        "Time": True,
+                        "schema_version": True,
+                        "labels": True,
+                        "span_id": True,
+                        "enqueued_at": True,
+                        "started_at": True,
+                        "finished_at": True,
+                        "status": True,
+                        "worker": True,
+                        "queue_wait_seconds": True,
+                    },
+                    "renameByName": {},
+                },
+            )
+        )
         .span(24)
         .height(16)
         .cell_height(cm.TableCellHeight.LG)
         .filterable(True)
         .footer(common.TableFooterOptions().show(False).reducer(["count"]).enable_pagination(True))
-        .override_by_name("traceback", [
-            dm.DynamicConfigValue(id_val="custom.cellOptions", value={"type": "auto", "wrapText": True}),
-            dm.DynamicConfigValue(id_val="custom.inspect", value=True),
-            dm.DynamicConfigValue(id_val="custom.width", value=600)])
+        .override_by_name(
+            "traceback",
+            [
+                dm.DynamicConfigValue(id_val="custom.cellOptions", value={"type": "auto", "wrapText": True}),
+                dm.DynamicConfigValue(id_val="custom.inspect", value=True),
+                dm.DynamicConfigValue(id_val="custom.width", value=600),
+            ],
+        )
         .override_by_name("args", [dm.DynamicConfigValue(id_val="custom.inspect", value=True)])
         .override_by_name("kwargs", [dm.DynamicConfigValue(id_val="custom.inspect", value=True)])
         .override_by_name("trace_id", [dm.DynamicConfigValue(id_val="links", value=[trace_link()])])
@@ -704,16 +1117,22 @@ def history() -> dash.Dashboard:
     d = d.with_panel(
         logs.Panel()
         .title("Error detail (traceback and parameters)")
-        .description("Each failure rendered as message, parameters and the full stack trace. Expand a line: "
-                     "trace_id links to the trace.")
+        .description(
+            "Each failure rendered as message, parameters and the full stack trace. Expand a line: "
+            "trace_id links to the trace."
+        )
         .datasource(loki_ds())
-        .with_target(logql(
-            f'{{{LOKI_SELECTOR}, status=~"failed|retried"}} |= "$search"'
-            ' | json task_id="task_id", error_type="error_type", error_message="error_message",'
-            ' traceback="traceback", args="args", kwargs="kwargs", trace_id="trace_id", attempt="attempt"'
-            ' | line_format "{{.task_name}} [{{.task_id}}] attempt {{.attempt}}: {{.error_type}}: '
-            '{{.error_message}}\\nargs={{.args}} kwargs={{.kwargs}} trace_id={{.trace_id}}\\n{{.traceback}}"',
-            max_lines=200))
+        .with_target(
+            logql(
+                f'{{{LOKI_SELECTOR}, status=~"failed|retried"}} |= "$search"'
+                ' | json task_id="task_id", error_type="error_type", error_message="error_message",'
+                ' traceback="traceback", args="args", kwargs="kwargs", trace_id="trace_id", attempt="attempt"'
+                ' | line_format "{{.task_name}} [{{.task_id}}] attempt {{.attempt}}: {{.error_type}}: '
+                "{{.error_message}}\\nargs={{.args}} kwargs={{.kwargs}}"
+                ' trace_id={{.trace_id}}\\n{{.traceback}}"',
+                max_lines=200,
+            )
+        )
         .span(24)
         .height(20)
         .show_time(True)
@@ -721,10 +1140,24 @@ def history() -> dash.Dashboard:
         .enable_log_details(True)
         .sort_order(cm.LogsSortOrder.DESCENDING)
     )
-    d = d.with_panel(ts_panel("Errors by type (Loki)", [
-        logql(f'sum by (error_type) (count_over_time({{{LOKI_SELECTOR}, status="failed"}} |= "$search"'
-              f' | json error_type="error_type" [$__auto]))', legend="{{error_type}}", metric=True)],
-        w=24, h=7, stack=True, bars=True, ds=loki_ds()))
+    d = d.with_panel(
+        ts_panel(
+            "Errors by type (Loki)",
+            [
+                logql(
+                    f'sum by (error_type) (count_over_time({{{LOKI_SELECTOR}, status="failed"}} |= "$search"'
+                    f' | json error_type="error_type" [$__auto]))',
+                    legend="{{error_type}}",
+                    metric=True,
+                )
+            ],
+            w=24,
+            h=7,
+            stack=True,
+            bars=True,
+            ds=loki_ds(),
+        )
+    )
     return d
 
 
