@@ -237,14 +237,7 @@ def ts_panel(
 
 
 def text_panel_md(title: str, content: str, *, w: int = 24, h: int = 3) -> dash.Panel:
-    return (
-        dash.Panel()
-        .type("text")
-        .title(title)
-        .span(w)
-        .height(h)
-        .options({"mode": "markdown", "content": content})
-    )
+    return dash.Panel().type("text").title(title).span(w).height(h).options({"mode": "markdown", "content": content})
 
 
 # --------------------------------------------------------------------------------------------
@@ -372,9 +365,7 @@ def base(uid: str, title: str, description: str, refresh: str, time_from: str = 
 
 def completed(status: str, window: str, by: str = "") -> str:
     grouping = f" by ({by})" if by else ""
-    return (
-        f'sum{grouping}(increase(taskiq_tasks_completed_total{{{TASK_MATCH}, status="{status}"}}[{window}]))'
-    )
+    return f'sum{grouping}(increase(taskiq_tasks_completed_total{{{TASK_MATCH}, status="{status}"}}[{window}]))'
 
 
 def rate(metric: str, extra: str = "", by: str = "", window: str = "$__rate_interval") -> str:
@@ -485,10 +476,9 @@ def overview() -> dash.Dashboard:
     d = d.with_panel(
         stat_panel(
             "Monitoring errors (1h)",
-            'sum(increase(taskiq_monitor_errors_total{job=~"$job"}[1h]))'
-            ' + sum(increase(taskiq_monitor_log_records_total{job=~"$job", result="dropped"}[1h]))',
+            'sum(increase(taskiq_monitor_errors_total{job=~"$job"}[1h]))',
             w=3,
-            description="Failures of the monitoring itself and log records dropped before Loki.",
+            description="Failures of the monitoring itself (details in the Monitoring row).",
             steps=[(None, "green"), (1, "red")],
         )
     )
@@ -672,6 +662,47 @@ def overview() -> dash.Dashboard:
             unit="s",
         )
     )
+
+    d = d.with_row(dash.Row("Monitoring"))
+    d = d.with_panel(
+        ts_panel(
+            "Monitoring errors by component",
+            [
+                prom(
+                    'sum by (component) (rate(taskiq_monitor_errors_total{job=~"$job"}[$__rate_interval]))',
+                    "{{component}}",
+                )
+            ],
+            unit="ops",
+            w=8,
+            description="The exporter's own failures (Loki push, Redis state, hooks); should stay at zero.",
+        )
+    )
+    d = d.with_panel(
+        ts_panel(
+            "Event records by result",
+            [
+                prom(
+                    'sum by (result) (rate(taskiq_monitor_log_records_total{job=~"$job"}[$__rate_interval]))',
+                    "{{result}}",
+                )
+            ],
+            unit="ops",
+            w=8,
+            stack=True,
+            description="Records shipped to Loki, spooled to disk while Loki is unreachable, or dropped.",
+        )
+    )
+    d = d.with_panel(
+        ts_panel(
+            "Shipper backlog",
+            [
+                prom('sum(taskiq_monitor_log_queue_records{job=~"$job"})', "in memory (records)", ref="A"),
+                prom('sum(taskiq_monitor_log_spool_bytes{job=~"$job"})', "spool (bytes)", ref="B"),
+            ],
+            w=8,
+        )
+    )
     return d
 
 
@@ -733,9 +764,7 @@ def task_detail() -> dash.Dashboard:
             f"sum(taskiq_tasks_running{{{TASK_MATCH}}}) + sum(taskiq_tasks_pending{{{TASK_MATCH}}})",
         )
     )
-    d = d.with_panel(
-        stat_panel("p95 duration", quantile(0.95, "taskiq_task_duration_seconds"), unit="s", no_value="-")
-    )
+    d = d.with_panel(stat_panel("p95 duration", quantile(0.95, "taskiq_task_duration_seconds"), unit="s", no_value="-"))
 
     d = d.with_row(dash.Row("Outcomes"))
     d = d.with_panel(
@@ -779,8 +808,7 @@ def task_detail() -> dash.Dashboard:
         .datasource(prom_ds())
         .with_target(
             prom(
-                "sort_desc(sum by (error_type) "
-                f"(increase(taskiq_task_errors_total{{{TASK_MATCH}}}[$__range])))",
+                f"sort_desc(sum by (error_type) (increase(taskiq_task_errors_total{{{TASK_MATCH}}}[$__range])))",
                 "{{error_type}}",
                 instant=True,
             )
@@ -820,9 +848,7 @@ def task_detail() -> dash.Dashboard:
             [
                 prom(quantile(0.5, "taskiq_task_queue_wait_seconds"), "p50", ref="A"),
                 prom(quantile(0.95, "taskiq_task_queue_wait_seconds"), "p95", ref="B"),
-                prom(
-                    f"max(taskiq_task_oldest_pending_age_seconds{{{TASK_MATCH}}})", "oldest pending", ref="C"
-                ),
+                prom(f"max(taskiq_task_oldest_pending_age_seconds{{{TASK_MATCH}}})", "oldest pending", ref="C"),
             ],
             unit="s",
         )
@@ -872,20 +898,14 @@ def live() -> dash.Dashboard:
     d = d.with_panel(stat_panel("Pending", f"sum(taskiq_tasks_pending{{{TASK_MATCH}}})"))
     d = d.with_panel(stat_panel("Running", f"sum(taskiq_tasks_running{{{TASK_MATCH}}})"))
     d = d.with_panel(
-        stat_panel(
-            "Started (1m)", f"sum(increase(taskiq_tasks_started_total{{{TASK_MATCH}}}[1m]))", decimals=0
-        )
+        stat_panel("Started (1m)", f"sum(increase(taskiq_tasks_started_total{{{TASK_MATCH}}}[1m]))", decimals=0)
     )
-    d = d.with_panel(
-        stat_panel("Succeeded (1m)", completed("success", "1m"), decimals=0, steps=[(None, "green")])
-    )
+    d = d.with_panel(stat_panel("Succeeded (1m)", completed("success", "1m"), decimals=0, steps=[(None, "green")]))
     d = d.with_panel(
         stat_panel("Failed (1m)", completed("failed", "1m"), decimals=0, steps=[(None, "green"), (1, "red")])
     )
     d = d.with_panel(
-        stat_panel(
-            "Retried (1m)", completed("retried", "1m"), decimals=0, steps=[(None, "green"), (1, "orange")]
-        )
+        stat_panel("Retried (1m)", completed("retried", "1m"), decimals=0, steps=[(None, "green"), (1, "orange")])
     )
 
     d = d.with_panel(
@@ -910,9 +930,7 @@ def live() -> dash.Dashboard:
     d = d.with_panel(
         logs.Panel()
         .title("Recent events")
-        .description(
-            "Newest first. Expand a line for task_id / trace_id (structured metadata) and the trace link."
-        )
+        .description("Newest first. Expand a line for task_id / trace_id (structured metadata) and the trace link.")
         .datasource(loki_ds())
         .with_target(
             logql(
@@ -1019,9 +1037,7 @@ def history() -> dash.Dashboard:
                     value=[
                         {
                             "title": "Show this task's events",
-                            "url": dashboard_url(
-                                "taskiq-history", "var-search=${__value.raw}&var-status=All"
-                            ),
+                            "url": dashboard_url("taskiq-history", "var-search=${__value.raw}&var-status=All"),
                         }
                     ],
                 )
