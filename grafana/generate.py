@@ -745,6 +745,7 @@ def task_detail() -> dash.Dashboard:
         stat_panel(
             "Failed (range)",
             completed("failed", "$__range"),
+            w=3,
             decimals=0,
             steps=[(None, "green"), (1, "red")],
             links=[data_link("Failures in History & errors", history + "&var-status=failed")],
@@ -754,16 +755,13 @@ def task_detail() -> dash.Dashboard:
         stat_panel(
             "Retried (range)",
             completed("retried", "$__range"),
+            w=3,
             decimals=0,
             steps=[(None, "green"), (1, "orange")],
         )
     )
-    d = d.with_panel(
-        stat_panel(
-            "Running / pending",
-            f"sum(taskiq_tasks_running{{{TASK_MATCH}}}) + sum(taskiq_tasks_pending{{{TASK_MATCH}}})",
-        )
-    )
+    d = d.with_panel(stat_panel("Running", f"sum(taskiq_tasks_running{{{TASK_MATCH}}})", w=3))
+    d = d.with_panel(stat_panel("Pending", f"sum(taskiq_tasks_pending{{{TASK_MATCH}}})", w=3))
     d = d.with_panel(stat_panel("p95 duration", quantile(0.95, "taskiq_task_duration_seconds"), unit="s", no_value="-"))
 
     d = d.with_row(dash.Row("Outcomes"))

@@ -140,6 +140,17 @@ def test_dashboards_have_the_contract_uids_and_unique_panel_ids() -> None:
 
 
 @pytest.mark.parametrize("name", sorted(MODELS))
+def test_panels_fit_the_grid_without_overlapping(name: str) -> None:
+    taken: set[tuple[int, int]] = set()
+    for panel in dq._panels(MODELS[name]):
+        pos = panel["gridPos"]
+        assert pos["x"] + pos["w"] <= 24, panel["title"]
+        cells = {(x, y) for x in range(pos["x"], pos["x"] + pos["w"]) for y in range(pos["y"], pos["y"] + pos["h"])}
+        assert not cells & taken, f"{panel['title']} overlaps another panel"
+        taken |= cells
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
 def test_template_variables_and_refresh(name: str) -> None:
     model = MODELS[name]
     variables = dq.variables(model)
