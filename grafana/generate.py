@@ -1020,7 +1020,7 @@ def history() -> dash.Dashboard:
         .with_transformation(dm.DataTransformerConfig(id_val="extractFields", options=extract["options"]))
         .with_transformation(dm.DataTransformerConfig(id_val="organize", options=organize["options"]))
         .span(24)
-        .height(50)
+        .height(51)
         .cell_height(cm.TableCellHeight.SM)
         .show_header(True)
         .filterable(True)
