@@ -6,6 +6,10 @@ substituted the way Grafana would with the default selections ($task_name, $job 
 $__rate_interval → 1m, $__range → 1m, see grafana/dashboard_queries.py), and every expression must return at
 least one series.
 
+The demo runs in-memory by default (tasks and exporter in one process, no external service). With
+``TASKIQ_MONITOR_DEMO_BROKER_URL=redis://…`` in the environment the demo's settings pick it up and the same test
+runs against real ``taskiq worker`` processes consuming from Redis.
+
 Metrics that other components export (the Redis-backed pending gauges, the worker heartbeat, the log shipper's
 counters) may not be served by the demo yet. An expression is excused only when a metric it reads is *absent
 from the scrape*; as soon as the exporter serves it, the expression must return data like every other.
