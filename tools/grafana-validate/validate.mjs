@@ -3,7 +3,7 @@
 //   node validate.mjs schema [--write FILE] DASHBOARD.json...
 //       Derives a JSON Schema from @grafana/schema's classic `Dashboard` type
 //       (dist/types/raw/dashboard/x/types.gen.d.ts) with ts-json-schema-generator, then validates every
-//       dashboard with ajv in strict mode (allErrors). Prints {"schemaVersion": ..., "results": {file: [errors]}}.
+//       dashboard with ajv in strict mode (allErrors). Exit 1 if any is invalid. Prints {"schemaVersion": ..., "results": {file: [errors]}}.
 //   node validate.mjs logql < expressions.json
 //       Parses each LogQL expression (JSON array of strings on stdin) with @grafana/lezer-logql, Grafana's own
 //       grammar. Prints [{expr, errors: [...], selectors: [[label, op, value], ...]}]. Template variables must
@@ -40,6 +40,7 @@ async function schemaCmd(args) {
   }
   const pkg = JSON.parse(readFileSync(join(here, 'node_modules/@grafana/schema/package.json'), 'utf8'));
   console.log(JSON.stringify({ grafanaSchemaVersion: pkg.version, results }, null, 1));
+  if (Object.values(results).some((errs) => errs.length)) process.exitCode = 1;
 }
 
 async function logqlCmd() {
@@ -72,6 +73,7 @@ async function logqlCmd() {
     return { expr, errors, selectors };
   });
   console.log(JSON.stringify(out, null, 1));
+  if (out.some((r) => r.errors.length)) process.exitCode = 1;
 }
 
 const [cmd, ...rest] = process.argv.slice(2);
