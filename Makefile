@@ -9,7 +9,7 @@ SYSTEM_DEPS := redis-server:redis-server prometheus:prometheus promtool:promethe
                prometheus-alertmanager:prometheus-alertmanager amtool:prometheus-alertmanager
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test lint typecheck unit integration system-deps venv bench dashboards clean
+.PHONY: demo test lint typecheck unit system-deps node-deps venv bench dashboards clean
 
 venv: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
@@ -39,7 +39,14 @@ lint: venv
 typecheck: venv
 	$(VENV)/bin/mypy
 
-test: system-deps venv lint typecheck
+node-deps:
+	@command -v npm >/dev/null 2>&1 || { echo "==> installing nodejs and npm"; $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends nodejs npm >/dev/null; }
+	@if [ ! -d tools/grafana-validate/node_modules ]; then echo "==> npm ci (dashboard schema + LogQL grammar)"; \
+	  (cd tools/grafana-validate && npm ci --no-audit --no-fund --loglevel=error); fi
+
+test: system-deps node-deps venv lint typecheck
+	$(PY) grafana/generate.py --check
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 unit: venv
@@ -47,6 +54,9 @@ unit: venv
 
 bench: venv
 	$(PY) benchmarks/bench_middleware.py
+
+dashboards: venv
+	$(PY) grafana/generate.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

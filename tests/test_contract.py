@@ -1,0 +1,50 @@
+"""The metric contract in code (metrics.METRICS) is what the README documents and what the exporter emits."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from prometheus_client import CollectorRegistry
+
+from taskiq_monitor.metrics import METRICS, TaskMetrics
+
+README = Path(__file__).parents[1] / "README.md"
+
+
+def readme_metrics() -> dict[str, tuple[str, tuple[str, ...]]]:
+    rows = re.findall(r"^\| `(taskiq_\w+)` \| (\w+) \| ([^|]*) \|", README.read_text(), flags=re.M)
+    return {name: (kind, tuple(re.findall(r"`(\w+)`", labels))) for name, kind, labels in rows}
+
+
+def test_readme_metrics_table_matches_code() -> None:
+    assert readme_metrics() == METRICS
+
+
+def test_task_metrics_emit_exactly_the_core_contract() -> None:
+    registry = CollectorRegistry()
+    metrics = TaskMetrics(registry=registry)
+    metrics.register_tasks(["t"])
+    emitted = {family.name: family for family in registry.collect()}
+    core = {n: v for n, v in METRICS.items() if n in _core_names()}
+    for name, (kind, labels) in core.items():
+        family_name = name.removesuffix("_total")
+        assert family_name in emitted, name
+        family = emitted[family_name]
+        assert family.type == kind
+        sample_labels = {k for s in family.samples for k in s.labels if k != "le"}
+        if family.samples:
+            assert sample_labels == set(labels), name
+
+
+def _core_names() -> set[str]:
+    return {
+        "taskiq_tasks_enqueued_total",
+        "taskiq_tasks_started_total",
+        "taskiq_tasks_completed_total",
+        "taskiq_task_errors_total",
+        "taskiq_tasks_running",
+        "taskiq_task_duration_seconds",
+        "taskiq_task_queue_wait_seconds",
+        "taskiq_monitor_errors_total",
+    }
