@@ -14,7 +14,8 @@ The test suite regenerates the files and fails when they differ from the committ
 (``tests/test_prometheus_rules.py``), and the end-to-end alerting test builds a variant with short windows
 from the same code (``build(dataclasses.replace(Config(), ...))``), so what is tested is what ships.
 
-Naming follows the Prometheus ``level:metric:operations`` convention: ``task_name:taskiq_tasks_completed:rate5m``.
+Naming follows the Prometheus ``level:metric:operations`` convention, e.g.
+``task_name:taskiq_tasks_completed:rate5m``.
 Only PyYAML is needed (stdlib otherwise).
 """
 
@@ -66,7 +67,7 @@ class Config:
     quantiles: tuple[float, ...] = (0.5, 0.95, 0.99)
 
     # Alert expressions read the raw metrics, not recorded series: Prometheus evaluates rule groups
-    # independently, so an alert on a recorded series would lag by up to one evaluation, non-deterministically.
+    # independently, so an alert on a recorded series would lag by up to one evaluation, at random.
 
     # --- TaskiqTaskHighFailureRate -------------------------------------------------------------------
     failure_ratio_window: str = "5m"
@@ -292,6 +293,8 @@ def alerting_rules(cfg: Config) -> list[dict[str, Any]]:
     retried = f'taskiq_tasks_completed_total{{{sel}, status="retried"}}'
     dur = "taskiq_task_duration_seconds"
     uw = cfg.stuck_usual_window
+    sw = cfg.stuck_window
+    bw = cfg.backlog_growth_window
     timeout_re = "|".join(re.escape(t) for t in cfg.timeout_error_types)
     task_alerts = [
         _alert(
@@ -341,7 +344,7 @@ def alerting_rules(cfg: Config) -> list[dict[str, Any]]:
                 # report the same value.
                 f"max by (task_name) (taskiq_tasks_pending{{{sel}}}) > {cfg.backlog_min_pending}\n"
                 f"and on (task_name)\n"
-                f"max by (task_name) (deriv(taskiq_tasks_pending{{{sel}}}[{cfg.backlog_growth_window}])) > 0\n"
+                f"max by (task_name) (deriv(taskiq_tasks_pending{{{sel}}}[{bw}])) > 0\n"
             ),
             cfg.backlog_for,
             "warning",
@@ -374,11 +377,11 @@ def alerting_rules(cfg: Config) -> list[dict[str, Any]]:
             (
                 f"(sum by (task_name) (taskiq_tasks_running{{{sel}}}) > 0)\n"
                 f"unless on (task_name)\n"
-                f"(sum by (task_name) (increase(taskiq_tasks_completed_total{{{sel}}}[{cfg.stuck_window}])) > 0)\n"
+                f"(sum by (task_name) (increase(taskiq_tasks_completed_total{{{sel}}}[{sw}])) > 0)\n"
                 f"and on (task_name)\n"
-                f"(\n  sum by (task_name) (rate({dur}_sum{{{sel}, status=\"success\"}}[{uw}]))\n"
-                f"  / sum by (task_name) (rate({dur}_count{{{sel}, status=\"success\"}}[{uw}]))\n"
-                f"  * {_fmt_number(cfg.stuck_factor)} < {_fmt_number(duration_seconds(cfg.stuck_window))}\n)\n"
+                f'(\n  sum by (task_name) (rate({dur}_sum{{{sel}, status="success"}}[{uw}]))\n'
+                f'  / sum by (task_name) (rate({dur}_count{{{sel}, status="success"}}[{uw}]))\n'
+                f"  * {_fmt_number(cfg.stuck_factor)} < {_fmt_number(duration_seconds(sw))}\n)\n"
             ),
             cfg.stuck_for,
             "warning",
@@ -415,7 +418,10 @@ def alerting_rules(cfg: Config) -> list[dict[str, Any]]:
             cfg.no_worker_for,
             "critical",
             "No TaskIQ worker is alive.",
-            f"No TaskIQ worker process has sent a heartbeat for {cfg.no_worker_for}; queued tasks are not processed.",
+            (
+                "{{ $value }} TaskIQ worker processes alive (by heartbeat) for "
+                f"{cfg.no_worker_for}; queued tasks are not processed."
+            ),
             _overview_dashboard(cfg),
         ),
         _alert(
