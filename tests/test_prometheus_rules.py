@@ -182,9 +182,7 @@ def _alert_tests() -> dict[str, list[dict[str, Any]]]:
     by_alert: dict[str, list[dict[str, Any]]] = {}
     for test in _load(PROMTOOL_TESTS_DIR / "alerts_test.yml")["tests"]:
         for case in test.get("alert_rule_test", []):
-            by_alert.setdefault(case["alertname"], []).append(
-                {**case, "interval": test.get("interval", "1m")}
-            )
+            by_alert.setdefault(case["alertname"], []).append({**case, "interval": test.get("interval", "1m")})
     return by_alert
 
 
@@ -272,8 +270,7 @@ def test_failure_rate_alert_has_minimum_volume_guard() -> None:
 
 def test_selector_parser_finds_every_metric() -> None:
     expr = (
-        'histogram_quantile(0.5, sum by (le) (rate(a_bucket{x="y"}[5m])))'
-        " / on (task_name) b and c:d:rate5m unless up"
+        'histogram_quantile(0.5, sum by (le) (rate(a_bucket{x="y"}[5m]))) / on (task_name) b and c:d:rate5m unless up'
     )
     assert _selector_names(expr) == {"a_bucket", "b", "c:d:rate5m", "up"}
 
