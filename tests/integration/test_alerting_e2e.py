@@ -11,6 +11,7 @@ PID, and polled for readiness; every wait is bounded.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import json
 import os
@@ -392,3 +393,66 @@ def test_failure_burst_pages_through_alertmanager_and_resolves(tmp_path: Path, s
             prom_port, f'taskiq_task_errors_total{{task_name="{FAILING_TASK}",error_type="ValueError"}}'
         )
         assert errors and float(errors[0]["value"][1]) >= 5
+
+
+def test_no_worker_alive_inhibits_backlog_alerts_in_alertmanager(tmp_path: Path, servers: list[Server]) -> None:
+    """Alerts posted to a real Alertmanager with the repository config: the backlog alerts are muted."""
+    alertmanager = require_binary("prometheus-alertmanager")
+    with WebhookReceiver() as webhook:
+        am_port = free_port()
+        am = start(
+            "alertmanager",
+            [
+                alertmanager,
+                f"--config.file={write_alertmanager_config(tmp_path, webhook.port)}",
+                f"--storage.path={tmp_path / 'am-data'}",
+                f"--web.listen-address=127.0.0.1:{am_port}",
+                "--cluster.listen-address=",
+            ],
+            tmp_path,
+        )
+        servers.append(am)
+        base = f"http://127.0.0.1:{am_port}"
+        wait_until(lambda: http_get(f"{base}/-/ready"), STARTUP_TIMEOUT, "alertmanager", am.proc)
+
+        def alert(name: str, severity: str, **labels: str) -> dict[str, Any]:
+            return {"labels": {"alertname": name, "severity": severity, **labels}, "annotations": {"summary": name}}
+
+        posted = [
+            alert("TaskiqNoWorkerAlive", "critical"),
+            alert("TaskiqQueueBacklogGrowing", "warning", task_name=FAILING_TASK),
+            alert("TaskiqOldestPendingTooOld", "warning", task_name=FAILING_TASK),
+            alert("TaskiqTaskRetryStorm", "warning", task_name=FAILING_TASK),
+        ]
+        request = urllib.request.Request(
+            f"{base}/api/v2/alerts",
+            data=json.dumps(posted).encode(),
+            headers={"Content-Type": "application/json"},
+            method="POST",
+        )
+        with urllib.request.urlopen(request, timeout=5) as response:
+            assert response.status == 200
+
+        def states() -> dict[str, str] | None:
+            alerts = json.loads(http_get(f"{base}/api/v2/alerts"))
+            result = {a["labels"]["alertname"]: a["status"]["state"] for a in alerts}
+            # Inhibition is computed asynchronously: wait until every alert has its final state.
+            return result if len(result) == 4 and "unprocessed" not in result.values() else None
+
+        got = wait_until(states, STARTUP_TIMEOUT, "alertmanager to process the alerts", am.proc)
+        assert got == {
+            "TaskiqNoWorkerAlive": "active",
+            "TaskiqQueueBacklogGrowing": "suppressed",
+            "TaskiqOldestPendingTooOld": "suppressed",
+            "TaskiqTaskRetryStorm": "active",
+        }
+        # Only the cause pages; the unrelated warning goes to the team receiver.
+        paths = set()
+        deadline = time.monotonic() + ALERT_TIMEOUT
+        while paths != {"/alerts/critical", "/alerts/warning"} and time.monotonic() < deadline:
+            with contextlib.suppress(queue.Empty):
+                note = webhook.notifications.get(timeout=0.5)
+                paths.add(note.path)
+                names = {a["labels"]["alertname"] for a in note.body["alerts"]}
+                assert not names & {"TaskiqQueueBacklogGrowing", "TaskiqOldestPendingTooOld"}, names
+        assert paths == {"/alerts/critical", "/alerts/warning"}
