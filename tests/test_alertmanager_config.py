@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import yaml
 
-from monitoring_stack import ALERTMANAGER_DIR, load_generator, require_binary, run
+from tests.monitoring_stack import ALERTMANAGER_DIR, load_generator, require_binary, run
 
 CONFIG = ALERTMANAGER_DIR / "alertmanager.yml"
 gen = load_generator()

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import yaml
 
-from monitoring_stack import (
+from tests.monitoring_stack import (
     PROMETHEUS_DIR,
     PROMTOOL_TESTS_DIR,
     RULES_DIR,

@@ -70,8 +70,19 @@ class RedisServer:
         self.port = free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self.proc = subprocess.Popen(
-            [require_binary("redis-server"), "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", str(workdir)],
+            [
+                require_binary("redis-server"),
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(workdir),
+            ],
             stdout=subprocess.DEVNULL,
         )
         wait_for(self.ping, 15, f"redis-server on port {self.port}")
@@ -108,7 +119,8 @@ def sample(samples: Samples, name: str, **labels: str) -> float:
 
 def total(samples: Samples, name: str, **match: str) -> float:
     return sum(
-        v for (n, labels), v in samples.items()
+        v
+        for (n, labels), v in samples.items()
         if n == name and all(dict(labels).get(k) == val for k, val in match.items())
     )
 
@@ -140,17 +152,29 @@ class Worker:
         self.env.pop("PROMETHEUS_MULTIPROC_DIR", None)
         self.log = open(workdir / f"worker-{self.port}.log", "w")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "taskiq_monitor.cli", "worker", "taskiq_monitor.demo.tasks:broker",
-             "--workers", str(workers), "--metrics-port", str(self.port), "--metrics-dir", str(self.metrics_dir),
-             *extra_args],
-            env=self.env, stdout=self.log, stderr=subprocess.STDOUT,
+            [
+                sys.executable,
+                "-m",
+                "taskiq_monitor.cli",
+                "worker",
+                "taskiq_monitor.demo.tasks:broker",
+                "--workers",
+                str(workers),
+                "--metrics-port",
+                str(self.port),
+                "--metrics-dir",
+                str(self.metrics_dir),
+                *extra_args,
+            ],
+            env=self.env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
         )
         self.url = f"http://127.0.0.1:{self.port}"
         wait_for(lambda: http_get(self.url + "/healthz"), 30, "the worker's exporter")
         # Ready means every child has started up and exported its registered tasks (zero values).
         wait_for(
-            lambda: len(self.child_pids()) == workers
-            and set(self.child_pids()) <= live_gauge_pids(self.metrics_dir),
+            lambda: len(self.child_pids()) == workers and set(self.child_pids()) <= live_gauge_pids(self.metrics_dir),
             30,
             f"{workers} worker children started",
         )
@@ -184,8 +208,14 @@ def children(pid: int) -> list[int]:
     return found
 
 
-def produce(redis_url: str, plan: list[tuple[str, list[Any], dict[str, Any]]], *, kind: str, queue: str,
-            metrics_dir: Path | None = None) -> None:
+def produce(
+    redis_url: str,
+    plan: list[tuple[str, list[Any], dict[str, Any]]],
+    *,
+    kind: str,
+    queue: str,
+    metrics_dir: Path | None = None,
+) -> None:
     """Enqueue ``plan`` from a separate producer process, as a web app would (real ``.kiq()``)."""
     env = dict(
         os.environ,
@@ -210,8 +240,15 @@ def produce(redis_url: str, plan: list[tuple[str, list[Any], dict[str, Any]]], *
 
 
 class Prometheus:
-    def __init__(self, workdir: Path, targets: list[str], *, scrape_interval: str = "1s",
-                 extra_config: str = "", rule_files: Iterable[Path] = ()) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        targets: list[str],
+        *,
+        scrape_interval: str = "1s",
+        extra_config: str = "",
+        rule_files: Iterable[Path] = (),
+    ) -> None:
         self.port = free_port()
         self.workdir = workdir / f"prometheus-{self.port}"
         self.workdir.mkdir()
@@ -220,15 +257,22 @@ class Prometheus:
             f"global:\n  scrape_interval: {scrape_interval}\n  evaluation_interval: {scrape_interval}\n"
             + (f"rule_files:{rules}\n" if rules else "")
             + "scrape_configs:\n  - job_name: taskiq\n    static_configs:\n      - targets: "
-            + json.dumps(targets) + "\n" + extra_config
+            + json.dumps(targets)
+            + "\n"
+            + extra_config
         )
         (self.workdir / "prometheus.yml").write_text(config)
         self.log = open(self.workdir / "prometheus.log", "w")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
-            [require_binary("prometheus"), f"--config.file={self.workdir / 'prometheus.yml'}",
-             f"--storage.tsdb.path={self.workdir / 'data'}", f"--web.listen-address=127.0.0.1:{self.port}",
-             "--enable-feature=exemplar-storage"],
-            stdout=self.log, stderr=subprocess.STDOUT,
+            [
+                require_binary("prometheus"),
+                f"--config.file={self.workdir / 'prometheus.yml'}",
+                f"--storage.tsdb.path={self.workdir / 'data'}",
+                f"--web.listen-address=127.0.0.1:{self.port}",
+                "--enable-feature=exemplar-storage",
+            ],
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
         )
         self.url = f"http://127.0.0.1:{self.port}"
         wait_for(lambda: "Ready" in http_get(self.url + "/-/ready"), 60, "prometheus ready")

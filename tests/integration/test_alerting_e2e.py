@@ -1,7 +1,7 @@
 """End to end: real workers fail → the real failure-ratio rule fires → Alertmanager pages a webhook → resolves.
 
-Everything runs on loopback ports chosen at start: ``redis-server`` (the broker), ``taskiq-monitor worker`` with two
-worker processes running the demo tasks, ``prometheus`` scraping the worker's ``/metrics`` every second with the
+Everything runs on loopback ports chosen at start: ``redis-server`` (the shared broker fixture), ``taskiq-monitor worker``
+with two worker processes running the demo tasks (tasks enqueued by a separate producer process with real ``.kiq()``), ``prometheus`` scraping the worker's ``/metrics`` every second with the
 rules built by ``prometheus/rules/generate.py`` (same code, short windows: a 10 s failure-ratio window and a 2 s
 ``for:``), ``prometheus-alertmanager`` with the repository's ``alertmanager.yml`` (receiver URLs pointed at the
 test, waits shortened), and a webhook receiver in this process. Servers are started by PID, stopped by their own
@@ -10,20 +10,14 @@ PID, and polled for readiness; every wait is bounded.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import dataclasses
 import json
-import os
 import queue
 import shutil
-import signal
-import socket
 import subprocess
-import sys
 import threading
 import time
-import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -35,8 +29,8 @@ from typing import Any
 import pytest
 import yaml
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/monitoring_stack.py
-from monitoring_stack import ALERTMANAGER_DIR, REPO, load_generator, require_binary
+from tests.integration.servers import Prometheus, RedisServer, Worker, free_port, http_get, produce, stop, wait_for
+from tests.monitoring_stack import ALERTMANAGER_DIR, load_generator, require_binary
 
 FAILING_TASK = "score_message_task"
 HEALTHY_TASK = "detect_language_task"
@@ -47,63 +41,38 @@ ALERT_TIMEOUT = 90.0
 gen = load_generator()
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+class Alertmanager:
+    """`prometheus-alertmanager` with the repository's config (receivers pointed at ``webhook_port``)."""
 
-
-def wait_until(
-    predicate: Callable[[], Any], timeout: float, what: str, proc: subprocess.Popen[bytes] | None = None
-) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc is not None and proc.poll() is not None:
-            raise AssertionError(f"{what}: process {proc.pid} exited with {proc.returncode}")
-        try:
-            result = predicate()
-        except (OSError, ValueError):  # connection refused/reset, HTTP errors, half-written responses
-            result = None
-        if result:
-            return result
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
-
-
-def http_get(url: str) -> bytes:
-    with urllib.request.urlopen(url, timeout=5) as response:
-        return bytes(response.read())
-
-
-@dataclass
-class Server:
-    name: str
-    proc: subprocess.Popen[bytes]
-    log: Path
+    def __init__(self, workdir: Path, webhook_port: int) -> None:
+        self.port = free_port()
+        self.workdir = workdir / f"alertmanager-{self.port}"
+        self.workdir.mkdir()
+        config = write_alertmanager_config(self.workdir, webhook_port)
+        self.log = open(self.workdir / "alertmanager.log", "w")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(
+            [
+                require_binary("prometheus-alertmanager"),
+                f"--config.file={config}",
+                f"--storage.path={self.workdir / 'data'}",
+                f"--web.listen-address=127.0.0.1:{self.port}",
+                "--cluster.listen-address=",  # no HA gossip port
+            ],
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )
+        self.url = f"http://127.0.0.1:{self.port}"
+        wait_for(lambda: self.proc.poll() is None and http_get(self.url + "/-/ready"), STARTUP_TIMEOUT, "alertmanager")
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.kill(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(timeout=10)
-
-    def tail(self) -> str:
-        return self.log.read_text(errors="replace")[-3000:] if self.log.exists() else ""
-
-
-def start(name: str, args: list[str], tmp: Path, env: dict[str, str] | None = None) -> Server:
-    log = tmp / f"{name}.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=tmp)
-    return Server(name, proc, log)
+        stop(self.proc)
+        self.log.close()
 
 
 @pytest.fixture
-def servers() -> Iterator[list[Server]]:
-    started: list[Server] = []
+def cleanup() -> Iterator[list[Any]]:
+    """Servers appended here are stopped (by their own PID, newest first) when the test ends."""
+    started: list[Any] = []
     yield started
     for server in reversed(started):
         server.stop()
@@ -174,22 +143,14 @@ E2E_CONFIG = dataclasses.replace(
 )
 
 
-def write_prometheus_config(tmp: Path, worker_port: int, alertmanager_port: int) -> Path:
+def write_rules(tmp: Path) -> list[Path]:
     rules = tmp / "rules"
     rules.mkdir()
+    paths = []
     for name, text in gen.build(E2E_CONFIG).items():
         (rules / name).write_text(text)
-    config = {
-        "global": {"scrape_interval": "1s", "scrape_timeout": "1s", "evaluation_interval": "1s"},
-        "rule_files": ["rules/*.yml"],
-        "alerting": {"alertmanagers": [{"static_configs": [{"targets": [f"127.0.0.1:{alertmanager_port}"]}]}]},
-        "scrape_configs": [
-            {"job_name": "taskiq", "static_configs": [{"targets": [f"127.0.0.1:{worker_port}"]}]},
-        ],
-    }
-    path = tmp / "prometheus.yml"
-    path.write_text(yaml.safe_dump(config, sort_keys=False))
-    return path
+        paths.append(rules / name)
+    return paths
 
 
 def write_alertmanager_config(tmp: Path, webhook_port: int) -> Path:
@@ -199,8 +160,7 @@ def write_alertmanager_config(tmp: Path, webhook_port: int) -> Path:
         for webhook in receiver.get("webhook_configs", []):
             path = urllib.parse.urlsplit(webhook["url"]).path
             webhook["url"] = f"http://127.0.0.1:{webhook_port}{path}"
-    routes = [config["route"], *config["route"].get("routes", [])]
-    for route in routes:
+    for route in [config["route"], *config["route"].get("routes", [])]:
         route.update({"group_wait": "1s", "group_interval": "1s", "repeat_interval": "1h"})
     shutil.copytree(ALERTMANAGER_DIR / "templates", tmp / "templates")
     path = tmp / "alertmanager.yml"
@@ -208,212 +168,88 @@ def write_alertmanager_config(tmp: Path, webhook_port: int) -> Path:
     return path
 
 
-def prometheus_query(port: int, expr: str) -> list[dict[str, Any]]:
-    url = f"http://127.0.0.1:{port}/api/v1/query?" + urllib.parse.urlencode({"query": expr})
-    body = json.loads(http_get(url))
-    assert body["status"] == "success", body
-    return list(body["data"]["result"])
-
-
 # --------------------------------------------------------------------------------------------------------------
-# Task producer (the "app" side: kicks demo tasks by name onto the Redis queue)
+# The tests
 # --------------------------------------------------------------------------------------------------------------
 
 
-class Producer:
-    def __init__(self, redis_url: str) -> None:
-        from taskiq_redis import ListQueueBroker
-
-        self.loop = asyncio.new_event_loop()
-        self.broker = ListQueueBroker(redis_url, queue_name=QUEUE_NAME)
-        self.loop.run_until_complete(self.broker.startup())
-        self.sent = 0
-
-    def kick(self, task_name: str, count: int, sim: dict[str, Any] | None = None) -> None:
-        from taskiq.kicker import AsyncKicker
-
-        async def send() -> None:
-            for _ in range(count):
-                self.sent += 1
-                await AsyncKicker(task_name, self.broker, {}).kiq(message_id=self.sent, sim=sim or {})
-
-        self.loop.run_until_complete(send())
-
-    def close(self) -> None:
-        self.loop.run_until_complete(self.broker.shutdown())
-        self.loop.close()
-
-
-# --------------------------------------------------------------------------------------------------------------
-# The test
-# --------------------------------------------------------------------------------------------------------------
-
-
-def test_failure_burst_pages_through_alertmanager_and_resolves(tmp_path: Path, servers: list[Server]) -> None:
-    prometheus = require_binary("prometheus")
-    alertmanager = require_binary("prometheus-alertmanager")
-    redis_server = require_binary("redis-server")
-
-    # Broker.
-    redis_port = free_port()
-    servers.append(
-        start(
-            "redis",
-            [redis_server, "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-            tmp_path,
-        )
-    )
-    import redis
-
-    client = redis.Redis(host="127.0.0.1", port=redis_port)
-    wait_until(client.ping, STARTUP_TIMEOUT, "redis-server", servers[-1].proc)
-    redis_url = f"redis://127.0.0.1:{redis_port}/0"
-
-    # Real worker processes with the monitoring middleware, one /metrics for both.
-    worker_port = free_port()
-    env = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO / "exporter"), os.environ.get("PYTHONPATH")])),
-        "TASKIQ_MONITOR_DEMO_BROKER_URL": redis_url,
-        "TASKIQ_MONITOR_DEMO_QUEUE_NAME": QUEUE_NAME,
-    }
-    worker = start(
-        "worker",
-        [
-            sys.executable,
-            "-c",
-            "import sys; from taskiq_monitor.cli import main; sys.exit(main())",
-            "worker",
-            "taskiq_monitor.demo.tasks:broker",
-            "--workers",
-            "2",
-            "--metrics-port",
-            str(worker_port),
-            "--metrics-dir",
-            str(tmp_path / "metrics"),
-        ],
-        tmp_path,
-        env=env,
-    )
-    servers.append(worker)
-    metrics_url = f"http://127.0.0.1:{worker_port}/metrics"
-    wait_until(
-        lambda: (
-            f'taskiq_tasks_completed_total{{status="failed",task_name="{FAILING_TASK}"}}'.encode()
-            in http_get(metrics_url)
-        ),
-        STARTUP_TIMEOUT,
-        "worker /metrics with the demo tasks registered",
-        worker.proc,
-    )
+def test_failure_burst_pages_through_alertmanager_and_resolves(
+    tmp_path: Path, redis_server: RedisServer, cleanup: list[Any]
+) -> None:
+    # Real worker processes running the demo tasks with the monitoring middleware, one /metrics for both.
+    worker = Worker(redis_server.url, tmp_path, queue=QUEUE_NAME, workers=2)
+    cleanup.append(worker)
 
     with WebhookReceiver() as webhook:
-        am_port = free_port()
-        am = start(
-            "alertmanager",
-            [
-                alertmanager,
-                f"--config.file={write_alertmanager_config(tmp_path, webhook.port)}",
-                f"--storage.path={tmp_path / 'am-data'}",
-                f"--web.listen-address=127.0.0.1:{am_port}",
-                "--cluster.listen-address=",
-            ],
+        am = Alertmanager(tmp_path, webhook.port)
+        cleanup.append(am)
+        prom = Prometheus(
             tmp_path,
+            [f"127.0.0.1:{worker.port}"],
+            scrape_interval="1s",
+            rule_files=write_rules(tmp_path),
+            extra_config=yaml.safe_dump(
+                {"alerting": {"alertmanagers": [{"static_configs": [{"targets": [f"127.0.0.1:{am.port}"]}]}]}}
+            ),
         )
-        servers.append(am)
-        wait_until(lambda: http_get(f"http://127.0.0.1:{am_port}/-/ready"), STARTUP_TIMEOUT, "alertmanager", am.proc)
-
-        prom_port = free_port()
-        prom = start(
-            "prometheus",
-            [
-                prometheus,
-                f"--config.file={write_prometheus_config(tmp_path, worker_port, am_port)}",
-                f"--storage.tsdb.path={tmp_path / 'prom-data'}",
-                f"--web.listen-address=127.0.0.1:{prom_port}",
-                "--rules.alert.resend-delay=1s",
-            ],
-            tmp_path,
-        )
-        servers.append(prom)
-        wait_until(lambda: http_get(f"http://127.0.0.1:{prom_port}/-/ready"), STARTUP_TIMEOUT, "prometheus", prom.proc)
-        wait_until(
-            lambda: prometheus_query(prom_port, 'up{job="taskiq"} == 1'),
-            STARTUP_TIMEOUT,
-            "prometheus scraping the worker",
-            prom.proc,
-        )
-        rules = json.loads(http_get(f"http://127.0.0.1:{prom_port}/api/v1/rules?type=alert"))["data"]["groups"]
+        cleanup.append(prom)
+        wait_for(lambda: prom.query('up{job="taskiq"} == 1'), STARTUP_TIMEOUT, "prometheus scraping the worker")
+        rules = json.loads(http_get(prom.url + "/api/v1/rules?type=alert"))["data"]["groups"]
         assert "TaskiqTaskHighFailureRate" in {r["name"] for g in rules for r in g["rules"]}
 
-        producer = Producer(redis_url)
-        try:
-            # Failure burst: every run of FAILING_TASK raises, HEALTHY_TASK keeps succeeding.
-            def failure_burst() -> None:
-                producer.kick(FAILING_TASK, 5, {"fail": "ValueError"})
-                producer.kick(HEALTHY_TASK, 5)
+        sent = 0
 
-            firing = webhook.wait_for("firing", "TaskiqTaskHighFailureRate", ALERT_TIMEOUT, failure_burst)
+        def kick(task_name: str, count: int, sim: dict[str, Any]) -> list[tuple[str, list[Any], dict[str, Any]]]:
+            nonlocal sent
+            sent += count
+            return [(task_name, [sent + i], {"sim": sim}) for i in range(count)]
 
-            # Routed by severity to the pager receiver, grouped per alert and task type, annotations rendered.
-            assert firing.path == "/alerts/critical"
-            assert firing.body["receiver"] == "pager"
-            assert firing.body["groupLabels"] == {"alertname": "TaskiqTaskHighFailureRate", "task_name": FAILING_TASK}
-            (alert,) = firing.body["alerts"]
-            assert alert["labels"]["severity"] == "critical"
-            assert alert["labels"]["task_name"] == FAILING_TASK
-            description = alert["annotations"]["description"]
-            assert description.endswith(
-                f"% of {FAILING_TASK} tasks failed over the last 10s (threshold 10%, at least 5 finished)."
-            ), description
-            assert float(description.split("%")[0]) > 10
-            assert alert["annotations"]["runbook_url"] == "docs/runbook.md#taskiqtaskhighfailurerate"
-            assert alert["annotations"]["dashboard_url"].endswith(f"/d/taskiq-task-detail?var-task_name={FAILING_TASK}")
-            # The healthy task type never pages.
-            assert not prometheus_query(prom_port, f'ALERTS{{task_name="{HEALTHY_TASK}"}}')
+        # Failure burst: every run of FAILING_TASK raises ValueError, HEALTHY_TASK keeps succeeding.
+        def failure_burst() -> None:
+            plan = kick(FAILING_TASK, 10, {"fail": "ValueError"}) + kick(HEALTHY_TASK, 10, {})
+            produce(redis_server.url, plan, kind="list", queue=QUEUE_NAME)
 
-            # Failures stop: the same task type succeeds again and the alert resolves.
-            def recovery() -> None:
-                producer.kick(FAILING_TASK, 5)
+        firing = webhook.wait_for("firing", "TaskiqTaskHighFailureRate", ALERT_TIMEOUT, failure_burst)
 
-            resolved = webhook.wait_for("resolved", "TaskiqTaskHighFailureRate", ALERT_TIMEOUT, recovery)
-            assert resolved.path == "/alerts/critical"
-            (alert,) = resolved.body["alerts"]
-            assert alert["status"] == "resolved"
-            assert alert["labels"]["task_name"] == FAILING_TASK
-        finally:
-            producer.close()
+        # Routed by severity to the pager receiver, grouped per alert and task type, annotations rendered.
+        assert firing.path == "/alerts/critical"
+        assert firing.body["receiver"] == "pager"
+        assert firing.body["groupLabels"] == {"alertname": "TaskiqTaskHighFailureRate", "task_name": FAILING_TASK}
+        (alert,) = firing.body["alerts"]
+        assert alert["labels"]["severity"] == "critical"
+        assert alert["labels"]["task_name"] == FAILING_TASK
+        description = alert["annotations"]["description"]
+        assert description.endswith(
+            f"% of {FAILING_TASK} tasks failed over the last 10s (threshold 10%, at least 5 finished)."
+        ), description
+        assert float(description.split("%")[0]) > 10
+        assert alert["annotations"]["runbook_url"] == "docs/runbook.md#taskiqtaskhighfailurerate"
+        assert alert["annotations"]["dashboard_url"].endswith(f"/d/taskiq-task-detail?var-task_name={FAILING_TASK}")
+        # The healthy task type never pages.
+        assert not prom.query(f'ALERTS{{task_name="{HEALTHY_TASK}"}}')
 
-        # The workers really ran the tasks (numbers come from the worker processes through the exporter).
-        failed = prometheus_query(
-            prom_port, f'taskiq_tasks_completed_total{{task_name="{FAILING_TASK}",status="failed"}}'
-        )
+        # Failures stop: the same task type succeeds again and the alert resolves.
+        def recovery() -> None:
+            produce(redis_server.url, kick(FAILING_TASK, 10, {}), kind="list", queue=QUEUE_NAME)
+
+        resolved = webhook.wait_for("resolved", "TaskiqTaskHighFailureRate", ALERT_TIMEOUT, recovery)
+        assert resolved.path == "/alerts/critical"
+        (alert,) = resolved.body["alerts"]
+        assert alert["status"] == "resolved"
+        assert alert["labels"]["task_name"] == FAILING_TASK
+
+        # The worker processes really ran the tasks: their counts reached Prometheus through the exporter.
+        failed = prom.query(f'taskiq_tasks_completed_total{{task_name="{FAILING_TASK}",status="failed"}}')
         assert failed and float(failed[0]["value"][1]) >= 5
-        errors = prometheus_query(
-            prom_port, f'taskiq_task_errors_total{{task_name="{FAILING_TASK}",error_type="ValueError"}}'
-        )
+        errors = prom.query(f'taskiq_task_errors_total{{task_name="{FAILING_TASK}",error_type="ValueError"}}')
         assert errors and float(errors[0]["value"][1]) >= 5
 
 
-def test_no_worker_alive_inhibits_backlog_alerts_in_alertmanager(tmp_path: Path, servers: list[Server]) -> None:
+def test_no_worker_alive_inhibits_backlog_alerts_in_alertmanager(tmp_path: Path, cleanup: list[Any]) -> None:
     """Alerts posted to a real Alertmanager with the repository config: the backlog alerts are muted."""
-    alertmanager = require_binary("prometheus-alertmanager")
     with WebhookReceiver() as webhook:
-        am_port = free_port()
-        am = start(
-            "alertmanager",
-            [
-                alertmanager,
-                f"--config.file={write_alertmanager_config(tmp_path, webhook.port)}",
-                f"--storage.path={tmp_path / 'am-data'}",
-                f"--web.listen-address=127.0.0.1:{am_port}",
-                "--cluster.listen-address=",
-            ],
-            tmp_path,
-        )
-        servers.append(am)
-        base = f"http://127.0.0.1:{am_port}"
-        wait_until(lambda: http_get(f"{base}/-/ready"), STARTUP_TIMEOUT, "alertmanager", am.proc)
+        am = Alertmanager(tmp_path, webhook.port)
+        cleanup.append(am)
 
         def alert(name: str, severity: str, **labels: str) -> dict[str, Any]:
             return {"labels": {"alertname": name, "severity": severity, **labels}, "annotations": {"summary": name}}
@@ -425,7 +261,7 @@ def test_no_worker_alive_inhibits_backlog_alerts_in_alertmanager(tmp_path: Path,
             alert("TaskiqTaskRetryStorm", "warning", task_name=FAILING_TASK),
         ]
         request = urllib.request.Request(
-            f"{base}/api/v2/alerts",
+            f"{am.url}/api/v2/alerts",
             data=json.dumps(posted).encode(),
             headers={"Content-Type": "application/json"},
             method="POST",
@@ -434,12 +270,12 @@ def test_no_worker_alive_inhibits_backlog_alerts_in_alertmanager(tmp_path: Path,
             assert response.status == 200
 
         def states() -> dict[str, str] | None:
-            alerts = json.loads(http_get(f"{base}/api/v2/alerts"))
+            alerts = json.loads(http_get(f"{am.url}/api/v2/alerts"))
             result = {a["labels"]["alertname"]: a["status"]["state"] for a in alerts}
             # Inhibition is computed asynchronously: wait until every alert has its final state.
             return result if len(result) == 4 and "unprocessed" not in result.values() else None
 
-        got = wait_until(states, STARTUP_TIMEOUT, "alertmanager to process the alerts", am.proc)
+        got = wait_for(states, STARTUP_TIMEOUT, "alertmanager to process the alerts")
         assert got == {
             "TaskiqNoWorkerAlive": "active",
             "TaskiqQueueBacklogGrowing": "suppressed",

@@ -110,9 +110,7 @@ def test_exact_counts_per_task_and_status_with_two_worker_processes(
         assert worker.stop(timeout=120 if kind == "stream" else 60) == 0
 
 
-def test_killed_child_keeps_counts_exact_and_running_returns_to_zero(
-    redis_server: RedisServer, workdir: Path
-) -> None:
+def test_killed_child_keeps_counts_exact_and_running_returns_to_zero(redis_server: RedisServer, workdir: Path) -> None:
     queue = f"q-{uuid.uuid4().hex[:8]}"
     worker = Worker(redis_server.url, workdir, queue=queue, extra_args=["--max-async-tasks", "2"])
     try:
@@ -120,8 +118,12 @@ def test_killed_child_keeps_counts_exact_and_running_returns_to_zero(
         wait_for(lambda: total(worker.scrape(), "taskiq_tasks_running") == 4, 30, "4 running tasks")
         victim = worker.child_pids()[0]
         files = [str(p) for p in worker.metrics_dir.glob(f"*_{victim}.db")]
-        own = {s.name: s.value for m in MultiProcessCollector.merge(files) for s in m.samples if not s.labels
-               or s.labels.get("task_name") == "embed_message_task"}
+        own = {
+            s.name: s.value
+            for m in MultiProcessCollector.merge(files)
+            for s in m.samples
+            if not s.labels or s.labels.get("task_name") == "embed_message_task"
+        }
         victim_running = own["taskiq_tasks_running"]
         victim_started = own["taskiq_tasks_started_total"]
         assert victim_running == 2
