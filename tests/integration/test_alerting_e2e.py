@@ -1,10 +1,11 @@
 """End to end: real workers fail → the real failure-ratio rule fires → Alertmanager pages a webhook → resolves.
 
-Everything runs on loopback ports chosen at start: ``redis-server`` (the shared broker fixture), ``taskiq-monitor worker``
-with two worker processes running the demo tasks (tasks enqueued by a separate producer process with real ``.kiq()``), ``prometheus`` scraping the worker's ``/metrics`` every second with the
-rules built by ``prometheus/rules/generate.py`` (same code, short windows: a 10 s failure-ratio window and a 2 s
-``for:``), ``prometheus-alertmanager`` with the repository's ``alertmanager.yml`` (receiver URLs pointed at the
-test, waits shortened), and a webhook receiver in this process. Servers are started by PID, stopped by their own
+Everything runs on loopback ports chosen at start: ``redis-server`` (the shared broker fixture),
+``taskiq-monitor worker`` with two worker processes running the demo tasks (enqueued by a separate producer process
+with real ``.kiq()``), ``prometheus`` scraping the worker's ``/metrics`` every second with the rules built by
+``prometheus/rules/generate.py`` (same code, short windows: a 10 s failure-ratio window and a 2 s ``for:``),
+``prometheus-alertmanager`` with the repository's ``alertmanager.yml`` (receiver URLs pointed at the test, waits
+shortened), and a webhook receiver in this process. Servers are started by PID, stopped by their own
 PID, and polled for readiness; every wait is bounded.
 """
 
