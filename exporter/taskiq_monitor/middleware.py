@@ -40,8 +40,10 @@ from taskiq import TaskiqMessage, TaskiqMiddleware, TaskiqResult
 from taskiq.exceptions import NoResultError
 
 from taskiq_monitor.events import STATUS_PENDING, STATUS_RUNNING, EventSink, TaskEvent
+from taskiq_monitor.exemplars import DurationExemplars
 from taskiq_monitor.metrics import STATUS_FAILED, STATUS_RETRIED, STATUS_SUCCESS, TaskMetrics
 from taskiq_monitor.settings import Settings
+from taskiq_monitor.tracing import current_ids
 
 logger = logging.getLogger("taskiq_monitor")
 
@@ -98,6 +100,8 @@ class MonitoringMiddleware(TaskiqMiddleware):
 
             sinks = default_sinks(self.settings)
         self.sinks: list[EventSink] = list(sinks)
+        # trace_id/span_id exemplars on the duration histogram (tracing.py, exemplars.py)
+        self._exemplars = DurationExemplars(self.settings.duration_buckets)
         # Keyed by (task id, attempt): a retry of the same id may start before the failed attempt's post_execute
         # (in-place brokers run it inside on_error), and each attempt must find its own record.
         self._in_flight: dict[tuple[str, int], _InFlight] = {}
@@ -232,7 +236,7 @@ class MonitoringMiddleware(TaskiqMiddleware):
             else:
                 duration = float(result.execution_time)
             inst.completed[status].inc()
-            inst.duration[status].observe(duration)
+            self._exemplars.observe(inst.duration[status], inst.label, status, duration)
             if error is not None and status != STATUS_SUCCESS:
                 self.metrics.error_counter(inst, type(error).__name__).inc()
             if self.sinks:
@@ -274,6 +278,8 @@ class MonitoringMiddleware(TaskiqMiddleware):
         self._emit(event)
 
     def _emit(self, event: TaskEvent) -> None:
+        if event.trace_id is None:
+            event.trace_id, event.span_id = current_ids()  # send span for pending, execute span for the others
         event.host = self._host
         event.pid = os.getpid()
         for sink in self.sinks:
