@@ -66,12 +66,22 @@ def _server(app: Any, host: str, port: int) -> Any:
     return _Server(config)
 
 
-async def _wait_started(server: Any, task: asyncio.Task[None]) -> None:
+async def start_server(app: Any, host: str, port: int) -> tuple[Any, asyncio.Task[None]]:
+    """Bind first (a busy port is a user-facing error, not uvicorn's exit code 3), then serve in the background."""
+    import socket
+
+    try:
+        sock = socket.create_server((host, port), family=socket.AF_INET6 if ":" in host else socket.AF_INET)
+    except OSError as exc:
+        raise UsageError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+    server = _server(app, host, port)
+    task = asyncio.create_task(server.serve(sockets=[sock]))
     while not server.started:
         if task.done():
             task.result()
-            raise UsageError(f"cannot listen on {server.config.host}:{server.config.port}")
+            raise UsageError(f"the server on {host}:{port} stopped during start-up")
         await asyncio.sleep(0.02)
+    return server, task
 
 
 # -- worker --
@@ -80,9 +90,7 @@ async def _run_worker(settings: Settings, taskiq_args: list[str]) -> int:
 
     env = dict(os.environ)
     env["PROMETHEUS_MULTIPROC_DIR"] = str(settings.metrics_dir)
-    server = _server(create_app(settings), settings.host, settings.port)
-    serve_task = asyncio.create_task(server.serve())
-    await _wait_started(server, serve_task)
+    server, serve_task = await start_server(create_app(settings), settings.host, settings.port)
     print(
         f"taskiq-monitor: metrics of all worker processes on http://{settings.host}:{settings.port}/metrics "
         f"(directory {settings.metrics_dir})",
@@ -137,9 +145,7 @@ def cmd_worker(argv: Sequence[str]) -> int:
 async def _serve(settings: Settings) -> int:
     from taskiq_monitor.service.app import create_app
 
-    server = _server(create_app(settings), settings.host, settings.port)
-    serve_task = asyncio.create_task(server.serve())
-    await _wait_started(server, serve_task)
+    server, serve_task = await start_server(create_app(settings), settings.host, settings.port)
     print(f"taskiq-monitor: serving http://{settings.host}:{settings.port}/metrics", file=sys.stderr, flush=True)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -196,13 +202,19 @@ def cmd_demo(argv: Sequence[str]) -> int:
     return run_demo(settings, duration=args.duration, rate=args.rate, workers=args.workers, seed=args.seed)
 
 
+USAGE = """usage:
+  taskiq-monitor worker MODULE:BROKER [taskiq worker options] [--metrics-host H] [--metrics-port P] [--metrics-dir D]
+  taskiq-monitor serve [--host H] [--port P] [--metrics-dir D]
+  taskiq-monitor demo [--port P] [--duration S] [--rate R] [--broker redis://…] [--workers N]
+Run `taskiq-monitor COMMAND --help` for details."""
+
 COMMANDS = {"worker": cmd_worker, "serve": cmd_serve, "demo": cmd_demo}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):
-        print(__doc__.strip().split("\n\n")[1] if __doc__ else "", file=sys.stderr)
+        print(USAGE, file=sys.stderr)
         return 0 if argv else EXIT_USAGE
     command = COMMANDS.get(argv[0])
     if command is None:

@@ -25,15 +25,18 @@ import os
 import tempfile
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from prometheus_client.metrics_core import Metric
 from prometheus_client.samples import Exemplar
 from prometheus_client.utils import floatToGoString
 
 from taskiq_monitor.tracing import current_ids
+
+if TYPE_CHECKING:
+    from taskiq_monitor.metrics import RawHistogram, TaskMetrics
 
 logger = logging.getLogger("taskiq_monitor.exemplars")
 
@@ -125,22 +128,26 @@ class ExemplarFile:
 class DurationExemplars:
     """Observes task durations with the current trace ids as exemplar, whatever the prometheus_client mode."""
 
-    def __init__(self, buckets: Sequence[float]) -> None:
-        self._bounds = list(buckets)
-        # The exact "le" strings of prometheus_client's bucket samples.
-        self._les = [str(floatToGoString(b)) for b in self._bounds] + ["+Inf"]  # type: ignore[no-untyped-call]
+    def __init__(self) -> None:
         directory = multiprocess_directory()
         self._file = ExemplarFile(directory) if directory is not None else None
+        self._les: dict[float, str] = {}
 
-    def observe(self, histogram: Any, task_label: str, status: str, duration: float) -> None:
+    def observe(self, metrics: TaskMetrics, hist: RawHistogram, task_label: str, status: str, duration: float) -> None:
+        metrics.observe(hist, duration)
         trace_id, span_id = current_ids()
         if trace_id is None:
-            histogram.observe(duration)
             return
         exemplar = {"trace_id": trace_id, "span_id": span_id or ""}
-        histogram.observe(duration, exemplar)
+        index = bisect.bisect_left(hist.bounds, duration)
+        # Single-process value cells keep it (what Histogram.observe(exemplar=…) does); mmap cells ignore it.
+        hist.buckets[index].set_exemplar(Exemplar(exemplar, duration, time.time()))
         if self._file is not None:
-            le = self._les[bisect.bisect_left(self._bounds, duration)]
+            bound = hist.bounds[index]
+            le = self._les.get(bound)
+            if le is None:
+                # The exact "le" string of prometheus_client's bucket samples.
+                le = self._les[bound] = str(floatToGoString(bound))  # type: ignore[no-untyped-call]
             key = (DURATION_BUCKET_SAMPLE, (("le", le), ("status", status), ("task_name", task_label)))
             self._file.record(key, exemplar, duration)
 

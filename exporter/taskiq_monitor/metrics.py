@@ -15,13 +15,19 @@ the files of all processes (see ``multiproc.py``).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import logging
+from bisect import bisect_left
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from taskiq_monitor.settings import DEFAULT_DURATION_BUCKETS, DEFAULT_QUEUE_WAIT_BUCKETS
+
+logger = logging.getLogger("taskiq_monitor")
 
 # Statuses of a finished attempt. ``retried``: the attempt failed and a retry was scheduled; ``failed``: final.
 STATUS_SUCCESS = "success"
@@ -57,18 +63,30 @@ def _unregister_existing(registry: CollectorRegistry, names: Iterable[str]) -> N
                 registry.unregister(collector)
 
 
+class RawHistogram:
+    """The value cells of one histogram child. ``bisect`` finds the bucket in O(log n) where prometheus_client
+    scans linearly, and the cells go through :class:`TaskMetrics`' coalescing instead of one write each."""
+
+    __slots__ = ("bounds", "buckets", "sum")
+
+    def __init__(self, child: Histogram) -> None:
+        self.bounds: list[float] = list(child._upper_bounds)
+        self.buckets: list[Any] = list(child._buckets)
+        self.sum: Any = child._sum
+
+
 @dataclass(slots=True)
 class TaskInstruments:
-    """Pre-bound label children of one task name; looked up once, reused on every task (the hot path)."""
+    """Value cells of one task name's series; looked up once, reused on every task (the hot path)."""
 
     label: str
-    enqueued: Counter
-    started: Counter
-    running: Gauge
-    queue_wait: Histogram
-    completed: dict[str, Counter]
-    duration: dict[str, Histogram]
-    errors: dict[str, Counter] = field(default_factory=dict)
+    enqueued: Any
+    started: Any
+    running: Any
+    queue_wait: RawHistogram
+    completed: dict[str, Any]
+    duration: dict[str, RawHistogram]
+    errors: dict[str, Any] = field(default_factory=dict)
 
 
 class TaskMetrics:
@@ -137,6 +155,9 @@ class TaskMetrics:
             ["component"],
             registry=reg,
         )
+        self._deltas: dict[Any, float] = {}
+        self._ops = 0
+        self._scheduled = False
         self.max_task_names = max_task_names
         self.max_error_types = max_error_types
         self._known: set[str] = set()
@@ -150,11 +171,9 @@ class TaskMetrics:
         for name in task_names:
             self._known.add(name)
             inst = self.for_task(name)
-            for status in COMPLETED_STATUSES:
-                inst.completed[status].inc(0)
-            inst.started.inc(0)
-            inst.enqueued.inc(0)
-            inst.running.inc(0)
+            # A zero write creates the series (in multiprocess mode: the entry in this process's file).
+            for cell in (inst.started, inst.enqueued, inst.running, *inst.completed.values()):
+                cell.inc(0)
 
     def task_label(self, task_name: str) -> str:
         if task_name in self._known or task_name in self._extra_names:
@@ -182,21 +201,70 @@ class TaskMetrics:
         if inst is None:
             inst = TaskInstruments(
                 label=label,
-                enqueued=self.enqueued.labels(label),
-                started=self.started.labels(label),
-                running=self.running.labels(label),
-                queue_wait=self.queue_wait.labels(label),
-                completed={s: self.completed.labels(label, s) for s in COMPLETED_STATUSES},
-                duration={s: self.duration.labels(label, s) for s in COMPLETED_STATUSES},
+                enqueued=self.enqueued.labels(label)._value,
+                started=self.started.labels(label)._value,
+                running=self.running.labels(label)._value,
+                queue_wait=RawHistogram(self.queue_wait.labels(label)),
+                completed={s: self.completed.labels(label, s)._value for s in COMPLETED_STATUSES},
+                duration={s: RawHistogram(self.duration.labels(label, s)) for s in COMPLETED_STATUSES},
             )
             self._instruments[label] = inst
         if label == task_name:
             self._instruments[task_name] = inst
         return inst
 
-    def error_counter(self, inst: TaskInstruments, error_type: str) -> Counter:
-        counter = inst.errors.get(error_type)
-        if counter is None:
-            counter = self.errors.labels(inst.label, self.error_label(error_type))
-            inst.errors[error_type] = counter
-        return counter
+    def error_cell(self, inst: TaskInstruments, error_type: str) -> Any:
+        cell = inst.errors.get(error_type)
+        if cell is None:
+            cell = self.errors.labels(inst.label, self.error_label(error_type))._value
+            inst.errors[error_type] = cell
+        return cell
+
+    # -- coalesced writes ------------------------------------------------------------------------------------------
+    # In multiprocess mode every increment is a locked write into an mmap'd file (~0.8 µs); a task touches eight
+    # cells. Hooks therefore only add to a dict, and the sums are written once per event-loop iteration (or every
+    # FLUSH_EVERY_OPS hook calls when the loop never yields). Under load many tasks share one write per cell;
+    # at low load the write lands microseconds after the hook.
+    FLUSH_EVERY_OPS = 256
+
+    def add(self, cell: Any, amount: float = 1.0) -> None:
+        deltas = self._deltas
+        deltas[cell] = deltas.get(cell, 0.0) + amount
+
+    def observe(self, hist: RawHistogram, amount: float) -> None:
+        deltas = self._deltas
+        deltas[hist.sum] = deltas.get(hist.sum, 0.0) + amount
+        bucket = hist.buckets[bisect_left(hist.bounds, amount)]
+        deltas[bucket] = deltas.get(bucket, 0.0) + 1.0
+
+    def commit(self) -> None:
+        """End of a hook: make sure the pending sums get written soon, without writing them now."""
+        self._ops += 1
+        if self._ops >= self.FLUSH_EVERY_OPS:
+            self.flush()
+            return
+        if self._scheduled:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self.flush()  # no event loop (a sync caller): write through
+            return
+        self._scheduled = True
+        loop.call_soon(self.flush)
+
+    def flush(self) -> None:
+        """Write all pending sums. Never raises: a failure is counted in taskiq_monitor_errors_total."""
+        self._scheduled = False
+        self._ops = 0
+        deltas, self._deltas = self._deltas, {}
+        try:
+            for cell, amount in deltas.items():
+                if amount:
+                    cell.inc(amount)
+        except Exception:
+            try:
+                self.monitor_errors.labels("metrics").inc()
+                logger.warning("taskiq-monitor could not write metrics; the tasks are unaffected", exc_info=True)
+            except Exception:  # pragma: no cover - nothing more to do
+                pass

@@ -54,6 +54,8 @@ RETRIES_LABEL = "_retries"  # set by taskiq's retry middlewares: 1, 2, … on re
 
 @dataclass(slots=True)
 class _InFlight:
+    task_id: str
+    attempt: int
     started_perf: float
     started_at: float
     enqueued_at: float | None
@@ -101,10 +103,12 @@ class MonitoringMiddleware(TaskiqMiddleware):
             sinks = default_sinks(self.settings)
         self.sinks: list[EventSink] = list(sinks)
         # trace_id/span_id exemplars on the duration histogram (tracing.py, exemplars.py)
-        self._exemplars = DurationExemplars(self.settings.duration_buckets)
-        # Keyed by (task id, attempt): a retry of the same id may start before the failed attempt's post_execute
-        # (in-place brokers run it inside on_error), and each attempt must find its own record.
-        self._in_flight: dict[tuple[str, int], _InFlight] = {}
+        self._exemplars = DurationExemplars()
+        # Keyed by the message object's id: the receiver hands the same object to on_error and post_execute.
+        # Neither the task id (a retry reuses it, and in-place brokers run the retry inside on_error) nor the
+        # ``_retries`` label (retry middlewares mutate the running message's labels dict) identifies an attempt.
+        self._in_flight: dict[int, _InFlight] = {}
+        self._by_task_id: dict[str, list[_InFlight]] = {}
         self._host = socket.gethostname()
         self._warned: set[str] = set()
 
@@ -133,7 +137,12 @@ class MonitoringMiddleware(TaskiqMiddleware):
             except Exception:
                 self._failed("sink_start")
 
+    def flush(self) -> None:
+        """Write pending metric increments now (they are otherwise written once per event-loop iteration)."""
+        self.metrics.flush()
+
     async def shutdown(self) -> None:
+        self.metrics.flush()
         for sink in self.sinks:
             try:
                 await sink.close()
@@ -145,13 +154,15 @@ class MonitoringMiddleware(TaskiqMiddleware):
         try:
             now = time.time()
             message.labels[ENQUEUED_AT_LABEL] = now
-            self.metrics.for_task(message.task_name).enqueued.inc()
+            m = self.metrics
+            m.add(m.for_task(message.task_name).enqueued)
+            m.commit()
             attempt = _attempt(message.labels)
             if attempt > 1:
-                in_flight = self._in_flight.get((message.task_id, attempt - 1))
-                if in_flight is not None:
-                    # The same task id re-sent while its previous attempt runs here: a retry middleware re-kicked it.
-                    in_flight.resent = True
+                # The same task id re-sent while an earlier attempt runs here: a retry middleware re-kicked it.
+                for running in self._by_task_id.get(message.task_id, ()):
+                    if running.attempt < attempt:
+                        running.resent = True
             if self.sinks:
                 self._emit(
                     TaskEvent(
@@ -161,9 +172,9 @@ class MonitoringMiddleware(TaskiqMiddleware):
                         timestamp=now,
                         attempt=attempt,
                         enqueued_at=now,
-                        args=message.args,
-                        kwargs=message.kwargs,
-                        labels=message.labels,
+                        args=list(message.args),
+                        kwargs=dict(message.kwargs),
+                        labels=dict(message.labels),
                     )
                 )
         except Exception:
@@ -177,13 +188,17 @@ class MonitoringMiddleware(TaskiqMiddleware):
             enqueued_at = _as_float(message.labels.get(ENQUEUED_AT_LABEL))
             # Wall clocks of the sending and executing hosts may differ slightly; never report negative waits.
             wait = max(0.0, now - enqueued_at) if enqueued_at is not None else None
-            inst = self.metrics.for_task(message.task_name)
-            inst.started.inc()
-            inst.running.inc()
+            m = self.metrics
+            inst = m.for_task(message.task_name)
+            m.add(inst.started)
+            m.add(inst.running)
             if wait is not None:
-                inst.queue_wait.observe(wait)
+                m.observe(inst.queue_wait, wait)
+            m.commit()
             attempt = _attempt(message.labels)
-            self._in_flight[(message.task_id, attempt)] = _InFlight(perf, now, enqueued_at, wait)
+            record = _InFlight(message.task_id, attempt, perf, now, enqueued_at, wait)
+            self._in_flight[id(message)] = record
+            self._by_task_id.setdefault(message.task_id, []).append(record)
             if self.sinks:
                 self._emit(
                     TaskEvent(
@@ -195,9 +210,9 @@ class MonitoringMiddleware(TaskiqMiddleware):
                         enqueued_at=enqueued_at,
                         started_at=now,
                         queue_wait_seconds=wait,
-                        args=message.args,
-                        kwargs=message.kwargs,
-                        labels=message.labels,
+                        args=list(message.args),
+                        kwargs=dict(message.kwargs),
+                        labels=dict(message.labels),
                     )
                 )
         except Exception:
@@ -206,7 +221,7 @@ class MonitoringMiddleware(TaskiqMiddleware):
 
     def on_error(self, message: TaskiqMessage, result: TaskiqResult[Any], exception: BaseException) -> None:
         try:
-            in_flight = self._in_flight.get((message.task_id, _attempt(message.labels)))
+            in_flight = self._in_flight.get(id(message))
             if in_flight is not None:
                 in_flight.error = exception
         except Exception:
@@ -215,8 +230,15 @@ class MonitoringMiddleware(TaskiqMiddleware):
     def post_execute(self, message: TaskiqMessage, result: TaskiqResult[Any]) -> None:
         try:
             perf = time.perf_counter()
-            in_flight = self._in_flight.pop((message.task_id, _attempt(message.labels)), None)
-            inst = self.metrics.for_task(message.task_name)
+            in_flight = self._in_flight.pop(id(message), None)
+            if in_flight is not None:
+                siblings = self._by_task_id.get(message.task_id)
+                if siblings is not None:
+                    siblings.remove(in_flight)
+                    if not siblings:
+                        del self._by_task_id[message.task_id]
+            m = self.metrics
+            inst = m.for_task(message.task_name)
             error = in_flight.error if in_flight is not None else result.error
             if not result.is_err:
                 status = STATUS_SUCCESS
@@ -232,13 +254,14 @@ class MonitoringMiddleware(TaskiqMiddleware):
                 status = STATUS_FAILED
             if in_flight is not None:
                 duration = perf - in_flight.started_perf
-                inst.running.dec()
+                m.add(inst.running, -1.0)
             else:
                 duration = float(result.execution_time)
-            inst.completed[status].inc()
-            self._exemplars.observe(inst.duration[status], inst.label, status, duration)
+            m.add(inst.completed[status])
+            self._exemplars.observe(m, inst.duration[status], inst.label, status, duration)
             if error is not None and status != STATUS_SUCCESS:
-                self.metrics.error_counter(inst, type(error).__name__).inc()
+                m.add(m.error_cell(inst, type(error).__name__))
+            m.commit()
             if self.sinks:
                 self._emit_finished(message, status, duration, in_flight, error)
         except Exception:
@@ -262,9 +285,9 @@ class MonitoringMiddleware(TaskiqMiddleware):
             timestamp=time.time(),
             attempt=_attempt(message.labels),
             duration_seconds=duration,
-            args=message.args,
-            kwargs=message.kwargs,
-            labels=message.labels,
+            args=list(message.args),
+            kwargs=dict(message.kwargs),
+            labels=dict(message.labels),
         )
         event.finished_at = event.timestamp
         if in_flight is not None:

@@ -24,14 +24,12 @@ DEFAULT_APP_PORT = 9809
 
 
 async def run_producer(settings: Settings, *, rate: float, duration: float | None, seed: int | None) -> int:
-    from taskiq_monitor.cli import _server, _wait_started
+    from taskiq_monitor.cli import start_server
     from taskiq_monitor.demo.runner import _produce
     from taskiq_monitor.demo.tasks import broker
     from taskiq_monitor.service.app import create_app
 
-    server = _server(create_app(settings), settings.host, settings.port)
-    serve_task = asyncio.create_task(server.serve())
-    await _wait_started(server, serve_task)
+    server, serve_task = await start_server(create_app(settings), settings.host, settings.port)
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

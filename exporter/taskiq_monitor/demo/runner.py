@@ -55,13 +55,11 @@ async def _produce(stop_at: float | None, rate: float, rng: random.Random, stopp
 
 
 async def _run_in_memory(settings: Settings, duration: float | None, rate: float, rng: random.Random) -> int:
-    from taskiq_monitor.cli import _server, _wait_started
+    from taskiq_monitor.cli import start_server
     from taskiq_monitor.demo.tasks import broker
     from taskiq_monitor.service.app import create_app
 
-    server = _server(create_app(settings), settings.host, settings.port)
-    serve_task = asyncio.create_task(server.serve())
-    await _wait_started(server, serve_task)
+    server, serve_task = await start_server(create_app(settings), settings.host, settings.port)
     _banner(settings, "in-memory")
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -121,6 +119,8 @@ def _run_redis(settings: Settings, duration: float | None, rate: float, workers:
         # Only now (the worker wiped the directory) may this process import prometheus_client in multiprocess mode:
         # its enqueue counters join the workers' on the same endpoint.
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
+        # The demo tasks module builds its broker from settings at import: the producer must use Redis too.
+        os.environ["TASKIQ_MONITOR_DEMO_BROKER_URL"] = str(settings.demo_broker_url)
         _banner(settings, f"redis, {workers} worker processes")
         from taskiq_monitor.demo.tasks import broker
 

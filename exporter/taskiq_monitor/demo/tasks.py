@@ -59,7 +59,9 @@ def make_broker(settings: Settings) -> AsyncBroker:
     else:
         from taskiq_redis import ListQueueBroker
 
-        broker = ListQueueBroker(url, queue_name=settings.demo_queue_name)
+        # BRPOP blocks until a task arrives; redis-py >= 8 defaults to a 5 s socket timeout, which taskiq-redis
+        # 1.2.4 does not catch: idle worker children would crash and restart every 5 s.
+        broker = ListQueueBroker(url, queue_name=settings.demo_queue_name, socket_timeout=None)
     broker = broker.with_middlewares(
         SimpleRetryMiddleware(default_retry_count=RETRY_TASK_MAX_EXECUTIONS),
         MonitoringMiddleware(settings),

@@ -1,0 +1,287 @@
+"""Real servers for integration tests: redis-server, prometheus and `taskiq-monitor worker`, started on free
+loopback ports, polled until ready (never a fixed sleep), and stopped by their own PID."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.parse
+import urllib.request
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from taskiq_monitor.multiproc import live_gauge_pids
+
+ROOT = Path(__file__).parents[2]
+PYTHONPATH = os.pathsep.join(p for p in [str(ROOT / "exporter"), os.environ.get("PYTHONPATH", "")] if p)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for(check: Callable[[], Any], timeout: float, what: str, interval: float = 0.05) -> Any:
+    """Poll ``check`` until it returns a truthy value; fail with ``what`` and the last error after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        try:
+            result = check()
+            if result:
+                return result
+            last = result
+        except Exception as exc:
+            last = exc
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}; last: {last!r}")
+
+
+def stop(proc: subprocess.Popen[Any], sig: int = signal.SIGTERM, timeout: float = 30) -> int:
+    if proc.poll() is None:
+        proc.send_signal(sig)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    return int(proc.returncode)
+
+
+def require_binary(name: str) -> str:
+    path = shutil.which(name)
+    if path is None:
+        raise RuntimeError(f"{name} is not installed; `make test` installs it (apt-get)")
+    return path
+
+
+class RedisServer:
+    def __init__(self, workdir: Path) -> None:
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.proc = subprocess.Popen(
+            [
+                require_binary("redis-server"),
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(workdir),
+            ],
+            stdout=subprocess.DEVNULL,
+        )
+        wait_for(self.ping, 15, f"redis-server on port {self.port}")
+
+    def ping(self) -> bool:
+        with socket.create_connection(("127.0.0.1", self.port), timeout=1) as s:
+            s.sendall(b"PING\r\n")
+            return s.recv(16).startswith(b"+PONG")
+
+    def stop(self) -> None:
+        stop(self.proc)
+
+
+def http_get(url: str, timeout: float = 5, headers: dict[str, str] | None = None) -> str:
+    request = urllib.request.Request(url, headers=headers or {})
+    with urllib.request.urlopen(request, timeout=timeout) as response:
+        return response.read().decode()
+
+
+Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+
+
+def parse_metrics(text: str) -> Samples:
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
+def sample(samples: Samples, name: str, **labels: str) -> float:
+    return samples.get((name, tuple(sorted(labels.items()))), 0.0)
+
+
+def total(samples: Samples, name: str, **match: str) -> float:
+    return sum(
+        v
+        for (n, labels), v in samples.items()
+        if n == name and all(dict(labels).get(k) == val for k, val in match.items())
+    )
+
+
+class Worker:
+    """`taskiq-monitor worker taskiq_monitor.demo.tasks:broker` with real worker processes."""
+
+    def __init__(
+        self,
+        redis_url: str,
+        workdir: Path,
+        *,
+        kind: str = "list",
+        queue: str,
+        workers: int = 2,
+        extra_args: Iterable[str] = (),
+        env: dict[str, str] | None = None,
+    ) -> None:
+        self.port = free_port()
+        self.metrics_dir = workdir / f"metrics-{self.port}"
+        self.env = dict(
+            os.environ,
+            PYTHONPATH=PYTHONPATH,
+            TASKIQ_MONITOR_DEMO_BROKER_URL=redis_url,
+            TASKIQ_MONITOR_DEMO_BROKER_KIND=kind,
+            TASKIQ_MONITOR_DEMO_QUEUE_NAME=queue,
+            **(env or {}),
+        )
+        self.env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+        self.log = open(workdir / f"worker-{self.port}.log", "w")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "taskiq_monitor.cli",
+                "worker",
+                "taskiq_monitor.demo.tasks:broker",
+                "--workers",
+                str(workers),
+                "--metrics-port",
+                str(self.port),
+                "--metrics-dir",
+                str(self.metrics_dir),
+                *extra_args,
+            ],
+            env=self.env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )
+        self.url = f"http://127.0.0.1:{self.port}"
+        wait_for(lambda: http_get(self.url + "/healthz"), 30, "the worker's exporter")
+        # Ready means every child has started up and exported its registered tasks (zero values).
+        wait_for(
+            lambda: len(self.child_pids()) == workers and set(self.child_pids()) <= live_gauge_pids(self.metrics_dir),
+            30,
+            f"{workers} worker children started",
+        )
+
+    def scrape(self) -> Samples:
+        return parse_metrics(http_get(self.url + "/metrics"))
+
+    def child_pids(self) -> list[int]:
+        """PIDs of taskiq's worker children (grandchildren of this process)."""
+        taskiq_main = children(self.proc.pid)
+        return [pid for main in taskiq_main for pid in children(main)]
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 60) -> int:
+        code = stop(self.proc, sig, timeout=timeout)
+        self.log.close()
+        return code
+
+
+def children(pid: int) -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid and fields[0] not in ("Z", "X"):
+            found.append(int(entry))
+    return found
+
+
+def produce(
+    redis_url: str,
+    plan: list[tuple[str, list[Any], dict[str, Any]]],
+    *,
+    kind: str,
+    queue: str,
+    metrics_dir: Path | None = None,
+) -> None:
+    """Enqueue ``plan`` from a separate producer process, as a web app would (real ``.kiq()``)."""
+    env = dict(
+        os.environ,
+        PYTHONPATH=PYTHONPATH,
+        TASKIQ_MONITOR_DEMO_BROKER_URL=redis_url,
+        TASKIQ_MONITOR_DEMO_BROKER_KIND=kind,
+        TASKIQ_MONITOR_DEMO_QUEUE_NAME=queue,
+    )
+    if metrics_dir is not None:
+        env["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
+    code = (
+        "import asyncio, json, sys\n"
+        "from taskiq_monitor.demo.tasks import broker\n"
+        "async def main():\n"
+        "    await broker.startup()\n"
+        "    for name, args, kwargs in json.load(sys.stdin):\n"
+        "        await broker.find_task(name).kiq(*args, **kwargs)\n"
+        "    await broker.shutdown()\n"
+        "asyncio.run(main())\n"
+    )
+    subprocess.run([sys.executable, "-c", code], input=json.dumps(plan), text=True, env=env, check=True, timeout=120)
+
+
+class Prometheus:
+    def __init__(
+        self,
+        workdir: Path,
+        targets: list[str],
+        *,
+        scrape_interval: str = "1s",
+        extra_config: str = "",
+        rule_files: Iterable[Path] = (),
+    ) -> None:
+        self.port = free_port()
+        self.workdir = workdir / f"prometheus-{self.port}"
+        self.workdir.mkdir()
+        rules = "".join(f"\n  - {p}" for p in rule_files)
+        config = (
+            f"global:\n  scrape_interval: {scrape_interval}\n  evaluation_interval: {scrape_interval}\n"
+            + (f"rule_files:{rules}\n" if rules else "")
+            + "scrape_configs:\n  - job_name: taskiq\n    static_configs:\n      - targets: "
+            + json.dumps(targets)
+            + "\n"
+            + extra_config
+        )
+        (self.workdir / "prometheus.yml").write_text(config)
+        self.log = open(self.workdir / "prometheus.log", "w")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(
+            [
+                require_binary("prometheus"),
+                f"--config.file={self.workdir / 'prometheus.yml'}",
+                f"--storage.tsdb.path={self.workdir / 'data'}",
+                f"--web.listen-address=127.0.0.1:{self.port}",
+                "--enable-feature=exemplar-storage",
+            ],
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )
+        self.url = f"http://127.0.0.1:{self.port}"
+        wait_for(lambda: "Ready" in http_get(self.url + "/-/ready"), 60, "prometheus ready")
+
+    def query(self, expr: str) -> list[dict[str, Any]]:
+        body = json.loads(http_get(self.url + "/api/v1/query?" + urllib.parse.urlencode({"query": expr})))
+        assert body["status"] == "success", body
+        return list(body["data"]["result"])
+
+    def stop(self) -> None:
+        stop(self.proc)
+        self.log.close()

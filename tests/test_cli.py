@@ -1,0 +1,67 @@
+"""CLI: user mistakes get one clear line and exit code 2, never a traceback."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).parents[1]
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    full_env = dict(os.environ, **(env or {}))
+    full_env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "exporter"), full_env.get("PYTHONPATH", "")])
+    return subprocess.run(
+        [sys.executable, "-m", "taskiq_monitor.cli", *args], capture_output=True, text=True, env=full_env, timeout=60
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "message"),
+    [
+        (["frobnicate"], {}, "unknown command 'frobnicate'"),
+        (["worker"], {}, "worker needs the broker first"),
+        (["worker", "--workers", "2"], {}, "worker needs the broker first"),
+        (["serve", "--port", "99999"], {}, "port: Input should be less than or equal to 65535"),
+        (["demo", "--rate", "0"], {}, "--rate must be positive"),
+        (["demo", "--broker", "amqp://x"], {}, "--broker must be a redis:// URL"),
+        (["serve"], {"TASKIQ_MONITOR_DURATION_BUCKETS": "[5, 1]"}, "strictly increasing"),
+    ],
+)
+def test_usage_errors_are_one_line(args: list[str], env: dict[str, str], message: str) -> None:
+    result = run_cli(*args, env=env)
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_worker_rejects_metrics_dir_that_is_a_file(tmp_path: Path) -> None:
+    bad = tmp_path / "file"
+    bad.write_text("x")
+    result = run_cli("worker", "taskiq_monitor.demo.tasks:broker", "--metrics-dir", str(bad))
+    assert result.returncode == 2
+    assert "metrics directory" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_serve_reports_port_in_use() -> None:
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = run_cli("serve", "--port", str(port))
+    assert result.returncode == 2
+    assert f"cannot listen on 127.0.0.1:{port}" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_help_lists_commands() -> None:
+    result = run_cli("--help")
+    assert result.returncode == 0
+    for command in ("worker", "serve", "demo"):
+        assert f"taskiq-monitor {command}" in result.stderr

@@ -1,0 +1,339 @@
+"""MonitoringMiddleware on a real InMemoryBroker, with a fresh registry per test."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from prometheus_client import CollectorRegistry
+from taskiq import AsyncBroker, Context, InMemoryBroker, SimpleRetryMiddleware, SmartRetryMiddleware, TaskiqDepends
+from taskiq.exceptions import NoResultError
+
+from taskiq_monitor.events import TaskEvent
+from taskiq_monitor.middleware import ENQUEUED_AT_LABEL, MonitoringMiddleware
+from taskiq_monitor.settings import Settings
+
+
+class RecordingSink:
+    def __init__(self) -> None:
+        self.events: list[TaskEvent] = []
+
+    def emit(self, event: TaskEvent) -> None:
+        self.events.append(event)
+
+    async def start(self) -> None:
+        pass
+
+    async def close(self) -> None:
+        pass
+
+
+class FatalSignal(BaseException):
+    """A BaseException subclass (not Exception) raised by a task."""
+
+
+_MONITORS: dict[int, MonitoringMiddleware] = {}
+
+
+def value(registry: CollectorRegistry, name: str, **labels: str) -> float:
+    # Hooks coalesce increments until the event loop's next iteration; read what a scrape would see after it.
+    monitor = _MONITORS.get(id(registry))
+    if monitor is not None:
+        monitor.flush()
+    sample = registry.get_sample_value(name, labels)
+    return 0.0 if sample is None else sample
+
+
+def make(
+    *,
+    retry: str | None = None,
+    monitor_first: bool = True,
+    settings: Settings | None = None,
+) -> tuple[AsyncBroker, MonitoringMiddleware, CollectorRegistry, RecordingSink]:
+    registry = CollectorRegistry()
+    sink = RecordingSink()
+    monitor = MonitoringMiddleware(settings or Settings(), registry=registry, sinks=[sink])
+    _MONITORS[id(registry)] = monitor
+    middlewares: list[Any] = [monitor]
+    if retry == "simple":
+        retry_mw: Any = SimpleRetryMiddleware(default_retry_count=3)
+    elif retry == "smart":
+        retry_mw = SmartRetryMiddleware(default_retry_count=3, use_jitter=False, default_delay=0)
+    else:
+        retry_mw = None
+    if retry_mw is not None:
+        middlewares = [monitor, retry_mw] if monitor_first else [retry_mw, monitor]
+    broker = InMemoryBroker(await_inplace=True).with_middlewares(*middlewares)
+    return broker, monitor, registry, sink
+
+
+def define_tasks(broker: AsyncBroker) -> dict[str, Any]:
+    @broker.task(task_name="ok")
+    async def ok(x: int) -> int:
+        await asyncio.sleep(0.01)
+        return x * 2
+
+    @broker.task(task_name="boom")
+    async def boom() -> None:
+        raise ValueError("bad input")
+
+    @broker.task(task_name="flaky", retry_on_error=True, max_retries=3)
+    async def flaky(fail_attempts: int, context: Context = TaskiqDepends()) -> str:
+        attempt = int(context.message.labels.get("_retries", 0)) + 1
+        if attempt <= fail_attempts:
+            raise ConnectionError(f"attempt {attempt}")
+        return "done"
+
+    @broker.task(task_name="slow", timeout=0.05)
+    async def slow() -> None:
+        await asyncio.sleep(1)
+
+    @broker.task(task_name="fatal")
+    async def fatal() -> None:
+        raise FatalSignal("stop")
+
+    @broker.task(task_name="skip")
+    async def skip() -> None:
+        raise NoResultError()
+
+    return {"ok": ok, "boom": boom, "flaky": flaky, "slow": slow, "fatal": fatal, "skip": skip}
+
+
+async def test_success_counts_duration_and_queue_wait() -> None:
+    broker, _, reg, _ = make()
+    tasks = define_tasks(broker)
+    await broker.startup()
+    for i in range(3):
+        result = await (await tasks["ok"].kiq(i)).wait_result()
+        assert result.return_value == i * 2
+    assert value(reg, "taskiq_tasks_enqueued_total", task_name="ok") == 3
+    assert value(reg, "taskiq_tasks_started_total", task_name="ok") == 3
+    assert value(reg, "taskiq_tasks_completed_total", task_name="ok", status="success") == 3
+    assert value(reg, "taskiq_tasks_running", task_name="ok") == 0
+    assert value(reg, "taskiq_task_duration_seconds_count", task_name="ok", status="success") == 3
+    # perf_counter precision: 3 × ≥10 ms sleeps, unlike taskiq's execution_time rounded to 10 ms.
+    assert value(reg, "taskiq_task_duration_seconds_sum", task_name="ok", status="success") >= 0.03
+    assert value(reg, "taskiq_task_queue_wait_seconds_count", task_name="ok") == 3
+    await broker.shutdown()
+
+
+async def test_running_gauge_counts_tasks_in_progress() -> None:
+    broker, _, reg, _ = make()
+    release = asyncio.Event()
+    seen: list[float] = []
+
+    @broker.task(task_name="blocking")
+    async def blocking() -> None:
+        seen.append(value(reg, "taskiq_tasks_running", task_name="blocking"))
+        await release.wait()
+
+    broker2 = InMemoryBroker().with_middlewares(*broker.middlewares)  # not in-place: tasks run concurrently
+    broker2.register_task(blocking.original_func, task_name="blocking")
+    await broker2.startup()
+    for _ in range(3):
+        await broker2.find_task("blocking").kiq()  # type: ignore[union-attr]
+    for _ in range(100):
+        if len(seen) == 3:
+            break
+        await asyncio.sleep(0.01)
+    assert value(reg, "taskiq_tasks_running", task_name="blocking") == 3
+    release.set()
+    await broker2.wait_all()
+    assert value(reg, "taskiq_tasks_running", task_name="blocking") == 0
+    await broker2.shutdown()
+
+
+async def test_failure_counts_failed_and_error_type() -> None:
+    broker, _, reg, sink = make()
+    tasks = define_tasks(broker)
+    await broker.startup()
+    result = await (await tasks["boom"].kiq()).wait_result()
+    assert result.is_err and isinstance(result.error, ValueError)
+    assert value(reg, "taskiq_tasks_completed_total", task_name="boom", status="failed") == 1
+    assert value(reg, "taskiq_tasks_completed_total", task_name="boom", status="success") == 0
+    assert value(reg, "taskiq_task_errors_total", task_name="boom", error_type="ValueError") == 1
+    failed = [e for e in sink.events if e.status == "failed"]
+    assert len(failed) == 1
+    assert failed[0].error_type == "ValueError" and failed[0].error_message == "bad input"
+    assert failed[0].traceback is not None and 'raise ValueError("bad input")' in failed[0].traceback
+
+
+@pytest.mark.parametrize("retry", ["simple", "smart"])
+@pytest.mark.parametrize("monitor_first", [True, False])
+async def test_retried_attempts_then_success(retry: str, monitor_first: bool) -> None:
+    broker, _, reg, sink = make(retry=retry, monitor_first=monitor_first)
+    tasks = define_tasks(broker)
+    await broker.startup()
+    await tasks["flaky"].kiq(2)
+    await broker.wait_all()
+    assert value(reg, "taskiq_tasks_started_total", task_name="flaky") == 3
+    assert value(reg, "taskiq_tasks_completed_total", task_name="flaky", status="retried") == 2
+    assert value(reg, "taskiq_tasks_completed_total", task_name="flaky", status="success") == 1
+    assert value(reg, "taskiq_tasks_completed_total", task_name="flaky", status="failed") == 0
+    assert value(reg, "taskiq_task_errors_total", task_name="flaky", error_type="ConnectionError") == 2
+    assert value(reg, "taskiq_tasks_running", task_name="flaky") == 0
+    assert [e.attempt for e in sink.events if e.status == "running"] == [1, 2, 3]
+
+
+@pytest.mark.parametrize("monitor_first", [True, False])
+async def test_retries_exhausted_is_failed(monitor_first: bool) -> None:
+    broker, _, reg, _ = make(retry="simple", monitor_first=monitor_first)
+    tasks = define_tasks(broker)
+    await broker.startup()
+    await tasks["flaky"].kiq(10)
+    await broker.wait_all()
+    assert value(reg, "taskiq_tasks_completed_total", task_name="flaky", status="retried") == 2
+    assert value(reg, "taskiq_tasks_completed_total", task_name="flaky", status="failed") == 1
+    assert value(reg, "taskiq_tasks_running", task_name="flaky") == 0
+
+
+async def test_timeout_is_failed_with_timeout_error() -> None:
+    broker, _, reg, _ = make()
+    tasks = define_tasks(broker)
+    await broker.startup()
+    result = await (await tasks["slow"].kiq()).wait_result()
+    assert isinstance(result.error, TimeoutError)
+    assert value(reg, "taskiq_tasks_completed_total", task_name="slow", status="failed") == 1
+    assert value(reg, "taskiq_task_errors_total", task_name="slow", error_type="TimeoutError") == 1
+
+
+async def test_task_raising_base_exception_keeps_its_result() -> None:
+    plain = InMemoryBroker(await_inplace=True)
+    plain_tasks = define_tasks(plain)
+    broker, _, reg, _ = make()
+    tasks = define_tasks(broker)
+    await plain.startup()
+    await broker.startup()
+    expected = await (await plain_tasks["fatal"].kiq()).wait_result()
+    got = await (await tasks["fatal"].kiq()).wait_result()
+    assert type(got.error) is type(expected.error) is FatalSignal
+    assert got.is_err == expected.is_err
+    assert value(reg, "taskiq_task_errors_total", task_name="fatal", error_type="FatalSignal") == 1
+
+
+async def test_task_raising_no_result_error_counts_as_success() -> None:
+    broker, _, reg, _ = make()
+    tasks = define_tasks(broker)
+    await broker.startup()
+    await tasks["skip"].kiq()
+    await broker.wait_all()
+    assert value(reg, "taskiq_tasks_completed_total", task_name="skip", status="success") == 1
+    assert value(reg, "taskiq_tasks_completed_total", task_name="skip", status="retried") == 0
+
+
+async def test_registered_tasks_exported_with_zeros_at_startup() -> None:
+    broker, _, reg, _ = make()
+    define_tasks(broker)
+    await broker.startup()
+    for name in ("ok", "boom", "flaky", "slow"):
+        for status in ("success", "failed", "retried"):
+            assert reg.get_sample_value("taskiq_tasks_completed_total", {"task_name": name, "status": status}) == 0
+        assert reg.get_sample_value("taskiq_tasks_running", {"task_name": name}) == 0
+        assert reg.get_sample_value("taskiq_tasks_enqueued_total", {"task_name": name}) == 0
+
+
+async def test_unregistered_task_names_fold_into_other_beyond_cap() -> None:
+    broker, monitor, reg, _ = make(settings=Settings(max_task_names=2))
+    define_tasks(broker)
+    await broker.startup()
+    for i in range(5):
+        monitor.pre_execute(_message(f"dynamic_{i}"))
+    assert value(reg, "taskiq_tasks_started_total", task_name="dynamic_0") == 1
+    assert value(reg, "taskiq_tasks_started_total", task_name="dynamic_1") == 1
+    assert reg.get_sample_value("taskiq_tasks_started_total", {"task_name": "dynamic_2"}) is None
+    assert value(reg, "taskiq_tasks_started_total", task_name="other") == 3
+    # Registered tasks never fold, however many unknown names came first.
+    monitor.pre_execute(_message("ok"))
+    assert value(reg, "taskiq_tasks_started_total", task_name="ok") == 1
+
+
+async def test_error_types_fold_into_other_beyond_cap() -> None:
+    broker, _, reg, _ = make(settings=Settings(max_error_types=1))
+    tasks = define_tasks(broker)
+    await broker.startup()
+    await tasks["boom"].kiq()
+    await tasks["slow"].kiq()
+    await broker.wait_all()
+    assert value(reg, "taskiq_task_errors_total", task_name="boom", error_type="ValueError") == 1
+    assert value(reg, "taskiq_task_errors_total", task_name="slow", error_type="other") == 1
+
+
+async def test_unserializable_arguments_fail_exactly_as_without_monitoring() -> None:
+    from taskiq.exceptions import SendTaskError
+
+    plain = InMemoryBroker(await_inplace=True)
+    broker, _, reg, _sink = make()
+    outcomes = []
+    for b in (plain, broker):
+
+        @b.task(task_name="takes_object")
+        async def takes_object(obj: Any) -> str:
+            return type(obj).__name__
+
+        await b.startup()
+        with pytest.raises(SendTaskError) as info:
+            await takes_object.kiq(object())
+        outcomes.append(type(info.value.__cause__))
+    assert outcomes[0] is outcomes[1]
+    assert value(reg, "taskiq_monitor_errors_total", component="middleware") == 0
+    assert value(reg, "taskiq_tasks_started_total", task_name="takes_object") == 0
+
+
+async def test_broken_metrics_never_change_task_outcome() -> None:
+    broker, monitor, reg, _ = make()
+    tasks = define_tasks(broker)
+    await broker.startup()
+
+    class Broken:
+        def __getattr__(self, name: str) -> Any:
+            raise OSError("metrics directory vanished")
+
+    monitor.metrics._instruments["ok"] = Broken()  # type: ignore[assignment]
+    monitor.metrics._instruments["boom"] = Broken()  # type: ignore[assignment]
+    ok = await (await tasks["ok"].kiq(21)).wait_result()
+    boom = await (await tasks["boom"].kiq()).wait_result()
+    assert ok.return_value == 42 and not ok.is_err
+    assert isinstance(boom.error, ValueError)
+    assert value(reg, "taskiq_monitor_errors_total", component="middleware") >= 4
+
+
+async def test_raising_sink_is_counted_and_other_sinks_still_receive() -> None:
+    registry = CollectorRegistry()
+    good = RecordingSink()
+
+    class BadSink(RecordingSink):
+        def emit(self, event: TaskEvent) -> None:
+            raise RuntimeError("sink down")
+
+    monitor = MonitoringMiddleware(Settings(), registry=registry, sinks=[BadSink(), good])
+    _MONITORS[id(registry)] = monitor
+    broker = InMemoryBroker(await_inplace=True).with_middlewares(monitor)
+    tasks = define_tasks(broker)
+    await broker.startup()
+    result = await (await tasks["ok"].kiq(1)).wait_result()
+    assert result.return_value == 2
+    assert [e.status for e in good.events] == ["pending", "running", "success"]
+    assert value(registry, "taskiq_monitor_errors_total", component="sink") == 3
+
+
+async def test_pre_send_stamps_enqueue_time_label() -> None:
+    _broker, monitor, _, _ = make()
+    message = _message("ok")
+    monitor.pre_send(message)
+    assert isinstance(message.labels[ENQUEUED_AT_LABEL], float)
+
+
+async def test_bad_enqueue_label_is_ignored() -> None:
+    _broker, monitor, reg, _ = make()
+    message = _message("ok")
+    message.labels[ENQUEUED_AT_LABEL] = "not-a-time"
+    monitor.pre_execute(message)
+    assert value(reg, "taskiq_tasks_started_total", task_name="ok") == 1
+    assert value(reg, "taskiq_task_queue_wait_seconds_count", task_name="ok") == 0
+
+
+def _message(task_name: str) -> Any:
+    from taskiq import TaskiqMessage
+
+    return TaskiqMessage(task_id=f"id-{task_name}", task_name=task_name, labels={}, args=[], kwargs={})

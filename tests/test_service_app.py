@@ -1,0 +1,60 @@
+"""The exporter's HTTP endpoints: exposition formats, health, and the optional bearer token."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fastapi.testclient import TestClient
+from prometheus_client import REGISTRY
+
+from taskiq_monitor.metrics import TaskMetrics
+from taskiq_monitor.service.app import create_app, metrics_asgi_app
+from taskiq_monitor.settings import Settings
+
+
+def test_get_metrics_prometheus_text_by_default() -> None:
+    TaskMetrics(registry=REGISTRY).for_task("exposed_task").started.inc(1)
+    with TestClient(create_app(Settings())) as client:
+        response = client.get("/metrics")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/plain")
+    assert 'taskiq_tasks_started_total{task_name="exposed_task"} 1.0' in response.text
+
+
+def test_get_metrics_openmetrics_when_asked() -> None:
+    TaskMetrics(registry=REGISTRY).for_task("om_task").started.inc(1)
+    with TestClient(create_app(Settings())) as client:
+        response = client.get("/metrics", headers={"Accept": "application/openmetrics-text; version=1.0.0"})
+    assert response.headers["content-type"].startswith("application/openmetrics-text")
+    assert response.text.rstrip().endswith("# EOF")
+
+
+def test_get_metrics_requires_bearer_token_when_configured() -> None:
+    app = create_app(Settings(bearer_token="s3cret"))
+    with TestClient(app) as client:
+        assert client.get("/metrics").status_code == 401
+        assert client.get("/metrics", headers={"Authorization": "Bearer wrong"}).status_code == 401
+        assert client.get("/metrics", headers={"Authorization": "Basic s3cret"}).status_code == 401
+        ok = client.get("/metrics", headers={"Authorization": "Bearer s3cret"})
+        assert ok.status_code == 200
+        # Liveness probes carry no secrets and reveal none.
+        assert client.get("/healthz").status_code == 200
+
+
+def test_get_healthz_reports_processes_of_metrics_dir(tmp_path: Path) -> None:
+    (tmp_path / "gauge_livesum_4242.db").write_bytes(b"")
+    with TestClient(create_app(Settings(metrics_dir=tmp_path))) as client:
+        body = client.get("/healthz").json()
+    assert body["status"] == "ok"
+    assert body["processes_reporting"] == 1
+
+
+def test_metrics_asgi_app_serves_the_registry() -> None:
+    from starlette.applications import Starlette
+    from starlette.routing import Mount
+
+    TaskMetrics(registry=REGISTRY).for_task("app_side_task").enqueued.inc(1)
+    app = Starlette(routes=[Mount("/metrics", app=metrics_asgi_app(Settings()))])
+    with TestClient(app) as client:
+        response = client.get("/metrics/")
+    assert 'taskiq_tasks_enqueued_total{task_name="app_side_task"} 1.0' in response.text

@@ -1,0 +1,44 @@
+"""Settings: environment prefix, the multiprocess directory alias, and clear errors for bad values."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from taskiq_monitor.settings import DEFAULT_DURATION_BUCKETS, Settings
+
+
+def test_defaults_bind_to_loopback() -> None:
+    settings = Settings()
+    assert settings.host == "127.0.0.1"
+    assert settings.bearer_token is None
+    assert settings.duration_buckets == DEFAULT_DURATION_BUCKETS
+    assert settings.duration_buckets[0] == 0.005 and settings.duration_buckets[-1] == 1800
+
+
+def test_environment_prefix(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TASKIQ_MONITOR_PORT", "9999")
+    monkeypatch.setenv("TASKIQ_MONITOR_DURATION_BUCKETS", "[0.1, 1, 10]")
+    settings = Settings()
+    assert settings.port == 9999
+    assert settings.duration_buckets == (0.1, 1.0, 10.0)
+
+
+def test_metrics_dir_from_prometheus_variable(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+    assert Settings().metrics_dir == tmp_path
+
+
+@pytest.mark.parametrize("buckets", ["[]", "[1, 0.5]", "[0, 1]", "[1, 1]"])
+def test_bad_buckets_rejected(monkeypatch: pytest.MonkeyPatch, buckets: str) -> None:
+    monkeypatch.setenv("TASKIQ_MONITOR_DURATION_BUCKETS", buckets)
+    with pytest.raises(ValidationError, match="strictly increasing"):
+        Settings()
+
+
+def test_bearer_token_is_not_printed() -> None:
+    settings = Settings(bearer_token="hunter2")
+    assert "hunter2" not in repr(settings)
+    assert "hunter2" not in str(settings.model_dump())
