@@ -40,8 +40,10 @@ from taskiq import TaskiqMessage, TaskiqMiddleware, TaskiqResult
 from taskiq.exceptions import NoResultError
 
 from taskiq_monitor.events import STATUS_PENDING, STATUS_RUNNING, EventSink, TaskEvent
+from taskiq_monitor.exemplars import DurationExemplars
 from taskiq_monitor.metrics import STATUS_FAILED, STATUS_RETRIED, STATUS_SUCCESS, TaskMetrics
 from taskiq_monitor.settings import Settings
+from taskiq_monitor.tracing import current_ids
 
 logger = logging.getLogger("taskiq_monitor")
 
@@ -100,6 +102,8 @@ class MonitoringMiddleware(TaskiqMiddleware):
 
             sinks = default_sinks(self.settings)
         self.sinks: list[EventSink] = list(sinks)
+        # trace_id/span_id exemplars on the duration histogram (tracing.py, exemplars.py)
+        self._exemplars = DurationExemplars()
         # Keyed by the message object's id: the receiver hands the same object to on_error and post_execute.
         # Neither the task id (a retry reuses it, and in-place brokers run the retry inside on_error) nor the
         # ``_retries`` label (retry middlewares mutate the running message's labels dict) identifies an attempt.
@@ -254,7 +258,7 @@ class MonitoringMiddleware(TaskiqMiddleware):
             else:
                 duration = float(result.execution_time)
             m.add(inst.completed[status])
-            m.observe(inst.duration[status], duration)
+            self._exemplars.observe(m, inst.duration[status], inst.label, status, duration)
             if error is not None and status != STATUS_SUCCESS:
                 m.add(m.error_cell(inst, type(error).__name__))
             m.commit()
@@ -297,6 +301,8 @@ class MonitoringMiddleware(TaskiqMiddleware):
         self._emit(event)
 
     def _emit(self, event: TaskEvent) -> None:
+        if event.trace_id is None:
+            event.trace_id, event.span_id = current_ids()  # send span for pending, execute span for the others
         event.host = self._host
         event.pid = os.getpid()
         for sink in self.sinks:

@@ -45,7 +45,8 @@ def prepare_directory(path: Path, *, wipe: bool) -> Path:
     if not os.access(path, os.W_OK | os.X_OK):
         raise MetricsDirError(f"metrics directory {path} is not writable by uid {os.getuid()}")
     if wipe:
-        for file in path.glob("*.db"):
+        # Exemplar side files (exemplars.py) belong to the run too: stale ones would link to old traces.
+        for file in [*path.glob("*.db"), *path.glob("exemplars_*.json")]:
             try:
                 file.unlink()
             except FileNotFoundError:
@@ -99,9 +100,12 @@ class MultiProcessSource:
     def collect(self) -> Iterator[Metric]:
         from prometheus_client.multiprocess import MultiProcessCollector
 
+        from taskiq_monitor.exemplars import attach_exemplars, load_exemplars
+
         reap_dead_processes(self.path)
         files = [str(p) for p in self.path.glob("*.db")]
-        yield from MultiProcessCollector.merge(files, accumulate=True)
+        # mmap values store no exemplars; the worker processes write them to side files (see exemplars.py).
+        yield from attach_exemplars(MultiProcessCollector.merge(files, accumulate=True), load_exemplars(self.path))
 
 
 class CombinedSource:

@@ -96,6 +96,16 @@ class Settings(BaseSettings):
     demo_broker_kind: str = Field("list", pattern="^(list|stream)$", description="Redis broker flavour: list|stream.")
     demo_queue_name: str = Field("taskiq_monitor_demo", description="Redis list/stream name of the demo broker.")
 
+    # --- tracing ----------------------------------------------------------------------------------------------------
+    otlp_endpoint: str | None = Field(
+        None,
+        description="OTLP/HTTP endpoint of the trace backend (e.g. http://tempo:4318); when set, "
+        "taskiq_monitor.tracing.setup_tracing() exports spans there (needs the [tracing] extra).",
+    )
+    trace_sample_ratio: float = Field(
+        1.0, ge=0.0, le=1.0, description="Share of new traces recorded (parent-based: a sampled parent is followed)."
+    )
+
     @field_validator("duration_buckets", "queue_wait_buckets")
     @classmethod
     def _buckets_sorted(cls, value: tuple[float, ...]) -> tuple[float, ...]:

@@ -81,10 +81,16 @@ def make_broker(settings: Settings) -> AsyncBroker:
         broker = RedisStreamBroker(url, queue_name=settings.demo_queue_name)
     else:
         broker = _list_queue_broker_class()(url, queue_name=settings.demo_queue_name)
-    return broker.with_middlewares(
+    broker = broker.with_middlewares(
         SimpleRetryMiddleware(default_retry_count=RETRY_TASK_MAX_EXECUTIONS),
         MonitoringMiddleware(settings),
     )
+    if settings.otlp_endpoint:
+        # Spans by taskiq's own OpenTelemetry middleware, exported over OTLP (the compose stack sends them to Tempo).
+        from taskiq_monitor.tracing import instrument_broker, setup_tracing
+
+        instrument_broker(broker, tracer_provider=setup_tracing(settings))
+    return broker
 
 
 settings = Settings()

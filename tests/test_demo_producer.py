@@ -1,0 +1,87 @@
+"""The compose stack's `app` service: the demo producer enqueues into Redis and serves its enqueue metrics."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from taskiq_monitor.demo.producer import main
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@pytest.fixture
+def redis_url(tmp_path: Path) -> Iterator[str]:
+    server = shutil.which("redis-server")
+    if server is None:
+        pytest.skip("redis-server not installed")
+    port = free_port()
+    proc = subprocess.Popen(
+        [server, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--dir", str(tmp_path)],
+        stdout=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                time.sleep(0.05)
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def test_producer_refuses_to_start_without_broker_url(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("TASKIQ_MONITOR_DEMO_BROKER_URL", raising=False)
+    assert main(["--port", "0"]) == 2
+
+
+def test_producer_enqueues_and_serves_enqueue_metrics(redis_url: str) -> None:
+    port = free_port()
+    env = dict(os.environ, TASKIQ_MONITOR_DEMO_BROKER_URL=redis_url, PYTHONPATH=str(REPO / "exporter"))
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    env.pop("TASKIQ_MONITOR_OTLP_ENDPOINT", None)
+    cmd = [sys.executable, "-m", "taskiq_monitor.demo.producer", "--port", str(port), "--rate", "50", "--seed", "1"]
+    proc = subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE, text=True)
+    try:
+        body, deadline = "", time.monotonic() + 20
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=1) as response:
+                    body = response.read().decode()
+                enqueued = sum(
+                    float(line.rsplit(" ", 1)[1])
+                    for line in body.splitlines()
+                    if line.startswith("taskiq_tasks_enqueued_total{")
+                )
+                if enqueued >= 10:
+                    break
+            except OSError:
+                pass
+            time.sleep(0.1)
+        assert "taskiq_tasks_enqueued_total{" in body
+        assert enqueued >= 10
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1) as response:
+            assert response.status == 200
+    finally:
+        proc.terminate()
+        assert proc.wait(timeout=20) == 0, proc.stderr.read() if proc.stderr else ""

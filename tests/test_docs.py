@@ -1,0 +1,84 @@
+"""The guide (docs/integration.md, docs/scaling.md): numbers come from the code, code compiles, links resolve."""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+import taskiq_monitor
+from taskiq_monitor.metrics import METRICS, TaskMetrics
+from taskiq_monitor.settings import DEFAULT_DURATION_BUCKETS, DEFAULT_QUEUE_WAIT_BUCKETS
+
+REPO = Path(__file__).resolve().parents[1]
+DOCS = ["integration.md", "scaling.md", "configuration.md"]
+
+
+def series_per_task_type() -> Counter[str]:
+    registry = CollectorRegistry()
+    TaskMetrics(registry=registry).register_tasks(["t"])
+    counts: Counter[str] = Counter()
+    for family in registry.collect():
+        for sample in family.samples:
+            if sample.labels.get("task_name") == "t" and not sample.name.endswith("_created"):
+                counts[family.name] += 1
+    return counts
+
+
+def scaling_table() -> dict[str, int]:
+    text = (REPO / "docs" / "scaling.md").read_text()
+    rows = re.findall(r"^\| `(taskiq_\w+)` \| (\d+) \|", text, re.M)
+    return {name: int(count) for name, count in rows}
+
+
+def test_series_counts_match_the_metric_contract() -> None:
+    counts = series_per_task_type()
+    table = scaling_table()
+    for family, count in counts.items():
+        name = family + "_total" if METRICS.get(family + "_total", ("",))[0] == "counter" else family
+        assert table[name] == count, name
+    total = sum(counts.values())
+    text = (REPO / "docs" / "scaling.md").read_text()
+    assert f"| **total** | **{total}** |" in text
+    assert 3 * (len(DEFAULT_DURATION_BUCKETS) + 3) == counts["taskiq_task_duration_seconds"]
+    assert f"{len(DEFAULT_DURATION_BUCKETS)} buckets" in text
+    assert f"{len(DEFAULT_QUEUE_WAIT_BUCKETS)} buckets" in text
+
+
+def test_worked_example_arithmetic() -> None:
+    per_type = sum(series_per_task_type().values())
+    text = (REPO / "docs" / "scaling.md").read_text()
+    assert f"10 × 15 × {per_type} = {10 * 15 * per_type:,}" in text
+    assert f"4 × 15 × {per_type} = {4 * 15 * per_type:,}" in text
+    low, high = 10 * 15 * per_type + 750 + 60, 10 * 15 * per_type + 750 + 4 * 15 * per_type
+    assert f"≈ {round(low, -3):,}–{round(high, -2):,} active series" in text
+    assert f"{round(low / 15, -1):,.0f}–{round(high / 15, -1):,.0f} samples/s" in text
+
+
+@pytest.mark.parametrize("doc", DOCS)
+def test_python_snippets_compile(doc: str) -> None:
+    text = (REPO / "docs" / doc).read_text()
+    for block in re.findall(r"```python\n(.*?)```", text, re.S):
+        compile(block, f"{doc} snippet", "exec")
+
+
+def test_integration_guide_uses_real_api() -> None:
+    text = (REPO / "docs" / "integration.md").read_text()
+    from taskiq_monitor import tracing
+
+    assert "taskiq_monitor.metrics_asgi_app()" in text and callable(taskiq_monitor.metrics_asgi_app)
+    for name in ("setup_tracing", "instrument_broker"):
+        assert name in text and callable(getattr(tracing, name))
+    assert "from taskiq_monitor import MonitoringMiddleware" in text
+    for flag in ("--metrics-host", "--metrics-port", "--metrics-dir"):
+        assert flag in text
+
+
+@pytest.mark.parametrize("doc", DOCS)
+def test_relative_links_resolve(doc: str) -> None:
+    text = (REPO / "docs" / doc).read_text()
+    for target in re.findall(r"\]\(([^)#:]+)(?:#[^)]*)?\)", text):
+        assert (REPO / "docs" / target).exists(), f"{doc}: broken link {target}"
