@@ -3,6 +3,7 @@ loopback ports, polled until ready (never a fixed sleep), and stopped by their o
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -47,14 +48,22 @@ def wait_for(check: Callable[[], Any], timeout: float, what: str, interval: floa
     raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}; last: {last!r}")
 
 
-def stop(proc: subprocess.Popen[Any], sig: int = signal.SIGTERM, timeout: float = 30) -> int:
+def stop(proc: subprocess.Popen[Any], sig: int = signal.SIGTERM, timeout: float = 30, group: bool = False) -> int:
+    """Signal ``proc`` and wait; past ``timeout`` kill it — with ``group``, its whole process group (workers)."""
     if proc.poll() is None:
         proc.send_signal(sig)
         try:
             proc.wait(timeout)
         except subprocess.TimeoutExpired:
-            proc.kill()
+            if group:
+                os.killpg(proc.pid, signal.SIGKILL)
+            else:
+                proc.kill()
             proc.wait()
+    if group:
+        # Nothing of the run may outlive the test (taskiq's main process and its children included).
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
     return int(proc.returncode)
 
 
@@ -188,7 +197,7 @@ class Worker:
         return [pid for main in taskiq_main for pid in children(main)]
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 60) -> int:
-        code = stop(self.proc, sig, timeout=timeout)
+        code = stop(self.proc, sig, timeout=timeout, group=True)
         self.log.close()
         return code
 
