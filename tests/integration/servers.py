@@ -178,6 +178,7 @@ class Worker:
             env=self.env,
             stdout=self.log,
             stderr=subprocess.STDOUT,
+            start_new_session=True,  # so that stop() can end taskiq's processes too
         )
         self.url = f"http://127.0.0.1:{self.port}"
         wait_for(lambda: http_get(self.url + "/healthz"), 30, "the worker's exporter")
