@@ -176,3 +176,79 @@ def test_prometheus_sees_exactly_the_completed_tasks(redis_server: RedisServer, 
     finally:
         prometheus.stop()
         worker.stop()
+
+
+def test_serve_sidecar_exposes_plain_taskiq_workers(redis_server: RedisServer, workdir: Path) -> None:
+    """`taskiq-monitor serve` next to the user's own `taskiq worker` command, sharing PROMETHEUS_MULTIPROC_DIR."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.integration.servers import PYTHONPATH, free_port, http_get, parse_metrics, stop
+
+    queue = f"q-{uuid.uuid4().hex[:8]}"
+    metrics_dir = workdir / "shared-metrics"
+    metrics_dir.mkdir()
+    env = dict(
+        os.environ,
+        PYTHONPATH=PYTHONPATH,
+        PROMETHEUS_MULTIPROC_DIR=str(metrics_dir),
+        TASKIQ_MONITOR_DEMO_BROKER_URL=redis_server.url,
+        TASKIQ_MONITOR_DEMO_QUEUE_NAME=queue,
+    )
+    workers = subprocess.Popen(
+        [sys.executable, "-m", "taskiq", "worker", "taskiq_monitor.demo.tasks:broker", "--workers", "2"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    port = free_port()
+    sidecar = subprocess.Popen(
+        [sys.executable, "-m", "taskiq_monitor.cli", "serve", "--port", str(port), "--metrics-dir", str(metrics_dir)],
+        env={k: v for k, v in env.items() if k != "PROMETHEUS_MULTIPROC_DIR"},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        url = f"http://127.0.0.1:{port}/metrics"
+        wait_for(lambda: http_get(url), 30, "sidecar endpoint")
+        produce(redis_server.url, [call("detect_language_task") for _ in range(7)], kind="list", queue=queue)
+
+        def done() -> bool:
+            s = parse_metrics(http_get(url))
+            return sample(s, "taskiq_tasks_completed_total", task_name="detect_language_task", status="success") == 7
+
+        wait_for(done, 30, "7 successes through the sidecar")
+    finally:
+        stop(sidecar)
+        stop(workers, timeout=30, group=True)
+
+
+def test_unknown_and_unparseable_messages_leave_counts_exact(redis_server: RedisServer, workdir: Path) -> None:
+    import json
+
+    import redis
+
+    queue = f"q-{uuid.uuid4().hex[:8]}"
+    worker = Worker(redis_server.url, workdir, queue=queue)
+    try:
+        client = redis.Redis.from_url(redis_server.url)
+        unknown = {
+            "task_id": "x1",
+            "task_name": "no_such_task",
+            "labels": {},
+            "labels_types": {},
+            "args": [],
+            "kwargs": {},
+        }
+        client.lpush(queue, b"\x00not json", json.dumps(unknown).encode())
+        client.close()
+        produce(redis_server.url, [call("score_message_task") for _ in range(5)], kind="list", queue=queue)
+        wait_for(lambda: completed_counts(worker).get(("score_message_task", "success")) == 5, 30, "5 successes")
+        samples = worker.scrape()
+        assert total(samples, "taskiq_tasks_started_total") == 5
+        assert ("taskiq_tasks_started_total", (("task_name", "no_such_task"),)) not in samples
+        assert total(samples, "taskiq_monitor_errors_total") == 0
+    finally:
+        assert worker.stop() == 0
