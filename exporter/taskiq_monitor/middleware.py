@@ -27,6 +27,7 @@ same task id while the attempt ran (seen by our own ``pre_send``), or replaced i
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 import socket
@@ -41,6 +42,7 @@ from taskiq.exceptions import NoResultError
 
 from taskiq_monitor.events import STATUS_PENDING, STATUS_RUNNING, EventSink, TaskEvent
 from taskiq_monitor.metrics import STATUS_FAILED, STATUS_RETRIED, STATUS_SUCCESS, TaskMetrics
+from taskiq_monitor.redaction import Redactor
 from taskiq_monitor.settings import Settings
 
 logger = logging.getLogger("taskiq_monitor")
@@ -98,6 +100,13 @@ class MonitoringMiddleware(TaskiqMiddleware):
 
             sinks = default_sinks(self.settings)
         self.sinks: list[EventSink] = list(sinks)
+        # Applied once per event, before any sink: every sink gets the same redacted, size-capped record.
+        self.redactor = Redactor(
+            self.settings.redact_keys,
+            max_field_bytes=self.settings.event_max_field_bytes,
+            max_record_bytes=self.settings.event_max_record_bytes,
+        )
+        self._positional: dict[str, tuple[str, ...]] = {}
         # Keyed by (task id, attempt): a retry of the same id may start before the failed attempt's post_execute
         # (in-place brokers run it inside on_error), and each attempt must find its own record.
         self._in_flight: dict[tuple[str, int], _InFlight] = {}
@@ -273,9 +282,34 @@ class MonitoringMiddleware(TaskiqMiddleware):
             event.traceback = "".join(tb.format_exception(error))
         self._emit(event)
 
+    def _positional_names(self, task_name: str) -> tuple[str, ...]:
+        """Parameter names of the task function, so positional secrets are redacted by name too."""
+        names = self._positional.get(task_name)
+        if names is None:
+            names = ()
+            try:
+                broker = getattr(self, "broker", None)
+                task = broker.find_task(task_name) if broker is not None else None
+                if task is not None:
+                    params = inspect.signature(task.original_func).parameters.values()
+                    kinds = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+                    names = tuple(p.name for p in params if p.kind in kinds)
+            except Exception:
+                names = ()
+            if len(self._positional) < 10_000:
+                self._positional[task_name] = names
+        return names
+
     def _emit(self, event: TaskEvent) -> None:
         event.host = self._host
         event.pid = os.getpid()
+        try:
+            self.redactor.apply(event, self._positional_names(event.task_name))
+        except Exception:
+            # Never ship an unredacted record: without redaction the event carries no parameters or error text.
+            self._failed("redaction")
+            event.args, event.kwargs, event.labels = [], {}, {}
+            event.error_message = event.traceback = None
         for sink in self.sinks:
             try:
                 sink.emit(event)
