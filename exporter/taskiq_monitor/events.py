@@ -8,6 +8,7 @@ enqueue (no I/O, no blocking) and must never raise; their I/O happens off the ho
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, Protocol, runtime_checkable
 
 SCHEMA_VERSION = 1
@@ -48,8 +49,14 @@ def to_record(event: TaskEvent) -> dict[str, Any]:
     record: dict[str, Any] = {"schema_version": SCHEMA_VERSION}
     for name in TaskEvent.__slots__:
         record[name] = getattr(event, name)
+    # The contract's timestamp is RFC3339 (UTC, microseconds); enqueued_at/started_at/finished_at stay unix seconds.
+    record["timestamp"] = rfc3339(event.timestamp)
     record["worker"] = {"host": record.pop("host"), "pid": record.pop("pid")}
     return record
+
+
+def rfc3339(unix_seconds: float) -> str:
+    return datetime.fromtimestamp(unix_seconds, UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
 @runtime_checkable
