@@ -89,20 +89,26 @@ def _norm(key: str) -> str:
     return key.lower().replace("-", "_")
 
 
-def _truncate_text(text: str, limit: int, *, keep_tail: bool = False) -> str:
-    """Cut ``text`` so that its UTF-8 form is at most about ``limit`` bytes, marking how much was cut."""
+def _json_len(text: str) -> int:
+    """Bytes of ``text`` inside a JSON document (UTF-8; the common escapes \\n, \\", \\\\ counted)."""
     size = len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
+    return size + text.count("\n") + text.count('"') + text.count("\\")
+
+
+def _truncate_text(text: str, limit: int, *, keep_tail: bool = False) -> str:
+    """Cut ``text`` so that its JSON form is at most about ``limit`` bytes, marking how many bytes were cut."""
+    size = _json_len(text)
     if size <= limit:
         return text
-    # Work in characters: exact for ASCII, conservative otherwise (a character is at least one byte).
+    # Work in characters, scaled by the text's bytes-per-character (exact for plain ASCII).
     ratio = len(text) / size
     keep = max(0, int((limit - 32) * ratio))
     if keep_tail and keep > 64:
         head = keep // 3
         tail = keep - head
-        cut = size - int(keep / ratio) if ratio else size
-        return f"{text[:head]}…[truncated {cut} bytes]…{text[len(text) - tail :]}"
-    cut = size - len(text[:keep].encode("utf-8", "surrogatepass"))
+        cut = len(text) - keep
+        return f"{text[:head]}…[truncated {cut} chars]…{text[len(text) - tail :]}"
+    cut = len(text[keep:].encode("utf-8", "surrogatepass"))
     return f"{text[:keep]}…[truncated {cut} bytes]"
 
 
@@ -174,10 +180,10 @@ class Redactor:
 
     def _string(self, text: str, budget: list[int]) -> str:
         text = self.redact_text(text)
-        size = len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
+        size = _json_len(text)
         if size + 2 > budget[0]:
             text = _truncate_text(text, max(0, budget[0] - 2))
-            size = len(text.encode("utf-8", "surrogatepass"))
+            size = _json_len(text)
         budget[0] -= size + 2
         return text
 
@@ -267,12 +273,12 @@ class Redactor:
         field = self.max_field_bytes
         if event.error_message is not None:
             event.error_message = _truncate_text(self.redact_text(event.error_message), min(field, remaining))
-            remaining -= len(event.error_message) + 2
+            remaining -= _json_len(event.error_message) + 2
         if event.traceback is not None:
             event.traceback = _truncate_text(
                 self.redact_text(event.traceback), max(0, min(field, remaining)), keep_tail=True
             )
-            remaining -= len(event.traceback) + 2
+            remaining -= _json_len(event.traceback) + 2
         for name in ("args", "kwargs", "labels"):
             limit = max(64, min(field, remaining))
             before = limit
