@@ -219,6 +219,8 @@ class LokiPushDouble:
     def _handle(self, path: str, headers: dict[str, str], data: bytes) -> tuple[int, bytes, dict[str, str]]:
         headers = {k.lower(): v for k, v in headers.items()}
         mode = self.mode
+        if mode == "down":  # a keep-alive connection that outlived the listener: drop it unanswered
+            return 0, b"", {}
         if mode == "hang":
             self._record(0)
             self._unhang.wait(600)
