@@ -55,8 +55,18 @@ def to_record(event: TaskEvent) -> dict[str, Any]:
     return record
 
 
+_last_second: tuple[int, str] = (-1, "")  # replaced as a whole: safe to read from any thread
+
+
 def rfc3339(unix_seconds: float) -> str:
-    return datetime.fromtimestamp(unix_seconds, UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+    """``2026-11-28T23:44:22.988142Z``; the date-time part is cached per second (this runs for every record)."""
+    global _last_second
+    second = int(unix_seconds)
+    cached = _last_second
+    if cached[0] != second:
+        cached = (second, datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S"))
+        _last_second = cached
+    return f"{cached[1]}.{int((unix_seconds - second) * 1_000_000):06d}Z"
 
 
 @runtime_checkable
