@@ -13,7 +13,7 @@ README = Path(__file__).parents[1] / "README.md"
 
 
 def readme_metrics() -> dict[str, tuple[str, tuple[str, ...]]]:
-    rows = re.findall(r"^\| `(taskiq_\w+)` \| (\w+) \| ([^|]*) \|", README.read_text(), flags=re.M)
+    rows = re.findall(r"^\| `(taskiq_\w+)` \| (\w+) \|([^|]*)\|", README.read_text(), flags=re.M)
     return {name: (kind, tuple(re.findall(r"`(\w+)`", labels))) for name, kind, labels in rows}
 
 

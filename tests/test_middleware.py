@@ -174,6 +174,8 @@ async def test_retried_attempts_then_success(retry: str, monitor_first: bool) ->
     assert value(reg, "taskiq_task_errors_total", task_name="flaky", error_type="ConnectionError") == 2
     assert value(reg, "taskiq_tasks_running", task_name="flaky") == 0
     assert [e.attempt for e in sink.events if e.status == "running"] == [1, 2, 3]
+    finished = sorted((e.attempt, e.status) for e in sink.events if e.status in ("retried", "success", "failed"))
+    assert finished == [(1, "retried"), (2, "retried"), (3, "success")]
 
 
 @pytest.mark.parametrize("monitor_first", [True, False])

@@ -8,6 +8,7 @@ enqueue (no I/O, no blocking) and must never raise; their I/O happens off the ho
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, Protocol, runtime_checkable
 
 SCHEMA_VERSION = 1
@@ -48,8 +49,24 @@ def to_record(event: TaskEvent) -> dict[str, Any]:
     record: dict[str, Any] = {"schema_version": SCHEMA_VERSION}
     for name in TaskEvent.__slots__:
         record[name] = getattr(event, name)
+    # The contract's timestamp is RFC3339 (UTC, microseconds); enqueued_at/started_at/finished_at stay unix seconds.
+    record["timestamp"] = rfc3339(event.timestamp)
     record["worker"] = {"host": record.pop("host"), "pid": record.pop("pid")}
     return record
+
+
+_last_second: tuple[int, str] = (-1, "")  # replaced as a whole: safe to read from any thread
+
+
+def rfc3339(unix_seconds: float) -> str:
+    """``2026-11-28T23:44:22.988142Z``; the date-time part is cached per second (this runs for every record)."""
+    global _last_second
+    second = int(unix_seconds)
+    cached = _last_second
+    if cached[0] != second:
+        cached = (second, datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S"))
+        _last_second = cached
+    return f"{cached[1]}.{int((unix_seconds - second) * 1_000_000):06d}Z"
 
 
 @runtime_checkable

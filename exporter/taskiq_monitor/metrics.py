@@ -49,7 +49,17 @@ METRICS: dict[str, tuple[str, tuple[str, ...]]] = {
     "taskiq_task_duration_seconds": ("histogram", ("task_name", "status")),
     "taskiq_task_queue_wait_seconds": ("histogram", ("task_name",)),
     "taskiq_monitor_errors_total": ("counter", ("component",)),
+    "taskiq_monitor_log_records_total": ("counter", ("result",)),
+    "taskiq_monitor_log_queue_records": ("gauge", ()),
+    "taskiq_monitor_log_spool_bytes": ("gauge", ()),
 }
+
+# Outcomes of a record on its way to Loki. A record that waited on disk counts once as spooled and, when replayed,
+# once as shipped; dropped records are lost (spool full, or isolated as rejected by Loki with 400).
+LOG_SHIPPED = "shipped"
+LOG_SPOOLED = "spooled"
+LOG_DROPPED = "dropped"
+LOG_RESULTS: tuple[str, ...] = (LOG_SHIPPED, LOG_SPOOLED, LOG_DROPPED)
 
 
 def _unregister_existing(registry: CollectorRegistry, names: Iterable[str]) -> None:
@@ -268,3 +278,41 @@ class TaskMetrics:
                 logger.warning("taskiq-monitor could not write metrics; the tasks are unaffected", exc_info=True)
             except Exception:  # pragma: no cover - nothing more to do
                 pass
+
+
+class LogShippingMetrics:
+    """The Loki shipper's own metrics (``taskiq_monitor_log_*``), updated from its background threads."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        from prometheus_client import REGISTRY
+
+        reg = REGISTRY if registry is None else registry
+        names = (
+            "taskiq_monitor_log_records_total",
+            "taskiq_monitor_log_queue_records",
+            "taskiq_monitor_log_spool_bytes",
+        )
+        _unregister_existing(reg, [n.removesuffix("_total") for n in names] + list(names))
+        self.records = Counter(
+            "taskiq_monitor_log_records",
+            "Task event records on their way to Loki, by result (shipped, spooled, dropped).",
+            ["result"],
+            registry=reg,
+        )
+        self.by_result = {result: self.records.labels(result) for result in LOG_RESULTS}
+        for counter in self.by_result.values():
+            counter.inc(0)
+        # livesum: each process reports its own queue and its own spool files; a dead process's share vanishes
+        # (its spool files are adopted, and then reported, by the next process that starts).
+        self.queue = Gauge(
+            "taskiq_monitor_log_queue_records",
+            "Records waiting in memory to be shipped to Loki.",
+            registry=reg,
+            multiprocess_mode="livesum",
+        )
+        self.spool_bytes = Gauge(
+            "taskiq_monitor_log_spool_bytes",
+            "Bytes of this process's on-disk spool of batches Loki has not accepted yet.",
+            registry=reg,
+            multiprocess_mode="livesum",
+        )

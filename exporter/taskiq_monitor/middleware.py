@@ -27,6 +27,7 @@ same task id while the attempt ran (seen by our own ``pre_send``), or replaced i
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 import socket
@@ -42,6 +43,7 @@ from taskiq.exceptions import NoResultError
 from taskiq_monitor.events import STATUS_PENDING, STATUS_RUNNING, EventSink, TaskEvent
 from taskiq_monitor.exemplars import DurationExemplars
 from taskiq_monitor.metrics import STATUS_FAILED, STATUS_RETRIED, STATUS_SUCCESS, TaskMetrics
+from taskiq_monitor.redaction import Redactor
 from taskiq_monitor.settings import Settings
 from taskiq_monitor.tracing import current_ids
 
@@ -102,6 +104,13 @@ class MonitoringMiddleware(TaskiqMiddleware):
 
             sinks = default_sinks(self.settings)
         self.sinks: list[EventSink] = list(sinks)
+        # Applied once per event, before any sink: every sink gets the same redacted, size-capped record.
+        self.redactor = Redactor(
+            self.settings.redact_keys,
+            max_field_bytes=self.settings.event_max_field_bytes,
+            max_record_bytes=self.settings.event_max_record_bytes,
+        )
+        self._positional: dict[str, tuple[str, ...]] = {}
         # trace_id/span_id exemplars on the duration histogram (tracing.py, exemplars.py)
         self._exemplars = DurationExemplars()
         # Keyed by the message object's id: the receiver hands the same object to on_error and post_execute.
@@ -283,7 +292,8 @@ class MonitoringMiddleware(TaskiqMiddleware):
             task_id=message.task_id,
             task_name=message.task_name,
             timestamp=time.time(),
-            attempt=_attempt(message.labels),
+            # Not from the labels: a retry middleware has already bumped ``_retries`` in them by now.
+            attempt=in_flight.attempt if in_flight is not None else _attempt(message.labels),
             duration_seconds=duration,
             args=list(message.args),
             kwargs=dict(message.kwargs),
@@ -300,11 +310,36 @@ class MonitoringMiddleware(TaskiqMiddleware):
             event.traceback = "".join(tb.format_exception(error))
         self._emit(event)
 
+    def _positional_names(self, task_name: str) -> tuple[str, ...]:
+        """Parameter names of the task function, so positional secrets are redacted by name too."""
+        names = self._positional.get(task_name)
+        if names is None:
+            names = ()
+            try:
+                broker = getattr(self, "broker", None)
+                task = broker.find_task(task_name) if broker is not None else None
+                if task is not None:
+                    params = inspect.signature(task.original_func).parameters.values()
+                    kinds = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+                    names = tuple(p.name for p in params if p.kind in kinds)
+            except Exception:
+                names = ()
+            if len(self._positional) < 10_000:
+                self._positional[task_name] = names
+        return names
+
     def _emit(self, event: TaskEvent) -> None:
         if event.trace_id is None:
             event.trace_id, event.span_id = current_ids()  # send span for pending, execute span for the others
         event.host = self._host
         event.pid = os.getpid()
+        try:
+            self.redactor.apply(event, self._positional_names(event.task_name))
+        except Exception:
+            # Never ship an unredacted record: without redaction the event carries no parameters or error text.
+            self._failed("redaction")
+            event.args, event.kwargs, event.labels = [], {}, {}
+            event.error_message = event.traceback = None
         for sink in self.sinks:
             try:
                 sink.emit(event)

@@ -9,9 +9,12 @@ other module reads the environment. Example::
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated, Any
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from taskiq_monitor.redaction import DEFAULT_MAX_FIELD_BYTES, DEFAULT_MAX_RECORD_BYTES, DEFAULT_REDACT_KEYS
 
 # Background tasks run from milliseconds (a cache write) to tens of minutes (a re-index or an LLM extraction);
 # the web-request defaults of prometheus_client (5 ms – 10 s) put every long task into +Inf. Roughly ×2.5 steps
@@ -89,6 +92,54 @@ class Settings(BaseSettings):
     service_name: str = Field("taskiq", min_length=1, description="service_name label of logs and events.")
     env: str | None = Field(None, description="Optional env label (e.g. prod, staging) on logs and events.")
 
+    # --- event records (every sink) ---------------------------------------------------------------------------
+    redact_keys: Annotated[tuple[str, ...], NoDecode] = Field(
+        DEFAULT_REDACT_KEYS,
+        description="Key fragments whose values are replaced by [REDACTED] in args/kwargs/labels (case-insensitive "
+        "substring match); comma-separated or a JSON list. Prefix with '+' to extend the defaults: '+iban,pin'.",
+    )
+    event_max_field_bytes: int = Field(
+        DEFAULT_MAX_FIELD_BYTES, ge=256, description="Cap of one record field (args, kwargs, labels, traceback…)."
+    )
+    event_max_record_bytes: int = Field(
+        DEFAULT_MAX_RECORD_BYTES, ge=1024, description="Cap of a record's free-form fields together."
+    )
+
+    # --- loki -------------------------------------------------------------------------------------------------------
+    loki_url: str | None = Field(
+        None, description="Loki base URL (e.g. http://loki:3100); when set, every task event is shipped to Loki."
+    )
+    loki_batch_max_records: int = Field(1000, ge=1, description="Records per push at most.")
+    loki_batch_max_bytes: int = Field(
+        1024 * 1024, ge=1024, description="Uncompressed JSON bytes per push at most (Loki's default burst is 6 MB)."
+    )
+    loki_batch_wait_seconds: float = Field(1.0, gt=0, description="Longest time a record waits for its batch.")
+    loki_connect_timeout_seconds: float = Field(3.0, gt=0, description="HTTP connect timeout of a push.")
+    loki_timeout_seconds: float = Field(10.0, gt=0, description="HTTP read/write timeout of a push.")
+    loki_retries: int = Field(
+        3, ge=0, description="Retries of a batch (backoff with jitter) before it is spooled to disk."
+    )
+    loki_backoff_initial_seconds: float = Field(0.5, gt=0, description="First retry delay; doubles per retry.")
+    loki_backoff_max_seconds: float = Field(
+        10.0, gt=0, description="Longest delay between retries and between probes of a Loki that is down."
+    )
+    loki_queue_max_records: int = Field(
+        20_000, ge=100, description="In-memory queue bound; beyond half of it batches go straight to the spool."
+    )
+    loki_spool_dir: Path | None = Field(
+        None, description="Directory of the on-disk spool (default: <tmp>/taskiq-monitor-loki-spool-<uid>)."
+    )
+    loki_spool_max_bytes: int = Field(
+        256 * 1024 * 1024, ge=0, description="Spool size cap (all processes); records beyond it are dropped."
+    )
+    loki_flush_timeout_seconds: float = Field(
+        3.0, ge=0, description="Shutdown flush budget; then the rest is spooled (taskiq's shutdown_timeout is 5 s)."
+    )
+    loki_username: str | None = Field(None, description="Basic-auth user for Loki (with loki_password).")
+    loki_password: SecretStr | None = Field(None, description="Basic-auth password for Loki.")
+    loki_bearer_token: SecretStr | None = Field(None, description="Bearer token for Loki (instead of basic auth).")
+    loki_tenant_id: str | None = Field(None, description="X-Scope-OrgID header (multi-tenant Loki).")
+
     # --- demo -------------------------------------------------------------------------------------------------------
     demo_broker_url: str | None = Field(
         None, description="Broker of the demo tasks: unset = in-memory; redis://… = a real Redis broker."
@@ -105,6 +156,31 @@ class Settings(BaseSettings):
     trace_sample_ratio: float = Field(
         1.0, ge=0.0, le=1.0, description="Share of new traces recorded (parent-based: a sampled parent is followed)."
     )
+
+    @field_validator("redact_keys", mode="before")
+    @classmethod
+    def _parse_keys(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                import json
+
+                value = json.loads(text)
+            else:
+                extend = text.startswith("+")
+                keys = tuple(k.strip() for k in text.lstrip("+").split(",") if k.strip())
+                value = DEFAULT_REDACT_KEYS + keys if extend else keys
+        return value
+
+    @field_validator("loki_url")
+    @classmethod
+    def _loki_url(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        value = value.strip().rstrip("/")
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must be an http:// or https:// URL")
+        return value
 
     @field_validator("duration_buckets", "queue_wait_buckets")
     @classmethod

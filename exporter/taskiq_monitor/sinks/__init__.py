@@ -11,4 +11,8 @@ from taskiq_monitor.settings import Settings
 
 def default_sinks(settings: Settings) -> list[EventSink]:
     sinks: list[EventSink] = []
+    if settings.loki_url:
+        from taskiq_monitor.sinks.loki import LokiSink
+
+        sinks.append(LokiSink(settings))
     return sinks

@@ -1,0 +1,192 @@
+"""Loki shipping benchmark: shipper throughput, and hot-path cost per task with shipping on vs off.
+
+    PYTHONPATH=exporter python benchmarks/bench_loki.py [--records 200000] [--tasks 20000]
+
+1. Throughput: one process emits ``--records`` task events into a ``LokiSink``; a receiver in a *separate process*
+   (so it does not compete for this process's GIL) gunzips and parses every push and counts the entries. Reported:
+   records/s from the first emit until the receiver has counted the last record (target >= 50,000/s).
+2. Hot path: ``--tasks`` trivial tasks through ``InMemoryBroker(await_inplace=True)`` (``.kiq()`` runs the task
+   in place, so every hook of the middleware runs in this loop): no middleware, the middleware with no sink, and
+   the middleware shipping to the receiver (redaction + enqueue on the loop; serialisation, gzip and HTTP in the
+   shipper's threads, which share the GIL). Reported: microseconds per task and ratios.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+RECEIVER = r"""
+import gzip, json, sys, threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+count = 0
+lock = threading.Lock()
+class H(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def log_message(self, *a): pass
+    def do_GET(self):
+        body = str(count).encode()
+        self.send_response(200); self.send_header("Content-Length", str(len(body))); self.end_headers()
+        self.wfile.write(body)
+    def do_POST(self):
+        global count
+        data = self.rfile.read(int(self.headers["Content-Length"]))
+        if self.headers.get("Content-Encoding") == "gzip":
+            data = gzip.decompress(data)
+        n = sum(len(s["values"]) for s in json.loads(data)["streams"])
+        with lock:
+            count += n
+        self.send_response(204); self.send_header("Content-Length", "0"); self.end_headers()
+server = ThreadingHTTPServer(("127.0.0.1", 0), H)
+print(server.server_address[1], flush=True)
+server.serve_forever()
+"""
+
+
+class Receiver:
+    def __init__(self) -> None:
+        self.proc = subprocess.Popen([sys.executable, "-c", RECEIVER], stdout=subprocess.PIPE, text=True)
+        assert self.proc.stdout is not None
+        self.url = f"http://127.0.0.1:{int(self.proc.stdout.readline())}"
+
+    def count(self) -> int:
+        with urllib.request.urlopen(self.url + "/count", timeout=5) as response:
+            return int(response.read())
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait()
+
+
+def settings(url: str, spool: Path, **extra: Any) -> Any:
+    from taskiq_monitor.settings import Settings
+
+    return Settings(loki_url=url, loki_spool_dir=spool, loki_batch_wait_seconds=0.2, **extra)
+
+
+def bench_throughput(receiver: Receiver, records: int, spool: Path) -> dict[str, float]:
+    from prometheus_client import CollectorRegistry
+
+    from taskiq_monitor.events import TaskEvent
+    from taskiq_monitor.redaction import Redactor
+    from taskiq_monitor.sinks.loki import LokiSink
+
+    redactor = Redactor()
+    sink = LokiSink(settings(receiver.url, spool, loki_queue_max_records=records + 1), registry=CollectorRegistry())
+    base = receiver.count()
+    events = []
+    for i in range(records):  # realistic, already-redacted records (~600 bytes of JSON each)
+        event = TaskEvent(
+            status=("pending", "running", "success")[i % 3],
+            task_id=f"{i:032x}",
+            task_name=("score_message_task", "embed_message_task", "save_telegram_message")[i % 3],
+            timestamp=time.time(),
+            attempt=1,
+            host="worker-1",
+            pid=1234,
+            enqueued_at=time.time(),
+            started_at=time.time(),
+            duration_seconds=0.0123,
+            args=[i],
+            kwargs={"sim": {"sleep": 0.01}, "bot_token": "x"},
+            labels={"enqueued_at": time.time()},
+        )
+        redactor.apply(event)
+        events.append(event)
+    started = time.perf_counter()
+    for event in events:
+        sink.emit(event)
+    emitted = time.perf_counter() - started
+    while receiver.count() - base < records:
+        time.sleep(0.005)
+    elapsed = time.perf_counter() - started
+    sink.flush_sync()
+    return {"records": records, "emit_s": emitted, "elapsed_s": elapsed, "records_per_s": records / elapsed}
+
+
+async def _run_tasks(broker: Any, tasks: int) -> float:
+    @broker.task(task_name="bench_task")
+    async def bench_task(message_id: int, sim: dict[str, Any] | None = None) -> int:
+        return message_id
+
+    await broker.startup()
+    for i in range(200):  # warm-up
+        await bench_task.kiq(i, sim={"sleep": 0})
+    started = time.perf_counter()
+    for i in range(tasks):
+        await bench_task.kiq(i, sim={"sleep": 0})
+    elapsed = time.perf_counter() - started
+    await broker.shutdown()
+    return elapsed / tasks * 1e6
+
+
+def bench_hot_path(receiver: Receiver, tasks: int, spool: Path, rounds: int) -> dict[str, float]:
+    from prometheus_client import CollectorRegistry
+    from taskiq import InMemoryBroker
+
+    from taskiq_monitor.middleware import MonitoringMiddleware
+    from taskiq_monitor.sinks.loki import LokiSink
+
+    def bare() -> Any:
+        return InMemoryBroker(await_inplace=True)
+
+    def no_sink() -> Any:
+        return InMemoryBroker(await_inplace=True).with_middlewares(
+            MonitoringMiddleware(settings(receiver.url, spool), registry=CollectorRegistry(), sinks=[])
+        )
+
+    def loki() -> Any:
+        cfg = settings(receiver.url, spool, loki_queue_max_records=tasks * 3 + 1000)
+        registry = CollectorRegistry()
+        return InMemoryBroker(await_inplace=True).with_middlewares(
+            MonitoringMiddleware(cfg, registry=registry, sinks=[LokiSink(cfg, registry=registry)])
+        )
+
+    results: dict[str, list[float]] = {"bare": [], "middleware_no_sink": [], "middleware_loki": []}
+    for _ in range(rounds):  # interleaved rounds, median: fair against machine noise
+        for name, factory in (("bare", bare), ("middleware_no_sink", no_sink), ("middleware_loki", loki)):
+            results[name].append(asyncio.run(_run_tasks(factory(), tasks)))
+    return {name: statistics.median(values) for name, values in results.items()}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    parser.add_argument("--records", type=int, default=200_000)
+    parser.add_argument("--tasks", type=int, default=20_000)
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    receiver = Receiver()
+    try:
+        with tempfile.TemporaryDirectory() as spool:
+            tp = bench_throughput(receiver, args.records, Path(spool) / "tp")
+            hot = bench_hot_path(receiver, args.tasks, Path(spool) / "hot", args.rounds)
+    finally:
+        receiver.stop()
+    print(f"python {sys.version.split()[0]}")
+    print(
+        f"shipper throughput: {tp['records']:.0f} records in {tp['elapsed_s']:.2f} s = "
+        f"{tp['records_per_s']:,.0f} records/s (emit loop alone {tp['records'] / tp['emit_s']:,.0f}/s; "
+        f"target 50,000/s: {tp['records_per_s'] / 50_000:.2f}x)"
+    )
+    print(f"hot path per task, {args.tasks} tasks, median of {args.rounds} interleaved rounds:")
+    print(f"  no middleware               {hot['bare']:7.1f} us/task")
+    print(f"  middleware, no sink         {hot['middleware_no_sink']:7.1f} us/task")
+    print(
+        f"  middleware + Loki shipping  {hot['middleware_loki']:7.1f} us/task  "
+        f"(+{hot['middleware_loki'] - hot['middleware_no_sink']:.1f} us vs no sink, "
+        f"x{hot['middleware_loki'] / hot['middleware_no_sink']:.2f}; "
+        f"throughput {hot['middleware_no_sink'] / hot['middleware_loki']:.2f} of no-sink)"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

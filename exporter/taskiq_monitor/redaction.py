@@ -1,0 +1,349 @@
+"""Make task parameters and errors safe to leave the process: JSON-safe, size-capped and redacted.
+
+The middleware runs one :class:`Redactor` over every :class:`~taskiq_monitor.events.TaskEvent` before any sink
+sees it, so Loki, the live feed and local logs all receive the same, already redacted record — a secret that is
+not in the event cannot leak through any sink. Example::
+
+    redactor = Redactor()
+    redactor.sanitize({"user": "ann", "bot_token": "123:abc", "db": "postgres://app:hunter2@db/app"})
+    # {'user': 'ann', 'bot_token': '[REDACTED]', 'db': 'postgres://app:***@db/app'}
+
+What it guarantees, for any Python value:
+
+* **JSON-safe, never raises.** ``str``/``int``/``float``/``bool``/``None`` pass through; mappings become dicts with
+  string keys; sequences and sets become lists; dataclasses, pydantic models, dates, UUIDs, ``Decimal``, ``Path``,
+  ``Enum`` and ``bytes`` get a readable form; anything else its ``repr()`` (or ``<unrepresentable T>`` when even
+  that raises). Non-finite floats and integers too large for JSON consumers become strings. Cycles render as
+  ``[circular]``, nesting deeper than ``max_depth`` as ``[max depth]``.
+* **Redaction by key.** A value whose key (dict key, keyword argument, or positional parameter name) *contains*
+  one of ``keys`` — case-insensitive, ``-`` read as ``_`` — becomes ``[REDACTED]``, at any depth: ``bot_token``,
+  ``X-Api-Key``, ``DATABASE_DSN`` and ``accessToken`` all match. Substring matching errs on the safe side
+  (``max_tokens`` is redacted too); configure ``TASKIQ_MONITOR_REDACT_KEYS`` to change the list.
+* **Redaction inside free text** (every string, error messages and tracebacks included): the password of URL
+  credentials (``scheme://user:pass@host`` → ``scheme://user:***@host``), and ``key=value`` / ``key: value`` pairs
+  whose key matches (``?token=abc`` → ``?token=***``, ``Authorization: Bearer x`` → ``Authorization: ***``).
+* **Size caps.** Each field of the record (args, kwargs, labels, error message, traceback) is cut to
+  ``max_field_bytes`` and the record's fields together to ``max_record_bytes`` (UTF-8 bytes of the JSON text,
+  approximately: escapes are not counted). A cut is marked: strings end in ``…[truncated 1234 bytes]``, lists get a
+  last item ``…[truncated 12 items]``, dicts a key ``…`` with ``[truncated 12 keys]``. Tracebacks keep their head
+  *and* tail (the final exception is at the end).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import enum
+import math
+import re
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from decimal import Decimal
+from pathlib import PurePath
+from typing import Any
+
+from taskiq_monitor.events import TaskEvent
+
+REDACTED = "[REDACTED]"
+MASK = "***"
+
+# Key fragments treated as secrets (substring match, case-insensitive, '-' read as '_').
+DEFAULT_REDACT_KEYS: tuple[str, ...] = (
+    "password",
+    "passwd",
+    "pwd",
+    "secret",
+    "token",
+    "api_key",
+    "apikey",
+    "authorization",
+    "auth_header",
+    "cookie",
+    "session",
+    "private_key",
+    "privatekey",
+    "dsn",
+    "credential",
+    "access_key",
+    "signature",
+    "jwt",
+)
+DEFAULT_MAX_FIELD_BYTES = 16 * 1024
+DEFAULT_MAX_RECORD_BYTES = 64 * 1024
+DEFAULT_MAX_DEPTH = 8
+
+# scheme://user:password@host — the password part (up to the last '@' before the host) is masked.
+# A password may contain a raw '@': mask up to the last '@' before the path (over-masking is the safe side).
+_URL_CREDENTIALS = re.compile(r"(?P<head>\b[a-zA-Z][a-zA-Z0-9+.\-]*+://[^\s:/@]*+:)(?P<secret>[^\s/]*)(?=@)")
+# key=value, key: value, "key": "value", Authorization: Bearer x. Possessive/atomic parts keep it linear on long
+# strings; the key is checked against the redaction list in Python (cached).
+_PAIR = re.compile(r"(?<![\w.\-])(?P<key>[\w.\-]++)(?P<sep>['\"]?+\s*+[:=]\s*+(?P<quote>['\"]?+))")
+# The value after a secret key's separator: up to the closing quote, or a bare token ("Bearer x" as one value).
+_VALUE_QUOTED = {'"': re.compile(r'[^"]*+'), "'": re.compile(r"[^']*+")}
+_VALUE_BARE = re.compile(r"(?>(?i:bearer|basic|token|digest)\s+)?[^\s&'\",;)}\]]++")
+# Largest integer most JSON consumers (JavaScript, Grafana) read exactly.
+_MAX_SAFE_INT = 2**53
+
+
+def _norm(key: str) -> str:
+    return key.lower().replace("-", "_")
+
+
+def _json_len(text: str) -> int:
+    """Bytes of ``text`` inside a JSON document (UTF-8; the common escapes \\n, \\", \\\\ counted)."""
+    size = len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
+    return size + text.count("\n") + text.count('"') + text.count("\\")
+
+
+def _truncate_text(text: str, limit: int, *, keep_tail: bool = False) -> str:
+    """Cut ``text`` so that its JSON form is at most about ``limit`` bytes, marking how many bytes were cut."""
+    size = _json_len(text)
+    if size <= limit:
+        return text
+    # Work in characters, scaled by the text's bytes-per-character (exact for plain ASCII).
+    ratio = len(text) / size
+    keep = max(0, int((limit - 32) * ratio))
+    if keep_tail and keep > 64:
+        head = keep // 3
+        tail = keep - head
+        cut = len(text) - keep
+        return f"{text[:head]}…[truncated {cut} chars]…{text[len(text) - tail :]}"
+    cut = len(text[keep:].encode("utf-8", "surrogatepass"))
+    return f"{text[:keep]}…[truncated {cut} bytes]"
+
+
+class Redactor:
+    """Renders values JSON-safe, redacts secrets and enforces size caps; see the module docstring."""
+
+    def __init__(
+        self,
+        keys: Iterable[str] = DEFAULT_REDACT_KEYS,
+        *,
+        max_field_bytes: int = DEFAULT_MAX_FIELD_BYTES,
+        max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES,
+        max_depth: int = DEFAULT_MAX_DEPTH,
+    ) -> None:
+        self.keys = tuple(sorted({_norm(k) for k in keys if k}))
+        self.max_field_bytes = max_field_bytes
+        self.max_record_bytes = max_record_bytes
+        self.max_depth = max_depth
+        self._key_cache: dict[str, bool] = {}
+
+    # -- keys and text ---------------------------------------------------------------------------------------------
+    def is_secret_key(self, key: Any) -> bool:
+        if not isinstance(key, str):
+            return False
+        hit = self._key_cache.get(key)
+        if hit is None:
+            norm = _norm(key)
+            hit = any(k in norm for k in self.keys)
+            if len(self._key_cache) < 10_000:
+                self._key_cache[key] = hit
+        return hit
+
+    def redact_text(self, text: str) -> str:
+        """Mask URL credentials and ``secret_key=value`` pairs inside free text."""
+        if "@" in text and "://" in text:
+            text = _URL_CREDENTIALS.sub(lambda m: m.group("head") + MASK, text)
+        if self.keys and ("=" in text or ":" in text):
+            text = self._mask_pairs(text)
+        return text
+
+    def _mask_pairs(self, text: str) -> str:
+        # Only key and separator are matched, so after a harmless pair (``https:``) the scan resumes right after the
+        # separator and still sees a secret inside its value (``…/x?token=abc``); linear in the text's length.
+        parts: list[str] = []
+        pos = 0
+        for match in _PAIR.finditer(text):
+            if match.start() < pos or not self.is_secret_key(match.group("key")):
+                continue
+            quote = match.group("quote")
+            value = (_VALUE_QUOTED[quote] if quote else _VALUE_BARE).match(text, match.end())
+            if value is None or not value.group(0) or value.group(0) == MASK:
+                continue
+            parts.append(text[pos : match.end()])
+            parts.append(MASK)
+            pos = value.end()
+        if not parts:
+            return text
+        parts.append(text[pos:])
+        return "".join(parts)
+
+    # -- values ----------------------------------------------------------------------------------------------------
+    def sanitize(self, value: Any, limit: int | None = None) -> Any:
+        """A JSON-safe, redacted copy of ``value`` whose JSON text is at most about ``limit`` bytes."""
+        budget = [self.max_field_bytes if limit is None else limit]
+        try:
+            return self._walk(value, 0, budget, set())
+        except Exception:  # defensive: the walker guards every conversion, this is the last line
+            return f"<unrepresentable {type(value).__name__}>"
+
+    def _string(self, text: str, budget: list[int]) -> str:
+        text = self.redact_text(text)
+        size = _json_len(text)
+        if size + 2 > budget[0]:
+            text = _truncate_text(text, max(0, budget[0] - 2))
+            size = _json_len(text)
+        budget[0] -= size + 2
+        return text
+
+    def _walk(self, value: Any, depth: int, budget: list[int], path: set[int]) -> Any:
+        # Fast exits for the common scalar types, in order of frequency.
+        if isinstance(value, str):
+            return self._string(value, budget)
+        if value is None or isinstance(value, bool):
+            budget[0] -= 5
+            return value
+        if isinstance(value, int):
+            if -_MAX_SAFE_INT <= value <= _MAX_SAFE_INT:
+                budget[0] -= 8
+                return value
+            return self._string(_safe_str(value), budget)
+        if isinstance(value, float):
+            budget[0] -= 12
+            return value if math.isfinite(value) else str(value)
+        if depth >= self.max_depth:
+            budget[0] -= 11
+            return "[max depth]"
+        container = isinstance(value, Mapping | list | tuple | set | frozenset) or dataclasses.is_dataclass(value)
+        if container:
+            if id(value) in path:
+                budget[0] -= 12
+                return "[circular]"
+            path.add(id(value))
+            try:
+                return self._container(value, depth, budget, path)
+            finally:
+                path.discard(id(value))
+        dump = getattr(type(value), "model_dump", None)  # pydantic v2 models: walk their fields (keys redacted)
+        if dump is not None and not isinstance(value, type):
+            try:
+                dumped = value.model_dump(mode="json")
+            except Exception:
+                dumped = None
+            if isinstance(dumped, dict):
+                return self._walk(dumped, depth, budget, path)
+        return self._string(_scalar_text(value), budget)
+
+    def _container(self, value: Any, depth: int, budget: list[int], path: set[int]) -> Any:
+        if isinstance(value, Mapping):
+            return self._mapping(value.items(), depth, budget, path)
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            try:
+                items = [(f.name, getattr(value, f.name, None)) for f in dataclasses.fields(value)]
+            except Exception:
+                return self._string(_safe_repr(value), budget)
+            return self._mapping(items, depth, budget, path)
+        items_seq: Sequence[Any] = list(value) if isinstance(value, set | frozenset) else value
+        out: list[Any] = []
+        budget[0] -= 2
+        for index, item in enumerate(items_seq):
+            if budget[0] <= 0:
+                out.append(f"…[truncated {len(items_seq) - index} items]")
+                break
+            out.append(self._walk(item, depth + 1, budget, path))
+            budget[0] -= 1
+        return out
+
+    def _mapping(self, items: Iterable[tuple[Any, Any]], depth: int, budget: list[int], path: set[int]) -> Any:
+        out: dict[str, Any] = {}
+        budget[0] -= 2
+        pairs = list(items)
+        for index, (key, item) in enumerate(pairs):
+            if budget[0] <= 0:
+                out["…"] = f"[truncated {len(pairs) - index} keys]"
+                break
+            name = key if isinstance(key, str) else _safe_str(key)
+            budget[0] -= len(name) + 4
+            if self.is_secret_key(name):
+                out[name] = REDACTED
+                budget[0] -= len(REDACTED) + 2
+            else:
+                out[name] = self._walk(item, depth + 1, budget, path)
+        return out
+
+    # -- events ----------------------------------------------------------------------------------------------------
+    def apply(self, event: TaskEvent, positional_names: Sequence[str] = ()) -> None:
+        """Replace the event's free-form fields by their safe form (new objects: the message is never mutated).
+
+        ``positional_names`` are the task function's parameter names, so a secret passed positionally (e.g.
+        ``save_telegram_message(update, "123:token")``) is redacted by its parameter name too.
+        """
+        remaining = self.max_record_bytes
+        field = self.max_field_bytes
+        if event.error_message is not None:
+            event.error_message = _truncate_text(self.redact_text(event.error_message), min(field, remaining))
+            remaining -= _json_len(event.error_message) + 2
+        if event.traceback is not None:
+            event.traceback = _truncate_text(
+                self.redact_text(event.traceback), max(0, min(field, remaining)), keep_tail=True
+            )
+            remaining -= _json_len(event.traceback) + 2
+        for name in ("args", "kwargs", "labels"):
+            limit = max(64, min(field, remaining))
+            before = limit
+            budget = [limit]
+            raw = getattr(event, name)
+            try:
+                if name == "args" and positional_names:
+                    safe: Any = self._args(raw, positional_names, budget)
+                else:
+                    safe = self._walk(raw, 0, budget, set())
+            except Exception:
+                safe = f"<unrepresentable {type(raw).__name__}>"
+            if name == "args" and not isinstance(safe, list):
+                safe = [safe]
+            elif name != "args" and not isinstance(safe, dict):
+                safe = {"…": safe}
+            setattr(event, name, safe)
+            remaining -= before - budget[0]
+        event.error_type = None if event.error_type is None else _truncate_text(event.error_type, 256)
+
+    def _args(self, args: Any, names: Sequence[str], budget: list[int]) -> Any:
+        if not isinstance(args, list | tuple):
+            return self._walk(args, 0, budget, set())
+        out: list[Any] = []
+        budget[0] -= 2
+        for index, item in enumerate(args):
+            if budget[0] <= 0:
+                out.append(f"…[truncated {len(args) - index} items]")
+                break
+            if index < len(names) and self.is_secret_key(names[index]):
+                out.append(REDACTED)
+                budget[0] -= len(REDACTED) + 3
+            else:
+                out.append(self._walk(item, 1, budget, {id(args)}))
+                budget[0] -= 1
+        return out
+
+
+def _safe_repr(value: Any) -> str:
+    try:
+        text = repr(value)
+    except Exception:
+        return f"<unrepresentable {type(value).__name__}>"
+    return text if isinstance(text, str) else f"<unrepresentable {type(value).__name__}>"
+
+
+def _safe_str(value: Any) -> str:
+    try:
+        return str(value)
+    except Exception:
+        return _safe_repr(value)
+
+
+def _scalar_text(value: Any) -> str:
+    """The readable text of a non-container value."""
+    try:
+        if isinstance(value, dt.datetime | dt.date | dt.time):
+            return value.isoformat()
+        if isinstance(value, uuid.UUID | Decimal | PurePath | dt.timedelta):
+            return str(value)
+        if isinstance(value, enum.Enum):
+            return _safe_str(value.value)
+        if isinstance(value, bytes | bytearray | memoryview):
+            raw = bytes(value[:2048]) if not isinstance(value, memoryview) else value[:2048].tobytes()
+            return repr(raw) + (f"…[{len(value)} bytes]" if len(value) > 2048 else "")
+    except Exception:
+        pass
+    return _safe_repr(value)

@@ -1,0 +1,760 @@
+"""Ship task events to Loki without losing them when Loki is slow, down or rejecting.
+
+Enabled by ``TASKIQ_MONITOR_LOKI_URL=http://loki:3100`` (see ``settings.py``, section "loki"). Every record is one
+JSON line (``events.to_record``) in a stream labelled ``service_name``, ``task_name``, ``status`` (and ``env``
+when configured); ``task_id`` and ``trace_id`` travel as structured metadata, never as labels. Query it with::
+
+    {service_name="taskiq", task_name="score_message_task", status="failed"} | json
+
+How a record travels::
+
+    emit() ──append──▶ queue ──collector thread──▶ batch ──▶ outbox ──sender thread──▶ POST /loki/api/v1/push
+      (hot path)      (bounded)  (serialize, gzip)   │                 │  2xx: shipped
+                                                     ▼                 │  400: split, drop only the bad record
+                                               on-disk spool ◀─────────┘  5xx/429/refused/timeout: retry, then spool
+
+* The task's hot path only appends to an in-memory deque. Serialisation, gzip and HTTP run in two daemon threads,
+  so no worker event loop ever waits for Loki and it works the same in any process (web app, worker child,
+  scheduler). A worker child's threads start on ``startup`` or on the first event, and again after a fork.
+* The collector never does network I/O, so a hung Loki cannot make the queue grow: while the sender is busy, down
+  or has a backlog, new batches go to the spool. Memory is bounded by ``loki_queue_max_records`` plus a few
+  batches.
+* The spool is a directory of gzip push bodies, one file per batch, named
+  ``<created_ns>-<seq>-<records>.<owner>.gz``. Each process owns its files through ``<owner>.lock``, held with
+  ``fcntl.flock`` for its lifetime. On start (and every minute) a process takes over the files of owners whose
+  lock is free — a process that died, was ``kill -9``-ed or exited during an outage — by renaming them, so two
+  live processes never replay the same file. Files are replayed oldest first; identical entries re-sent after a
+  timeout are de-duplicated by Loki (same stream, timestamp and line).
+* Shutdown (``close()``, awaited in the middleware's shutdown hook — which taskiq runs in every worker child on
+  SIGTERM/SIGINT before the child leaves via ``os._exit``) flushes for at most ``loki_flush_timeout_seconds``,
+  then spools what is left. An ``atexit`` hook does the same for processes that never call ``shutdown``.
+* Records are dropped only when the spool cap (``loki_spool_max_bytes``, all processes together) is reached or
+  when Loki rejects that very record with 400 — counted in ``taskiq_monitor_log_records_total{result="dropped"}``.
+
+Why not ``loki-logger-handler``: measured (1.1.2, see FIELD-NOTES) it has no HTTP timeout (a hung Loki blocks its
+flush thread forever while its unbounded queue grows by ~78 MiB per 100k records), drops the whole batch on any
+error (0 of 1000 records after a 3 s 503 outage; no retry, no spool, no 400 isolation), flushes only at ``atexit``
+(lost on SIGTERM and on ``os._exit``, which is how taskiq worker children exit), keys streams by joined label
+values (records get the wrong labels), silently drops records with a non-string label value, and imports
+``requests`` without declaring it. Its payload shape is fine; its transport is what we need, so this module is a
+small transport of our own on ``httpx`` (already a dependency).
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import email.utils
+import fcntl
+import json
+import logging
+import os
+import random
+import tempfile
+import threading
+import time
+import uuid
+import weakref
+import zlib
+from bisect import insort
+from collections import deque
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+from prometheus_client import CollectorRegistry
+
+from taskiq_monitor.events import TaskEvent, to_record
+from taskiq_monitor.metrics import OTHER, LogShippingMetrics
+from taskiq_monitor.redaction import Redactor
+from taskiq_monitor.settings import Settings
+
+logger = logging.getLogger("taskiq_monitor.loki")
+
+PUSH_PATH = "/loki/api/v1/push"
+GZIP_LEVEL = 1  # push bodies are JSON: level 1 already compresses ~10x; higher levels cost CPU for little gain
+ADOPT_INTERVAL_SECONDS = 60.0
+MAX_STREAM_TASK_NAMES = 200  # task_name label values per process before folding into "other" (the line keeps it)
+
+# (labels, timestamp ns as string, line, structured metadata)
+Entry = tuple[tuple[tuple[str, str], ...], str, str, dict[str, str]]
+
+
+def default_spool_dir() -> Path:
+    return Path(tempfile.gettempdir()) / f"taskiq-monitor-loki-spool-{os.getuid()}"
+
+
+def encode_push(entries: Sequence[Entry]) -> bytes:
+    """The JSON push body (uncompressed) of ``entries``, grouped into streams by their label set."""
+    streams: dict[tuple[tuple[str, str], ...], list[list[Any]]] = {}
+    for labels, ts, line, metadata in entries:
+        values = streams.get(labels)
+        if values is None:
+            values = streams[labels] = []
+        values.append([ts, line, metadata] if metadata else [ts, line])
+    body = {"streams": [{"stream": dict(labels), "values": values} for labels, values in streams.items()]}
+    return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+def decode_push(body: bytes) -> list[Entry]:
+    """Entries of a (gzip) push body — used to split a spooled batch that Loki rejected with 400."""
+    if body[:2] == b"\x1f\x8b":
+        body = zlib.decompress(body, wbits=31)
+    entries: list[Entry] = []
+    for stream in json.loads(body)["streams"]:
+        labels = tuple(stream["stream"].items())
+        for value in stream["values"]:
+            entries.append((labels, value[0], value[1], value[2] if len(value) > 2 else {}))
+    entries.sort(key=lambda e: int(e[1]))
+    return entries
+
+
+def gzip_body(raw: bytes) -> bytes:
+    return zlib.compress(raw, GZIP_LEVEL, wbits=31)
+
+
+@dataclass(order=True, slots=True)
+class Batch:
+    """A push body ready to send. ``key`` orders batches (and spool files) by creation."""
+
+    key: tuple[int, int]
+    records: int = field(compare=False)
+    body: bytes = field(compare=False)  # gzip
+    entries: list[Entry] | None = field(default=None, compare=False)  # kept in memory for a 400 split
+    path: Path | None = field(default=None, compare=False)  # set when the batch lives in the spool
+
+
+# -- spool ---------------------------------------------------------------------------------------------------------
+class Spool:
+    """Per-process files of batches in a shared directory; see the module docstring for the layout."""
+
+    def __init__(self, directory: Path, max_bytes: int) -> None:
+        self.directory = directory
+        self.max_bytes = max_bytes
+        self.owner = f"{os.getpid()}x{uuid.uuid4().hex[:8]}"
+        self.files: list[tuple[tuple[int, int], Path, int, int]] = []  # (key, path, records, bytes), sorted
+        self.own_bytes = 0
+        self._lock = threading.RLock()
+        self._lock_fd: int | None = None
+        self._others_bytes = 0
+        self._others_checked = 0.0
+        self._last_adopt = 0.0
+
+    def open(self, *, adopt: bool = True) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.directory / f"{self.owner}.lock", os.O_CREAT | os.O_RDWR, 0o600)
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        self._lock_fd = fd
+        if adopt:
+            self.adopt_orphans()
+
+    def close(self) -> None:
+        """Release the lock; remaining files stay and are adopted by the next process (lock file goes with them)."""
+        with self._lock:
+            if self._lock_fd is not None:
+                if not self.files:
+                    with contextlib.suppress(OSError):
+                        (self.directory / f"{self.owner}.lock").unlink()
+                with contextlib.suppress(OSError):
+                    os.close(self._lock_fd)
+                self._lock_fd = None
+
+    def forget_after_fork(self) -> None:
+        # The child's copy of the lock fd shares the parent's lock; closing it leaves the parent's lock intact.
+        if self._lock_fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(self._lock_fd)
+            self._lock_fd = None
+
+    @staticmethod
+    def _parse(name: str) -> tuple[tuple[int, int], int, str] | None:
+        # <created_ns>-<seq>-<records>.<owner>.gz
+        try:
+            stem, owner, ext = name.split(".")
+            created, seq, records = stem.split("-")
+            if ext != "gz":
+                return None
+            return (int(created), int(seq)), int(records), owner
+        except ValueError:
+            return None
+
+    def adopt_orphans(self) -> list[Path]:
+        """Take over the batch files of owners whose lock is free (dead processes)."""
+        adopted: list[Path] = []
+        with self._lock:
+            self._last_adopt = time.monotonic()
+            try:
+                entries = list(os.scandir(self.directory))
+            except OSError:
+                return adopted
+            owners_files: dict[str, list[os.DirEntry[str]]] = {}
+            locks: dict[str, str] = {}
+            for entry in entries:
+                if entry.name.endswith(".lock"):
+                    locks[entry.name[: -len(".lock")]] = entry.path
+                elif entry.name.endswith(".gz"):
+                    parsed = self._parse(entry.name)
+                    if parsed is not None and parsed[2] != self.owner:
+                        owners_files.setdefault(parsed[2], []).append(entry)
+                elif entry.name.startswith(".tmp-"):
+                    owner = entry.name.split(".")[-1]
+                    if owner != self.owner and owner not in locks:
+                        owners_files.setdefault(owner, [])
+            for owner, lock_path in locks.items():
+                if owner == self.owner:
+                    continue
+                fd = self._try_lock(lock_path)
+                if fd is None:
+                    owners_files.pop(owner, None)  # alive
+                    continue
+                try:
+                    adopted += self._take(owners_files.pop(owner, []))
+                    for tmp in self.directory.glob(f".tmp-*.{owner}"):
+                        with contextlib.suppress(OSError):
+                            tmp.unlink()
+                    with contextlib.suppress(OSError):
+                        os.unlink(lock_path)
+                finally:
+                    os.close(fd)
+            # Files whose owner has no lock file at all: the owner died between writing and locking, or an adopter
+            # died mid-way; nobody alive owns them.
+            for files in owners_files.values():
+                adopted += self._take(files)
+        if adopted:
+            logger.info("taskiq-monitor: adopted %d spooled Loki batches of stopped processes", len(adopted))
+        return adopted
+
+    @staticmethod
+    def _try_lock(path: str) -> int | None:
+        try:
+            fd = os.open(path, os.O_RDWR)
+        except OSError:
+            return None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            # The lock file may have been unlinked (and its files adopted) by another process meanwhile.
+            if os.fstat(fd).st_ino != os.stat(path).st_ino:
+                raise OSError("lock file replaced")
+        except OSError:
+            os.close(fd)
+            return None
+        return fd
+
+    def _take(self, files: list[os.DirEntry[str]]) -> list[Path]:
+        taken: list[Path] = []
+        for entry in files:
+            parsed = self._parse(entry.name)
+            if parsed is None:
+                continue
+            key, records, _ = parsed
+            target = self.directory / f"{key[0]:020d}-{key[1]:08d}-{records}.{self.owner}.gz"
+            try:
+                os.rename(entry.path, target)
+                size = target.stat().st_size
+            except OSError:
+                continue  # another process took it first
+            insort(self.files, (key, target, records, size))
+            self.own_bytes += size
+            taken.append(target)
+        return taken
+
+    def maybe_adopt(self) -> None:
+        if time.monotonic() - self._last_adopt >= ADOPT_INTERVAL_SECONDS:
+            self.adopt_orphans()
+
+    def _total_bytes(self) -> int:
+        now = time.monotonic()
+        if now - self._others_checked > 1.0:
+            total = 0
+            with contextlib.suppress(OSError):
+                for entry in os.scandir(self.directory):
+                    if entry.name.endswith(".gz") and self.owner not in entry.name:
+                        with contextlib.suppress(OSError):
+                            total += entry.stat().st_size
+            self._others_bytes = total
+            self._others_checked = now
+        return self.own_bytes + self._others_bytes
+
+    def write(self, batch: Batch) -> bool:
+        """Persist ``batch``; False when the cap would be exceeded (the caller counts the records as dropped)."""
+        with self._lock:
+            if self._total_bytes() + len(batch.body) > self.max_bytes:
+                return False
+            name = f"{batch.key[0]:020d}-{batch.key[1]:08d}-{batch.records}.{self.owner}.gz"
+            target = self.directory / name
+            tmp = self.directory / f".tmp-{name[:-3]}.{self.owner}"
+            with open(tmp, "wb") as out:
+                out.write(batch.body)
+            os.replace(tmp, target)  # atomic: a reader sees a whole batch or none
+            insort(self.files, (batch.key, target, batch.records, len(batch.body)))
+            self.own_bytes += len(batch.body)
+            return True
+
+    def head(self) -> Batch | None:
+        with self._lock:
+            while self.files:
+                key, path, records, size = self.files[0]
+                try:
+                    body = path.read_bytes()
+                except OSError:
+                    self.files.pop(0)
+                    self.own_bytes -= size
+                    continue
+                return Batch(key, records, body, path=path)
+            return None
+
+    def head_key(self) -> tuple[int, int] | None:
+        with self._lock:
+            return self.files[0][0] if self.files else None
+
+    def remove(self, path: Path) -> None:
+        with self._lock:
+            for index, item in enumerate(self.files):
+                if item[1] == path:
+                    self.files.pop(index)
+                    self.own_bytes -= item[3]
+                    break
+            with contextlib.suppress(OSError):
+                path.unlink()
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+
+# -- the sink ------------------------------------------------------------------------------------------------------
+class _Outcome:
+    OK = "ok"
+    BAD = "bad"  # 400/413/422: this payload will never be accepted as a whole
+    RETRY = "retry"
+
+
+class LokiSink:
+    """Event sink pushing to Loki; see the module docstring. ``emit`` never blocks and never raises."""
+
+    OUTBOX_MAX = 4  # batches waiting in memory for the sender; beyond it, batches are spooled
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        registry: CollectorRegistry | None = None,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        if not settings.loki_url:
+            raise ValueError("LokiSink needs settings.loki_url")
+        self.settings = settings
+        self.url = settings.loki_url + PUSH_PATH
+        self.metrics = LogShippingMetrics(registry)
+        self._transport = transport
+        self._base_labels: tuple[tuple[str, str], ...] = (("service_name", settings.service_name),)
+        self._env = settings.env
+        self._queue: deque[TaskEvent] = deque()
+        self._queue_max = settings.loki_queue_max_records
+        self._overflow = 0
+        self._outbox: deque[Batch] = deque()
+        self._cond = threading.Condition()
+        self._wake_collector = threading.Event()
+        self._stop = threading.Event()
+        self._deadline: float | None = None
+        self._threads: list[threading.Thread] = []
+        self._start_lock = threading.Lock()
+        self._spool: Spool | None = None
+        self._seq = 0
+        self._down = False
+        self._next_probe = 0.0
+        self._backoff_step = 0
+        self._task_names: set[str] = set()
+        self._warned: set[str] = set()
+        self._redactor = Redactor(settings.redact_keys)  # only to keep URLs out of our own log messages
+        self._pid = os.getpid()
+        ref = weakref.ref(self)
+        os.register_at_fork(after_in_child=lambda: _call(ref, "_after_fork"))
+        atexit.register(lambda: _call(ref, "flush_sync"))
+
+    # -- EventSink -------------------------------------------------------------------------------------------------
+    def emit(self, event: TaskEvent) -> None:
+        try:
+            if not self._threads:
+                self._start_threads()
+            queue = self._queue
+            if len(queue) >= self._queue_max:
+                self._overflow += 1  # the collector counts it as dropped; the hot path takes no lock
+                return
+            queue.append(event)
+            if len(queue) >= self.settings.loki_batch_max_records:
+                self._wake_collector.set()
+        except Exception:  # pragma: no cover - emit must never raise
+            logger.debug("taskiq-monitor: loki emit failed", exc_info=True)
+
+    async def start(self) -> None:
+        self._start_threads()
+
+    async def close(self) -> None:
+        import asyncio
+
+        await asyncio.get_running_loop().run_in_executor(None, self.flush_sync)
+
+    # -- lifecycle -------------------------------------------------------------------------------------------------
+    def _start_threads(self) -> None:
+        with self._start_lock:
+            if self._threads and all(t.is_alive() for t in self._threads):
+                return
+            self._stop.clear()
+            self._deadline = None
+            if self._spool is None:
+                spool = Spool(self.settings.loki_spool_dir or default_spool_dir(), self.settings.loki_spool_max_bytes)
+                try:
+                    spool.open(adopt=False)  # the sender thread adopts orphans, off the caller's event loop
+                    self._spool = spool
+                except OSError:
+                    self._warn(
+                        "spool",
+                        "taskiq-monitor: Loki spool directory %s unusable; outages drop records",
+                        spool.directory,
+                    )
+            self._client = httpx.Client(
+                timeout=httpx.Timeout(
+                    self.settings.loki_timeout_seconds, connect=self.settings.loki_connect_timeout_seconds
+                ),
+                headers=self._headers(),
+                auth=self._auth(),
+                transport=self._transport,
+            )
+            self._threads = [
+                threading.Thread(target=self._collector, name="taskiq-monitor-loki-collector", daemon=True),
+                threading.Thread(target=self._sender, name="taskiq-monitor-loki-sender", daemon=True),
+            ]
+            for thread in self._threads:
+                thread.start()
+
+    def flush_sync(self, timeout: float | None = None) -> None:
+        """Ship what is queued within the flush timeout, spool the rest, stop the threads (idempotent)."""
+        threads = self._threads
+        if not threads or os.getpid() != self._pid:
+            return
+        budget = self.settings.loki_flush_timeout_seconds if timeout is None else timeout
+        self._deadline = time.monotonic() + budget
+        self._stop.set()
+        self._wake_collector.set()
+        with self._cond:
+            self._cond.notify_all()
+        for thread in threads:
+            # The threads bound every request by the deadline; the grace covers a final spool write.
+            thread.join(max(0.0, self._deadline - time.monotonic()) + 2.0)
+        self._threads = []
+        with contextlib.suppress(Exception):
+            self._client.close()
+        if self._spool is not None:
+            self._spool.close()
+            self._spool = None
+        self._update_gauges()
+
+    def _after_fork(self) -> None:
+        # Threads do not survive fork; records queued by the parent are the parent's to ship.
+        self._threads = []
+        self._queue.clear()
+        self._outbox.clear()
+        self._cond = threading.Condition()
+        self._start_lock = threading.Lock()
+        self._stop = threading.Event()
+        self._wake_collector = threading.Event()
+        if self._spool is not None:
+            self._spool.forget_after_fork()
+            self._spool = None
+        self._pid = os.getpid()
+
+    # -- helpers -------------------------------------------------------------------------------------------------
+    def _headers(self) -> dict[str, str]:
+        headers = {"Content-Type": "application/json", "Content-Encoding": "gzip", "User-Agent": "taskiq-monitor"}
+        if self.settings.loki_bearer_token is not None:
+            headers["Authorization"] = f"Bearer {self.settings.loki_bearer_token.get_secret_value()}"
+        if self.settings.loki_tenant_id:
+            headers["X-Scope-OrgID"] = self.settings.loki_tenant_id
+        return headers
+
+    def _auth(self) -> httpx.BasicAuth | None:
+        if self.settings.loki_username and self.settings.loki_password is not None:
+            return httpx.BasicAuth(self.settings.loki_username, self.settings.loki_password.get_secret_value())
+        return None
+
+    def _warn(self, kind: str, message: str, *args: Any) -> None:
+        if kind not in self._warned:
+            self._warned.add(kind)
+            logger.warning(message, *args)
+        else:
+            logger.debug(message, *args)
+
+    def _count(self, result: str, records: int) -> None:
+        if records:
+            self.metrics.by_result[result].inc(records)
+
+    def _update_gauges(self) -> None:
+        queued = len(self._queue) + sum(b.records for b in list(self._outbox))
+        self.metrics.queue.set(queued)
+        self.metrics.spool_bytes.set(self._spool.own_bytes if self._spool is not None else 0)
+
+    def _labels(self, event: TaskEvent) -> tuple[tuple[str, str], ...]:
+        name = event.task_name
+        if name not in self._task_names:
+            if len(self._task_names) < MAX_STREAM_TASK_NAMES:
+                self._task_names.add(name)
+            else:
+                name = OTHER
+        labels = (*self._base_labels, ("task_name", name), ("status", event.status))
+        return (*labels, ("env", self._env)) if self._env else labels
+
+    def _entry(self, event: TaskEvent) -> tuple[Entry, int]:
+        line = json.dumps(to_record(event), ensure_ascii=False, separators=(",", ":"), default=str)
+        metadata = {"task_id": str(event.task_id)}
+        if event.trace_id:
+            metadata["trace_id"] = str(event.trace_id)
+        ts = str(int(event.timestamp * 1_000_000) * 1000)
+        return (self._labels(event), ts, line, metadata), len(line) + len(event.task_id) + 64
+
+    def _spool_write(self, batch: Batch) -> None:
+        if self._spool is not None and self._spool.write(batch):
+            self._count("spooled", batch.records)
+        else:
+            self._warn("spool_full", "taskiq-monitor: Loki spool full or unusable; dropping %d records", batch.records)
+            self._count("dropped", batch.records)
+
+    # -- collector thread ------------------------------------------------------------------------------------------
+    def _collector(self) -> None:
+        max_records = self.settings.loki_batch_max_records
+        max_bytes = self.settings.loki_batch_max_bytes
+        wait = self.settings.loki_batch_wait_seconds
+        carry: tuple[Entry, int] | None = None
+        while True:
+            stopping = self._stop.is_set()
+            if not stopping and len(self._queue) < max_records and carry is None:
+                self._wake_collector.wait(wait)
+                self._wake_collector.clear()
+            stopping = self._stop.is_set()
+            if self._overflow:
+                dropped, self._overflow = self._overflow, 0
+                self._warn("queue_full", "taskiq-monitor: Loki queue full; dropped %d records", dropped)
+                self._count("dropped", dropped)
+            while self._queue or carry is not None:
+                entries: list[Entry] = []
+                size = 0
+                if carry is not None:
+                    entries.append(carry[0])
+                    size = carry[1]
+                    carry = None
+                while self._queue and len(entries) < max_records:
+                    try:
+                        entry, entry_size = self._entry(self._queue.popleft())
+                    except IndexError:
+                        break
+                    except Exception:
+                        self._warn("encode", "taskiq-monitor: a task event could not be encoded for Loki")
+                        self._count("dropped", 1)
+                        continue
+                    if entries and size + entry_size > max_bytes:
+                        carry = (entry, entry_size)
+                        break
+                    entries.append(entry)
+                    size += entry_size
+                if not entries:
+                    break
+                self._seq += 1
+                batch = Batch((time.time_ns(), self._seq), len(entries), gzip_body(encode_push(entries)), entries)
+                self._hand_over(batch)
+                # A partial batch waits for more records unless stopping (the time bound has already passed).
+                if not stopping and len(self._queue) < max_records and carry is None:
+                    break
+            self._update_gauges()
+            if stopping and not self._queue and carry is None:
+                with self._cond:
+                    self._cond.notify_all()
+                return
+
+    def _hand_over(self, batch: Batch) -> None:
+        spool_busy = self._spool is not None and len(self._spool) > 0
+        with self._cond:
+            if not self._down and not spool_busy and len(self._outbox) < self.OUTBOX_MAX:
+                self._outbox.append(batch)
+                self._cond.notify_all()
+                return
+        batch.entries = None
+        self._spool_write(batch)
+        with self._cond:
+            self._cond.notify_all()
+
+    # -- sender thread -------------------------------------------------------------------------------------------------
+    def _next_batch(self) -> Batch | None:
+        """The oldest batch, from the outbox or the spool."""
+        spool_key = self._spool.head_key() if self._spool is not None else None
+        with self._cond:
+            if self._outbox and (spool_key is None or self._outbox[0].key < spool_key):
+                return self._outbox[0]
+        return self._spool.head() if spool_key is not None and self._spool is not None else None
+
+    def _sender(self) -> None:
+        collector = self._threads[0]
+        if self._spool is not None:
+            self._spool.adopt_orphans()
+        while True:
+            stopping = self._stop.is_set()
+            if stopping and (self._down or (self._deadline is not None and time.monotonic() >= self._deadline)):
+                # Shutting down with Loki away (or out of time): everything left in memory goes to the spool.
+                self._spool_outbox()
+                if not collector.is_alive():
+                    self._spool_outbox()
+                    return
+                with self._cond:
+                    self._cond.wait(0.01)
+                continue
+            if self._backoff_step and not stopping:
+                delay = self._next_probe - time.monotonic()
+                if delay > 0:
+                    self._stop.wait(delay)
+                    continue
+            batch = self._next_batch()
+            if batch is None:
+                if stopping and not collector.is_alive() and not self._outbox:
+                    return
+                with self._cond:
+                    self._cond.wait(0.05 if stopping else 0.5)
+                if self._spool is not None and not stopping:
+                    self._spool.maybe_adopt()
+                continue
+            self._send(batch)
+            self._update_gauges()
+
+    def _spool_outbox(self) -> None:
+        with self._cond:
+            pending = list(self._outbox)
+            self._outbox.clear()
+        for batch in pending:
+            self._spool_write(batch)
+
+    def _done(self, batch: Batch) -> None:
+        if batch.path is not None and self._spool is not None:
+            self._spool.remove(batch.path)
+        else:
+            with self._cond:
+                if self._outbox and self._outbox[0] is batch:
+                    self._outbox.popleft()
+
+    def _send(self, batch: Batch) -> None:
+        outcome, retry_after = self._post(batch.body)
+        if outcome == _Outcome.OK:
+            self._count("shipped", batch.records)
+            self._done(batch)
+            self._recovered()
+        elif outcome == _Outcome.BAD:
+            entries = batch.entries if batch.entries is not None else decode_push(batch.body)
+            rest = self._isolate(entries)
+            self._done(batch)
+            if rest:  # Loki went away while splitting: keep the unsent part
+                self._spool_write(Batch(batch.key, len(rest), gzip_body(encode_push(rest))))
+        else:
+            self._failed(batch, retry_after)
+
+    def _recovered(self) -> None:
+        if self._down:
+            logger.info("taskiq-monitor: Loki is reachable again; replaying the spool")
+        self._down = False
+        self._backoff_step = 0
+
+    def _failed(self, batch: Batch, retry_after: float | None) -> None:
+        self._backoff_step += 1
+        base = self.settings.loki_backoff_initial_seconds * 2 ** min(self._backoff_step - 1, 16)
+        delay = min(self.settings.loki_backoff_max_seconds, base) * random.uniform(0.5, 1.0)  # jitter
+        if retry_after is not None:
+            delay = min(self.settings.loki_backoff_max_seconds, max(delay, retry_after))
+        self._next_probe = time.monotonic() + delay
+        if batch.path is not None:
+            self._down = True  # a spooled batch failed again: still down, probe later
+        elif self._backoff_step > self.settings.loki_retries or self._stop.is_set():
+            # Loki stays down: this and the other in-memory batches go to disk; the spool's head is the probe.
+            if not self._down:
+                self._warn(
+                    "down",
+                    "taskiq-monitor: Loki at %s unavailable; spooling records to %s",
+                    self._redactor.redact_text(self.url),
+                    self._spool.directory if self._spool is not None else "-",
+                )
+            self._down = True
+            self._spool_outbox()
+
+    def _isolate(self, entries: list[Entry]) -> list[Entry]:
+        """Send ``entries`` in halves until the rejected ones are alone; drop those. Returns what stays unsent."""
+        if len(entries) == 1:
+            self._warn("rejected", "taskiq-monitor: Loki rejected a record (400); dropped it")
+            self._count("dropped", 1)
+            return []
+        middle = len(entries) // 2
+        for index, half in enumerate((entries[:middle], entries[middle:])):
+            outcome, _ = self._post(gzip_body(encode_push(half)))
+            if outcome == _Outcome.OK:
+                self._count("shipped", len(half))
+            elif outcome == _Outcome.BAD:
+                rest = self._isolate(half)
+                if rest:
+                    return rest + (entries[middle:] if index == 0 else [])
+            else:
+                return half + (entries[middle:] if index == 0 else [])
+        return []
+
+    def _post(self, body: bytes) -> tuple[str, float | None]:
+        timeout: httpx.Timeout | None = None
+        if self._deadline is not None:
+            remaining = max(0.05, self._deadline - time.monotonic())
+            timeout = httpx.Timeout(
+                min(self.settings.loki_timeout_seconds, remaining),
+                connect=min(self.settings.loki_connect_timeout_seconds, remaining),
+            )
+        try:
+            if timeout is not None:
+                response = self._client.post(self.url, content=body, timeout=timeout)
+            else:
+                response = self._client.post(self.url, content=body)
+        except httpx.HTTPError as exc:
+            logger.debug("taskiq-monitor: Loki push failed: %s", type(exc).__name__)
+            return _Outcome.RETRY, None
+        except Exception:
+            logger.debug("taskiq-monitor: Loki push failed", exc_info=True)
+            return _Outcome.RETRY, None
+        status = response.status_code
+        if 200 <= status < 300:
+            return _Outcome.OK, None
+        if status in (400, 413, 422):
+            logger.debug("taskiq-monitor: Loki rejected a push (%d): %.300s", status, response.text)
+            return _Outcome.BAD, None
+        if status in (401, 403, 404):
+            self._warn(f"http{status}", "taskiq-monitor: Loki answered %d (check URL/credentials); spooling", status)
+        return _Outcome.RETRY, retry_after_seconds(response.headers.get("retry-after"))
+
+    # -- introspection (tests, benchmarks) ---------------------------------------------------------------------------
+    def pending(self) -> int:
+        """Records not yet accepted by Loki or spooled (queue + in-memory batches)."""
+        return len(self._queue) + sum(b.records for b in list(self._outbox))
+
+    def spooled_files(self) -> Iterator[Path]:
+        return iter([item[1] for item in self._spool.files] if self._spool is not None else [])
+
+
+def retry_after_seconds(value: str | None) -> float | None:
+    """``Retry-After`` as seconds (delta-seconds or an HTTP date); None when absent or unparseable."""
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+        return max(0.0, when.timestamp() - time.time())
+    except (TypeError, ValueError, IndexError):
+        return None
+
+
+def _call(ref: weakref.ref[LokiSink], method: str) -> None:
+    sink = ref()
+    if sink is not None:
+        with contextlib.suppress(Exception):
+            getattr(sink, method)()

@@ -1,0 +1,194 @@
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+import uuid
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from pydantic import BaseModel
+
+from taskiq_monitor.events import TaskEvent, to_record
+from taskiq_monitor.redaction import REDACTED, Redactor
+from taskiq_monitor.settings import Settings
+
+
+@pytest.fixture
+def redactor() -> Redactor:
+    return Redactor()
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        "password",
+        "PASSWORD",
+        "db_passwd",
+        "client_secret",
+        "bot_token",
+        "accessToken",
+        "api_key",
+        "X-Api-Key",
+        "apikey",
+        "Authorization",
+        "cookie",
+        "session_id",
+        "private_key",
+        "SENTRY_DSN",
+        "aws_credentials",
+    ],
+)
+def test_secret_keys_are_redacted_case_insensitive_and_by_substring(redactor: Redactor, key: str) -> None:
+    assert redactor.sanitize({key: "s3cr3t-value"}) == {key: REDACTED}
+
+
+def test_redaction_reaches_nested_dicts_and_lists(redactor: Redactor) -> None:
+    value = {"update": {"items": [{"meta": {"auth": {"Cookie": "c=1", "user": "ann"}}}]}, "tokens": ["a", "b"]}
+    out = redactor.sanitize(value)
+    assert out["update"]["items"][0]["meta"]["auth"] == {"Cookie": REDACTED, "user": "ann"}
+    assert out["tokens"] == REDACTED
+    assert "c=1" not in json.dumps(out)
+
+
+def test_non_secret_keys_are_kept(redactor: Redactor) -> None:
+    assert redactor.sanitize({"user_id": 7, "text": "hello", "chat": {"id": 42}}) == {
+        "user_id": 7,
+        "text": "hello",
+        "chat": {"id": 42},
+    }
+
+
+@pytest.mark.parametrize(
+    ("text", "secret", "kept"),
+    [
+        ("https://bot:hunter2@hooks.example.invalid/telegram", "hunter2", "https://bot:***@hooks.example.invalid"),
+        ("connect postgres://app:p%40ss@db:5432/app failed", "p%40ss", "postgres://app:***@db:5432/app failed"),
+        ("redis://:onlypass@cache:6379/0", "onlypass", "redis://:***@cache:6379/0"),
+        ("GET /cb?token=abc123&page=2", "abc123", "page=2"),
+        ("Authorization: Bearer eyJhbGciOi.x.y", "eyJhbGciOi", "Authorization: ***"),
+        ("login failed password='hunter 2' for ann", "hunter 2", "for ann"),
+        ('{"api_key": "k-123", "n": 1}', "k-123", '"n": 1'),
+        ("https://u:p@ss@host/x", "p@ss", "@host/x"),
+    ],
+)
+def test_credentials_inside_free_text_are_masked(redactor: Redactor, text: str, secret: str, kept: str) -> None:
+    out = redactor.redact_text(text)
+    assert secret not in out
+    assert kept in out
+
+
+def test_urls_without_credentials_are_unchanged(redactor: Redactor) -> None:
+    text = "see https://example.com/a?b=c and mailto:ann@example.com"
+    assert redactor.redact_text(text) == text
+
+
+def test_any_value_renders_json_safe_without_raising(redactor: Redactor) -> None:
+    class Unprintable:
+        def __repr__(self) -> str:
+            raise RuntimeError("boom")
+
+    @dataclasses.dataclass
+    class Creds:
+        user: str
+        password: str
+
+    class Model(BaseModel):
+        name: str
+        secret: str
+
+    cyclic: list[Any] = [1]
+    cyclic.append(cyclic)
+    value = {
+        "obj": Unprintable(),
+        "dc": Creds("ann", "pw1"),
+        "model": Model(name="m", secret="pw2"),
+        "when": dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.UTC),
+        "id": uuid.UUID(int=1),
+        "money": Decimal("1.10"),
+        "big": 2**80,
+        "nan": float("nan"),
+        "raw": b"\x00\xff",
+        "set": {3},
+        (1, 2): "tuple key",
+        "cyclic": cyclic,
+    }
+    out = redactor.sanitize(value)
+    text = json.dumps(out, allow_nan=False)  # strict JSON
+    assert out["obj"] == "<unrepresentable Unprintable>"
+    assert out["dc"] == {"user": "ann", "password": REDACTED}
+    assert out["model"] == {"name": "m", "secret": REDACTED}
+    assert out["when"] == "2026-01-02T03:04:05+00:00"
+    assert out["big"] == str(2**80) and out["nan"] == "nan"
+    assert out["cyclic"] == [1, "[circular]"]
+    assert out["(1, 2)"] == "tuple key"
+    assert "pw1" not in text and "pw2" not in text
+
+
+def test_depth_is_bounded() -> None:
+    value: dict[str, Any] = {}
+    node = value
+    for _ in range(50):
+        node["x"] = {}
+        node = node["x"]
+    text = json.dumps(Redactor(max_depth=5).sanitize(value))
+    assert "[max depth]" in text and text.count("{") <= 6
+
+
+def test_field_cap_truncates_long_strings_with_a_marker() -> None:
+    out = Redactor().sanitize("x" * 10_000, 1000)
+    assert len(out.encode()) <= 1000
+    kept, marker = out.split("…")
+    assert marker == f"[truncated {10_000 - len(kept)} bytes]"
+
+
+def test_field_cap_truncates_long_lists_and_dicts_with_a_marker() -> None:
+    redactor = Redactor()
+    items = redactor.sanitize(list(range(10_000)), 500)
+    assert items[-1].startswith("…[truncated ") and items[-1].endswith(" items]")
+    assert len(json.dumps(items)) <= 600
+    mapping = redactor.sanitize({f"k{i}": i for i in range(10_000)}, 500)
+    assert mapping["…"].endswith(" keys]") and len(json.dumps(mapping)) <= 600
+
+
+def _event(**kwargs: Any) -> TaskEvent:
+    return TaskEvent(status="failed", task_id="t1", task_name="save_telegram_message", timestamp=1.0, **kwargs)
+
+
+def test_apply_caps_the_whole_record_and_keeps_traceback_tail() -> None:
+    redactor = Redactor(max_field_bytes=4000, max_record_bytes=6000)
+    tb = "Traceback (most recent call last):\n" + "  frame\n" * 2000 + "ValueError: the real cause\n"
+    event = _event(args=["a" * 5000], kwargs={"blob": "b" * 5000}, labels={"l": "c" * 5000}, traceback=tb)
+    redactor.apply(event)
+    line = json.dumps(to_record(event), ensure_ascii=False)
+    assert len(line.encode()) < 6000 + 600  # the cap covers the free-form fields; fixed fields are small
+    assert event.traceback is not None and event.traceback.endswith("ValueError: the real cause\n")
+    assert "…[truncated" in event.traceback
+
+
+def test_apply_redacts_positional_secrets_by_parameter_name_and_never_mutates_the_message() -> None:
+    redactor = Redactor()
+    args = [{"update_id": 1}, "123456:AAE-bot-token"]
+    kwargs = {"webhook_url": "https://bot:hunter2@hooks.example.invalid/x", "nested": {"password": "pw"}}
+    event = _event(
+        args=args,
+        kwargs=kwargs,
+        error_message="cannot reach https://bot:hunter2@hooks.example.invalid",
+        traceback='File "x.py"\n    post(url="https://bot:hunter2@h/x", token=TOKEN)\nConnectionError: token=abc',
+    )
+    redactor.apply(event, positional_names=("update", "bot_token", "webhook_url"))
+    text = json.dumps(to_record(event))
+    for secret in ("123456:AAE-bot-token", "hunter2", 'pw"', "abc"):
+        assert secret not in text
+    assert event.args == [{"update_id": 1}, REDACTED]
+    assert args[1] == "123456:AAE-bot-token" and kwargs["nested"] == {"password": "pw"}  # originals untouched
+
+
+def test_settings_extend_the_default_keys() -> None:
+    settings = Settings(redact_keys="+iban")  # type: ignore[arg-type]
+    redactor = Redactor(settings.redact_keys)
+    assert redactor.sanitize({"customer_iban": "DE00", "password": "x"}) == {
+        "customer_iban": REDACTED,
+        "password": REDACTED,
+    }
