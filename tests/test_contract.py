@@ -48,3 +48,15 @@ def _core_names() -> set[str]:
         "taskiq_task_queue_wait_seconds",
         "taskiq_monitor_errors_total",
     }
+
+
+def test_every_monitor_error_component_is_declared() -> None:
+    """Components are exported at zero from start-up; one used but not declared would appear only on failure."""
+    from taskiq_monitor.metrics import MONITOR_COMPONENTS
+
+    source = "\n".join(p.read_text() for p in (Path(__file__).parents[1] / "exporter").rglob("*.py"))
+    used = set(re.findall(r'_failed\("(\w+)"\)', source)) | set(
+        re.findall(r'monitor_errors\.labels\("(\w+)"\)', source)
+    )
+    assert used, "the pattern must find the components"
+    assert used <= set(MONITOR_COMPONENTS), used - set(MONITOR_COMPONENTS)

@@ -225,9 +225,13 @@ async def test_task_raising_no_result_error_counts_as_success() -> None:
 
 
 async def test_registered_tasks_exported_with_zeros_at_startup() -> None:
+    from taskiq_monitor.metrics import MONITOR_COMPONENTS
+
     broker, _, reg, _ = make()
     define_tasks(broker)
     await broker.startup()
+    for component in MONITOR_COMPONENTS:
+        assert reg.get_sample_value("taskiq_monitor_errors_total", {"component": component}) == 0
     for name in ("ok", "boom", "flaky", "slow"):
         for status in ("success", "failed", "retried"):
             assert reg.get_sample_value("taskiq_tasks_completed_total", {"task_name": name, "status": status}) == 0

@@ -35,6 +35,18 @@ STATUS_FAILED = "failed"
 STATUS_RETRIED = "retried"
 COMPLETED_STATUSES: tuple[str, ...] = (STATUS_SUCCESS, STATUS_FAILED, STATUS_RETRIED)
 
+# Components that count their own failures in taskiq_monitor_errors_total; exported at zero from start-up so
+# that rate() and alert expressions have a series before the first failure.
+MONITOR_COMPONENTS: tuple[str, ...] = (
+    "middleware",
+    "metrics",
+    "redaction",
+    "sink",
+    "sink_start",
+    "sink_close",
+    "startup",
+)
+
 # The label value that unbounded label sets fold into, so a bug that invents task names cannot explode series.
 OTHER = "other"
 
@@ -178,6 +190,8 @@ class TaskMetrics:
     # -- cardinality -------------------------------------------------------------------------------------------
     def register_tasks(self, task_names: Iterable[str]) -> None:
         """Declare the broker's tasks: they are never folded, and all their series exist with zero values."""
+        for component in MONITOR_COMPONENTS:
+            self.monitor_errors.labels(component).inc(0)
         for name in task_names:
             self._known.add(name)
             inst = self.for_task(name)
