@@ -65,3 +65,20 @@ def test_help_lists_commands() -> None:
     assert result.returncode == 0
     for command in ("worker", "serve", "demo"):
         assert f"taskiq-monitor {command}" in result.stderr
+
+
+def test_worker_on_busy_port_does_not_wipe_the_running_instance_files(tmp_path: Path) -> None:
+    import socket
+
+    live_file = tmp_path / "counter_4242.db"
+    live_file.write_bytes(b"a running instance's counts")
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = run_cli(
+            "worker", "taskiq_monitor.demo.tasks:broker", "--metrics-port", str(port), "--metrics-dir", str(tmp_path)
+        )
+    assert result.returncode == 2
+    assert "cannot listen" in result.stderr
+    assert live_file.exists(), "a failed second start must not delete the first one's metrics"

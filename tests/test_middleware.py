@@ -284,6 +284,8 @@ async def test_unserializable_arguments_fail_exactly_as_without_monitoring() -> 
     assert outcomes[0] is outcomes[1]
     assert value(reg, "taskiq_monitor_errors_total", component="middleware") == 0
     assert value(reg, "taskiq_tasks_started_total", task_name="takes_object") == 0
+    # The broker never accepted the message: not enqueued (counted in post_send).
+    assert value(reg, "taskiq_tasks_enqueued_total", task_name="takes_object") == 0
 
 
 async def test_broken_metrics_never_change_task_outcome() -> None:
@@ -343,3 +345,76 @@ def _message(task_name: str) -> Any:
     from taskiq import TaskiqMessage
 
     return TaskiqMessage(task_id=f"id-{task_name}", task_name=task_name, labels={}, args=[], kwargs={})
+
+
+async def test_middleware_returning_a_copy_from_pre_execute_keeps_running_exact() -> None:
+    from taskiq import TaskiqMessage, TaskiqMiddleware
+
+    class Copying(TaskiqMiddleware):
+        def pre_execute(self, message: TaskiqMessage) -> TaskiqMessage:
+            return message.model_copy(deep=True)
+
+    registry = CollectorRegistry()
+    monitor = MonitoringMiddleware(Settings(), registry=registry, sinks=[])
+    _MONITORS[id(registry)] = monitor
+    broker = InMemoryBroker(await_inplace=True).with_middlewares(monitor, Copying())
+    tasks = define_tasks(broker)
+    await broker.startup()
+    for i in range(5):
+        await tasks["ok"].kiq(i)
+    await tasks["boom"].kiq()
+    assert value(registry, "taskiq_tasks_running", task_name="ok") == 0
+    assert value(registry, "taskiq_tasks_completed_total", task_name="ok", status="success") == 5
+    assert value(registry, "taskiq_tasks_completed_total", task_name="boom", status="failed") == 1
+    assert value(registry, "taskiq_task_errors_total", task_name="boom", error_type="ValueError") == 1
+    assert not monitor._in_flight
+
+
+async def test_in_flight_records_are_bounded() -> None:
+    from taskiq_monitor import middleware as mw
+
+    broker, monitor, reg, _ = make()
+    define_tasks(broker)
+    await broker.startup()
+    messages = [_message("ok") for _ in range(mw.MAX_IN_FLIGHT + 5)]
+    for i, message in enumerate(messages):
+        message.task_id = f"id-{i}"
+        monitor.pre_execute(message)  # never finished: a leak the bound must contain
+    assert len(monitor._in_flight) == mw.MAX_IN_FLIGHT
+    assert value(reg, "taskiq_tasks_running", task_name="ok") == mw.MAX_IN_FLIGHT
+    assert value(reg, "taskiq_monitor_errors_total", component="in_flight_overflow") == 5
+
+
+def test_sends_from_many_threads_are_all_counted() -> None:
+    import threading
+
+    broker, _, reg, _ = make()
+    tasks = define_tasks(broker)
+    per_thread, threads = 300, 4
+
+    def send_many() -> None:
+        async def main() -> None:
+            for i in range(per_thread):
+                await tasks["ok"].kiq(i)
+
+        asyncio.run(main())
+
+    asyncio.run(broker.startup())
+    workers = [threading.Thread(target=send_many) for _ in range(threads)]
+    for t in workers:
+        t.start()
+    for t in workers:
+        t.join()
+    assert value(reg, "taskiq_tasks_enqueued_total", task_name="ok") == per_thread * threads
+    assert value(reg, "taskiq_tasks_completed_total", task_name="ok", status="success") == per_thread * threads
+
+
+def test_two_middlewares_on_one_registry_share_metrics() -> None:
+    registry = CollectorRegistry()
+    first = MonitoringMiddleware(Settings(), registry=registry, sinks=[])
+    second = MonitoringMiddleware(Settings(), registry=registry, sinks=[])
+    first.pre_execute(_message("from_first"))
+    second.pre_execute(_message("from_second"))
+    first.flush()
+    assert registry.get_sample_value("taskiq_tasks_started_total", {"task_name": "from_first"}) == 1
+    assert registry.get_sample_value("taskiq_tasks_started_total", {"task_name": "from_second"}) == 1

@@ -123,3 +123,28 @@ def test_zombie_child_counts_as_dead(tmp_path: Path) -> None:
         time.sleep(0.01)
     assert reap_dead_processes(tmp_path) == [proc.pid]
     proc.wait()
+
+
+def test_concurrent_scrapes_reap_a_dead_process_without_error(tmp_path: Path) -> None:
+    import threading
+
+    errors: list[BaseException] = []
+    for _ in range(10):
+        proc = spawn(tmp_path, started=1, running=1, linger=30)
+        proc.kill()
+        proc.wait()
+        barrier = threading.Barrier(4)
+
+        def scrape_once(barrier: threading.Barrier = barrier) -> None:
+            barrier.wait()
+            try:
+                scrape(tmp_path)
+            except BaseException as exc:  # collected and asserted below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=scrape_once) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    assert errors == []

@@ -58,3 +58,16 @@ def test_metrics_asgi_app_serves_the_registry() -> None:
     with TestClient(app) as client:
         response = client.get("/metrics/")
     assert 'taskiq_tasks_enqueued_total{task_name="app_side_task"} 1.0' in response.text
+
+
+def test_metrics_asgi_app_serves_this_process_when_prometheus_client_is_single_process(tmp_path: Path) -> None:
+    from starlette.applications import Starlette
+    from starlette.routing import Mount
+
+    # The settings name a directory, but this process's prometheus_client writes to memory: serving the
+    # (empty) directory would hide the app's enqueue counts.
+    TaskMetrics(registry=REGISTRY).for_task("in_memory_task").enqueued.inc(1)
+    app = Starlette(routes=[Mount("/metrics", app=metrics_asgi_app(Settings(metrics_dir=tmp_path)))])
+    with TestClient(app) as client:
+        response = client.get("/metrics/")
+    assert 'taskiq_tasks_enqueued_total{task_name="in_memory_task"} 1.0' in response.text

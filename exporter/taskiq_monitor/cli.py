@@ -85,32 +85,52 @@ async def start_server(app: Any, host: str, port: int) -> tuple[Any, asyncio.Tas
 
 
 # -- worker --
+# Forwarded to taskiq: INT/TERM stop gracefully (running tasks finish), HUP reloads the worker processes.
+FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
 async def _run_worker(settings: Settings, taskiq_args: list[str]) -> int:
+    from taskiq_monitor.multiproc import MetricsDirError, prepare_directory
     from taskiq_monitor.service.app import create_app
 
-    env = dict(os.environ)
-    env["PROMETHEUS_MULTIPROC_DIR"] = str(settings.metrics_dir)
+    assert settings.metrics_dir is not None
+    # Bind first: a second start on the same port must fail before it wipes the running instance's files.
     server, serve_task = await start_server(create_app(settings), settings.host, settings.port)
+    try:
+        prepare_directory(settings.metrics_dir, wipe=True)
+    except MetricsDirError as exc:
+        server.should_exit = True
+        await serve_task
+        raise UsageError(str(exc)) from None
     print(
         f"taskiq-monitor: metrics of all worker processes on http://{settings.host}:{settings.port}/metrics "
         f"(directory {settings.metrics_dir})",
         file=sys.stderr,
         flush=True,
     )
-    proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "taskiq", "worker", *taskiq_args, env=env)
     loop = asyncio.get_running_loop()
+    child: list[asyncio.subprocess.Process] = []
+    received: list[int] = []
 
     def forward(sig: int) -> None:
-        # taskiq's main process stops its children gracefully (running tasks finish) on SIGINT/SIGTERM.
-        if proc.returncode is None:
-            proc.send_signal(sig)
+        if child and child[0].returncode is None:
+            child[0].send_signal(sig)
+        else:
+            received.append(sig)  # arrived before the child existed: delivered right after it starts
 
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    # Handlers before the child exists, so that no signal falls back to the default action (exit, orphaning it).
+    for sig in FORWARDED_SIGNALS:
         loop.add_signal_handler(sig, forward, sig)
     try:
-        code = await proc.wait()
+        env = dict(os.environ, PROMETHEUS_MULTIPROC_DIR=str(settings.metrics_dir))
+        child.append(
+            await asyncio.create_subprocess_exec(sys.executable, "-m", "taskiq", "worker", *taskiq_args, env=env)
+        )
+        for pending in received:
+            child[0].send_signal(pending)
+        code = await child[0].wait()
     finally:
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        for sig in FORWARDED_SIGNALS:
             loop.remove_signal_handler(sig)
         server.should_exit = True
         await serve_task
@@ -132,12 +152,6 @@ def cmd_worker(argv: Sequence[str]) -> int:
     settings = _settings(host=ours.metrics_host, port=ours.metrics_port, metrics_dir=ours.metrics_dir)
     if settings.metrics_dir is None:
         settings.metrics_dir = default_metrics_dir(settings.port)
-    from taskiq_monitor.multiproc import MetricsDirError, prepare_directory
-
-    try:
-        prepare_directory(settings.metrics_dir, wipe=True)
-    except MetricsDirError as exc:
-        raise UsageError(str(exc)) from None
     return asyncio.run(_run_worker(settings, rest))
 
 

@@ -36,7 +36,9 @@ from prometheus_client.utils import floatToGoString
 from taskiq_monitor.tracing import current_ids
 
 if TYPE_CHECKING:
-    from taskiq_monitor.metrics import RawHistogram, TaskMetrics
+    from taskiq_monitor.metrics import CoalescingWriter, DirectWriter, RawHistogram
+
+    Writer = CoalescingWriter | DirectWriter
 
 logger = logging.getLogger("taskiq_monitor.exemplars")
 
@@ -46,20 +48,6 @@ DURATION_BUCKET_SAMPLE = "taskiq_task_duration_seconds_bucket"
 
 # (sample name, sorted label pairs incl. "le")
 _Key = tuple[str, tuple[tuple[str, str], ...]]
-
-
-def multiprocess_directory() -> Path | None:
-    """The directory prometheus_client writes its values to, or None when it runs in single-process mode.
-
-    Decided by the value class prometheus_client chose at import time — the only thing that matters — rather than
-    by the current environment, which may have changed since.
-    """
-    from prometheus_client import values
-
-    if values.ValueClass is values.MutexValue:
-        return None
-    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
-    return Path(directory) if directory else None
 
 
 class ExemplarFile:
@@ -129,11 +117,13 @@ class DurationExemplars:
     """Observes task durations with the current trace ids as exemplar, whatever the prometheus_client mode."""
 
     def __init__(self) -> None:
+        from taskiq_monitor.multiproc import multiprocess_directory
+
         directory = multiprocess_directory()
         self._file = ExemplarFile(directory) if directory is not None else None
         self._les: dict[float, str] = {}
 
-    def observe(self, metrics: TaskMetrics, hist: RawHistogram, task_label: str, status: str, duration: float) -> None:
+    def observe(self, metrics: Writer, hist: RawHistogram, task_label: str, status: str, duration: float) -> None:
         metrics.observe(hist, duration)
         trace_id, span_id = current_ids()
         if trace_id is None:

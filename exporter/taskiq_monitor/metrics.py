@@ -18,6 +18,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import threading
+import weakref
 from bisect import bisect_left
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -45,6 +47,7 @@ MONITOR_COMPONENTS: tuple[str, ...] = (
     "sink_start",
     "sink_close",
     "startup",
+    "in_flight_overflow",
 )
 
 # The label value that unbounded label sets fold into, so a bug that invents task names cannot explode series.
@@ -109,6 +112,10 @@ class TaskInstruments:
     completed: dict[str, Any]
     duration: dict[str, RawHistogram]
     errors: dict[str, Any] = field(default_factory=dict)
+
+
+_SHARED: weakref.WeakKeyDictionary[CollectorRegistry, TaskMetrics] = weakref.WeakKeyDictionary()
+_SHARED_LOCK = threading.Lock()
 
 
 class TaskMetrics:
@@ -177,15 +184,46 @@ class TaskMetrics:
             ["component"],
             registry=reg,
         )
-        self._deltas: dict[Any, float] = {}
-        self._ops = 0
-        self._scheduled = False
+        self.duration_buckets = tuple(duration_buckets)
+        self._batch = CoalescingWriter(self._write_failed)
+        self._direct = DirectWriter()
         self.max_task_names = max_task_names
         self.max_error_types = max_error_types
         self._known: set[str] = set()
         self._extra_names: set[str] = set()
         self._instruments: dict[str, TaskInstruments] = {}
         self._error_types: set[str] = set()
+
+    @classmethod
+    def shared(
+        cls,
+        registry: CollectorRegistry | None = None,
+        duration_buckets: Sequence[float] = DEFAULT_DURATION_BUCKETS,
+        queue_wait_buckets: Sequence[float] = DEFAULT_QUEUE_WAIT_BUCKETS,
+        max_task_names: int = 100,
+        max_error_types: int = 50,
+    ) -> TaskMetrics:
+        """One instance per registry: two middlewares in one process (two brokers) share the metric objects
+        instead of the second replacing — and hiding — the first's."""
+        from prometheus_client import REGISTRY
+
+        reg = REGISTRY if registry is None else registry
+        with _SHARED_LOCK:
+            existing = _SHARED.get(reg)
+            if existing is not None:
+                if tuple(duration_buckets) != existing.duration_buckets:
+                    logger.warning("taskiq-monitor: a second middleware asked for other buckets; keeping the first")
+                return existing
+            created = cls(reg, duration_buckets, queue_wait_buckets, max_task_names, max_error_types)
+            _SHARED[reg] = created
+            return created
+
+    def _write_failed(self) -> None:
+        try:
+            self.monitor_errors.labels("metrics").inc()
+            logger.warning("taskiq-monitor could not write metrics; the tasks are unaffected", exc_info=True)
+        except Exception:  # pragma: no cover - nothing more to do
+            pass
 
     # -- cardinality -------------------------------------------------------------------------------------------
     def register_tasks(self, task_names: Iterable[str]) -> None:
@@ -244,12 +282,64 @@ class TaskMetrics:
             inst.errors[error_type] = cell
         return cell
 
-    # -- coalesced writes ------------------------------------------------------------------------------------------
-    # In multiprocess mode every increment is a locked write into an mmap'd file (~0.8 µs); a task touches eight
-    # cells. Hooks therefore only add to a dict, and the sums are written once per event-loop iteration (or every
-    # FLUSH_EVERY_OPS hook calls when the loop never yields). Under load many tasks share one write per cell;
-    # at low load the write lands microseconds after the hook.
+    # -- writes --------------------------------------------------------------------------------------------------------
+    def writer(self) -> CoalescingWriter | DirectWriter:
+        """The writer for this call site: coalescing on the thread that owns the batch, write-through elsewhere.
+
+        A process may call hooks from several threads (``asyncio.run(task.kiq())`` in a threaded web app); the
+        batch is a plain dict, so only its owner thread (the first to write) may use it.
+        """
+        if threading.get_ident() == self._batch.owner:
+            return self._batch
+        return self._direct
+
+    def add(self, cell: Any, amount: float = 1.0) -> None:
+        self.writer().add(cell, amount)
+
+    def observe(self, hist: RawHistogram, amount: float) -> None:
+        self.writer().observe(hist, amount)
+
+    def commit(self) -> None:
+        self.writer().commit()
+
+    def flush(self) -> None:
+        """Write the pending sums of the owner thread's batch (call from that thread, or when it is idle)."""
+        self._batch.flush()
+
+
+class DirectWriter:
+    """Writes every increment at once (prometheus_client's values are thread-safe)."""
+
+    __slots__ = ()
+
+    def add(self, cell: Any, amount: float = 1.0) -> None:
+        cell.inc(amount)
+
+    def observe(self, hist: RawHistogram, amount: float) -> None:
+        hist.sum.inc(amount)
+        hist.buckets[bisect_left(hist.bounds, amount)].inc(1.0)
+
+    def commit(self) -> None:
+        pass
+
+
+class CoalescingWriter:
+    """Adds increments to a dict and writes the sums once per event-loop iteration.
+
+    In multiprocess mode every increment is a locked write into an mmap'd file (~0.8 µs) and a task touches eight
+    cells. Hooks therefore only add to a dict; the sums are written by a ``call_soon`` callback (or every
+    ``FLUSH_EVERY_OPS`` hook calls when the loop never yields). Under load many tasks share one write per cell; at
+    low load the write lands microseconds after the hook. Owned by one thread (see ``TaskMetrics.writer``).
+    """
+
     FLUSH_EVERY_OPS = 256
+
+    def __init__(self, on_error: Any) -> None:
+        self.owner = threading.get_ident()
+        self._on_error = on_error
+        self._deltas: dict[Any, float] = {}
+        self._ops = 0
+        self._scheduled_on: asyncio.AbstractEventLoop | None = None
 
     def add(self, cell: Any, amount: float = 1.0) -> None:
         deltas = self._deltas
@@ -267,19 +357,20 @@ class TaskMetrics:
         if self._ops >= self.FLUSH_EVERY_OPS:
             self.flush()
             return
-        if self._scheduled:
-            return
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
             self.flush()  # no event loop (a sync caller): write through
             return
-        self._scheduled = True
+        # A loop that closed before running our callback (asyncio.run() ended) must not block rescheduling.
+        if self._scheduled_on is loop:
+            return
+        self._scheduled_on = loop
         loop.call_soon(self.flush)
 
     def flush(self) -> None:
         """Write all pending sums. Never raises: a failure is counted in taskiq_monitor_errors_total."""
-        self._scheduled = False
+        self._scheduled_on = None
         self._ops = 0
         deltas, self._deltas = self._deltas, {}
         try:
@@ -287,11 +378,7 @@ class TaskMetrics:
                 if amount:
                     cell.inc(amount)
         except Exception:
-            try:
-                self.monitor_errors.labels("metrics").inc()
-                logger.warning("taskiq-monitor could not write metrics; the tasks are unaffected", exc_info=True)
-            except Exception:  # pragma: no cover - nothing more to do
-                pass
+            self._on_error()
 
 
 class LogShippingMetrics:

@@ -54,9 +54,16 @@ ENQUEUED_AT_LABEL = "enqueued_at"
 RETRIES_LABEL = "_retries"  # set by taskiq's retry middlewares: 1, 2, … on re-kicks
 
 
+# Attempts tracked at once per process. taskiq runs at most --max-async-tasks (default 100) per worker; records
+# beyond this bound can only be leaks (an attempt whose post_execute never came), evicted oldest first.
+MAX_IN_FLIGHT = 10_000
+
+
 @dataclass(slots=True)
 class _InFlight:
+    key: int
     task_id: str
+    task_name: str
     attempt: int
     started_perf: float
     started_at: float
@@ -92,7 +99,7 @@ class MonitoringMiddleware(TaskiqMiddleware):
     ) -> None:
         super().__init__()
         self.settings = settings if settings is not None else Settings()
-        self.metrics = TaskMetrics(
+        self.metrics = TaskMetrics.shared(
             registry=registry,
             duration_buckets=self.settings.duration_buckets,
             queue_wait_buckets=self.settings.queue_wait_buckets,
@@ -117,7 +124,6 @@ class MonitoringMiddleware(TaskiqMiddleware):
         # Neither the task id (a retry reuses it, and in-place brokers run the retry inside on_error) nor the
         # ``_retries`` label (retry middlewares mutate the running message's labels dict) identifies an attempt.
         self._in_flight: dict[int, _InFlight] = {}
-        self._by_task_id: dict[str, list[_InFlight]] = {}
         self._host = socket.gethostname()
         self._warned: set[str] = set()
 
@@ -163,14 +169,11 @@ class MonitoringMiddleware(TaskiqMiddleware):
         try:
             now = time.time()
             message.labels[ENQUEUED_AT_LABEL] = now
-            m = self.metrics
-            m.add(m.for_task(message.task_name).enqueued)
-            m.commit()
             attempt = _attempt(message.labels)
             if attempt > 1:
                 # The same task id re-sent while an earlier attempt runs here: a retry middleware re-kicked it.
-                for running in self._by_task_id.get(message.task_id, ()):
-                    if running.attempt < attempt:
+                for running in self._in_flight.values():  # a retry is rare; in flight ≤ --max-async-tasks
+                    if running.task_id == message.task_id and running.attempt < attempt:
                         running.resent = True
             if self.sinks:
                 self._emit(
@@ -190,24 +193,42 @@ class MonitoringMiddleware(TaskiqMiddleware):
             self._failed("middleware")
         return message
 
+    def post_send(self, message: TaskiqMessage) -> None:
+        # Counted only once the broker accepted the message: a send that fails (unserializable arguments, broker
+        # down) raises SendTaskError in the caller and must not count as enqueued. The ``pending`` event, however,
+        # goes out in pre_send: a worker may start the task before post_send runs, and ``running`` must not
+        # overtake ``pending``.
+        try:
+            m = self.metrics
+            w = m.writer()
+            w.add(m.for_task(message.task_name).enqueued)
+            w.commit()
+        except Exception:
+            self._failed("middleware")
+
     def pre_execute(self, message: TaskiqMessage) -> TaskiqMessage:
         try:
             perf = time.perf_counter()
             now = time.time()
-            enqueued_at = _as_float(message.labels.get(ENQUEUED_AT_LABEL))
+            labels = message.labels
+            enqueued_at = labels.get(ENQUEUED_AT_LABEL)
+            if type(enqueued_at) is not float:  # the fast path is the float pre_send stamped
+                enqueued_at = _as_float(enqueued_at)
             # Wall clocks of the sending and executing hosts may differ slightly; never report negative waits.
             wait = max(0.0, now - enqueued_at) if enqueued_at is not None else None
             m = self.metrics
+            w = m.writer()
             inst = m.for_task(message.task_name)
-            m.add(inst.started)
-            m.add(inst.running)
+            w.add(inst.started)
+            w.add(inst.running)
             if wait is not None:
-                m.observe(inst.queue_wait, wait)
-            m.commit()
-            attempt = _attempt(message.labels)
-            record = _InFlight(message.task_id, attempt, perf, now, enqueued_at, wait)
-            self._in_flight[id(message)] = record
-            self._by_task_id.setdefault(message.task_id, []).append(record)
+                w.observe(inst.queue_wait, wait)
+            w.commit()
+            attempt = 1 if RETRIES_LABEL not in labels else _attempt(labels)
+            record = _InFlight(id(message), message.task_id, message.task_name, attempt, perf, now, enqueued_at, wait)
+            if len(self._in_flight) >= MAX_IN_FLIGHT:
+                self._evict_oldest()
+            self._in_flight[record.key] = record
             if self.sinks:
                 self._emit(
                     TaskEvent(
@@ -228,9 +249,28 @@ class MonitoringMiddleware(TaskiqMiddleware):
             self._failed("middleware")
         return message
 
+    def _find(self, message: TaskiqMessage) -> _InFlight | None:
+        record = self._in_flight.get(id(message))
+        if record is not None and record.task_id == message.task_id:
+            return record
+        # A middleware after ours returned another message object from pre_execute (e.g. a copy): match by task
+        # id instead, the latest attempt first (an in-place retry finishes before the attempt that kicked it).
+        # O(in flight), on this rare path only.
+        candidates = [r for r in self._in_flight.values() if r.task_id == message.task_id]
+        return max(candidates, key=lambda r: r.attempt) if candidates else None
+
+    def _forget(self, record: _InFlight) -> None:
+        self._in_flight.pop(record.key, None)
+
+    def _evict_oldest(self) -> None:
+        oldest = next(iter(self._in_flight.values()))
+        self._forget(oldest)
+        self.metrics.writer().add(self.metrics.for_task(oldest.task_name).running, -1.0)
+        self._failed("in_flight_overflow")
+
     def on_error(self, message: TaskiqMessage, result: TaskiqResult[Any], exception: BaseException) -> None:
         try:
-            in_flight = self._in_flight.get(id(message))
+            in_flight = self._find(message)
             if in_flight is not None:
                 in_flight.error = exception
         except Exception:
@@ -239,14 +279,11 @@ class MonitoringMiddleware(TaskiqMiddleware):
     def post_execute(self, message: TaskiqMessage, result: TaskiqResult[Any]) -> None:
         try:
             perf = time.perf_counter()
-            in_flight = self._in_flight.pop(id(message), None)
+            in_flight = self._find(message)
             if in_flight is not None:
-                siblings = self._by_task_id.get(message.task_id)
-                if siblings is not None:
-                    siblings.remove(in_flight)
-                    if not siblings:
-                        del self._by_task_id[message.task_id]
+                self._forget(in_flight)
             m = self.metrics
+            w = m.writer()
             inst = m.for_task(message.task_name)
             error = in_flight.error if in_flight is not None else result.error
             if not result.is_err:
@@ -263,14 +300,14 @@ class MonitoringMiddleware(TaskiqMiddleware):
                 status = STATUS_FAILED
             if in_flight is not None:
                 duration = perf - in_flight.started_perf
-                m.add(inst.running, -1.0)
+                w.add(inst.running, -1.0)
             else:
                 duration = float(result.execution_time)
-            m.add(inst.completed[status])
-            self._exemplars.observe(m, inst.duration[status], inst.label, status, duration)
+            w.add(inst.completed[status])
+            self._exemplars.observe(w, inst.duration[status], inst.label, status, duration)
             if error is not None and status != STATUS_SUCCESS:
-                m.add(m.error_cell(inst, type(error).__name__))
-            m.commit()
+                w.add(m.error_cell(inst, type(error).__name__))
+            w.commit()
             if self.sinks:
                 self._emit_finished(message, status, duration, in_flight, error)
         except Exception:

@@ -18,8 +18,10 @@ and new files, so nothing is reset or counted twice.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import threading
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -28,6 +30,21 @@ from prometheus_client.registry import Collector
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 _LIVE_GAUGE_FILE = re.compile(r"^gauge_live\w*?_(\d+)\.db$")
+
+
+def multiprocess_directory() -> Path | None:
+    """The directory *this process's* prometheus_client writes to, or None in single-process mode.
+
+    Decided by the value class prometheus_client chose at its first import (the only thing that matters), and by
+    prometheus_client's own variable, which it reads when it creates a value file. This is prometheus_client's
+    state, not taskiq-monitor configuration: the settings' ``metrics_dir`` names the directory to *serve*.
+    """
+    from prometheus_client import values
+
+    if values.ValueClass is values.MutexValue:
+        return None
+    directory = os.environ.get(MULTIPROC_ENV)
+    return Path(directory) if directory else None
 
 
 class MetricsDirError(RuntimeError):
@@ -81,13 +98,23 @@ def live_gauge_pids(path: Path) -> set[int]:
     return pids
 
 
+_REAP_LOCK = threading.Lock()
+
+
 def reap_dead_processes(path: Path) -> list[int]:
-    """Mark every process with live-gauge files that is no longer running as dead; return their pids."""
+    """Mark every process with live-gauge files that is no longer running as dead; return their pids.
+
+    Needs to see the workers' processes: a sidecar in another PID namespace (a Kubernetes container without
+    ``shareProcessNamespace``) would take every worker for dead — see docs/integration.md.
+    """
     from prometheus_client import multiprocess
 
-    dead = [pid for pid in live_gauge_pids(path) if not _pid_alive(pid)]
-    for pid in dead:
-        multiprocess.mark_process_dead(pid, str(path))
+    # Concurrent scrapes (HA Prometheus pairs) would both remove the same files.
+    with _REAP_LOCK:
+        dead = [pid for pid in live_gauge_pids(path) if not _pid_alive(pid)]
+        for pid in dead:
+            with contextlib.suppress(FileNotFoundError):
+                multiprocess.mark_process_dead(pid, str(path))
     return dead
 
 

@@ -252,3 +252,22 @@ def test_unknown_and_unparseable_messages_leave_counts_exact(redis_server: Redis
         assert total(samples, "taskiq_monitor_errors_total") == 0
     finally:
         assert worker.stop() == 0
+
+
+def test_sighup_reloads_worker_processes_and_keeps_counts(redis_server: RedisServer, workdir: Path) -> None:
+    import os
+
+    queue = f"q-{uuid.uuid4().hex[:8]}"
+    worker = Worker(redis_server.url, workdir, queue=queue)
+    try:
+        produce(redis_server.url, [call("detect_language_task") for _ in range(4)], kind="list", queue=queue)
+        wait_for(lambda: completed_counts(worker).get(("detect_language_task", "success")) == 4, 30, "4 done")
+        before = set(worker.child_pids())
+        os.kill(worker.proc.pid, signal.SIGHUP)  # forwarded to taskiq: reload all worker processes
+        wait_for(lambda: len(worker.child_pids()) == 2 and not before & set(worker.child_pids()), 30, "reload")
+        assert worker.proc.poll() is None, "the supervisor survives SIGHUP"
+        produce(redis_server.url, [call("detect_language_task") for _ in range(3)], kind="list", queue=queue)
+        wait_for(lambda: completed_counts(worker).get(("detect_language_task", "success")) == 7, 30, "7 done")
+        assert total(worker.scrape(), "taskiq_tasks_running") == 0
+    finally:
+        assert worker.stop() == 0

@@ -83,7 +83,22 @@ def metrics_asgi_app(settings: Settings | None = None) -> Any:
     It exposes this process's registry, or the merged multiprocess directory when ``PROMETHEUS_MULTIPROC_DIR``
     (or ``TASKIQ_MONITOR_METRICS_DIR``) is set — e.g. an app run by gunicorn with several workers.
     """
-    from prometheus_client import make_asgi_app
+    import logging
+
+    from prometheus_client import REGISTRY, make_asgi_app
+
+    from taskiq_monitor.multiproc import multiprocess_directory
 
     settings = settings if settings is not None else Settings()
-    return make_asgi_app(registry=metrics_source(settings))
+    # What this process writes decides what it serves: a directory named in the settings but unknown to
+    # prometheus_client (imported before the variable was set) would be served empty while the counts stay here.
+    directory = multiprocess_directory()
+    if directory is None and settings.metrics_dir is not None:
+        logging.getLogger("taskiq_monitor").warning(
+            "metrics directory %s is configured, but prometheus_client runs in single-process mode in this process "
+            "(PROMETHEUS_MULTIPROC_DIR must be set before prometheus_client is imported); serving this process's "
+            "registry",
+            settings.metrics_dir,
+        )
+    source: Any = MultiProcessSource(directory) if directory is not None else REGISTRY
+    return make_asgi_app(registry=source)
