@@ -192,3 +192,94 @@ def test_settings_extend_the_default_keys() -> None:
         "customer_iban": REDACTED,
         "password": REDACTED,
     }
+
+
+# -- regressions of the review: huge strings, token-only URL userinfo, key/value pairs as sequences, Settings repr --
+def _spy_inputs(redactor: Redactor) -> list[int]:
+    sizes: list[int] = []
+    real = redactor.redact_text
+
+    def spy(text: str) -> str:
+        sizes.append(len(text))
+        return real(text)
+
+    redactor.redact_text = spy  # type: ignore[method-assign]
+    return sizes
+
+
+def test_huge_strings_are_cut_before_the_regexes_run_and_secrets_in_the_kept_part_stay_masked() -> None:
+    redactor = Redactor()  # 16 KiB field cap
+    cap = redactor.max_field_bytes
+    filler = "user=ann path=/x: a=b " * 250_000  # ~5.5 MB of key=value pairs
+    head_secret = "connect https://bot:hunter2@db/x password=hunter3 "
+    tail_secret = "\nConnectionError: token=abc-tail-secret\n"
+    sizes = _spy_inputs(redactor)
+    event = _event(
+        args=[head_secret + filler],
+        kwargs={"text": head_secret + filler},
+        error_message=head_secret + filler,
+        traceback="Traceback (most recent call last):\n" + head_secret + filler + tail_secret,
+    )
+    redactor.apply(event)
+    assert sizes and max(sizes) <= 2 * cap + 2048, f"a regex ran over {max(sizes)} characters"
+    line = json.dumps(to_record(event), ensure_ascii=False)
+    assert len(line.encode()) < redactor.max_record_bytes + 1024
+    for text in (event.args[0], event.kwargs["text"], event.error_message, event.traceback):
+        assert isinstance(text, str) and len(text.encode()) <= cap
+        assert "hunter2" not in text and "hunter3" not in text and "password=***" in text
+        assert "…[truncated " in text
+    assert event.traceback is not None and event.traceback.endswith("ConnectionError: token=***\n")
+    assert "abc-tail-secret" not in line
+
+
+def test_huge_string_truncation_marker_counts_every_cut_byte() -> None:
+    redactor = Redactor()
+    out = redactor.sanitize("password=hunter2 " + "x" * 3_000_000, 1000)
+    kept, marker = out.split("…")
+    assert kept.startswith("password=*** ") and len(out.encode()) <= 1000
+    original = len("password=hunter2 ") + 3_000_000
+    assert marker == f"[truncated {original - len('password=hunter2 ') - (len(kept) - len('password=*** '))} bytes]"
+
+
+@pytest.mark.parametrize(
+    ("text", "secret", "kept"),
+    [
+        (
+            "git clone https://ghp_abcdef123456@github.com/org/repo.git",
+            "ghp_abcdef123456",
+            "https://***@github.com/org",
+        ),
+        ("pip install git+https://oauth2-token@gitlab.example/x", "oauth2-token", "git+https://***@gitlab.example/x"),
+        ("https://u:p@ss@host/x", "p@ss", "https://u:***@host/x"),
+    ],
+)
+def test_url_userinfo_without_a_colon_is_masked(redactor: Redactor, text: str, secret: str, kept: str) -> None:
+    out = redactor.redact_text(text)
+    assert secret not in out and kept in out
+
+
+def test_key_value_pairs_given_as_sequences_are_redacted(redactor: Redactor) -> None:
+    value = {
+        "headers": [("Authorization", "Bearer abc"), ("Accept", "application/json")],
+        "params": [["api_key", "k-123"], ["page", "2"]],
+        "pair": ("X-Auth-Token", {"nested": "t-456"}),
+        "not_a_pair": ["token", "is", "three"],
+    }
+    out = redactor.sanitize(value)
+    assert out["headers"] == [["Authorization", REDACTED], ["Accept", "application/json"]]
+    assert out["params"] == [["api_key", REDACTED], ["page", "2"]]
+    assert out["pair"] == ["X-Auth-Token", REDACTED]
+    assert out["not_a_pair"] == ["token", "is", "three"]
+    assert "abc" not in json.dumps(out) and "k-123" not in json.dumps(out) and "t-456" not in json.dumps(out)
+
+
+def test_settings_repr_masks_credentials_in_urls() -> None:
+    settings = Settings(
+        loki_url="https://tenant:loki-SECRET-1@loki.example",
+        demo_broker_url="redis://:redis-SECRET-2@cache:6379/0",
+        otlp_endpoint="https://otlp-SECRET-3@tempo.example",
+    )
+    for text in (repr(settings), str(settings)):
+        assert "SECRET" not in text
+        assert "https://tenant:***@loki.example" in text and "redis://:***@cache:6379/0" in text
+    assert settings.loki_url == "https://tenant:loki-SECRET-1@loki.example"  # the value itself is untouched

@@ -1,7 +1,12 @@
 from __future__ import annotations
 
+import asyncio
+import atexit
 import gzip
 import json
+import os
+import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -15,6 +20,7 @@ from taskiq_monitor.events import TaskEvent
 from taskiq_monitor.middleware import MonitoringMiddleware
 from taskiq_monitor.settings import Settings
 from taskiq_monitor.sinks import default_sinks
+from taskiq_monitor.sinks import loki as loki_module
 from taskiq_monitor.sinks.loki import LokiSink, Spool, retry_after_seconds
 from tests.loki_double import LokiPushDouble, validate_push
 
@@ -120,6 +126,7 @@ def test_refused_or_hanging_loki_never_blocks_emit_and_loses_nothing(
     loki: LokiPushDouble, make_sink: Any, mode: str
 ) -> None:
     sink, registry = make_sink(loki_queue_max_records=1000)
+    asyncio.run(sink.start())  # start-up (threads) is the middleware's startup hook, not part of an emit
     loki.set_mode(mode)
     slowest = 0.0
     for i in range(3000):  # 3x the queue bound: the collector spools while the sender waits on Loki
@@ -263,3 +270,193 @@ async def test_secrets_in_task_parameters_never_reach_loki(loki: LokiPushDouble,
     assert failed["args"][1] == "[REDACTED]" and failed["error_type"] == "ConnectionError"
     for body in loki.raw_bodies:
         validate_push(json.loads(body), loki.allowed_labels, time.time_ns())
+
+
+# -- regressions of the review of the shipper (threads that die, shutdown while Loki hangs, counters, hooks) --------
+def test_spool_write_errors_count_the_batch_as_dropped_and_threads_keep_running(
+    loki: LokiPushDouble, make_sink: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    loki.set_mode("503")
+    sink, registry = make_sink(loki_retries=0)
+    real_write = Spool.write
+
+    def disk_full(self: Spool, batch: Any) -> bool:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(Spool, "write", disk_full)
+    for i in range(10):
+        sink.emit(event(i))
+    wait(lambda: counted(registry, "dropped") == 10)
+    time.sleep(0.3)
+    assert all(t.is_alive() for t in sink._live_threads()), "a spool error killed a shipper thread"
+    monkeypatch.setattr(Spool, "write", real_write)
+    for i in range(10, 30):
+        sink.emit(event(i))
+    wait(lambda: counted(registry, "spooled") == 20)
+    loki.set_mode("ok")
+    loki.wait_for(lambda d: len(d.entries) == 20, 10)
+    assert counted(registry, "dropped") == 10 and loki.duplicates == 0
+
+
+def test_spool_dir_removed_while_running_is_recreated(loki: LokiPushDouble, make_sink: Any, tmp_path: Path) -> None:
+    import shutil
+
+    loki.set_mode("503")
+    sink, registry = make_sink(loki_retries=0)
+    sink.emit(event(0))
+    wait(lambda: counted(registry, "spooled") == 1)
+    shutil.rmtree(tmp_path / "spool")
+    for i in range(1, 11):
+        sink.emit(event(i))
+    wait(lambda: counted(registry, "spooled") == 11)
+    assert (tmp_path / "spool" / f"{sink._spool.owner}.lock").exists()  # type: ignore[union-attr]
+    loki.set_mode("ok")
+    loki.wait_for(lambda d: len(d.entries) == 10, 10)
+    wait(lambda: counted(registry, "dropped") == 1)  # the first record went with the removed directory: counted
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+def test_emit_restarts_a_shipper_thread_that_died(loki: LokiPushDouble, make_sink: Any) -> None:
+    sink, registry = make_sink()
+    sink.emit(event(0))
+    loki.wait_for(lambda d: len(d.entries) == 1, 10)
+    real = sink._hand_over
+
+    def die_once(batch: Any, *args: Any) -> None:
+        sink._hand_over = real  # type: ignore[method-assign]
+        raise SystemExit  # not an Exception: the loop cannot catch it, the thread ends
+
+    sink._hand_over = die_once  # type: ignore[method-assign]
+    sink.emit(event(1))
+    wait(lambda: not all(t.is_alive() for t in sink._live_threads()))
+    for i in range(2, 12):
+        sink.emit(event(i))
+    loki.wait_for(lambda d: len(d.entries) == 11, 10)
+    assert all(t.is_alive() for t in sink._live_threads())
+    assert counted(registry, "dropped") == 1  # record 1 was in the dying thread's hands: counted, not vanished
+
+
+def test_close_while_a_push_hangs_spools_everything_within_taskiqs_shutdown_timeout(
+    loki: LokiPushDouble, make_sink: Any
+) -> None:
+    loki.set_mode("hang")
+    # Defaults of the timeouts: an in-flight push may wait 10 s, the flush budget is 3 s, taskiq allows 5 s.
+    first, registry = make_sink(
+        loki_timeout_seconds=10.0, loki_connect_timeout_seconds=3.0, loki_flush_timeout_seconds=1.0, loki_retries=3
+    )
+    for i in range(100):
+        first.emit(event(i))
+    wait(lambda: loki.stats.by_status.get(0, 0) >= 1)  # the sender is inside a hanging POST
+    for i in range(100, 200):
+        first.emit(event(i))
+    time.sleep(0.2)
+    started = time.monotonic()
+    first.flush_sync()
+    assert time.monotonic() - started < 1.0 + 1.0
+    assert counted(registry, "spooled") == 200 and counted(registry, "dropped") == 0
+    assert first.pending() == 0
+    loki.set_mode("ok")
+    second, registry2 = make_sink()
+    second.emit(event(999))
+    loki.wait_for(lambda d: len(d.entries) == 201, 10)
+    assert loki.duplicates == 0 and counted(registry2, "shipped") == 201
+
+
+class _SlowCounterSink(LokiSink):
+    """Makes a read-modify-write of ``_overflow`` yield between the read and the write, as free threading may."""
+
+    @property  # type: ignore[override]
+    def _overflow(self) -> int:
+        value = self.__dict__.get("_overflow_value", 0)
+        time.sleep(0)
+        return int(value)
+
+    @_overflow.setter
+    def _overflow(self, value: int) -> None:
+        self.__dict__["_overflow_value"] = value
+
+
+def test_queue_full_drops_are_counted_exactly_from_many_threads(loki: LokiPushDouble, tmp_path: Path) -> None:
+    registry = CollectorRegistry()
+    settings = Settings(
+        loki_url=loki.url,
+        loki_spool_dir=tmp_path,
+        loki_queue_max_records=100,
+        **FAST,  # type: ignore[arg-type]
+    )
+    sink = _SlowCounterSink(settings, registry=registry)
+    gate, stalled_now = threading.Event(), threading.Event()
+    real_entry = sink._entry
+
+    def stalled(event: TaskEvent) -> Any:
+        stalled_now.set()
+        gate.wait(30)  # the collector is stalled: the queue stays full
+        return real_entry(event)
+
+    sink._entry = stalled  # type: ignore[method-assign]
+    try:
+        sink.emit(event(0))
+        assert stalled_now.wait(10)  # the collector holds record 0
+        for i in range(1, 101):
+            sink.emit(event(i))  # the queue is full
+        switch = sys.getswitchinterval()
+        sys.setswitchinterval(1e-5)
+        try:
+            threads = [threading.Thread(target=lambda: [sink.emit(event(-1)) for _ in range(300)]) for _ in range(4)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+        finally:
+            sys.setswitchinterval(switch)
+        gate.set()
+        wait(lambda: counted(registry, "shipped") == 101)
+        wait(lambda: counted(registry, "dropped") >= 1200, 3)
+        time.sleep(0.2)
+        assert counted(registry, "dropped") == 1200
+    finally:
+        gate.set()
+        sink.flush_sync(timeout=0.5)
+
+
+def test_first_emit_does_no_start_up_io_on_the_callers_thread(
+    loki: LokiPushDouble, make_sink: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import httpx
+
+    callers: list[str] = []
+    real_open, real_client_init = Spool.open, httpx.Client.__init__
+
+    def spy_open(self: Spool, *args: Any, **kwargs: Any) -> None:
+        callers.append(threading.current_thread().name)
+        real_open(self, *args, **kwargs)
+
+    def spy_client(self: httpx.Client, *args: Any, **kwargs: Any) -> None:
+        callers.append(threading.current_thread().name)
+        real_client_init(self, *args, **kwargs)
+
+    monkeypatch.setattr(Spool, "open", spy_open)
+    monkeypatch.setattr(httpx.Client, "__init__", spy_client)
+    sink, _ = make_sink()
+    sink.emit(event(1))
+    loki.wait_for(lambda d: len(d.entries) == 1, 10)
+    assert len(callers) == 2 and threading.current_thread().name not in callers, callers
+
+
+def test_fork_and_exit_hooks_are_registered_once_per_process(
+    loki: LokiPushDouble, make_sink: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    registered: list[Any] = []
+    monkeypatch.setattr(atexit, "register", lambda *a, **k: registered.append(a))
+    monkeypatch.setattr(os, "register_at_fork", lambda **k: registered.append(k))
+    for _ in range(20):
+        make_sink()
+    assert len(registered) <= 2, f"{len(registered)} hooks for 20 sinks"
+
+
+def test_exit_hook_flushes_every_live_sink(loki: LokiPushDouble, make_sink: Any) -> None:
+    sinks = [make_sink(loki_batch_wait_seconds=60)[0] for _ in range(3)]
+    for index, sink in enumerate(sinks):
+        sink.emit(event(index))
+    loki_module._flush_all_sinks()
+    assert len(loki.entries) == 3

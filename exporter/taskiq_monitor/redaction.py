@@ -19,14 +19,18 @@ What it guarantees, for any Python value:
   one of ``keys`` — case-insensitive, ``-`` read as ``_`` — becomes ``[REDACTED]``, at any depth: ``bot_token``,
   ``X-Api-Key``, ``DATABASE_DSN`` and ``accessToken`` all match. Substring matching errs on the safe side
   (``max_tokens`` is redacted too); configure ``TASKIQ_MONITOR_REDACT_KEYS`` to change the list.
+* **Redaction of pairs given as sequences**: a 2-item list or tuple whose first item is a secret key is a key/value
+  pair — ``[("Authorization", "Bearer x")]`` → ``[["Authorization", "[REDACTED]"]]``, ``["api_key", "k"]`` too.
 * **Redaction inside free text** (every string, error messages and tracebacks included): the password of URL
-  credentials (``scheme://user:pass@host`` → ``scheme://user:***@host``), and ``key=value`` / ``key: value`` pairs
+  credentials (``scheme://user:pass@host`` → ``scheme://user:***@host``; a userinfo without a colon, a token, as a
+  whole: ``https://ghp_x@github.com`` → ``https://***@github.com``), and ``key=value`` / ``key: value`` pairs
   whose key matches (``?token=abc`` → ``?token=***``, ``Authorization: Bearer x`` → ``Authorization: ***``).
 * **Size caps.** Each field of the record (args, kwargs, labels, error message, traceback) is cut to
   ``max_field_bytes`` and the record's fields together to ``max_record_bytes`` (UTF-8 bytes of the JSON text,
   approximately: escapes are not counted). A cut is marked: strings end in ``…[truncated 1234 bytes]``, lists get a
   last item ``…[truncated 12 items]``, dicts a key ``…`` with ``[truncated 12 keys]``. Tracebacks keep their head
-  *and* tail (the final exception is at the end).
+  *and* tail (the final exception is at the end). A string longer than twice its cap is cut to about twice the cap
+  (head, and tail for tracebacks) *before* redaction, so the cost is bounded whatever the input's size.
 """
 
 from __future__ import annotations
@@ -74,7 +78,8 @@ DEFAULT_MAX_DEPTH = 8
 
 # scheme://user:password@host — the password part (up to the last '@' before the host) is masked.
 # A password may contain a raw '@': mask up to the last '@' before the path (over-masking is the safe side).
-_URL_CREDENTIALS = re.compile(r"(?P<head>\b[a-zA-Z][a-zA-Z0-9+.\-]*+://[^\s:/@]*+:)(?P<secret>[^\s/]*)(?=@)")
+# scheme://token@host (userinfo without a colon, e.g. a GitHub token) — the whole userinfo is masked.
+_URL_CREDENTIALS = re.compile(r"(?P<head>\b[a-zA-Z][a-zA-Z0-9+.\-]*+://(?:[^\s:/@]*+:)?)(?P<secret>[^\s/]*)(?=@)")
 # key=value, key: value, "key": "value", Authorization: Bearer x. Possessive/atomic parts keep it linear on long
 # strings; the key is checked against the redaction list in Python (cached).
 _PAIR = re.compile(r"(?<![\w.\-])(?P<key>[\w.\-]++)(?P<sep>['\"]?+\s*+[:=]\s*+(?P<quote>['\"]?+))")
@@ -83,6 +88,16 @@ _VALUE_QUOTED = {'"': re.compile(r'[^"]*+'), "'": re.compile(r"[^']*+")}
 _VALUE_BARE = re.compile(r"(?>(?i:bearer|basic|token|digest)\s+)?[^\s&'\",;)}\]]++")
 # Largest integer most JSON consumers (JavaScript, Grafana) read exactly.
 _MAX_SAFE_INT = 2**53
+# A string longer than 2x its cap (+ this many characters of context) is cut to its head (and tail) before the
+# regexes run: they cost time linear in the input, and a 5 MB argument must not stall the worker's event loop.
+_PRECUT_MARGIN = 1024
+
+
+def mask_url_credentials(text: str) -> str:
+    """``scheme://user:pass@host`` → ``scheme://user:***@host``; ``scheme://token@host`` → ``scheme://***@host``."""
+    if "@" in text and "://" in text:
+        return _URL_CREDENTIALS.sub(lambda m: m.group("head") + MASK, text)
+    return text
 
 
 def _norm(key: str) -> str:
@@ -95,10 +110,17 @@ def _json_len(text: str) -> int:
     return size + text.count("\n") + text.count('"') + text.count("\\")
 
 
-def _truncate_text(text: str, limit: int, *, keep_tail: bool = False) -> str:
-    """Cut ``text`` so that its JSON form is at most about ``limit`` bytes, marking how many bytes were cut."""
+def _utf8_len(text: str) -> int:
+    return len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
+
+
+def _truncate_text(text: str, limit: int, *, keep_tail: bool = False, hidden: int = 0) -> str:
+    """Cut ``text`` so that its JSON form is at most about ``limit`` bytes, marking how many bytes were cut.
+
+    ``hidden``: bytes of the original already cut off after ``text`` (the pre-cut of a huge string).
+    """
     size = _json_len(text)
-    if size <= limit:
+    if size <= limit and not hidden:
         return text
     # Work in characters, scaled by the text's bytes-per-character (exact for plain ASCII).
     ratio = len(text) / size
@@ -108,7 +130,7 @@ def _truncate_text(text: str, limit: int, *, keep_tail: bool = False) -> str:
         tail = keep - head
         cut = len(text) - keep
         return f"{text[:head]}…[truncated {cut} chars]…{text[len(text) - tail :]}"
-    cut = len(text[keep:].encode("utf-8", "surrogatepass"))
+    cut = _utf8_len(text[keep:]) + hidden
     return f"{text[:keep]}…[truncated {cut} bytes]"
 
 
@@ -143,11 +165,35 @@ class Redactor:
 
     def redact_text(self, text: str) -> str:
         """Mask URL credentials and ``secret_key=value`` pairs inside free text."""
-        if "@" in text and "://" in text:
-            text = _URL_CREDENTIALS.sub(lambda m: m.group("head") + MASK, text)
+        text = mask_url_credentials(text)
         if self.keys and ("=" in text or ":" in text):
             text = self._mask_pairs(text)
         return text
+
+    def redact_capped(self, text: str, limit: int, *, keep_tail: bool = False) -> str:
+        """``redact_text`` then cut to about ``limit`` JSON bytes (head, or head and tail), marking the cut.
+
+        A huge ``text`` is first cut to about twice ``limit`` — its head, and its tail when ``keep_tail`` — so the
+        regexes never run over megabytes. The kept parts are redacted with ``_PRECUT_MARGIN`` characters of context
+        (a ``token=`` just before the visible part still masks its value); a secret value longer than that context
+        and cut in its middle could show its end.
+        """
+        limit = max(0, limit)
+        window = 2 * limit + _PRECUT_MARGIN  # characters; a character is at least one JSON byte
+        if len(text) <= window:
+            return _truncate_text(self.redact_text(text), limit, keep_tail=keep_tail)
+        if not keep_tail:
+            return _truncate_text(self.redact_text(text[:window]), limit, hidden=_utf8_len(text[window:]))
+        half = window // 2
+        head, tail = self.redact_text(text[:half]), self.redact_text(text[len(text) - half :])
+        ratio = (len(head) + len(tail)) / max(1, _json_len(head) + _json_len(tail))
+        keep = max(0, int((limit - 32) * ratio))
+        if keep <= 64:
+            return _truncate_text(head, limit, hidden=_utf8_len(text[half:]))
+        head_keep = min(len(head), keep // 3)
+        tail_keep = min(len(tail), keep - head_keep)
+        cut = len(text) - head_keep - tail_keep
+        return f"{head[:head_keep]}…[truncated {cut} chars]…{tail[len(tail) - tail_keep :]}"
 
     def _mask_pairs(self, text: str) -> str:
         # Only key and separator are matched, so after a harmless pair (``https:``) the scan resumes right after the
@@ -179,12 +225,8 @@ class Redactor:
             return f"<unrepresentable {type(value).__name__}>"
 
     def _string(self, text: str, budget: list[int]) -> str:
-        text = self.redact_text(text)
-        size = _json_len(text)
-        if size + 2 > budget[0]:
-            text = _truncate_text(text, max(0, budget[0] - 2))
-            size = _json_len(text)
-        budget[0] -= size + 2
+        text = self.redact_capped(text, budget[0] - 2)
+        budget[0] -= _json_len(text) + 2
         return text
 
     def _walk(self, value: Any, depth: int, budget: list[int], path: set[int]) -> Any:
@@ -234,6 +276,10 @@ class Redactor:
             except Exception:
                 return self._string(_safe_repr(value), budget)
             return self._mapping(items, depth, budget, path)
+        if isinstance(value, list | tuple) and len(value) == 2 and self.is_secret_key(value[0]):
+            # A key/value pair as a sequence: ("Authorization", "Bearer x") in a header list, ["api_key", "k"].
+            budget[0] -= len(REDACTED) + 5
+            return [self._string(value[0], budget), REDACTED]
         items_seq: Sequence[Any] = list(value) if isinstance(value, set | frozenset) else value
         out: list[Any] = []
         budget[0] -= 2
@@ -272,12 +318,10 @@ class Redactor:
         remaining = self.max_record_bytes
         field = self.max_field_bytes
         if event.error_message is not None:
-            event.error_message = _truncate_text(self.redact_text(event.error_message), min(field, remaining))
+            event.error_message = self.redact_capped(event.error_message, min(field, remaining))
             remaining -= _json_len(event.error_message) + 2
         if event.traceback is not None:
-            event.traceback = _truncate_text(
-                self.redact_text(event.traceback), max(0, min(field, remaining)), keep_tail=True
-            )
+            event.traceback = self.redact_capped(event.traceback, min(field, remaining), keep_tail=True)
             remaining -= _json_len(event.traceback) + 2
         for name in ("args", "kwargs", "labels"):
             limit = max(64, min(field, remaining))

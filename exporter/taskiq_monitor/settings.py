@@ -8,13 +8,19 @@ other module reads the environment. Example::
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from taskiq_monitor.redaction import DEFAULT_MAX_FIELD_BYTES, DEFAULT_MAX_RECORD_BYTES, DEFAULT_REDACT_KEYS
+from taskiq_monitor.redaction import (
+    DEFAULT_MAX_FIELD_BYTES,
+    DEFAULT_MAX_RECORD_BYTES,
+    DEFAULT_REDACT_KEYS,
+    mask_url_credentials,
+)
 
 # Background tasks run from milliseconds (a cache write) to tens of minutes (a re-index or an LLM extraction);
 # the web-request defaults of prometheus_client (5 ms – 10 s) put every long task into +Inf. Roughly ×2.5 steps
@@ -124,7 +130,10 @@ class Settings(BaseSettings):
         10.0, gt=0, description="Longest delay between retries and between probes of a Loki that is down."
     )
     loki_queue_max_records: int = Field(
-        20_000, ge=100, description="In-memory queue bound; beyond half of it batches go straight to the spool."
+        20_000,
+        ge=100,
+        description="In-memory queue bound (records not serialised yet); when full (the shipper's thread cannot keep "
+        "up), new records are dropped and counted.",
     )
     loki_spool_dir: Path | None = Field(
         None, description="Directory of the on-disk spool (default: <tmp>/taskiq-monitor-loki-spool-<uid>)."
@@ -156,6 +165,11 @@ class Settings(BaseSettings):
     trace_sample_ratio: float = Field(
         1.0, ge=0.0, le=1.0, description="Share of new traces recorded (parent-based: a sampled parent is followed)."
     )
+
+    def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
+        # URLs may carry credentials (loki_url, demo_broker_url…): masked in repr()/str(), the values stay intact.
+        for name, value in super().__repr_args__():
+            yield name, mask_url_credentials(value) if isinstance(value, str) else value
 
     @field_validator("redact_keys", mode="before")
     @classmethod

@@ -123,6 +123,45 @@ def test_sigterm_during_outage_spools_and_next_start_delivers(
         restarted.stop()
 
 
+def test_sigterm_while_loki_hangs_spools_in_flight_batches_and_next_start_delivers(
+    redis: RedisServer, loki: LokiPushDouble, tmp_path: Path
+) -> None:
+    spool = tmp_path / "spool"
+    # A push may hang for 30 s — far beyond the 3 s flush budget and taskiq's 5 s shutdown timeout — so at SIGTERM
+    # each process has a push in flight and batches waiting behind it in memory: all must reach the spool in time.
+    env = loki_env(
+        redis.url,
+        loki.url,
+        spool,
+        "q-sigterm-hang",
+        TASKIQ_MONITOR_LOKI_TIMEOUT_SECONDS="30",
+        TASKIQ_MONITOR_LOKI_CONNECT_TIMEOUT_SECONDS="3",
+        TASKIQ_MONITOR_LOKI_FLUSH_TIMEOUT_SECONDS="3",
+        TASKIQ_MONITOR_LOKI_RETRIES="3",
+    )
+    worker = Worker(env, tmp_path)
+    loki.set_mode("hang")
+    ids = producer_ids(start_producer(env, 300, 0.0), timeout=60)
+    wait_for(
+        lambda: worker.metric("taskiq_tasks_completed_total") >= len(ids), 60, "all tasks executed while Loki hangs"
+    )
+    wait_for(lambda: loki.stats.by_status.get(0, 0) >= 1 + worker.workers, 20, "a hanging push in every process")
+    started = time.monotonic()
+    assert worker.stop(signal.SIGTERM) == 0
+    stopped_in = time.monotonic() - started
+    assert len(loki.entries) == 0
+    assert list(spool.glob("*.gz")), "SIGTERM left nothing in the spool"
+    assert stopped_in < 5.0 + 2.0, f"the worker took {stopped_in:.1f}s to stop"
+    loki.set_mode("ok")
+    restarted = Worker(env, tmp_path)  # its children adopt the dead processes' spool files
+    try:
+        wait_for(lambda: arrived(loki) == expected_keys(ids), 60, "spooled records delivered by the next start")
+        assert_exactly_once(loki, ids)
+        wait_for(lambda: not list(spool.glob("*.gz")), 30, "spool emptied")
+    finally:
+        restarted.stop()
+
+
 def test_sigterm_with_loki_up_flushes_queued_records(redis: RedisServer, loki: LokiPushDouble, tmp_path: Path) -> None:
     env = loki_env(redis.url, loki.url, tmp_path / "spool", "q-flush", TASKIQ_MONITOR_LOKI_BATCH_WAIT_SECONDS="60")
     worker = Worker(env, tmp_path)

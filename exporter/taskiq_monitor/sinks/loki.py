@@ -16,6 +16,10 @@ How a record travels::
 * The task's hot path only appends to an in-memory deque. Serialisation, gzip and HTTP run in two daemon threads,
   so no worker event loop ever waits for Loki and it works the same in any process (web app, worker child,
   scheduler). A worker child's threads start on ``startup`` or on the first event, and again after a fork.
+  Starting them is cheap — the sender thread opens the spool and the HTTP client — so no event loop does start-up
+  I/O. An error inside a thread's loop (a full disk, a removed spool directory, a corrupt spool file) counts the
+  batch concerned as dropped unless it can be kept, is logged once, and the loop goes on; a thread that ends
+  anyway is restarted by the next ``emit()``. Hooks (at-fork, ``atexit``) are registered once per process.
 * The collector never does network I/O, so a hung Loki cannot make the queue grow: while the sender is busy, down
   or has a backlog, new batches go to the spool. Memory is bounded by ``loki_queue_max_records`` plus a few
   batches.
@@ -26,10 +30,16 @@ How a record travels::
   live processes never replay the same file. Files are replayed oldest first; identical entries re-sent after a
   timeout are de-duplicated by Loki (same stream, timestamp and line).
 * Shutdown (``close()``, awaited in the middleware's shutdown hook — which taskiq runs in every worker child on
-  SIGTERM/SIGINT before the child leaves via ``os._exit``) flushes for at most ``loki_flush_timeout_seconds``,
-  then spools what is left. An ``atexit`` hook does the same for processes that never call ``shutdown``.
-* Records are dropped only when the spool cap (``loki_spool_max_bytes``, all processes together) is reached or
-  when Loki rejects that very record with 400 — counted in ``taskiq_monitor_log_records_total{result="dropped"}``.
+  SIGTERM/SIGINT before the child leaves via ``os._exit``) flushes for at most ``loki_flush_timeout_seconds``;
+  then it aborts a push still in flight (a hanging Loki) and writes everything left in memory to the spool itself,
+  within ``ABORT_GRACE_SECONDS`` more — 3 s + 0.5 s by default, inside taskiq's 5 s ``shutdown_timeout``. An
+  ``atexit`` hook does the same for processes that never call ``shutdown``.
+* Records are dropped — and counted in ``taskiq_monitor_log_records_total{result="dropped"}`` — only when the spool
+  cap (``loki_spool_max_bytes``, all processes together) is reached, when the spool cannot be written (disk
+  full, read-only) or a spool file is deleted or corrupt, when Loki rejects that very record with 400, or when the
+  in-memory queue (``loki_queue_max_records``) is full because the collector thread cannot keep up with ``emit``
+  (serialisation and spool writes slower than the event rate, e.g. a stalled disk). ``emit`` never waits, so it
+  cannot spill to disk itself.
 
 Why not ``loki-logger-handler``: measured (1.1.2, see FIELD-NOTES) it has no HTTP timeout (a hung Loki blocks its
 flush thread forever while its unbounded queue grows by ~78 MiB per 100k records), drops the whole batch on any
@@ -50,6 +60,7 @@ import json
 import logging
 import os
 import random
+import socket
 import tempfile
 import threading
 import time
@@ -136,6 +147,7 @@ class Spool:
         self.owner = f"{os.getpid()}x{uuid.uuid4().hex[:8]}"
         self.files: list[tuple[tuple[int, int], Path, int, int]] = []  # (key, path, records, bytes), sorted
         self.own_bytes = 0
+        self.lost_records = 0
         self._lock = threading.RLock()
         self._lock_fd: int | None = None
         self._others_bytes = 0
@@ -278,29 +290,76 @@ class Spool:
         return self.own_bytes + self._others_bytes
 
     def write(self, batch: Batch) -> bool:
-        """Persist ``batch``; False when the cap would be exceeded (the caller counts the records as dropped)."""
+        """Persist ``batch``; False when the cap would be exceeded (the caller counts the records as dropped).
+
+        Raises ``OSError`` when the disk refuses (full, read-only…); the caller counts the batch as dropped. A spool
+        directory removed while running (a tmp cleaner) is recreated, with this process's lock, and the write
+        retried once.
+        """
         with self._lock:
             if self._total_bytes() + len(batch.body) > self.max_bytes:
                 return False
-            name = f"{batch.key[0]:020d}-{batch.key[1]:08d}-{batch.records}.{self.owner}.gz"
-            target = self.directory / name
-            tmp = self.directory / f".tmp-{name[:-3]}.{self.owner}"
+            try:
+                self._write_file(batch)
+            except FileNotFoundError:
+                self._relock()
+                self._write_file(batch)
+            return True
+
+    def _write_file(self, batch: Batch) -> None:
+        name = f"{batch.key[0]:020d}-{batch.key[1]:08d}-{batch.records}.{self.owner}.gz"
+        target = self.directory / name
+        tmp = self.directory / f".tmp-{name[:-3]}.{self.owner}"
+        try:
             with open(tmp, "wb") as out:
                 out.write(batch.body)
             os.replace(tmp, target)  # atomic: a reader sees a whole batch or none
-            insort(self.files, (batch.key, target, batch.records, len(batch.body)))
-            self.own_bytes += len(batch.body)
-            return True
+        except BaseException:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            raise
+        insort(self.files, (batch.key, target, batch.records, len(batch.body)))
+        self.own_bytes += len(batch.body)
+
+    def _relock(self) -> None:
+        """The directory is gone: recreate it and our lock file (else other processes would adopt our files)."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.directory / f"{self.owner}.lock", os.O_CREAT | os.O_RDWR, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            raise
+        old, self._lock_fd = self._lock_fd, fd
+        if old is not None:
+            with contextlib.suppress(OSError):
+                os.close(old)
+        gone = [item for item in self.files if not item[1].exists()]
+        for item in gone:
+            self._forget(item)
+
+    def _forget(self, item: tuple[tuple[int, int], Path, int, int]) -> None:
+        """A file of ours vanished from disk: its records are lost (counted through :meth:`take_lost`)."""
+        with contextlib.suppress(ValueError):
+            self.files.remove(item)
+            self.own_bytes -= item[3]
+            self.lost_records += item[2]
+
+    def take_lost(self) -> int:
+        """Records of spool files that vanished since the last call (deleted by someone else)."""
+        with self._lock:
+            lost, self.lost_records = self.lost_records, 0
+            return lost
 
     def head(self) -> Batch | None:
         with self._lock:
             while self.files:
-                key, path, records, size = self.files[0]
+                item = self.files[0]
+                key, path, records, _ = item
                 try:
                     body = path.read_bytes()
                 except OSError:
-                    self.files.pop(0)
-                    self.own_bytes -= size
+                    self._forget(item)
                     continue
                 return Batch(key, records, body, path=path)
             return None
@@ -330,10 +389,26 @@ class _Outcome:
     RETRY = "retry"
 
 
+class _Run:
+    """One start of the shipper threads. ``close()`` ends a run; a later ``emit()`` starts a new one, so a thread of
+    an old run that is still stuck (e.g. in a connect) never resumes work as if nothing happened."""
+
+    __slots__ = ("abandon", "collector_done", "deadline", "ready", "stop")
+
+    def __init__(self) -> None:
+        self.stop = threading.Event()  # close() asked the threads to finish
+        self.deadline: float | None = None  # when the flush budget ends
+        self.abandon = False  # the budget is spent: close() saves what is in memory itself (set under _cond)
+        self.ready = threading.Event()  # the sender has opened the spool and the HTTP client
+        self.collector_done = threading.Event()
+
+
 class LokiSink:
     """Event sink pushing to Loki; see the module docstring. ``emit`` never blocks and never raises."""
 
     OUTBOX_MAX = 4  # batches waiting in memory for the sender; beyond it, batches are spooled
+    ABORT_GRACE_SECONDS = 0.5  # after the flush budget: abort the in-flight push, spool the rest, let threads end
+    ERROR_PAUSE_SECONDS = 0.1  # after an unexpected error in a shipper thread, before its loop continues
 
     def __init__(
         self,
@@ -352,15 +427,23 @@ class LokiSink:
         self._env = settings.env
         self._queue: deque[TaskEvent] = deque()
         self._queue_max = settings.loki_queue_max_records
-        self._overflow = 0
+        self._overflow = 0  # records refused by a full queue, not yet counted as dropped (under _overflow_lock)
+        self._overflow_lock = threading.Lock()
         self._outbox: deque[Batch] = deque()
         self._cond = threading.Condition()
         self._wake_collector = threading.Event()
-        self._stop = threading.Event()
-        self._deadline: float | None = None
-        self._threads: list[threading.Thread] = []
+        self._run = _Run()
+        self._collector_thread: threading.Thread | None = None
+        self._sender_thread: threading.Thread | None = None
+        self._running = False  # emit's one check: False before start, after close() and when a thread died
+        self._ended: weakref.WeakSet[threading.Thread] = weakref.WeakSet()  # threads that died (still alive briefly)
         self._start_lock = threading.Lock()
         self._spool: Spool | None = None
+        self._client: httpx.Client | None = None
+        self._sockets: weakref.WeakSet[socket.socket] = weakref.WeakSet()  # to abort a hanging push on close
+        self._carry: tuple[Entry, int] | None = None  # collector: the record that did not fit the last batch
+        self._building: list[Entry] = []  # collector: the batch being built (counted as dropped on an error)
+        self._sending: Batch | None = None  # sender: the batch being pushed
         self._seq = 0
         self._down = False
         self._next_probe = 0.0
@@ -369,18 +452,17 @@ class LokiSink:
         self._warned: set[str] = set()
         self._redactor = Redactor(settings.redact_keys)  # only to keep URLs out of our own log messages
         self._pid = os.getpid()
-        ref = weakref.ref(self)
-        os.register_at_fork(after_in_child=lambda: _call(ref, "_after_fork"))
-        atexit.register(lambda: _call(ref, "flush_sync"))
+        _register(self)
 
     # -- EventSink -------------------------------------------------------------------------------------------------
     def emit(self, event: TaskEvent) -> None:
         try:
-            if not self._threads:
-                self._start_threads()
+            if not self._running:
+                self._start_threads()  # cheap: spool and HTTP client are opened by the sender thread
             queue = self._queue
             if len(queue) >= self._queue_max:
-                self._overflow += 1  # the collector counts it as dropped; the hot path takes no lock
+                with self._overflow_lock:  # only on this path; the collector counts it as dropped
+                    self._overflow += 1
                 return
             queue.append(event)
             if len(queue) >= self.settings.loki_batch_max_records:
@@ -398,72 +480,146 @@ class LokiSink:
 
     # -- lifecycle -------------------------------------------------------------------------------------------------
     def _start_threads(self) -> None:
+        """Start the threads that are not running (all of them, or one that died); no I/O here."""
         with self._start_lock:
-            if self._threads and all(t.is_alive() for t in self._threads):
+            if self._running:
                 return
-            self._stop.clear()
-            self._deadline = None
-            if self._spool is None:
-                spool = Spool(self.settings.loki_spool_dir or default_spool_dir(), self.settings.loki_spool_max_bytes)
-                try:
-                    spool.open(adopt=False)  # the sender thread adopts orphans, off the caller's event loop
-                    self._spool = spool
-                except OSError:
-                    self._warn(
-                        "spool",
-                        "taskiq-monitor: Loki spool directory %s unusable; outages drop records",
-                        spool.directory,
-                    )
-            self._client = httpx.Client(
-                timeout=httpx.Timeout(
-                    self.settings.loki_timeout_seconds, connect=self.settings.loki_connect_timeout_seconds
-                ),
-                headers=self._headers(),
-                auth=self._auth(),
-                transport=self._transport,
-            )
-            self._threads = [
-                threading.Thread(target=self._collector, name="taskiq-monitor-loki-collector", daemon=True),
-                threading.Thread(target=self._sender, name="taskiq-monitor-loki-sender", daemon=True),
-            ]
-            for thread in self._threads:
-                thread.start()
+            run = self._run
+            if run.stop.is_set():  # closed before: a new run
+                run = self._run = _Run()
+                self._collector_thread = self._sender_thread = None
+            collector, sender = self._collector_thread, self._sender_thread
+            if collector is None or not collector.is_alive() or collector in self._ended:
+                if collector is not None:  # died holding a batch in the making
+                    self._count("dropped", len(self._building) + (self._carry is not None))
+                self._carry, self._building = None, []
+                self._collector_thread = self._thread(self._collector, run, "collector")
+            if sender is None or not sender.is_alive() or sender in self._ended:
+                self._sending = None  # its batch is still in the outbox or the spool
+                self._sender_thread = self._thread(self._sender, run, "sender")
+            self._running = True
+
+    def _thread(self, target: Any, run: _Run, role: str) -> threading.Thread:
+        def main() -> None:
+            try:
+                target(run)
+            finally:
+                if not run.stop.is_set():
+                    self._ended.add(threading.current_thread())
+                    self._running = False  # it died (a BaseException): the next emit() restarts it
+                    logger.warning("taskiq-monitor: Loki %s thread stopped; restarting on the next event", role)
+
+        thread = threading.Thread(target=main, name=f"taskiq-monitor-loki-{role}", daemon=True)
+        thread.start()
+        return thread
 
     def flush_sync(self, timeout: float | None = None) -> None:
-        """Ship what is queued within the flush timeout, spool the rest, stop the threads (idempotent)."""
-        threads = self._threads
+        """Ship what is queued within the flush timeout, spool the rest, stop the threads (idempotent).
+
+        Returns within the budget plus ``ABORT_GRACE_SECONDS`` even when Loki hangs: when the budget is spent, the
+        in-flight push is aborted and everything still in memory is written to the spool here.
+        """
+        run = self._run
+        threads = [t for t in (self._collector_thread, self._sender_thread) if t is not None]
         if not threads or os.getpid() != self._pid:
             return
         budget = self.settings.loki_flush_timeout_seconds if timeout is None else timeout
-        self._deadline = time.monotonic() + budget
-        self._stop.set()
+        run.deadline = time.monotonic() + budget
+        run.stop.set()
         self._wake_collector.set()
         with self._cond:
             self._cond.notify_all()
         for thread in threads:
-            # The threads bound every request by the deadline; the grace covers a final spool write.
-            thread.join(max(0.0, self._deadline - time.monotonic()) + 2.0)
-        self._threads = []
-        with contextlib.suppress(Exception):
-            self._client.close()
+            thread.join(max(0.0, run.deadline - time.monotonic()))
+        if any(t.is_alive() for t in threads):
+            self._abandon(run)
+        self._collector_thread = self._sender_thread = None
+        self._close_client()
+        self._count_overflow()
         if self._spool is not None:
             self._spool.close()
             self._spool = None
+        self._running = False
         self._update_gauges()
+
+    def _abandon(self, run: _Run) -> None:
+        """Out of time (Loki hangs or is slow): save everything in memory to the spool now."""
+        grace_end = time.monotonic() + self.ABORT_GRACE_SECONDS
+        with self._cond:
+            run.abandon = True  # from now on the collector spools its batches instead of queueing them
+            self._cond.notify_all()
+        self._close_client()  # wakes a push blocked in a read; its batch is in the outbox and spooled below
+        self._spool_outbox()
+        collector = self._collector_thread
+        if collector is not None:
+            collector.join(max(0.0, grace_end - time.monotonic()))
+            if collector.is_alive():  # stuck (slow disk?): take the queue without it
+                self._spool_queue()
+        self._spool_outbox()
+        if self._sender_thread is not None:
+            self._sender_thread.join(max(0.0, grace_end - time.monotonic()))
+
+    def _close_client(self) -> None:
+        # Shutting the sockets down wakes a thread blocked on them (closing alone does not); then the pool closes.
+        for sock in list(self._sockets):
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+        client, self._client = self._client, None
+        if client is not None:
+            with contextlib.suppress(Exception):
+                client.close()
 
     def _after_fork(self) -> None:
         # Threads do not survive fork; records queued by the parent are the parent's to ship.
-        self._threads = []
+        self._collector_thread = self._sender_thread = None
+        self._running = False
         self._queue.clear()
         self._outbox.clear()
         self._cond = threading.Condition()
         self._start_lock = threading.Lock()
-        self._stop = threading.Event()
+        self._overflow_lock = threading.Lock()
+        self._overflow = 0
+        self._run = _Run()
         self._wake_collector = threading.Event()
+        self._client = None  # the parent's connections: dropped, never used or shut down here
+        self._sockets = weakref.WeakSet()
+        self._carry, self._building, self._sending = None, [], None
         if self._spool is not None:
             self._spool.forget_after_fork()
             self._spool = None
         self._pid = os.getpid()
+
+    def _setup(self) -> None:
+        """Open the spool and the HTTP client (in the sender thread, never on the caller's event loop)."""
+        if self._spool is None:
+            spool = Spool(self.settings.loki_spool_dir or default_spool_dir(), self.settings.loki_spool_max_bytes)
+            try:
+                spool.open(adopt=False)
+                self._spool = spool
+            except OSError:
+                self._warn(
+                    "spool", "taskiq-monitor: Loki spool directory %s unusable; outages drop records", spool.directory
+                )
+        if self._client is None:
+            self._client = self._new_client()
+
+    def _new_client(self) -> httpx.Client:
+        return httpx.Client(
+            timeout=httpx.Timeout(
+                self.settings.loki_timeout_seconds, connect=self.settings.loki_connect_timeout_seconds
+            ),
+            headers=self._headers(),
+            auth=self._auth(),
+            transport=self._transport,
+        )
+
+    def _trace(self, event: str, info: dict[str, Any]) -> None:
+        """httpcore trace hook: remember the sockets of our connections, to abort a hanging push on close."""
+        if event in ("connection.connect_tcp.complete", "connection.start_tls.complete"):
+            stream = info.get("return_value")
+            sock = stream.get_extra_info("socket") if stream is not None else None
+            if isinstance(sock, socket.socket):
+                self._sockets.add(sock)
 
     # -- helpers -------------------------------------------------------------------------------------------------
     def _headers(self) -> dict[str, str]:
@@ -479,21 +635,35 @@ class LokiSink:
             return httpx.BasicAuth(self.settings.loki_username, self.settings.loki_password.get_secret_value())
         return None
 
-    def _warn(self, kind: str, message: str, *args: Any) -> None:
+    def _warn(self, kind: str, message: str, *args: Any, exc_info: bool = False) -> None:
         if kind not in self._warned:
             self._warned.add(kind)
-            logger.warning(message, *args)
+            logger.warning(message, *args, exc_info=exc_info)
         else:
-            logger.debug(message, *args)
+            logger.debug(message, *args, exc_info=exc_info)
 
     def _count(self, result: str, records: int) -> None:
         if records:
             self.metrics.by_result[result].inc(records)
 
+    def _count_overflow(self) -> None:
+        if self._overflow:
+            with self._overflow_lock:
+                dropped, self._overflow = self._overflow, 0
+            if dropped:
+                self._warn("queue_full", "taskiq-monitor: Loki queue full; dropped %d records", dropped)
+                self._count("dropped", dropped)
+
     def _update_gauges(self) -> None:
+        spool = self._spool
+        if spool is not None:
+            lost = spool.take_lost()
+            if lost:
+                self._warn("spool_lost", "taskiq-monitor: %d spooled Loki records were deleted from disk", lost)
+                self._count("dropped", lost)
         queued = len(self._queue) + sum(b.records for b in list(self._outbox))
         self.metrics.queue.set(queued)
-        self.metrics.spool_bytes.set(self._spool.own_bytes if self._spool is not None else 0)
+        self.metrics.spool_bytes.set(spool.own_bytes if spool is not None else 0)
 
     def _labels(self, event: TaskEvent) -> tuple[tuple[str, str], ...]:
         name = event.task_name
@@ -513,68 +683,118 @@ class LokiSink:
         ts = str(int(event.timestamp * 1_000_000) * 1000)
         return (self._labels(event), ts, line, metadata), len(line) + len(event.task_id) + 64
 
+    def _new_batch(self, entries: list[Entry]) -> Batch:
+        self._seq += 1
+        return Batch((time.time_ns(), self._seq), len(entries), gzip_body(encode_push(entries)), entries)
+
     def _spool_write(self, batch: Batch) -> None:
-        if self._spool is not None and self._spool.write(batch):
+        """Spool ``batch`` or count it as dropped; never raises."""
+        spool = self._spool
+        try:
+            kept = spool is not None and spool.write(batch)
+        except Exception as exc:
+            self._warn(
+                "spool_error",
+                "taskiq-monitor: Loki spool write failed (%s); dropping %d records",
+                exc,
+                batch.records,
+            )
+            self._count("dropped", batch.records)
+            return
+        if kept:
             self._count("spooled", batch.records)
         else:
             self._warn("spool_full", "taskiq-monitor: Loki spool full or unusable; dropping %d records", batch.records)
             self._count("dropped", batch.records)
 
+    def _spool_queue(self) -> None:
+        """Serialise what is left in the queue and spool it (close() when the collector is stuck)."""
+        entries: list[Entry] = []
+        while True:
+            try:
+                event = self._queue.popleft()
+            except IndexError:
+                break
+            try:
+                entries.append(self._entry(event)[0])
+            except Exception:
+                self._count("dropped", 1)
+        step = self.settings.loki_batch_max_records
+        for start in range(0, len(entries), step):
+            chunk = entries[start : start + step]
+            try:
+                batch = self._new_batch(chunk)
+            except Exception:
+                self._count("dropped", len(chunk))
+                continue
+            batch.entries = None
+            self._spool_write(batch)
+
     # -- collector thread ------------------------------------------------------------------------------------------
-    def _collector(self) -> None:
+    def _collector(self, run: _Run) -> None:
+        run.ready.wait(30)  # the sender opens the spool first
+        while True:
+            try:
+                if self._collect(run):
+                    run.collector_done.set()
+                    with self._cond:
+                        self._cond.notify_all()
+                    return
+            except Exception:
+                lost = len(self._building) + (self._carry is not None)
+                self._building, self._carry = [], None
+                self._count("dropped", lost)
+                self._warn("collector", "taskiq-monitor: Loki collector error; %d records dropped", lost, exc_info=True)
+                time.sleep(self.ERROR_PAUSE_SECONDS)
+
+    def _collect(self, run: _Run) -> bool:
+        """One round: wait for records (or the batch timer), turn them into batches. True when stopped and drained."""
         max_records = self.settings.loki_batch_max_records
         max_bytes = self.settings.loki_batch_max_bytes
-        wait = self.settings.loki_batch_wait_seconds
-        carry: tuple[Entry, int] | None = None
-        while True:
-            stopping = self._stop.is_set()
-            if not stopping and len(self._queue) < max_records and carry is None:
-                self._wake_collector.wait(wait)
-                self._wake_collector.clear()
-            stopping = self._stop.is_set()
-            if self._overflow:
-                dropped, self._overflow = self._overflow, 0
-                self._warn("queue_full", "taskiq-monitor: Loki queue full; dropped %d records", dropped)
-                self._count("dropped", dropped)
-            while self._queue or carry is not None:
-                entries: list[Entry] = []
-                size = 0
-                if carry is not None:
-                    entries.append(carry[0])
-                    size = carry[1]
-                    carry = None
-                while self._queue and len(entries) < max_records:
-                    try:
-                        entry, entry_size = self._entry(self._queue.popleft())
-                    except IndexError:
-                        break
-                    except Exception:
-                        self._warn("encode", "taskiq-monitor: a task event could not be encoded for Loki")
-                        self._count("dropped", 1)
-                        continue
-                    if entries and size + entry_size > max_bytes:
-                        carry = (entry, entry_size)
-                        break
-                    entries.append(entry)
-                    size += entry_size
-                if not entries:
+        stopping = run.stop.is_set()
+        if not stopping and len(self._queue) < max_records and self._carry is None:
+            self._wake_collector.wait(self.settings.loki_batch_wait_seconds)
+            self._wake_collector.clear()
+        stopping = run.stop.is_set()
+        self._count_overflow()
+        while self._queue or self._carry is not None:
+            entries: list[Entry] = []
+            self._building = entries
+            size = 0
+            if self._carry is not None:
+                entries.append(self._carry[0])
+                size = self._carry[1]
+                self._carry = None
+            while self._queue and len(entries) < max_records:
+                try:
+                    event = self._queue.popleft()
+                except IndexError:
                     break
-                self._seq += 1
-                batch = Batch((time.time_ns(), self._seq), len(entries), gzip_body(encode_push(entries)), entries)
-                self._hand_over(batch)
-                # A partial batch waits for more records unless stopping (the time bound has already passed).
-                if not stopping and len(self._queue) < max_records and carry is None:
+                try:
+                    entry, entry_size = self._entry(event)
+                except Exception:
+                    self._warn("encode", "taskiq-monitor: a task event could not be encoded for Loki")
+                    self._count("dropped", 1)
+                    continue
+                if entries and size + entry_size > max_bytes:
+                    self._carry = (entry, entry_size)
                     break
-            self._update_gauges()
-            if stopping and not self._queue and carry is None:
-                with self._cond:
-                    self._cond.notify_all()
-                return
+                entries.append(entry)
+                size += entry_size
+            if not entries:
+                break
+            self._hand_over(self._new_batch(entries), run)
+            self._building = []
+            # A partial batch waits for more records unless stopping (the time bound has already passed).
+            if not stopping and len(self._queue) < max_records and self._carry is None:
+                break
+        self._update_gauges()
+        return stopping and not self._queue and self._carry is None
 
-    def _hand_over(self, batch: Batch) -> None:
+    def _hand_over(self, batch: Batch, run: _Run) -> None:
         spool_busy = self._spool is not None and len(self._spool) > 0
         with self._cond:
-            if not self._down and not spool_busy and len(self._outbox) < self.OUTBOX_MAX:
+            if not run.abandon and not self._down and not spool_busy and len(self._outbox) < self.OUTBOX_MAX:
                 self._outbox.append(batch)
                 self._cond.notify_all()
                 return
@@ -592,37 +812,79 @@ class LokiSink:
                 return self._outbox[0]
         return self._spool.head() if spool_key is not None and self._spool is not None else None
 
-    def _sender(self) -> None:
-        collector = self._threads[0]
+    def _sender(self, run: _Run) -> None:
+        try:
+            self._setup()
+        except Exception:
+            self._warn("setup", "taskiq-monitor: Loki shipper set-up failed", exc_info=True)
+        finally:
+            run.ready.set()
         if self._spool is not None:
-            self._spool.adopt_orphans()
+            with contextlib.suppress(Exception):
+                self._spool.adopt_orphans()
         while True:
-            stopping = self._stop.is_set()
-            if stopping and (self._down or (self._deadline is not None and time.monotonic() >= self._deadline)):
-                # Shutting down with Loki away (or out of time): everything left in memory goes to the spool.
+            try:
+                if self._send_round(run):
+                    return
+            except Exception:
+                self._warn("sender", "taskiq-monitor: Loki sender error", exc_info=True)
+                self._salvage(self._sending)
+                time.sleep(self.ERROR_PAUSE_SECONDS)
+            finally:
+                self._sending = None
+
+    def _send_round(self, run: _Run) -> bool:
+        """Send the oldest batch, or wait for one. True when the thread is done."""
+        if run.abandon:
+            return True
+        stopping = run.stop.is_set()
+        if stopping and (self._down or (run.deadline is not None and time.monotonic() >= run.deadline)):
+            # Shutting down with Loki away (or out of time): everything left in memory goes to the spool.
+            self._spool_outbox()
+            if run.collector_done.is_set():
                 self._spool_outbox()
-                if not collector.is_alive():
-                    self._spool_outbox()
-                    return
-                with self._cond:
-                    self._cond.wait(0.01)
-                continue
-            if self._backoff_step and not stopping:
-                delay = self._next_probe - time.monotonic()
-                if delay > 0:
-                    self._stop.wait(delay)
-                    continue
-            batch = self._next_batch()
-            if batch is None:
-                if stopping and not collector.is_alive() and not self._outbox:
-                    return
-                with self._cond:
-                    self._cond.wait(0.05 if stopping else 0.5)
-                if self._spool is not None and not stopping:
-                    self._spool.maybe_adopt()
-                continue
-            self._send(batch)
+                return True
+            with self._cond:
+                self._cond.wait(0.01)
+            return False
+        if self._backoff_step and not stopping:
+            delay = self._next_probe - time.monotonic()
+            if delay > 0:
+                run.stop.wait(delay)
+                return False
+        batch = self._next_batch()
+        if batch is None:
+            if stopping and run.collector_done.is_set() and not self._outbox:
+                return True
+            with self._cond:
+                self._cond.wait(0.05 if stopping else 0.5)
+            if self._spool is not None and not stopping:
+                self._spool.maybe_adopt()
             self._update_gauges()
+            return False
+        self._sending = batch
+        self._send(batch, run)
+        self._sending = None
+        self._update_gauges()
+        return False
+
+    def _salvage(self, batch: Batch | None) -> None:
+        """After an unexpected error while sending ``batch``: keep it if it is in memory, else drop it (counted)."""
+        if batch is None:
+            return
+        if batch.path is not None:
+            # A spooled batch that makes the sender fail (a corrupt file?) would block the spool's head forever.
+            if self._spool is not None:
+                self._spool.remove(batch.path)
+            self._count("dropped", batch.records)
+            return
+        with self._cond:
+            kept = any(b is batch for b in self._outbox)
+            if kept:
+                self._outbox.remove(batch)
+        if kept:
+            batch.entries = None
+            self._spool_write(batch)
 
     def _spool_outbox(self) -> None:
         with self._cond:
@@ -639,20 +901,20 @@ class LokiSink:
                 if self._outbox and self._outbox[0] is batch:
                     self._outbox.popleft()
 
-    def _send(self, batch: Batch) -> None:
-        outcome, retry_after = self._post(batch.body)
+    def _send(self, batch: Batch, run: _Run) -> None:
+        outcome, retry_after = self._post(batch.body, run)
         if outcome == _Outcome.OK:
             self._count("shipped", batch.records)
             self._done(batch)
             self._recovered()
         elif outcome == _Outcome.BAD:
             entries = batch.entries if batch.entries is not None else decode_push(batch.body)
-            rest = self._isolate(entries)
+            rest = self._isolate(entries, run)
             self._done(batch)
             if rest:  # Loki went away while splitting: keep the unsent part
                 self._spool_write(Batch(batch.key, len(rest), gzip_body(encode_push(rest))))
         else:
-            self._failed(batch, retry_after)
+            self._failed(batch, retry_after, run)
 
     def _recovered(self) -> None:
         if self._down:
@@ -660,7 +922,7 @@ class LokiSink:
         self._down = False
         self._backoff_step = 0
 
-    def _failed(self, batch: Batch, retry_after: float | None) -> None:
+    def _failed(self, batch: Batch, retry_after: float | None, run: _Run) -> None:
         self._backoff_step += 1
         base = self.settings.loki_backoff_initial_seconds * 2 ** min(self._backoff_step - 1, 16)
         delay = min(self.settings.loki_backoff_max_seconds, base) * random.uniform(0.5, 1.0)  # jitter
@@ -669,7 +931,7 @@ class LokiSink:
         self._next_probe = time.monotonic() + delay
         if batch.path is not None:
             self._down = True  # a spooled batch failed again: still down, probe later
-        elif self._backoff_step > self.settings.loki_retries or self._stop.is_set():
+        elif self._backoff_step > self.settings.loki_retries or run.stop.is_set():
             # Loki stays down: this and the other in-memory batches go to disk; the spool's head is the probe.
             if not self._down:
                 self._warn(
@@ -681,7 +943,7 @@ class LokiSink:
             self._down = True
             self._spool_outbox()
 
-    def _isolate(self, entries: list[Entry]) -> list[Entry]:
+    def _isolate(self, entries: list[Entry], run: _Run) -> list[Entry]:
         """Send ``entries`` in halves until the rejected ones are alone; drop those. Returns what stays unsent."""
         if len(entries) == 1:
             self._warn("rejected", "taskiq-monitor: Loki rejected a record (400); dropped it")
@@ -689,30 +951,36 @@ class LokiSink:
             return []
         middle = len(entries) // 2
         for index, half in enumerate((entries[:middle], entries[middle:])):
-            outcome, _ = self._post(gzip_body(encode_push(half)))
+            outcome, _ = self._post(gzip_body(encode_push(half)), run)
             if outcome == _Outcome.OK:
                 self._count("shipped", len(half))
             elif outcome == _Outcome.BAD:
-                rest = self._isolate(half)
+                rest = self._isolate(half, run)
                 if rest:
                     return rest + (entries[middle:] if index == 0 else [])
             else:
                 return half + (entries[middle:] if index == 0 else [])
         return []
 
-    def _post(self, body: bytes) -> tuple[str, float | None]:
+    def _post(self, body: bytes, run: _Run) -> tuple[str, float | None]:
+        if run.abandon:
+            return _Outcome.RETRY, None
         timeout: httpx.Timeout | None = None
-        if self._deadline is not None:
-            remaining = max(0.05, self._deadline - time.monotonic())
+        if run.deadline is not None:
+            remaining = max(0.05, run.deadline - time.monotonic())
             timeout = httpx.Timeout(
                 min(self.settings.loki_timeout_seconds, remaining),
                 connect=min(self.settings.loki_connect_timeout_seconds, remaining),
             )
         try:
+            client = self._client
+            if client is None:
+                client = self._client = self._new_client()
+            extensions = {"trace": self._trace}
             if timeout is not None:
-                response = self._client.post(self.url, content=body, timeout=timeout)
+                response = client.post(self.url, content=body, timeout=timeout, extensions=extensions)
             else:
-                response = self._client.post(self.url, content=body)
+                response = client.post(self.url, content=body, extensions=extensions)
         except httpx.HTTPError as exc:
             logger.debug("taskiq-monitor: Loki push failed: %s", type(exc).__name__)
             return _Outcome.RETRY, None
@@ -730,6 +998,9 @@ class LokiSink:
         return _Outcome.RETRY, retry_after_seconds(response.headers.get("retry-after"))
 
     # -- introspection (tests, benchmarks) ---------------------------------------------------------------------------
+    def _live_threads(self) -> list[threading.Thread]:
+        return [t for t in (self._collector_thread, self._sender_thread) if t is not None]
+
     def pending(self) -> int:
         """Records not yet accepted by Loki or spooled (queue + in-memory batches)."""
         return len(self._queue) + sum(b.records for b in list(self._outbox))
@@ -753,8 +1024,32 @@ def retry_after_seconds(value: str | None) -> float | None:
         return None
 
 
-def _call(ref: weakref.ref[LokiSink], method: str) -> None:
-    sink = ref()
-    if sink is not None:
+# -- process hooks: registered once per process, for every live sink -----------------------------------------------
+_SINKS: weakref.WeakSet[LokiSink] = weakref.WeakSet()
+_HOOKS_LOCK = threading.Lock()
+_hooks_registered = False
+
+
+def _register(sink: LokiSink) -> None:
+    global _hooks_registered
+    with _HOOKS_LOCK:
+        _SINKS.add(sink)
+        if not _hooks_registered:  # inherited by forked children, like the registrations themselves
+            os.register_at_fork(after_in_child=_after_fork_all_sinks)
+            atexit.register(_flush_all_sinks)
+            _hooks_registered = True
+
+
+def _after_fork_all_sinks() -> None:
+    global _HOOKS_LOCK
+    _HOOKS_LOCK = threading.Lock()
+    for sink in list(_SINKS):
         with contextlib.suppress(Exception):
-            getattr(sink, method)()
+            sink._after_fork()
+
+
+def _flush_all_sinks() -> None:
+    """``atexit``: flush the sinks whose process never called ``close()`` (a no-op for the others)."""
+    for sink in list(_SINKS):
+        with contextlib.suppress(Exception):
+            sink.flush_sync()
