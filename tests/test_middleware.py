@@ -418,3 +418,21 @@ def test_two_middlewares_on_one_registry_share_metrics() -> None:
     first.flush()
     assert registry.get_sample_value("taskiq_tasks_started_total", {"task_name": "from_first"}) == 1
     assert registry.get_sample_value("taskiq_tasks_started_total", {"task_name": "from_second"}) == 1
+
+
+async def test_every_event_of_an_attempt_carries_the_redacted_parameters() -> None:
+    broker, _, _, sink = make()
+
+    @broker.task(task_name="login")
+    async def login(user: str, password: str, fail: bool = False) -> None:
+        if fail:
+            raise PermissionError("denied")
+
+    await broker.startup()
+    await login.kiq("ann", password="hunter2")
+    await login.kiq("bob", password="hunter3", fail=True)
+    assert [e.status for e in sink.events] == ["pending", "running", "success", "pending", "running", "failed"]
+    for event in sink.events:
+        assert event.args == [event.args[0]] and event.args[0] in ("ann", "bob")
+        assert event.kwargs["password"] == "[REDACTED]", event.status
+        assert "hunter" not in repr(event)

@@ -71,6 +71,8 @@ class _InFlight:
     queue_wait: float | None
     error: BaseException | None = None
     resent: bool = False
+    # args/kwargs as redacted for the ``running`` event, reused by the ``success`` event of the same attempt.
+    safe_params: tuple[list[Any], dict[str, Any]] | None = None
 
 
 def _attempt(labels: dict[str, Any]) -> int:
@@ -230,21 +232,21 @@ class MonitoringMiddleware(TaskiqMiddleware):
                 self._evict_oldest()
             self._in_flight[record.key] = record
             if self.sinks:
-                self._emit(
-                    TaskEvent(
-                        status=STATUS_RUNNING,
-                        task_id=message.task_id,
-                        task_name=message.task_name,
-                        timestamp=now,
-                        attempt=attempt,
-                        enqueued_at=enqueued_at,
-                        started_at=now,
-                        queue_wait_seconds=wait,
-                        args=list(message.args),
-                        kwargs=dict(message.kwargs),
-                        labels=dict(message.labels),
-                    )
+                running = TaskEvent(
+                    status=STATUS_RUNNING,
+                    task_id=message.task_id,
+                    task_name=message.task_name,
+                    timestamp=now,
+                    attempt=attempt,
+                    enqueued_at=enqueued_at,
+                    started_at=now,
+                    queue_wait_seconds=wait,
+                    args=list(message.args),
+                    kwargs=dict(message.kwargs),
+                    labels=dict(labels),
                 )
+                self._emit(running)
+                record.safe_params = (running.args, running.kwargs)
         except Exception:
             self._failed("middleware")
         return message
@@ -345,6 +347,11 @@ class MonitoringMiddleware(TaskiqMiddleware):
             event.error_type = type(error).__name__
             event.error_message = str(error)
             event.traceback = "".join(tb.format_exception(error))
+        elif in_flight is not None and in_flight.safe_params is not None:
+            # The common case: the parameters were redacted for this attempt's ``running`` event already.
+            event.args, event.kwargs = in_flight.safe_params
+            self._emit(event, params_done=True)
+            return
         self._emit(event)
 
     def _positional_names(self, task_name: str) -> tuple[str, ...]:
@@ -365,13 +372,13 @@ class MonitoringMiddleware(TaskiqMiddleware):
                 self._positional[task_name] = names
         return names
 
-    def _emit(self, event: TaskEvent) -> None:
+    def _emit(self, event: TaskEvent, *, params_done: bool = False) -> None:
         if event.trace_id is None:
             event.trace_id, event.span_id = current_ids()  # send span for pending, execute span for the others
         event.host = self._host
         event.pid = os.getpid()
         try:
-            self.redactor.apply(event, self._positional_names(event.task_name))
+            self.redactor.apply(event, self._positional_names(event.task_name), params_done=params_done)
         except Exception:
             # Never ship an unredacted record: without redaction the event carries no parameters or error text.
             self._failed("redaction")

@@ -230,7 +230,29 @@ class Redactor:
         return text
 
     def _walk(self, value: Any, depth: int, budget: list[int], path: set[int]) -> Any:
-        # Fast exits for the common scalar types, in order of frequency.
+        # Fast exits by exact type for what task parameters nearly always are (JSON-decoded messages: str, int,
+        # float, dict, list): isinstance against the collections ABCs costs more than the rest of the walk.
+        cls = type(value)
+        if cls is str:
+            return self._string(value, budget)
+        if cls is int:
+            if -_MAX_SAFE_INT <= value <= _MAX_SAFE_INT:
+                budget[0] -= 8
+                return value
+            return self._string(_safe_str(value), budget)
+        if (cls is dict or cls is list) and depth < self.max_depth:
+            key = id(value)
+            if key in path:
+                budget[0] -= 12
+                return "[circular]"
+            path.add(key)
+            try:
+                if cls is dict:
+                    return self._mapping(value.items(), depth, budget, path)
+                return self._container(value, depth, budget, path)
+            finally:
+                path.discard(key)
+        # The general path, for subclasses and every other type.
         if isinstance(value, str):
             return self._string(value, budget)
         if value is None or isinstance(value, bool):
@@ -309,11 +331,12 @@ class Redactor:
         return out
 
     # -- events ----------------------------------------------------------------------------------------------------
-    def apply(self, event: TaskEvent, positional_names: Sequence[str] = ()) -> None:
+    def apply(self, event: TaskEvent, positional_names: Sequence[str] = (), *, params_done: bool = False) -> None:
         """Replace the event's free-form fields by their safe form (new objects: the message is never mutated).
 
         ``positional_names`` are the task function's parameter names, so a secret passed positionally (e.g.
-        ``save_telegram_message(update, "123:token")``) is redacted by its parameter name too.
+        ``save_telegram_message(update, "123:token")``) is redacted by its parameter name too. ``params_done``:
+        ``args``/``kwargs`` already are the output of an earlier ``apply`` (the same attempt's ``running`` event).
         """
         remaining = self.max_record_bytes
         field = self.max_field_bytes
@@ -323,7 +346,7 @@ class Redactor:
         if event.traceback is not None:
             event.traceback = self.redact_capped(event.traceback, min(field, remaining), keep_tail=True)
             remaining -= _json_len(event.traceback) + 2
-        for name in ("args", "kwargs", "labels"):
+        for name in ("labels",) if params_done else ("args", "kwargs", "labels"):
             limit = max(64, min(field, remaining))
             before = limit
             budget = [limit]
