@@ -125,6 +125,10 @@ class MonitoringMiddleware(TaskiqMiddleware):
             self._failed("startup")
         for sink in self.sinks:
             try:
+                # Optional hook: a sink that needs the broker (worker or not, task names) gets it before start().
+                attach = getattr(sink, "attach_broker", None)
+                if attach is not None:
+                    attach(self.broker)
                 await sink.start()
             except Exception:
                 self._failed("sink_start")

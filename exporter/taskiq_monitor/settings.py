@@ -89,6 +89,50 @@ class Settings(BaseSettings):
     service_name: str = Field("taskiq", min_length=1, description="service_name label of logs and events.")
     env: str | None = Field(None, description="Optional env label (e.g. prod, staging) on logs and events.")
 
+    # --- state & live feed -------------------------------------------------------------------------------------
+    redis_url: str | None = Field(
+        None,
+        description="Redis holding the shared task state (pending/running/workers) and the event stream of the live "
+        "feed; unset = an in-process store (only useful when tasks and exporter share a process, e.g. the demo).",
+    )
+    state_key_prefix: str = Field(
+        "taskiq_monitor",
+        min_length=1,
+        pattern=r"^[^{}\s]+$",
+        description="Prefix of every Redis key (wrapped in a {hash tag}: all keys live in one cluster slot).",
+    )
+    state_buffer_events: int = Field(
+        10_000, ge=1, description="Events a process buffers in memory for Redis; beyond it they are dropped (counted)."
+    )
+    state_batch_events: int = Field(500, ge=1, description="Events written per Redis round trip (one pipeline).")
+    stream_max_events: int = Field(
+        100_000, ge=1, description="Approximate length of the capped event stream: the live feed's resume window."
+    )
+    pending_horizon_seconds: float = Field(
+        6 * 3600.0,
+        gt=0,
+        description="Pending entries older than this (a lost message) are expired and counted in "
+        "taskiq_tasks_pending_expired_total.",
+    )
+    heartbeat_seconds: float = Field(5.0, gt=0, description="Interval of worker heartbeats.")
+    worker_ttl_seconds: float = Field(
+        15.0, gt=0, description="A worker whose last heartbeat is older than this is gone (its running tasks too)."
+    )
+    reorder_window_seconds: float = Field(
+        120.0,
+        gt=0,
+        description="How long a started task is remembered so that its late-arriving 'pending' event (from another "
+        "process) does not re-add it.",
+    )
+    stats_window_seconds: int = Field(
+        300, ge=60, le=86400, description="Window of success rate and average duration in GET /api/v1/tasks."
+    )
+    live_client_queue: int = Field(
+        10_000, ge=1, description="Events queued per WebSocket client; a client that falls further behind is closed."
+    )
+    live_ping_seconds: float = Field(15.0, gt=0, description="Interval of ping frames on an idle WebSocket.")
+    live_max_message_bytes: int = Field(4096, ge=64, description="Largest message a WebSocket client may send.")
+
     # --- demo -------------------------------------------------------------------------------------------------------
     demo_broker_url: str | None = Field(
         None, description="Broker of the demo tasks: unset = in-memory; redis://… = a real Redis broker."
