@@ -37,7 +37,6 @@ import re
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -366,7 +365,7 @@ class RedisWriter:
         self.client.close()
 
 
-def _entries(raw: Iterable[tuple[Any, dict[Any, Any]]]) -> list[Entry]:
+def _entries(raw: Any) -> list[Entry]:
     out: list[Entry] = []
     for entry_id, fields in raw:
         out.append(
@@ -414,9 +413,7 @@ class RedisStore:
         self.aio = aioredis.Redis.from_url(settings.redis_url, **_redis_kwargs(settings))
         self._aio_snapshot = self.aio.register_script(SNAPSHOT_LUA)
         # A separate connection pool for blocking XREADs: they must not starve the API's requests.
-        self.aio_blocking = aioredis.Redis.from_url(
-            settings.redis_url, socket_connect_timeout=3.0, socket_timeout=None
-        )
+        self.aio_blocking = aioredis.Redis.from_url(settings.redis_url, socket_connect_timeout=3.0, socket_timeout=None)
 
     def _snapshot_args(self, now: float, with_stats: bool) -> list[str]:
         minutes = window_minutes(now, self.settings.stats_window_seconds)
@@ -439,7 +436,7 @@ class RedisStore:
         return _parse_snapshot(await self._aio_snapshot(args=self._snapshot_args(now, with_stats)), now)
 
     async def read_after(self, after: str, count: int, block_ms: int) -> list[Entry]:
-        reply = await self.aio_blocking.xread({self.stream: after}, count=count, block=block_ms)
+        reply: Any = await self.aio_blocking.xread({self.stream: after}, count=count, block=block_ms)
         return _entries(reply[0][1]) if reply else []
 
     async def range_asc(self, after: str, until: str, count: int) -> list[Entry]:
@@ -457,7 +454,8 @@ class RedisStore:
         return _entries(first)[0].id if first else None
 
     async def task_names(self) -> set[str]:
-        return {n.decode() for n in await self.aio.smembers(f"{self.prefix}:tasks")}  # type: ignore[misc]
+        names: Any = await self.aio.smembers(f"{self.prefix}:tasks")
+        return {n.decode() if isinstance(n, bytes) else str(n) for n in names}
 
     async def aclose(self) -> None:
         for client in (self.aio, self.aio_blocking):
@@ -645,12 +643,18 @@ class MemoryStore:
         return self._slice_after(parse_event_id(after), parse_event_id(until), count)
 
     async def range_desc(self, before: str, since: str, count: int) -> list[Entry]:
-        hi, lo = parse_event_id(before), parse_event_id(since)
+        """``before``/``since`` in XREVRANGE syntax: ``+`` / ``(id`` / ``id`` and ``-`` / ``id``."""
         with self._lock:
             keys = list(self._keys)
-            end = bisect.bisect_right(keys, hi)
-            start = max(bisect.bisect_left(keys, lo), end - count)
-            return list(reversed(list(self._events)[start:end]))
+            if before == "+":
+                end = len(keys)
+            elif before.startswith("("):
+                end = bisect.bisect_left(keys, parse_event_id(before[1:]))
+            else:
+                end = bisect.bisect_right(keys, parse_event_id(before))
+            floor = 0 if since == "-" else bisect.bisect_left(keys, parse_event_id(since))
+            start = max(floor, end - count)
+            return list(reversed(list(self._events)[start:end])) if end > start else []
 
     async def last_id(self) -> str:
         with self._lock:
@@ -691,4 +695,3 @@ def open_store(settings: Settings) -> StateStore | None:
     if _MEMORY is not None and _MEMORY.attached:
         return _MEMORY
     return None
-

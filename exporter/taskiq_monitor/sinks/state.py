@@ -280,4 +280,3 @@ class StateSink:
             self.writer.write(WriteBatch(now=time.time(), worker=self._worker_id, leaving=True))
         with contextlib.suppress(Exception):
             self.writer.close()
-
