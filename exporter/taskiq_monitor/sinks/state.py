@@ -110,7 +110,7 @@ class StateSink:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._thread_lock = threading.Lock()
-        # Written only by the flusher thread (except _worker_flag / _removals, see emit()).
+        # _running/_worker_flag/_removals are written by emit() (GIL-atomic dict operations), the rest by the flusher.
         self._worker_flag = False
         self._worker_id = f"{socket.gethostname()}:{os.getpid()}"
         self._running: dict[str, tuple[str, float]] = {}
@@ -173,6 +173,16 @@ class StateSink:
         try:
             if self._thread is None:
                 self._ensure_thread()
+            status = event.status
+            if status != STATUS_PENDING:
+                # What this process runs is tracked here, not in the flusher: even when events are dropped, the
+                # running set written after an outage is exact.
+                member = f"{event.task_id}:{event.attempt}"
+                if status == STATUS_RUNNING:
+                    self._worker_flag = True
+                    self._running[member] = (event.task_name, event.started_at or event.timestamp)
+                else:
+                    self._running.pop(member, None)
             if len(self._buffer) < self._capacity:
                 self._buffer.append(event)
             else:
@@ -185,6 +195,7 @@ class StateSink:
     def _drop(self, event: TaskEvent) -> None:
         self.dropped += 1
         self._dropped.inc()
+        self._resync = True
         if event.status != STATUS_PENDING and len(self._removals) < _MAX_REMOVALS:
             # Not in the feed any more, but the task did leave the queue: remove it from pending once Redis is back.
             self._removals[(event.task_name, f"{event.task_id}:{event.attempt}")] = None
@@ -192,11 +203,6 @@ class StateSink:
     # -- flusher thread -----------------------------------------------------------------------------------------
     def _prepare(self, event: TaskEvent) -> StateOp:
         member = f"{event.task_id}:{event.attempt}"
-        if event.status == STATUS_RUNNING:
-            self._worker_flag = True
-            self._running[member] = (event.task_name, event.started_at or event.timestamp)
-        elif event.status != STATUS_PENDING:
-            self._running.pop(member, None)
         return StateOp(
             status=event.status,
             task_name=event.task_name,
