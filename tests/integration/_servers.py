@@ -157,6 +157,16 @@ class WorkerProcess:
         self.base = f"http://127.0.0.1:{self.port}"
         self.ws_base = f"ws://127.0.0.1:{self.port}"
         wait_for(self._healthy, 30, f"worker exporter on port {self.port}")
+        # Ready when every child process has started (heartbeat) and registered its tasks in the shared state.
+        self.workers = workers
+        wait_for(self._children_ready, 30, f"{workers} worker processes registered")
+
+    def _children_ready(self) -> bool:
+        import json
+
+        with urllib.request.urlopen(f"{self.base}/api/v1/tasks", timeout=2) as resp:
+            body = json.loads(resp.read())
+        return bool(body["workers"] == self.workers and body["tasks"])
 
     def _healthy(self) -> bool:
         if self.proc.poll() is not None:
