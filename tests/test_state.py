@@ -9,9 +9,9 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from integration._servers import RedisServer, free_port, wait_for
 from prometheus_client import CollectorRegistry
 
+from integration._servers import RedisServer, free_port, wait_for
 from taskiq_monitor.events import TaskEvent
 from taskiq_monitor.settings import Settings
 from taskiq_monitor.sinks.state import StateSink

@@ -20,7 +20,6 @@ from websockets.asyncio.client import ClientConnection, connect
 from taskiq_monitor.middleware import MonitoringMiddleware
 from taskiq_monitor.settings import Settings
 
-
 A, B = "score_message_task", "detect_language_task"
 
 
@@ -73,15 +72,15 @@ def scrape(base: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     }
 
 
-async def poll(predicate: Any, timeout: float, what: str, interval: float = 0.05) -> Any:
-    deadline = time.monotonic() + timeout
+async def poll(predicate: Any, limit: float, what: str, interval: float = 0.05) -> Any:
+    deadline = time.monotonic() + limit
     last: Any = None
     while time.monotonic() < deadline:
         last = await asyncio.to_thread(predicate)
         if last:
             return last
         await asyncio.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}; last value {last!r}")
+    raise AssertionError(f"timed out after {limit}s waiting for {what}; last value {last!r}")
 
 
 def stream_ids(redis_srv: RedisServer) -> list[str]:
@@ -100,10 +99,10 @@ async def test_pending_and_running_exact_while_queue_builds_and_drains(
         await kiq(app_broker, A, i, sim={"sleep": 0.4})
     for i in range(4):
         await kiq(app_broker, B, i, sim={"sleep": 0.4})
-    from taskiq_monitor.service.app import create_app
-
     # …seen by an exporter that runs no worker (as `taskiq-monitor serve` would).
     import httpx
+
+    from taskiq_monitor.service.app import create_app
 
     app = create_app(Settings(redis_url=redis_srv.url))
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://x") as client:
@@ -191,9 +190,9 @@ async def test_oldest_pending_age_grows_while_workers_stopped_then_expires(
 
 
 async def read_events(
-    ws: ClientConnection, want: int, got: list[dict[str, Any]], timeout: float = 30
+    ws: ClientConnection, want: int, got: list[dict[str, Any]], limit: float = 30
 ) -> list[dict[str, Any]]:
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + limit
     while len(got) < want:
         remaining = deadline - time.monotonic()
         assert remaining > 0, f"received {len(got)} of {want} events"
@@ -268,13 +267,19 @@ async def test_1000_concurrent_tasks_exact_counts(redis_srv: RedisServer, app_br
                 if all(snap[n]["success_total"] == expected[n] for n in expected):
                     break
                 assert time.monotonic() < deadline, {
-                    n: (expected[n], snap[n]["pending"], snap[n]["running"], snap[n]["success_total"], snap[n]["failed_total"])
+                    n: (
+                        expected[n],
+                        snap[n]["pending"],
+                        snap[n]["running"],
+                        snap[n]["success_total"],
+                        snap[n]["failed_total"],
+                    )
                     for n in expected
                 }
                 await asyncio.sleep(0.1)
             assert peak >= 500, peak  # really concurrent
             assert all((snap[n]["pending"], snap[n]["running"]) == (0, 0) for n in expected)
-            await read_events(ws, 3000, received, timeout=60)
+            await read_events(ws, 3000, received, limit=60)
         assert len({f["id"] for f in received}) == 3000
         counts: dict[tuple[str, str], int] = {}
         for f in received:
@@ -283,9 +288,7 @@ async def test_1000_concurrent_tasks_exact_counts(redis_srv: RedisServer, app_br
         for name, n in expected.items():
             assert counts[(name, "pending")] == counts[(name, "running")] == counts[(name, "success")] == n
         metrics = scrape(worker.base)
-        assert sum(
-            v for (name, labels), v in metrics.items() if name == "taskiq_tasks_completed_total"
-        ) == 1000
+        assert sum(v for (name, labels), v in metrics.items() if name == "taskiq_tasks_completed_total") == 1000
         assert metrics[("taskiq_monitor_state_events_total", (("result", "dropped"),))] == 0
 
 
