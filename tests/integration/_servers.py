@@ -155,6 +155,8 @@ class WorkerProcess:
         ]
         self.proc = subprocess.Popen(cmd, env=child_env(redis_url, **env), stdout=self.log, stderr=subprocess.STDOUT)
         self.base = f"http://127.0.0.1:{self.port}"
+        token = env.get("TASKIQ_MONITOR_BEARER_TOKEN")
+        self.headers = {"Authorization": f"Bearer {token}"} if token else {}
         self.ws_base = f"ws://127.0.0.1:{self.port}"
         wait_for(self._healthy, 30, f"worker exporter on port {self.port}")
         # Ready when every child process has started (heartbeat) and registered its tasks in the shared state.
@@ -164,7 +166,8 @@ class WorkerProcess:
     def _children_ready(self) -> bool:
         import json
 
-        with urllib.request.urlopen(f"{self.base}/api/v1/tasks", timeout=2) as resp:
+        request = urllib.request.Request(f"{self.base}/api/v1/tasks", headers=self.headers)
+        with urllib.request.urlopen(request, timeout=2) as resp:
             body = json.loads(resp.read())
         return bool(body["workers"] == self.workers and body["tasks"])
 

@@ -51,7 +51,7 @@ MAX_PAGE = 50
 _SCAN_CHUNK = 500
 _MAX_SCAN = 20_000  # stream entries examined per /api/v1/events request (filters may match rarely)
 _READ_BLOCK_MS = 1000
-_MAX_SEQ = 2**64 - 1
+_SLOW_CLIENT_GRACE = 15.0  # seconds a cut-off client gets to read its error frame before the socket is dropped
 
 CLOSE_BAD_REQUEST = 4400
 CLOSE_UNAUTHORIZED = 4401
@@ -149,6 +149,8 @@ class Broadcaster:
         self.last_key: tuple[int, int] = (0, 0)
         self.ready = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        # Entries are dispatched a read at a time; a client that keeps up must never overflow within one read.
+        self.chunk = max(1, min(_SCAN_CHUNK, queue_size // 4))
 
     def start(self) -> None:
         if self._task is None:
@@ -182,7 +184,7 @@ class Broadcaster:
         backoff = 0.1
         while True:
             try:
-                entries = await self.store.read_after(format_event_id(self.last_key), _SCAN_CHUNK, _READ_BLOCK_MS)
+                entries = await self.store.read_after(format_event_id(self.last_key), self.chunk, _READ_BLOCK_MS)
                 backoff = 0.1
             except asyncio.CancelledError:
                 raise
@@ -493,6 +495,7 @@ class LiveFeed:
                     CLOSE_SLOW_CONSUMER,
                     "slow_consumer",
                     f"more than {self.settings.live_client_queue} events queued; reconnect with last_event_id",
+                    wait=_SLOW_CLIENT_GRACE,
                 )
             elif client.sender in done and not client.sender.cancelled() and client.sender.exception() is not None:
                 failure = client.sender.exception()
@@ -507,12 +510,14 @@ class LiveFeed:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
 
-    async def _fail(self, ws: WebSocket, code: int, error: str, message: str) -> None:
+    async def _fail(self, ws: WebSocket, code: int, error: str, message: str, wait: float = 2.0) -> None:
+        # A slow consumer's socket is full: its error frame and close go out once it reads again (bounded wait;
+        # after that the connection is dropped by the server).
         frame = json.dumps({"type": "error", "code": error, "message": message})
         with contextlib.suppress(Exception):
-            await asyncio.wait_for(ws.send_text(frame), 2.0)
+            await asyncio.wait_for(ws.send_text(frame), wait)
         with contextlib.suppress(Exception):
-            await asyncio.wait_for(ws.close(code, message[:120]), 2.0)
+            await asyncio.wait_for(ws.close(code, message[:120]), wait)
 
     async def _send(
         self, ws: WebSocket, client: _Client, resume: tuple[int, int] | None, live_from: tuple[int, int]
