@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # Background tasks run from milliseconds (a cache write) to tens of minutes (a re-index or an LLM extraction);
@@ -146,3 +146,9 @@ class Settings(BaseSettings):
         if not value or any(b <= 0 for b in value) or list(value) != sorted(set(value)):
             raise ValueError("buckets must be a non-empty, strictly increasing list of positive numbers")
         return value
+
+    @model_validator(mode="after")
+    def _heartbeat_within_ttl(self) -> Settings:
+        if self.worker_ttl_seconds <= self.heartbeat_seconds:
+            raise ValueError("worker_ttl_seconds must be longer than heartbeat_seconds (e.g. 3x)")
+        return self
