@@ -5,6 +5,7 @@ Commands::
     taskiq-monitor worker app.tasks:broker [taskiq worker options…] [--metrics-host H] [--metrics-port P]
     taskiq-monitor serve [--host H] [--port P] [--metrics-dir DIR]
     taskiq-monitor demo [--port P] [--duration S] [--broker redis://…] [--workers N]
+    taskiq-monitor tail [--url URL] [--task-name T]… [--status S]… [--last-event-id ID] [--summary]
 
 ``worker`` runs ``taskiq worker`` with every option you pass through unchanged, prepares the shared metrics
 directory *before* any worker process imports prometheus_client, and serves ``/metrics`` for all of them from the
@@ -216,13 +217,20 @@ def cmd_demo(argv: Sequence[str]) -> int:
     return run_demo(settings, duration=args.duration, rate=args.rate, workers=args.workers, seed=args.seed)
 
 
+def cmd_tail(argv: Sequence[str]) -> int:
+    from taskiq_monitor.tail import cmd_tail as run_tail
+
+    return run_tail(argv)
+
+
 USAGE = """usage:
   taskiq-monitor worker MODULE:BROKER [taskiq worker options] [--metrics-host H] [--metrics-port P] [--metrics-dir D]
   taskiq-monitor serve [--host H] [--port P] [--metrics-dir D]
   taskiq-monitor demo [--port P] [--duration S] [--rate R] [--broker redis://…] [--workers N]
+  taskiq-monitor tail [--url U] [--task-name T]… [--status S]… [--last-event-id ID] [--summary]
 Run `taskiq-monitor COMMAND --help` for details."""
 
-COMMANDS = {"worker": cmd_worker, "serve": cmd_serve, "demo": cmd_demo}
+COMMANDS = {"worker": cmd_worker, "serve": cmd_serve, "demo": cmd_demo, "tail": cmd_tail}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -67,6 +67,16 @@ METRICS: dict[str, tuple[str, tuple[str, ...]]] = {
     "taskiq_monitor_log_records_total": ("counter", ("result",)),
     "taskiq_monitor_log_queue_records": ("gauge", ()),
     "taskiq_monitor_log_spool_bytes": ("gauge", ()),
+    # Shared task state (Redis), exported by the exporter's StateCollector (service/live.py): queue-wide values,
+    # identical from every exporter sharing the Redis — aggregate with max(), not sum().
+    "taskiq_tasks_pending": ("gauge", ("task_name",)),
+    "taskiq_task_oldest_pending_age_seconds": ("gauge", ("task_name",)),
+    "taskiq_workers": ("gauge", ()),
+    "taskiq_tasks_pending_expired_total": ("counter", ("task_name",)),
+    "taskiq_monitor_state_up": ("gauge", ()),
+    "taskiq_monitor_live_clients": ("gauge", ()),
+    # Written by every process's StateSink (sinks/state.py); result in {written, dropped}.
+    "taskiq_monitor_state_events_total": ("counter", ("result",)),
 }
 
 # Outcomes of a record on its way to Loki. A record that waited on disk counts once as spooled and, when replayed,

@@ -113,6 +113,9 @@ class MonitoringMiddleware(TaskiqMiddleware):
 
             sinks = default_sinks(self.settings)
         self.sinks: list[EventSink] = list(sinks)
+        # Sinks that want events now. A sink may be dormant (the state sink without Redis in a process whose store
+        # nobody reads): then no event is built or redacted at all — that is most of the cost of an event.
+        self._emitting: list[EventSink] = self._active(self.sinks)
         # Applied once per event, before any sink: every sink gets the same redacted, size-capped record.
         self.redactor = Redactor(
             self.settings.redact_keys,
@@ -128,6 +131,10 @@ class MonitoringMiddleware(TaskiqMiddleware):
         self._in_flight: dict[int, _InFlight] = {}
         self._host = socket.gethostname()
         self._warned: set[str] = set()
+
+    @staticmethod
+    def _active(sinks: list[EventSink]) -> list[EventSink]:
+        return [sink for sink in sinks if getattr(sink, "active", True)]
 
     # -- guards ----------------------------------------------------------------------------------------------------
     def _failed(self, component: str) -> None:
@@ -150,9 +157,14 @@ class MonitoringMiddleware(TaskiqMiddleware):
             self._failed("startup")
         for sink in self.sinks:
             try:
+                # Optional hook: a sink that needs the broker (worker or not, task names) gets it before start().
+                attach = getattr(sink, "attach_broker", None)
+                if attach is not None:
+                    attach(self.broker)
                 await sink.start()
             except Exception:
                 self._failed("sink_start")
+        self._emitting = self._active(self.sinks)
 
     def flush(self) -> None:
         """Write pending metric increments now (they are otherwise written once per event-loop iteration)."""
@@ -177,7 +189,7 @@ class MonitoringMiddleware(TaskiqMiddleware):
                 for running in self._in_flight.values():  # a retry is rare; in flight ≤ --max-async-tasks
                     if running.task_id == message.task_id and running.attempt < attempt:
                         running.resent = True
-            if self.sinks:
+            if self._emitting:
                 self._emit(
                     TaskEvent(
                         status=STATUS_PENDING,
@@ -231,7 +243,7 @@ class MonitoringMiddleware(TaskiqMiddleware):
             if len(self._in_flight) >= MAX_IN_FLIGHT:
                 self._evict_oldest()
             self._in_flight[record.key] = record
-            if self.sinks:
+            if self._emitting:
                 running = TaskEvent(
                     status=STATUS_RUNNING,
                     task_id=message.task_id,
@@ -310,7 +322,7 @@ class MonitoringMiddleware(TaskiqMiddleware):
             if error is not None and status != STATUS_SUCCESS:
                 w.add(m.error_cell(inst, type(error).__name__))
             w.commit()
-            if self.sinks:
+            if self._emitting:
                 self._emit_finished(message, status, duration, in_flight, error)
         except Exception:
             self._failed("middleware")
@@ -384,7 +396,7 @@ class MonitoringMiddleware(TaskiqMiddleware):
             self._failed("redaction")
             event.args, event.kwargs, event.labels = [], {}, {}
             event.error_message = event.traceback = None
-        for sink in self.sinks:
+        for sink in self._emitting:
             try:
                 sink.emit(event)
             except Exception:

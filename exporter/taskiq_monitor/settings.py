@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from taskiq_monitor.redaction import (
@@ -149,6 +149,50 @@ class Settings(BaseSettings):
     loki_bearer_token: SecretStr | None = Field(None, description="Bearer token for Loki (instead of basic auth).")
     loki_tenant_id: str | None = Field(None, description="X-Scope-OrgID header (multi-tenant Loki).")
 
+    # --- state & live feed -------------------------------------------------------------------------------------
+    redis_url: str | None = Field(
+        None,
+        description="Redis holding the shared task state (pending/running/workers) and the event stream of the live "
+        "feed; unset = an in-process store (only useful when tasks and exporter share a process, e.g. the demo).",
+    )
+    state_key_prefix: str = Field(
+        "taskiq_monitor",
+        min_length=1,
+        pattern=r"^[^{}\s]+$",
+        description="Prefix of every Redis key (wrapped in a {hash tag}: all keys live in one cluster slot).",
+    )
+    state_buffer_events: int = Field(
+        10_000, ge=1, description="Events a process buffers in memory for Redis; beyond it they are dropped (counted)."
+    )
+    state_batch_events: int = Field(500, ge=1, description="Events written per Redis round trip (one pipeline).")
+    stream_max_events: int = Field(
+        100_000, ge=1, description="Approximate length of the capped event stream: the live feed's resume window."
+    )
+    pending_horizon_seconds: float = Field(
+        6 * 3600.0,
+        gt=0,
+        description="Pending entries older than this (a lost message) are expired and counted in "
+        "taskiq_tasks_pending_expired_total.",
+    )
+    heartbeat_seconds: float = Field(5.0, gt=0, description="Interval of worker heartbeats.")
+    worker_ttl_seconds: float = Field(
+        15.0, gt=0, description="A worker whose last heartbeat is older than this is gone (its running tasks too)."
+    )
+    reorder_window_seconds: float = Field(
+        120.0,
+        gt=0,
+        description="How long a started task is remembered so that its late-arriving 'pending' event (from another "
+        "process) does not re-add it.",
+    )
+    stats_window_seconds: int = Field(
+        300, ge=60, le=86400, description="Window of success rate and average duration in GET /api/v1/tasks."
+    )
+    live_client_queue: int = Field(
+        10_000, ge=1, description="Events queued per WebSocket client; a client that falls further behind is closed."
+    )
+    live_ping_seconds: float = Field(15.0, gt=0, description="Interval of ping frames on an idle WebSocket.")
+    live_max_message_bytes: int = Field(4096, ge=64, description="Largest message a WebSocket client may send.")
+
     # --- demo -------------------------------------------------------------------------------------------------------
     demo_broker_url: str | None = Field(
         None, description="Broker of the demo tasks: unset = in-memory; redis://… = a real Redis broker."
@@ -202,3 +246,9 @@ class Settings(BaseSettings):
         if not value or any(b <= 0 for b in value) or list(value) != sorted(set(value)):
             raise ValueError("buckets must be a non-empty, strictly increasing list of positive numbers")
         return value
+
+    @model_validator(mode="after")
+    def _heartbeat_within_ttl(self) -> Settings:
+        if self.worker_ttl_seconds <= self.heartbeat_seconds:
+            raise ValueError("worker_ttl_seconds must be longer than heartbeat_seconds (e.g. 3x)")
+        return self

@@ -94,6 +94,9 @@ def _run_redis(settings: Settings, duration: float | None, rate: float, workers:
     from taskiq_monitor.cli import UsageError, default_metrics_dir
 
     metrics_dir = settings.metrics_dir or default_metrics_dir(settings.port)
+    # The demo's Redis also holds the shared task state (queue depth, live feed) unless told otherwise; set for
+    # this process too, before demo.tasks builds its middleware.
+    os.environ.setdefault("TASKIQ_MONITOR_REDIS_URL", str(settings.demo_broker_url))
     env = dict(os.environ, TASKIQ_MONITOR_DEMO_BROKER_URL=str(settings.demo_broker_url))
     cmd = [
         sys.executable,

@@ -49,14 +49,25 @@ def bearer_auth(settings: Settings) -> Any:
 
 def create_app(settings: Settings | None = None, extra_collectors: Iterable[Collector] = ()) -> FastAPI:
     settings = settings if settings is not None else Settings()
-    source = metrics_source(settings, extra_collectors)
     auth = Depends(bearer_auth(settings))
+    # Queue state + live feed: when Redis is configured, or this process holds the in-process store (the demo).
+    from taskiq_monitor.service.live import LiveFeed, include_live
+    from taskiq_monitor.state import open_store
+
+    store = open_store(settings)
+    feed: LiveFeed | None = None
     app = FastAPI(
         title="taskiq-monitor exporter",
         version="0.1.0",
         description="Prometheus metrics of all TaskIQ worker processes of a host, queue state and a live feed.",
     )
+    if store is not None:
+        feed = include_live(app, settings, auth, store)
+        app.router.lifespan_context = feed.lifespan
+        extra_collectors = [*extra_collectors, feed.collector]
+    source = metrics_source(settings, extra_collectors)
     app.state.settings = settings
+    app.state.live = feed
 
     @app.get("/metrics", dependencies=[auth], response_class=Response, summary="Prometheus/OpenMetrics exposition")
     def metrics(request: Request) -> Response:

@@ -11,6 +11,11 @@ from taskiq_monitor.settings import Settings
 
 def default_sinks(settings: Settings) -> list[EventSink]:
     sinks: list[EventSink] = []
+    from taskiq_monitor.sinks.state import StateSink
+
+    # Shared task state + live feed: Redis when TASKIQ_MONITOR_REDIS_URL is set, else the in-process store
+    # (active only with an in-memory broker).
+    sinks.append(StateSink(settings))
     if settings.loki_url:
         from taskiq_monitor.sinks.loki import LokiSink
 

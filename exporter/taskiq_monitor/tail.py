@@ -1,0 +1,231 @@
+"""``taskiq-monitor tail``: the live feed in a terminal, for operators without Grafana.
+
+Usage::
+
+    taskiq-monitor tail [--url http://127.0.0.1:9808] [--task-name NAME]... [--status STATUS]...
+                        [--last-event-id ID] [--count N] [--summary] [--no-color]
+
+One line per event, coloured by status. The connection is resumed after a drop with the last event id seen, so no
+event is lost or shown twice (within the stream's retention). ``--summary`` prints one line per task type and exits;
+while tailing, type ``s`` + Enter for the same summary. The bearer token comes from ``TASKIQ_MONITOR_BEARER_TOKEN``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import sys
+import urllib.parse
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any, TextIO
+
+from taskiq_monitor.events import EVENT_STATUSES
+
+COLORS = {
+    "pending": "\033[90m",  # grey
+    "running": "\033[36m",  # cyan
+    "success": "\033[32m",  # green
+    "retried": "\033[33m",  # yellow
+    "failed": "\033[31m",  # red
+}
+RESET = "\033[0m"
+EXIT_AUTH = 3
+
+
+def format_event(frame: dict[str, Any], color: bool) -> str:
+    ev = frame.get("event") or {}
+    status = str(ev.get("status", "?"))
+    ts = ev.get("timestamp")
+    when = datetime.fromtimestamp(ts).strftime("%H:%M:%S.%f")[:-3] if isinstance(ts, int | float) else "--:--:--"
+    parts = [when, f"{status:<8}", str(ev.get("task_name", "?")), str(ev.get("task_id", ""))[:12]]
+    if (ev.get("attempt") or 1) > 1:
+        parts.append(f"attempt={ev['attempt']}")
+    if ev.get("duration_seconds") is not None:
+        parts.append(f"{ev['duration_seconds'] * 1000:.0f}ms")
+    if ev.get("queue_wait_seconds") is not None and status == "running":
+        parts.append(f"waited={ev['queue_wait_seconds'] * 1000:.0f}ms")
+    if ev.get("error_type"):
+        parts.append(f"{ev['error_type']}: {str(ev.get('error_message') or '')[:120]}")
+    worker = ev.get("worker") or {}
+    if worker.get("pid"):
+        parts.append(f"[{worker.get('host')}:{worker.get('pid')}]")
+    line = "  ".join(parts)
+    return f"{COLORS.get(status, '')}{line}{RESET}" if color else line
+
+
+def format_summary(body: dict[str, Any]) -> list[str]:
+    lines = [f"-- {len(body.get('tasks', []))} task types, {body.get('workers', 0)} workers --"]
+    for t in body.get("tasks", []):
+        w = t.get("window") or {}
+        rate = w.get("success_rate")
+        avg = t.get("avg_duration_seconds")
+        lines.append(
+            f"{t['task_name']}: pending={t['pending']} running={t['running']} ok={t['success_total']} "
+            f"failed={t['failed_total']} retried={t['retried_total']} "
+            f"success_rate_{w.get('seconds', '')}s={'-' if rate is None else f'{rate:.1%}'} "
+            f"avg={'-' if avg is None else f'{avg * 1000:.0f}ms'}"
+            + (
+                f" oldest_pending={t['oldest_pending_age_seconds']:.1f}s"
+                if t.get("oldest_pending_age_seconds") is not None
+                else ""
+            )
+        )
+    return lines
+
+
+class Tail:
+    def __init__(
+        self,
+        url: str,
+        token: str | None,
+        task_names: list[str],
+        statuses: list[str],
+        last_event_id: str | None,
+        count: int | None,
+        color: bool,
+        out: TextIO,
+    ) -> None:
+        self.url = url.rstrip("/")
+        self.token = token
+        self.task_names = task_names
+        self.statuses = statuses
+        self.last_event_id = last_event_id
+        self.count = count
+        self.color = color
+        self.out = out
+        self.seen = 0
+
+    def _headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"} if self.token else {}
+
+    def ws_url(self) -> str:
+        base = self.url.replace("http://", "ws://", 1).replace("https://", "wss://", 1)
+        query: list[tuple[str, str]] = [("task_name", n) for n in self.task_names]
+        query += [("status", s) for s in self.statuses]
+        if self.last_event_id:
+            query.append(("last_event_id", self.last_event_id))
+        return f"{base}/ws/events" + (f"?{urllib.parse.urlencode(query)}" if query else "")
+
+    async def summary(self) -> list[str]:
+        import httpx
+
+        async with httpx.AsyncClient(timeout=10) as client:
+            resp = await client.get(f"{self.url}/api/v1/tasks", headers=self._headers())
+            if resp.status_code != 200:
+                raise RuntimeError(f"GET /api/v1/tasks: HTTP {resp.status_code}: {resp.text[:200]}")
+            return format_summary(resp.json())
+
+    def print(self, line: str) -> None:
+        print(line, file=self.out, flush=True)
+
+    async def run(self) -> int:
+        from websockets.asyncio.client import connect
+        from websockets.exceptions import ConnectionClosed, InvalidStatus
+
+        backoff = 0.5
+        while True:
+            try:
+                async with connect(self.ws_url(), additional_headers=self._headers(), max_size=2**24) as ws:
+                    backoff = 0.5
+                    async for raw in ws:
+                        frame = json.loads(raw)
+                        kind = frame.get("type")
+                        if kind == "event":
+                            self.last_event_id = frame["id"]
+                            self.print(format_event(frame, self.color))
+                            self.seen += 1
+                            if self.count is not None and self.seen >= self.count:
+                                return 0
+                        elif kind == "error":
+                            self.print(f"taskiq-monitor tail: {frame.get('code')}: {frame.get('message')}")
+                            if frame.get("code") == "unauthorized":
+                                return EXIT_AUTH
+                            if frame.get("code") in ("unknown_status", "unknown_task_name", "malformed_id"):
+                                return 2
+                        elif kind == "gap":
+                            self.print(f"taskiq-monitor tail: warning: {frame.get('message')}")
+            except (OSError, ConnectionClosed, InvalidStatus, TimeoutError) as exc:
+                where = f" (resuming after {self.last_event_id})" if self.last_event_id else ""
+                self.print(f"taskiq-monitor tail: disconnected: {exc}; reconnecting in {backoff:.1f}s{where}")
+                await asyncio.sleep(backoff)
+                backoff = min(10.0, backoff * 2)
+
+
+async def _tail_with_keys(tail: Tail) -> int:
+    """Run the feed; ``s`` + Enter on a terminal prints the per-task summary."""
+    loop = asyncio.get_running_loop()
+    stdin = sys.stdin
+
+    def on_key() -> None:
+        line = stdin.readline()
+        if line.strip().lower() == "s":
+            task = loop.create_task(tail.summary())
+
+            def show(done: asyncio.Task[list[str]]) -> None:
+                error = done.exception()
+                if error is not None:
+                    tail.print(f"taskiq-monitor tail: summary failed: {error}")
+                    return
+                for text in done.result():
+                    tail.print(text)
+
+            task.add_done_callback(show)
+
+    interactive = stdin is not None and stdin.isatty()
+    if interactive:
+        with contextlib.suppress(NotImplementedError, OSError, ValueError):
+            loop.add_reader(stdin.fileno(), on_key)
+    try:
+        return await tail.run()
+    finally:
+        if interactive:
+            with contextlib.suppress(Exception):
+                loop.remove_reader(stdin.fileno())
+
+
+def cmd_tail(argv: Sequence[str]) -> int:
+    from taskiq_monitor.cli import UsageError, _settings
+
+    parser = argparse.ArgumentParser(
+        prog="taskiq-monitor tail",
+        description="Live feed of task events in the terminal (type s + Enter for a per-task summary).",
+    )
+    parser.add_argument("--url", help="exporter base URL (default http://<host>:<port> from settings)")
+    parser.add_argument("--task-name", action="append", default=[], help="only this task type (repeatable)")
+    parser.add_argument(
+        "--status", action="append", default=[], choices=EVENT_STATUSES, help="only this status (repeatable)"
+    )
+    parser.add_argument("--last-event-id", help="start after this event id (resume)")
+    parser.add_argument("--count", type=int, help="exit after N events")
+    parser.add_argument("--summary", action="store_true", help="print one line per task type and exit")
+    parser.add_argument("--no-color", action="store_true", help="no ANSI colours (default when not a terminal)")
+    args = parser.parse_args(argv)
+    settings = _settings()
+    url = args.url or f"http://{settings.host}:{settings.port}"
+    if not url.startswith(("http://", "https://")):
+        raise UsageError(f"--url must start with http:// or https://, got {url!r}")
+    if args.count is not None and args.count <= 0:
+        raise UsageError("--count must be positive")
+    token = settings.bearer_token.get_secret_value() if settings.bearer_token else None
+    tail = Tail(
+        url,
+        token,
+        args.task_name,
+        args.status,
+        args.last_event_id,
+        args.count,
+        color=not args.no_color and sys.stdout.isatty(),
+        out=sys.stdout,
+    )
+    if args.summary:
+        try:
+            lines = asyncio.run(tail.summary())
+        except Exception as exc:
+            raise UsageError(str(exc)) from None
+        for line in lines:
+            tail.print(line)
+        return 0
+    return asyncio.run(_tail_with_keys(tail))

@@ -1,0 +1,171 @@
+"""REST API, bearer token, slow consumers and the `tail` command, against real Redis / worker processes."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+from tests.integration._servers import RedisServer, child_env, wait_for, worker_process
+from prometheus_client import CollectorRegistry
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
+
+from taskiq_monitor.events import TaskEvent
+from taskiq_monitor.service.app import create_app
+from taskiq_monitor.settings import Settings
+from taskiq_monitor.sinks.state import StateSink
+
+
+@pytest.fixture
+def redis_srv() -> Iterator[RedisServer]:
+    server = RedisServer()
+    try:
+        yield server
+    finally:
+        server.cleanup()
+
+
+def emit_events(url: str, events: list[TaskEvent], **settings: Any) -> StateSink:
+    sink = StateSink(Settings(redis_url=url, **settings), registry=CollectorRegistry())
+    for event in events:
+        while len(sink._buffer) >= sink._capacity:  # feed at Redis's pace: this test wants no drops
+            time.sleep(0.001)
+        sink.emit(event)
+    wait_for(lambda: sink.written == len(events), 30, f"{len(events)} events written ({sink.written})")
+    return sink
+
+
+def event(i: int, status: str = "pending", task: str = "score_message_task", **kw: Any) -> TaskEvent:
+    return TaskEvent(status=status, task_id=f"id{i}", task_name=task, timestamp=time.time(), **kw)
+
+
+async def test_get_events_pages_newest_first_with_filters_and_cursor(redis_srv: RedisServer) -> None:
+    events = [event(i, "failed" if i % 3 == 0 else "success", "a" if i % 2 else "b") for i in range(120)]
+    emit_events(redis_srv.url, events).stop()
+    app = create_app(Settings(redis_url=redis_srv.url))
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://x") as client:
+        seen: list[str] = []
+        cursor: str | None = None
+        pages = 0
+        while True:
+            params: dict[str, Any] = {"task_name": "a", "status": "failed,success", "limit": 50}
+            if cursor:
+                params["cursor"] = cursor
+            body = (await client.get("/api/v1/events", params=params)).json()
+            pages += 1
+            assert len(body["events"]) <= 50
+            seen += [e["event"]["task_id"] for e in body["events"]]
+            assert all(e["event"]["task_name"] == "a" for e in body["events"])
+            cursor = body["next_cursor"]
+            if cursor is None:
+                break
+        assert seen == [f"id{i}" for i in reversed(range(120)) if i % 2]  # all 60, newest first, once
+        assert pages == 2
+        failed = (await client.get("/api/v1/events", params={"status": "failed", "limit": 50})).json()
+        assert {e["event"]["status"] for e in failed["events"]} == {"failed"} and len(failed["events"]) == 40
+        future = (await client.get("/api/v1/events", params={"since": time.time() + 60})).json()
+        assert future == {"events": [], "next_cursor": None}
+        past = (await client.get("/api/v1/events", params={"until": "2001-01-01T00:00:00Z"})).json()
+        assert past["events"] == []
+        for params, needle in [
+            ({"status": "exploded"}, "unknown status"),
+            ({"task_name": "nope"}, "unknown task_name 'nope'"),
+            ({"cursor": "12-x"}, "malformed event id"),
+            ({"limit": 51}, "less than or equal to 50"),
+            ({"since": "yesterday"}, "datetime"),
+        ]:
+            resp = await client.get("/api/v1/events", params=params)
+            assert resp.status_code == 422 and needle in resp.text, (params, resp.text)
+        assert "/api/v1/events" in (await client.get("/openapi.json")).json()["paths"]
+
+
+async def test_ws_and_api_require_the_bearer_token(redis_srv: RedisServer) -> None:
+    with worker_process(redis_srv.url, workers=1, TASKIQ_MONITOR_BEARER_TOKEN="s3cret") as worker:
+        with pytest.raises(urllib.error.HTTPError) as denied:
+            await asyncio.to_thread(urllib.request.urlopen, f"{worker.base}/api/v1/tasks", timeout=5)
+        assert denied.value.code == 401
+        async with connect(f"{worker.ws_base}/ws/events") as ws:
+            frame = json.loads(await asyncio.wait_for(ws.recv(), 10))
+            assert frame["type"] == "error" and frame["code"] == "unauthorized"
+            with pytest.raises(ConnectionClosed) as closed:
+                await asyncio.wait_for(ws.recv(), 10)
+            assert closed.value.rcvd is not None and closed.value.rcvd.code == 4401
+        async with connect(f"{worker.ws_base}/ws/events?token=s3cret") as ws:
+            assert json.loads(await asyncio.wait_for(ws.recv(), 10))["type"] == "live"
+        headers = {"Authorization": "Bearer s3cret"}
+        async with connect(f"{worker.ws_base}/ws/events", additional_headers=headers) as ws:
+            assert json.loads(await asyncio.wait_for(ws.recv(), 10))["type"] == "live"
+
+
+async def test_slow_client_is_disconnected_without_slowing_others(redis_srv: RedisServer) -> None:
+    n = 4000
+    with worker_process(redis_srv.url, workers=1, TASKIQ_MONITOR_LIVE_CLIENT_QUEUE="50") as worker:
+        url = f"{worker.ws_base}/ws/events"
+        # The slow client: a tiny receive buffer, and it reads nothing until the fast one has everything.
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.connect(("127.0.0.1", worker.port))
+        sock.setblocking(False)
+        async with connect(url, sock=sock, max_queue=1) as slow, connect(url, max_size=2**24) as fast:
+            for ws in (slow, fast):
+                assert json.loads(await asyncio.wait_for(ws.recv(), 10))["type"] == "live"
+            # 4000 × ~5 KiB of incompressible data (permessage-deflate is on): more than the socket buffers hold.
+            blob = secrets.token_urlsafe(4096)
+            producer = asyncio.create_task(
+                asyncio.to_thread(emit_events, redis_srv.url, [event(i, kwargs={"blob": blob}) for i in range(n)])
+            )
+            got: list[str] = []
+            while len(got) < n:
+                frame = json.loads(await asyncio.wait_for(fast.recv(), 30))
+                if frame["type"] == "event":
+                    got.append(frame["event"]["task_id"])
+            (await producer).stop()
+            assert got == [f"id{i}" for i in range(n)]
+            # Only now does the slow client read: its feed ends with the reason, not with a silent gap.
+            frames: list[dict[str, Any]] = []
+            with pytest.raises(ConnectionClosed) as closed:
+                while True:
+                    frames.append(json.loads(await asyncio.wait_for(slow.recv(), 30)))
+            assert closed.value.rcvd is not None and closed.value.rcvd.code == 1013
+            assert frames[-1]["type"] == "error" and frames[-1]["code"] == "slow_consumer"
+            assert len([f for f in frames if f["type"] == "event"]) < n
+
+
+def test_tail_prints_events_resumes_and_summarises(redis_srv: RedisServer) -> None:
+    with worker_process(redis_srv.url, workers=1) as worker:
+        events = [event(i, s, task="score_message_task") for i in range(3) for s in ("pending", "running")]
+        emit_events(redis_srv.url, events).stop()
+        env = child_env(redis_srv.url)
+        cmd = [sys.executable, "-m", "taskiq_monitor.cli", "tail", "--url", worker.base, "--no-color"]
+        out = subprocess.run(
+            [*cmd, "--last-event-id", "0-0", "--count", "6"], env=env, capture_output=True, text=True, timeout=30
+        )
+        assert out.returncode == 0, out.stderr
+        lines = out.stdout.splitlines()
+        assert len(lines) == 6 and all("score_message_task" in line for line in lines)
+        assert [line.split()[1] for line in lines] == ["pending", "running"] * 3
+        filtered = subprocess.run(
+            [*cmd, "--last-event-id", "0-0", "--status", "running", "--count", "3"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        assert [line.split()[1] for line in filtered.stdout.splitlines()] == ["running"] * 3
+        summary = subprocess.run([*cmd, "--summary"], env=env, capture_output=True, text=True, timeout=30)
+        assert summary.returncode == 0, summary.stderr
+        line = next(x for x in summary.stdout.splitlines() if x.startswith("score_message_task:"))
+        assert "running=0" in line  # the emitting process was no worker: its "running" left no worker entry
+        bad = subprocess.run([*cmd, "--status", "nope"], env=env, capture_output=True, text=True, timeout=30)
+        assert bad.returncode == 2 and "invalid choice" in bad.stderr
