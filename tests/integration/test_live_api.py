@@ -16,7 +16,6 @@ from typing import Any
 
 import httpx
 import pytest
-from tests.integration._servers import RedisServer, child_env, wait_for, worker_process
 from prometheus_client import CollectorRegistry
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
@@ -25,6 +24,7 @@ from taskiq_monitor.events import TaskEvent
 from taskiq_monitor.service.app import create_app
 from taskiq_monitor.settings import Settings
 from taskiq_monitor.sinks.state import StateSink
+from tests.integration._servers import RedisServer, child_env, wait_for, worker_process
 
 
 @pytest.fixture

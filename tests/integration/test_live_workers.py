@@ -10,7 +10,6 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
-from tests.integration._servers import RedisServer, WorkerProcess, worker_process
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 from taskiq import AsyncBroker
@@ -19,6 +18,7 @@ from websockets.asyncio.client import ClientConnection, connect
 
 from taskiq_monitor.middleware import MonitoringMiddleware
 from taskiq_monitor.settings import Settings
+from tests.integration._servers import RedisServer, WorkerProcess, worker_process
 
 A, B = "score_message_task", "detect_language_task"
 
