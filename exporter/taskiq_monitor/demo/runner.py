@@ -25,8 +25,10 @@ def _banner(settings: Settings, mode: str) -> None:
     base = f"http://{settings.host}:{settings.port}"
     print(
         f"taskiq-monitor demo ({mode}): 15 task types running.\n"
-        f"  metrics:  {base}/metrics\n"
-        f"  health:   {base}/healthz\n"
+        f"  metrics:    {base}/metrics\n"
+        f"  health:     {base}/api/v1/tasks  (per task type: pending, running, success rate, average duration)\n"
+        f"  events:     {base}/api/v1/events?status=failed\n"
+        f"  live feed:  taskiq-monitor tail --url {base}   (or WebSocket {base.replace('http', 'ws')}/ws/events)\n"
         "  Ctrl-C to stop. Full stack (Prometheus, Grafana, Loki, Alertmanager): docker compose up",
         file=sys.stderr,
         flush=True,
