@@ -25,45 +25,15 @@ from taskiq_monitor.redaction import (
 # Background tasks run from milliseconds (a cache write) to tens of minutes (a re-index or an LLM extraction);
 # the web-request defaults of prometheus_client (5 ms – 10 s) put every long task into +Inf. Roughly ×2.5 steps
 # keep the quantile error under ~25 % across the whole range with 18 buckets.
+# fmt: off
 DEFAULT_DURATION_BUCKETS: tuple[float, ...] = (
-    0.005,
-    0.01,
-    0.025,
-    0.05,
-    0.1,
-    0.25,
-    0.5,
-    1.0,
-    2.5,
-    5.0,
-    10.0,
-    30.0,
-    60.0,
-    120.0,
-    300.0,
-    600.0,
-    1200.0,
-    1800.0,
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1200.0, 1800.0,
 )
 # Queue wait ranges from "picked up at once" to "the backlog took an hour to drain".
 DEFAULT_QUEUE_WAIT_BUCKETS: tuple[float, ...] = (
-    0.005,
-    0.01,
-    0.025,
-    0.05,
-    0.1,
-    0.25,
-    0.5,
-    1.0,
-    2.5,
-    5.0,
-    10.0,
-    30.0,
-    60.0,
-    300.0,
-    900.0,
-    3600.0,
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0,
 )
+# fmt: on
 
 ENV_PREFIX = "TASKIQ_MONITOR_"
 DEFAULT_PORT = 9808
