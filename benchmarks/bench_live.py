@@ -30,6 +30,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from datetime import datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -101,7 +102,8 @@ async def measure_latency(ws_url: str, env: dict[str, str], rate: float, seconds
             now = time.time()
             frame = json.loads(raw)
             if frame["type"] == "event":
-                latencies.append((now - frame["event"]["timestamp"]) * 1000)
+                stamp = datetime.fromisoformat(frame["event"]["timestamp"]).timestamp()  # RFC 3339 (record schema 1)
+                latencies.append((now - stamp) * 1000)
             if expected is None and wait_out.done():
                 expected = int(wait_out.result()[0].decode().split()[-1])
         await wait_out

@@ -35,11 +35,22 @@ RESET = "\033[0m"
 EXIT_AUTH = 3
 
 
+def _clock(ts: Any) -> str:
+    """HH:MM:SS.mmm in local time of a record's ``timestamp`` (RFC 3339 since schema 1; unix seconds accepted)."""
+    try:
+        moment = datetime.fromtimestamp(ts) if isinstance(ts, int | float) else datetime.fromisoformat(str(ts))
+        if moment.tzinfo is not None:
+            moment = moment.astimezone()
+        return moment.strftime("%H:%M:%S.%f")[:-3]
+    except (TypeError, ValueError, OverflowError, OSError):
+        return "--:--:--"
+
+
 def format_event(frame: dict[str, Any], color: bool) -> str:
     ev = frame.get("event") or {}
     status = str(ev.get("status", "?"))
     ts = ev.get("timestamp")
-    when = datetime.fromtimestamp(ts).strftime("%H:%M:%S.%f")[:-3] if isinstance(ts, int | float) else "--:--:--"
+    when = _clock(ts)
     parts = [when, f"{status:<8}", str(ev.get("task_name", "?")), str(ev.get("task_id", ""))[:12]]
     if (ev.get("attempt") or 1) > 1:
         parts.append(f"attempt={ev['attempt']}")

@@ -1,0 +1,23 @@
+"""`taskiq-monitor tail` formatting: one line per event, the record's own timestamp, colours only when asked."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from taskiq_monitor.events import TaskEvent, to_record
+from taskiq_monitor.tail import format_event
+
+
+def test_event_line_shows_the_records_time_status_and_task() -> None:
+    moment = datetime(2026, 11, 28, 12, 34, 56, 789000, tzinfo=UTC)
+    event = TaskEvent(status="failed", task_id="abc123", task_name="score_message_task", timestamp=moment.timestamp())
+    event.error_type, event.error_message = "ValueError", "bad input"
+    line = format_event({"type": "event", "id": "1-0", "event": to_record(event)}, color=False)
+    assert moment.astimezone().strftime("%H:%M:%S.789") in line
+    assert "failed" in line and "score_message_task" in line and "ValueError" in line
+    assert "\x1b[" not in line
+
+
+def test_event_line_is_coloured_on_request() -> None:
+    event = TaskEvent(status="success", task_id="t", task_name="x", timestamp=0.0)
+    assert "\x1b[" in format_event({"type": "event", "id": "1-0", "event": to_record(event)}, color=True)
