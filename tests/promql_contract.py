@@ -72,10 +72,10 @@ def queue_wide_aggregation_problems(expr: str) -> list[str]:
     problems: list[str] = []
 
     def visit(node: Any, aggregation: str | None) -> None:
-        if isinstance(node, promql_parser.VectorSelector) and family(node.name or "") in QUEUE_WIDE_METRICS:
-            if aggregation != "max":
-                found = f"inside {aggregation}()" if aggregation else "without aggregation"
-                problems.append(f"{node.name} {found} in {expr!r}: aggregate queue-wide values with max()")
+        queue_wide = isinstance(node, promql_parser.VectorSelector) and family(node.name or "") in QUEUE_WIDE_METRICS
+        if queue_wide and aggregation != "max":
+            found = f"inside {aggregation}()" if aggregation else "without aggregation"
+            problems.append(f"{node.name} {found} in {expr!r}: aggregate queue-wide values with max()")
         if isinstance(node, promql_parser.AggregateExpr):
             visit(node.expr, str(node.op))
             if node.param is not None:

@@ -11,7 +11,6 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.promql_contract import queue_wide_aggregation_problems, sample_names, selector_names
 from tests.monitoring_stack import (
     PROMETHEUS_DIR,
     PROMTOOL_TESTS_DIR,
@@ -21,6 +20,7 @@ from tests.monitoring_stack import (
     require_binary,
     run,
 )
+from tests.promql_contract import queue_wide_aggregation_problems, sample_names, selector_names
 
 gen = load_generator()
 
