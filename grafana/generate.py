@@ -401,6 +401,17 @@ def quantile(q: float, metric: str, extra: str = "", by: str = "le") -> str:
     return f"histogram_quantile({q}, sum by ({by}) (rate({metric}_bucket{{{matchers}}}[$__rate_interval])))"
 
 
+def pending(by: str = "") -> str:
+    """Pending tasks: queue-wide per task type (every exporter sharing the Redis reports the same value), so max
+    de-duplicates the exporters and sum adds the task types."""
+    if by == "task_name":
+        return f"max by (task_name) (taskiq_tasks_pending{{{TASK_MATCH}}})"
+    return f"sum(max by (task_name) (taskiq_tasks_pending{{{TASK_MATCH}}}))"
+
+
+# Live worker processes by heartbeat: queue-wide, the same from every exporter (max, not sum).
+WORKERS = 'max(taskiq_workers{job=~"$job"})'
+
 RATIO_STEPS = [(None, "red"), (0.9, "orange"), (0.99, "green")]
 
 
@@ -417,7 +428,7 @@ def overview() -> dash.Dashboard:
     d = d.with_panel(
         stat_panel(
             "Workers",
-            "sum(taskiq_workers)",
+            WORKERS,
             w=3,
             description="Live worker processes by heartbeat.",
             steps=[(None, "red"), (1, "green")],
@@ -427,7 +438,7 @@ def overview() -> dash.Dashboard:
     d = d.with_panel(
         stat_panel(
             "Pending",
-            f"sum(taskiq_tasks_pending{{{TASK_MATCH}}})",
+            pending(),
             w=3,
             steps=[(None, "green"), (100, "orange"), (1000, "red")],
         )
@@ -485,19 +496,18 @@ def overview() -> dash.Dashboard:
 
     # Health cards: one row per task type. Grafana repeats the row and the panels below it.
     d = d.with_row(dash.Row("$task_name").repeat("task_name"))
-    one = 'job=~"$job", task_name=~"$task_name"'
     history = dashboard_url("taskiq-history", "var-task_name=${task_name}&var-status=failed")
     detail = dashboard_url("taskiq-task-detail", "var-task_name=${task_name}")
     d = d.with_panel(
         stat_panel(
             "Pending",
-            f"sum(taskiq_tasks_pending{{{one}}})",
+            pending(),
             steps=[(None, "green"), (100, "orange"), (1000, "red")],
             links=[data_link("Task detail", detail)],
         )
     )
     d = d.with_panel(
-        stat_panel("Running", f"sum(taskiq_tasks_running{{{one}}})", links=[data_link("Task detail", detail)])
+        stat_panel("Running", f"sum(taskiq_tasks_running{{{TASK_MATCH}}})", links=[data_link("Task detail", detail)])
     )
     d = d.with_panel(
         stat_panel(
@@ -581,7 +591,7 @@ def overview() -> dash.Dashboard:
     d = d.with_panel(
         ts_panel(
             "Queue depth (pending)",
-            [prom(f"sum by (task_name) (taskiq_tasks_pending{{{TASK_MATCH}}})", "{{task_name}}")],
+            [prom(pending(by="task_name"), "{{task_name}}")],
             w=8,
             stack=True,
         )
@@ -604,7 +614,7 @@ def overview() -> dash.Dashboard:
             "Running",
             [
                 prom(f"sum by (task_name) (taskiq_tasks_running{{{TASK_MATCH}}})", "{{task_name}}"),
-                prom("sum(taskiq_workers)", "workers", ref="B"),
+                prom(WORKERS, "workers", ref="B"),
             ],
             w=8,
         )
@@ -703,6 +713,55 @@ def overview() -> dash.Dashboard:
             w=8,
         )
     )
+    d = d.with_panel(
+        ts_panel(
+            "State store up",
+            [prom('min by (instance) (taskiq_monitor_state_up{job=~"$job"})', "{{instance}}")],
+            w=6,
+            description="1 while the exporter can read the shared task state (Redis); 0 for 5m fires "
+            "TaskiqStateStoreDown. Queue depth, workers and the live feed need it.",
+        )
+    )
+    d = d.with_panel(
+        ts_panel(
+            "State events by result",
+            [
+                prom(
+                    'sum by (result) (rate(taskiq_monitor_state_events_total{job=~"$job"}[$__rate_interval]))',
+                    "{{result}}",
+                )
+            ],
+            unit="ops",
+            w=6,
+            stack=True,
+            description="Task events written to the state store, or dropped while it was unreachable and the "
+            "buffer full (TaskiqLiveStateDropping).",
+        )
+    )
+    d = d.with_panel(
+        ts_panel(
+            "Live feed clients",
+            [prom('sum by (instance) (taskiq_monitor_live_clients{job=~"$job"})', "{{instance}}")],
+            w=6,
+            description="WebSocket clients of the live feed, per exporter.",
+        )
+    )
+    d = d.with_panel(
+        ts_panel(
+            "Expired pending entries",
+            [
+                prom(
+                    "max by (task_name) (increase(taskiq_tasks_pending_expired_total"
+                    f"{{{TASK_MATCH}}}[$__rate_interval]))",
+                    "{{task_name}}",
+                )
+            ],
+            w=6,
+            bars=True,
+            description="Pending entries older than the pending horizon, expired: lost messages. Queue-wide "
+            "(max over exporters).",
+        )
+    )
     return d
 
 
@@ -761,7 +820,7 @@ def task_detail() -> dash.Dashboard:
         )
     )
     d = d.with_panel(stat_panel("Running", f"sum(taskiq_tasks_running{{{TASK_MATCH}}})", w=3))
-    d = d.with_panel(stat_panel("Pending", f"sum(taskiq_tasks_pending{{{TASK_MATCH}}})", w=3))
+    d = d.with_panel(stat_panel("Pending", pending(), w=3))
     d = d.with_panel(stat_panel("p95 duration", quantile(0.95, "taskiq_task_duration_seconds"), unit="s", no_value="-"))
 
     d = d.with_row(dash.Row("Outcomes"))
@@ -893,7 +952,7 @@ def live() -> dash.Dashboard:
     )
 
     d = d.with_row(dash.Row("State now"))
-    d = d.with_panel(stat_panel("Pending", f"sum(taskiq_tasks_pending{{{TASK_MATCH}}})"))
+    d = d.with_panel(stat_panel("Pending", pending()))
     d = d.with_panel(stat_panel("Running", f"sum(taskiq_tasks_running{{{TASK_MATCH}}})"))
     d = d.with_panel(
         stat_panel("Started (1m)", f"sum(increase(taskiq_tasks_started_total{{{TASK_MATCH}}}[1m]))", decimals=0)

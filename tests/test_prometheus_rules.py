@@ -20,51 +20,12 @@ from tests.monitoring_stack import (
     require_binary,
     run,
 )
+from tests.promql_contract import queue_wide_aggregation_problems, sample_names, selector_names
 
 gen = load_generator()
 
-# The metric names of CONTRACT.md. Used when taskiq_monitor.metrics is not importable, and for the metrics
-# other issues add (live-feed state, log shipping) until they are in taskiq_monitor.metrics.METRICS.
-CONTRACT_METRICS = {
-    "taskiq_tasks_enqueued_total": "counter",
-    "taskiq_tasks_started_total": "counter",
-    "taskiq_tasks_completed_total": "counter",
-    "taskiq_task_errors_total": "counter",
-    "taskiq_tasks_running": "gauge",
-    "taskiq_task_duration_seconds": "histogram",
-    "taskiq_task_queue_wait_seconds": "histogram",
-    "taskiq_monitor_errors_total": "counter",
-    "taskiq_tasks_pending": "gauge",
-    "taskiq_task_oldest_pending_age_seconds": "gauge",
-    "taskiq_workers": "gauge",
-    "taskiq_monitor_log_records_total": "counter",
-    "taskiq_monitor_log_queue_records": "gauge",
-    "taskiq_monitor_log_spool_bytes": "gauge",
-}
 # Series Prometheus itself produces for every target.
 PROMETHEUS_SYNTHETIC = {"up", "scrape_duration_seconds", "scrape_samples_scraped"}
-
-
-def _emitted_metrics() -> dict[str, str]:
-    """Metric families the exporter emits: the code's table when importable, completed by the contract."""
-    metrics = dict(CONTRACT_METRICS)
-    try:
-        from taskiq_monitor.metrics import METRICS  # type: ignore[import-not-found,unused-ignore]
-    except ImportError:
-        return metrics
-    # TODO(lead): once the pending/worker/log-shipping metrics live in METRICS (or another importable table),
-    # drop CONTRACT_METRICS here and use only the code's table.
-    metrics.update({name: kind for name, (kind, _labels) in METRICS.items()})
-    return metrics
-
-
-def _sample_names(metrics: dict[str, str]) -> set[str]:
-    names = set()
-    for name, kind in metrics.items():
-        names.add(name)
-        if kind == "histogram":
-            names.update({f"{name}_bucket", f"{name}_sum", f"{name}_count"})
-    return names
 
 
 def _load(path: Path) -> dict[str, Any]:
@@ -80,29 +41,6 @@ def _rules(filename: str) -> list[dict[str, Any]]:
 ALERTS = _rules(gen.ALERTS_FILE)
 RECORDINGS = _rules(gen.RECORDING_FILE)
 ALERT_NAMES = [rule["alert"] for rule in ALERTS]
-
-
-def _selector_names(expr: str) -> set[str]:
-    """Metric names of all vector selectors in a PromQL expression."""
-    try:
-        import promql_parser
-    except ImportError:  # fall back to a regex over the expression without label matchers / strings
-        stripped = re.sub(r'"[^"]*"', '""', expr)
-        stripped = re.sub(r"\{[^}]*\}", "", stripped)
-        stripped = re.sub(r"\b(by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", "", stripped)
-        stripped = re.sub(r"\[[^\]]*\]", "", stripped)
-        tokens = set(re.findall(r"[a-zA-Z_:][a-zA-Z0-9_:]*(?!\s*\()", stripped))
-        keywords = {"and", "or", "unless", "bool", "offset", "by", "on", "inf", "nan"}
-        return {t for t in tokens if t.lower() not in keywords and not re.fullmatch(r"\d+[smhdwy]", t)}
-    names: set[str] = set()
-
-    def visit(node: Any) -> None:
-        if isinstance(node, promql_parser.VectorSelector):
-            assert node.name, f"selector without a metric name in {expr!r}"
-            names.add(node.name)
-
-    promql_parser.walk(promql_parser.parse(expr), visit)
-    return names
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -272,27 +210,46 @@ def test_selector_parser_finds_every_metric() -> None:
     expr = (
         'histogram_quantile(0.5, sum by (le) (rate(a_bucket{x="y"}[5m]))) / on (task_name) b and c:d:rate5m unless up'
     )
-    assert _selector_names(expr) == {"a_bucket", "b", "c:d:rate5m", "up"}
+    assert selector_names(expr) == {"a_bucket", "b", "c:d:rate5m", "up"}
+
+
+def _unknown_metrics(rules: list[dict[str, Any]]) -> dict[str, set[str]]:
+    """Per rule, the metrics it reads that neither the exporter (METRICS) nor Prometheus nor a recording rule makes."""
+    allowed = sample_names() | PROMETHEUS_SYNTHETIC | {rule["record"] for rule in rules if "record" in rule}
+    unknown: dict[str, set[str]] = {}
+    for rule in rules:
+        names = selector_names(rule["expr"])
+        assert names, f"no metric found in {rule['expr']!r}"
+        if names - allowed:
+            unknown[rule.get("alert") or rule["record"]] = names - allowed
+    return unknown
 
 
 def test_rules_reference_only_emitted_metrics() -> None:
-    allowed = _sample_names(_emitted_metrics()) | PROMETHEUS_SYNTHETIC
-    recorded = {rule["record"] for rule in RECORDINGS}
-    unknown: dict[str, set[str]] = {}
-    for rule in [*RECORDINGS, *ALERTS]:
-        names = _selector_names(rule["expr"])
-        assert names, f"no metric found in {rule['expr']!r}"
-        bad = names - allowed - recorded
-        if bad:
-            unknown[rule.get("alert") or rule["record"]] = bad
+    unknown = _unknown_metrics([*RECORDINGS, *ALERTS])
     assert not unknown, f"rules use metrics the exporter does not emit: {unknown}"
 
 
-def test_contract_metrics_match_code_where_both_define_them() -> None:
-    try:
-        from taskiq_monitor.metrics import METRICS  # type: ignore[import-not-found,unused-ignore]
-    except ImportError:
-        pytest.skip("taskiq_monitor.metrics is not importable (PYTHONPATH=exporter)")
-    for name, (kind, _labels) in METRICS.items():
-        if name in CONTRACT_METRICS:
-            assert CONTRACT_METRICS[name] == kind, name
+def test_unknown_metric_check_catches_a_metric_the_code_does_not_emit() -> None:
+    rules = [
+        *RECORDINGS,
+        {"alert": "TaskiqTypo", "expr": "max(taskiq_worker) < 1"},  # taskiq_workers misspelt
+        {"alert": "TaskiqNoSuffix", "expr": "sum(rate(taskiq_tasks_running_total[5m])) > 0"},  # a gauge
+        {"alert": "TaskiqHistogram", "expr": "sum(rate(taskiq_task_duration_seconds_bucket[5m])) > 0"},
+    ]
+    assert _unknown_metrics(rules) == {
+        "TaskiqTypo": {"taskiq_worker"},
+        "TaskiqNoSuffix": {"taskiq_tasks_running_total"},
+    }
+
+
+def test_rules_aggregate_queue_wide_metrics_with_max() -> None:
+    problems = [p for rule in [*RECORDINGS, *ALERTS] for p in queue_wide_aggregation_problems(rule["expr"])]
+    assert not problems
+
+
+def test_queue_wide_check_rejects_sum_and_missing_aggregation() -> None:
+    assert queue_wide_aggregation_problems('sum by (task_name) (taskiq_tasks_pending{job="taskiq"}) > 100')
+    assert queue_wide_aggregation_problems("taskiq_workers < 1")
+    assert queue_wide_aggregation_problems("sum(increase(taskiq_tasks_pending_expired_total[10m])) > 0")
+    assert not queue_wide_aggregation_problems("sum(max by (task_name) (taskiq_tasks_pending)) > 100")

@@ -15,7 +15,7 @@ from taskiq_monitor.events import TaskEvent
 from taskiq_monitor.settings import Settings
 from taskiq_monitor.sinks.state import StateSink
 from taskiq_monitor.state import MemoryStore, RedisStore, StateStore, parse_event_id
-from tests.integration._servers import RedisServer, free_port, wait_for
+from tests.integration.servers import RedisServer, free_port, wait_for
 
 
 @pytest.fixture(scope="module")

@@ -79,6 +79,17 @@ METRICS: dict[str, tuple[str, tuple[str, ...]]] = {
     "taskiq_monitor_state_events_total": ("counter", ("result",)),
 }
 
+# The metrics of METRICS whose value is queue-wide (read from the shared state store), not this exporter's own:
+# every exporter sharing the Redis reports the same value, so queries aggregate them with max(), never sum().
+QUEUE_WIDE_METRICS: frozenset[str] = frozenset(
+    {
+        "taskiq_tasks_pending",
+        "taskiq_task_oldest_pending_age_seconds",
+        "taskiq_workers",
+        "taskiq_tasks_pending_expired_total",
+    }
+)
+
 # Outcomes of a record on its way to Loki. A record that waited on disk counts once as spooled and, when replayed,
 # once as shipped; dropped records are lost (spool full, or isolated as rejected by Loki with 400).
 LOG_SHIPPED = "shipped"

@@ -114,6 +114,13 @@ class Config:
     log_drop_window: str = "10m"
     log_drop_for: str = "2m"
 
+    # --- TaskiqStateStoreDown -------------------------------------------------------------------------------
+    state_store_down_for: str = "5m"
+
+    # --- TaskiqLiveStateDropping ----------------------------------------------------------------------------
+    state_drop_window: str = "10m"
+    state_drop_for: str = "2m"
+
 
 _DURATION_RE = re.compile(r"^(\d+)(ms|s|m|h|d|w|y)$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, "y": 31536000}
@@ -450,6 +457,37 @@ def alerting_rules(cfg: Config) -> list[dict[str, Any]]:
             (
                 "{{ $labels.instance }} dropped {{ $value | humanize }} log records in the last "
                 f"{cfg.log_drop_window}; task history in Loki has gaps."
+            ),
+            _overview_dashboard(cfg),
+        ),
+        _alert(
+            cfg,
+            "TaskiqStateStoreDown",
+            f"taskiq_monitor_state_up{{{sel}}} == 0",
+            cfg.state_store_down_for,
+            "warning",
+            "A TaskIQ exporter cannot read the shared task state.",
+            (
+                "{{ $labels.instance }} (job {{ $labels.job }}) has not read the shared task state (Redis) for "
+                f"{cfg.state_store_down_for}: its queue depth, oldest pending age and worker count are missing, "
+                "so the backlog and no-worker alerts cannot fire from it, and its live feed is stalled."
+            ),
+            _overview_dashboard(cfg),
+        ),
+        _alert(
+            cfg,
+            "TaskiqLiveStateDropping",
+            (
+                "sum by (job, instance) (increase(taskiq_monitor_state_events_total"
+                f'{{{sel}, result="dropped"}}[{cfg.state_drop_window}])) > 0'
+            ),
+            cfg.state_drop_for,
+            "warning",
+            "TaskIQ task state events are being dropped before reaching the state store.",
+            (
+                "{{ $labels.instance }} dropped {{ $value | humanize }} task state events in the last "
+                f"{cfg.state_drop_window} (state store unreachable, buffer full); the live feed has gaps and "
+                "queue depth may be off until the state resynchronises."
             ),
             _overview_dashboard(cfg),
         ),

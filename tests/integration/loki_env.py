@@ -1,56 +1,21 @@
-"""Processes for the Loki integration tests: redis-server, `taskiq-monitor worker` (real worker processes) and a
-producer that enqueues demo tasks through the same middleware. Each is started on free loopback ports, polled until
-ready (no fixed sleeps) and stopped by its own PID."""
+"""Processes for the Loki integration tests: `taskiq-monitor worker` (real worker processes) and a producer that
+enqueues demo tasks through the same middleware, both shipping to the Loki double. Each is started on free loopback
+ports, polled until ready (no fixed sleeps) and stopped by its own PID; redis-server and the generic helpers
+(free_port, wait_for, stop) come from servers.py."""
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
-import socket
 import subprocess
 import sys
-import time
 import urllib.request
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
-ROOT = Path(__file__).parents[2]
+from tests.integration.servers import ROOT, free_port, stop, wait_for, worker_command
+
 PYTHONPATH = os.pathsep.join(p for p in [str(ROOT / "exporter"), str(ROOT), os.environ.get("PYTHONPATH", "")] if p)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_for(check: Callable[[], Any], timeout: float, what: str, interval: float = 0.05) -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        try:
-            result = check()
-            if result:
-                return result
-            last = result
-        except Exception as exc:
-            last = exc
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}; last: {last!r}")
-
-
-def stop(proc: subprocess.Popen[Any], sig: int = signal.SIGTERM, timeout: float = 30) -> int:
-    if proc.poll() is None:
-        proc.send_signal(sig)
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-    return int(proc.returncode)
 
 
 def descendants(pid: int) -> list[int]:
@@ -81,29 +46,6 @@ def rss_bytes(pid: int) -> int:
     except OSError:
         pass
     return 0
-
-
-class RedisServer:
-    def __init__(self, workdir: Path) -> None:
-        binary = shutil.which("redis-server")
-        if binary is None:
-            raise RuntimeError("redis-server is not installed (apt-get install redis-server)")
-        self.port = free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.proc = subprocess.Popen(
-            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-            cwd=workdir,
-            stdout=subprocess.DEVNULL,
-        )
-        wait_for(self.ping, 15, f"redis-server on port {self.port}")
-
-    def ping(self) -> bool:
-        with socket.create_connection(("127.0.0.1", self.port), timeout=1) as sock:
-            sock.sendall(b"PING\r\n")
-            return sock.recv(16).startswith(b"+PONG")
-
-    def stop(self) -> None:
-        stop(self.proc)
 
 
 def loki_env(redis_url: str, loki_url: str, spool_dir: Path, queue: str, **extra: str) -> dict[str, str]:
@@ -137,19 +79,7 @@ class Worker:
         self.log_path = workdir / f"worker-{self.port}.log"
         self.log = open(self.log_path, "w")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "taskiq_monitor.cli",
-                "worker",
-                "taskiq_monitor.demo.tasks:broker",
-                "--workers",
-                str(workers),
-                "--metrics-port",
-                str(self.port),
-                "--metrics-dir",
-                str(workdir / f"metrics-{self.port}"),
-            ],
+            worker_command(self.port, workdir / f"metrics-{self.port}", workers),
             env=env,
             stdout=self.log,
             stderr=subprocess.STDOUT,

@@ -11,6 +11,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.parse
 import urllib.request
@@ -75,9 +76,21 @@ def require_binary(name: str) -> str:
 
 
 class RedisServer:
-    def __init__(self, workdir: Path) -> None:
+    """A throw-away redis-server (no persistence) on a free loopback port.
+
+    Its files live in ``workdir``, or in a temporary directory that :meth:`cleanup` removes. ``stop`` then
+    ``start`` simulate an outage: the same port and directory (a ``SHUTDOWN SAVE`` is reloaded on restart).
+    """
+
+    def __init__(self, workdir: Path | None = None) -> None:
         self.port = free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
+        self._own_dir = workdir is None
+        self.dir = Path(tempfile.mkdtemp(prefix="taskiq-monitor-redis-")) if workdir is None else workdir
+        self.proc: subprocess.Popen[Any] | None = None
+        self.start()
+
+    def start(self) -> None:
         self.proc = subprocess.Popen(
             [
                 require_binary("redis-server"),
@@ -90,7 +103,9 @@ class RedisServer:
                 "--appendonly",
                 "no",
                 "--dir",
-                str(workdir),
+                str(self.dir),
+                "--loglevel",
+                "warning",
             ],
             stdout=subprocess.DEVNULL,
         )
@@ -101,8 +116,37 @@ class RedisServer:
             s.sendall(b"PING\r\n")
             return s.recv(16).startswith(b"+PONG")
 
+    def client(self) -> Any:
+        import redis
+
+        return redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=5)
+
     def stop(self) -> None:
-        stop(self.proc)
+        if self.proc is not None:
+            stop(self.proc)
+
+    def cleanup(self) -> None:
+        self.stop()
+        if self._own_dir:
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def worker_command(port: int, metrics_dir: Path | str, workers: int, extra_args: Iterable[str] = ()) -> list[str]:
+    """``taskiq-monitor worker`` on the demo broker with ``workers`` worker processes."""
+    return [
+        sys.executable,
+        "-m",
+        "taskiq_monitor.cli",
+        "worker",
+        "taskiq_monitor.demo.tasks:broker",
+        "--workers",
+        str(workers),
+        "--metrics-port",
+        str(port),
+        "--metrics-dir",
+        str(metrics_dir),
+        *extra_args,
+    ]
 
 
 def http_get(url: str, timeout: float = 5, headers: dict[str, str] | None = None) -> str:
@@ -161,20 +205,7 @@ class Worker:
         self.env.pop("PROMETHEUS_MULTIPROC_DIR", None)
         self.log = open(workdir / f"worker-{self.port}.log", "w")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "taskiq_monitor.cli",
-                "worker",
-                "taskiq_monitor.demo.tasks:broker",
-                "--workers",
-                str(workers),
-                "--metrics-port",
-                str(self.port),
-                "--metrics-dir",
-                str(self.metrics_dir),
-                *extra_args,
-            ],
+            worker_command(self.port, self.metrics_dir, workers, extra_args),
             env=self.env,
             stdout=self.log,
             stderr=subprocess.STDOUT,

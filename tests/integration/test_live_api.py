@@ -24,7 +24,8 @@ from taskiq_monitor.events import TaskEvent
 from taskiq_monitor.service.app import create_app
 from taskiq_monitor.settings import Settings
 from taskiq_monitor.sinks.state import StateSink
-from tests.integration._servers import RedisServer, child_env, wait_for, worker_process
+from tests.integration._servers import child_env, worker_process
+from tests.integration.servers import RedisServer, wait_for
 
 
 @pytest.fixture

@@ -18,7 +18,8 @@ from websockets.asyncio.client import ClientConnection, connect
 
 from taskiq_monitor.middleware import MonitoringMiddleware
 from taskiq_monitor.settings import Settings
-from tests.integration._servers import RedisServer, WorkerProcess, worker_process
+from tests.integration._servers import WorkerProcess, worker_process
+from tests.integration.servers import RedisServer
 
 A, B = "score_message_task", "detect_language_task"
 

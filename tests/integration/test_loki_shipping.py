@@ -15,15 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.loki_env import (
-    RedisServer,
-    Worker,
-    loki_env,
-    producer_ids,
-    rss_bytes,
-    start_producer,
-    wait_for,
-)
+from tests.integration.loki_env import Worker, loki_env, producer_ids, rss_bytes, start_producer
+from tests.integration.servers import RedisServer, wait_for
 from tests.loki_double import LokiPushDouble
 
 OUTAGE_SECONDS = float(os.environ.get("LOKI_OUTAGE_SECONDS", "20"))
