@@ -56,13 +56,10 @@ async def _produce(stop_at: float | None, rate: float, rng: random.Random, stopp
     return sent
 
 
-async def _run_in_memory(settings: Settings, duration: float | None, rate: float, rng: random.Random) -> int:
-    from taskiq_monitor.cli import start_server
+async def _produce_until_stopped(duration: float | None, rate: float, rng: random.Random) -> int:
+    """Start the demo broker (client side), enqueue until ``duration`` or SIGINT/SIGTERM, shut the broker down."""
     from taskiq_monitor.demo.tasks import broker
-    from taskiq_monitor.service.app import create_app
 
-    server, serve_task = await start_server(create_app(settings), settings.host, settings.port)
-    _banner(settings, "in-memory")
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -70,10 +67,21 @@ async def _run_in_memory(settings: Settings, duration: float | None, rate: float
     await broker.startup()
     try:
         stop_at = time.monotonic() + duration if duration else None
-        sent = await _produce(stop_at, rate, rng, stopping)
+        return await _produce(stop_at, rate, rng, stopping)
+    finally:
+        await broker.shutdown()  # InMemoryBroker waits for (or cancels) its running tasks
+
+
+async def _run_in_memory(settings: Settings, duration: float | None, rate: float, rng: random.Random) -> int:
+    from taskiq_monitor.cli import start_server
+    from taskiq_monitor.service.app import create_app
+
+    server, serve_task = await start_server(create_app(settings), settings.host, settings.port)
+    _banner(settings, "in-memory")
+    try:
+        sent = await _produce_until_stopped(duration, rate, rng)
         print(f"taskiq-monitor demo: enqueued {sent} tasks; stopping", file=sys.stderr)
     finally:
-        await broker.shutdown()  # InMemoryBroker waits for its running tasks
         server.should_exit = True
         await serve_task
     return 0
@@ -127,21 +135,7 @@ def _run_redis(settings: Settings, duration: float | None, rate: float, workers:
         # The demo tasks module builds its broker from settings at import: the producer must use Redis too.
         os.environ["TASKIQ_MONITOR_DEMO_BROKER_URL"] = str(settings.demo_broker_url)
         _banner(settings, f"redis, {workers} worker processes")
-        from taskiq_monitor.demo.tasks import broker
-
-        async def produce() -> int:
-            stopping = asyncio.Event()
-            loop = asyncio.get_running_loop()
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                loop.add_signal_handler(sig, stopping.set)
-            await broker.startup()
-            try:
-                stop_at = time.monotonic() + duration if duration else None
-                return await _produce(stop_at, rate, rng, stopping)
-            finally:
-                await broker.shutdown()
-
-        sent = asyncio.run(produce())
+        sent = asyncio.run(_produce_until_stopped(duration, rate, rng))
         print(f"taskiq-monitor demo: enqueued {sent} tasks; stopping workers", file=sys.stderr)
     finally:
         if worker.poll() is None:
