@@ -181,42 +181,42 @@ class MonitoringMiddleware(TaskiqMiddleware):
     # -- hooks ---------------------------------------------------------------------------------------------------------
     def pre_send(self, message: TaskiqMessage) -> TaskiqMessage:
         try:
-            now = time.time()
-            message.labels[ENQUEUED_AT_LABEL] = now
+            message.labels[ENQUEUED_AT_LABEL] = time.time()
             attempt = _attempt(message.labels)
             if attempt > 1:
                 # The same task id re-sent while an earlier attempt runs here: a retry middleware re-kicked it.
                 for running in self._in_flight.values():  # a retry is rare; in flight ≤ --max-async-tasks
                     if running.task_id == message.task_id and running.attempt < attempt:
                         running.resent = True
-            if self._emitting:
-                self._emit(
-                    TaskEvent(
-                        status=STATUS_PENDING,
-                        task_id=message.task_id,
-                        task_name=message.task_name,
-                        timestamp=now,
-                        attempt=attempt,
-                        enqueued_at=now,
-                        args=list(message.args),
-                        kwargs=dict(message.kwargs),
-                        labels=dict(message.labels),
-                    )
-                )
         except Exception:
             self._failed("middleware")
         return message
 
     def post_send(self, message: TaskiqMessage) -> None:
-        # Counted only once the broker accepted the message: a send that fails (unserializable arguments, broker
-        # down) raises SendTaskError in the caller and must not count as enqueued. The ``pending`` event, however,
-        # goes out in pre_send: a worker may start the task before post_send runs, and ``running`` must not
-        # overtake ``pending``.
+        # Counted, and announced as ``pending``, only once the broker accepted the message: a send that fails
+        # (unserializable arguments, broker down) raises SendTaskError in the caller, and neither the counter nor
+        # the shared state may then show a task that will never run. A fast worker may report ``running`` before
+        # this ``pending`` arrives; the state store remembers started attempts and ignores such a late ``pending``.
         try:
             m = self.metrics
             w = m.writer()
             w.add(m.for_task(message.task_name).enqueued)
             w.commit()
+            if self._emitting:
+                enqueued_at = _as_float(message.labels.get(ENQUEUED_AT_LABEL))
+                self._emit(
+                    TaskEvent(
+                        status=STATUS_PENDING,
+                        task_id=message.task_id,
+                        task_name=message.task_name,
+                        timestamp=enqueued_at if enqueued_at is not None else time.time(),
+                        attempt=_attempt(message.labels),
+                        enqueued_at=enqueued_at,
+                        args=list(message.args),
+                        kwargs=dict(message.kwargs),
+                        labels=dict(message.labels),
+                    )
+                )
         except Exception:
             self._failed("middleware")
 
