@@ -74,6 +74,7 @@ async def _produce_until_stopped(duration: float | None, rate: float, rng: rando
 
 async def _run_in_memory(settings: Settings, duration: float | None, rate: float, rng: random.Random) -> int:
     from taskiq_monitor.cli import start_server
+    from taskiq_monitor.demo import tasks  # noqa: F401 - first: its sink creates the in-process store create_app serves
     from taskiq_monitor.service.app import create_app
 
     server, serve_task = await start_server(create_app(settings), settings.host, settings.port)
