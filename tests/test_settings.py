@@ -42,3 +42,12 @@ def test_bearer_token_is_not_printed() -> None:
     settings = Settings(bearer_token="hunter2")
     assert "hunter2" not in repr(settings)
     assert "hunter2" not in str(settings.model_dump())
+
+
+def test_redis_url_without_a_scheme_is_rejected_clearly() -> None:
+    import pydantic
+
+    with pytest.raises(pydantic.ValidationError, match="must be a redis://, rediss:// or unix:// URL"):
+        Settings(redis_url="localhost:6379")
+    assert Settings(redis_url=" redis://localhost:6379/0 ").redis_url == "redis://localhost:6379/0"
+    assert Settings(redis_url="").redis_url is None

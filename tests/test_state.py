@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
+import sys
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -12,9 +14,20 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from taskiq_monitor.events import TaskEvent
+from taskiq_monitor.service.live import Broadcaster, LiveFeed, _Client
 from taskiq_monitor.settings import Settings
 from taskiq_monitor.sinks.state import StateSink
-from taskiq_monitor.state import MemoryStore, RedisStore, StateStore, parse_event_id
+from taskiq_monitor.state import (
+    MAX_BLOCK_MS,
+    Entry,
+    MemoryStore,
+    RedisStore,
+    RedisWriter,
+    StateOp,
+    StateStore,
+    WriteBatch,
+    parse_event_id,
+)
 from tests.integration.servers import RedisServer, free_port, wait_for
 
 
@@ -213,3 +226,343 @@ def test_outage_buffers_then_recovers_with_exact_counts(tmp_path: Any) -> None:
         store.sync.close()
     finally:
         server.cleanup()
+
+
+# -- regressions: queue state under failures ---------------------------------------------------------------------
+class FlakyWriter:
+    """Wraps a real writer; ``down`` makes writes fail like an unreachable Redis; ``hook`` runs before each write."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.down = False
+        self.hook: Any = None
+        self.nows: list[float] = []
+
+    def write(self, batch: WriteBatch) -> int:
+        import redis
+
+        self.nows.append(batch.now)
+        if self.hook is not None:
+            self.hook(batch)
+        if self.down:
+            raise redis.exceptions.ConnectionError("Redis is down (test)")
+        return self.inner.write(batch) or 0
+
+    def close(self) -> None:
+        pass
+
+
+def inner_writer(settings: Settings, mem: Any) -> Any:
+    return mem if mem is not None else RedisWriter(settings)
+
+
+def test_running_set_rewrite_is_not_undone_by_older_queued_events(backend: tuple[Settings, Any, StateStore]) -> None:
+    """After an outage the running set is rewritten from the worker's own view; a `running` queued before that
+    rewrite (whose `success` was dropped) must not be re-added on top of it."""
+    settings, mem, store = backend
+    settings.state_buffer_events = 3
+    writer = FlakyWriter(inner_writer(settings, mem))
+    sink = make_sink(settings, writer)
+    try:
+        sink.emit(ev("pending", "x0"))
+        flushed(sink, 1)
+        writer.down = True
+        sink.emit(ev("pending", "x10"))  # the batch that fails and is retained
+        wait_for(lambda: sink.failures >= 1, 5, "a failed write")
+        sink.emit(ev("running", "x1"))  # buffered
+        sink.emit(ev("pending", "x2"))
+        sink.emit(ev("pending", "x3"))  # the buffer is full
+        sink.emit(ev("success", "x1"))  # dropped
+        assert sink.dropped == 1 and sink._running == {}
+        writer.down = False
+        flushed(sink, 5)
+        wait_for(lambda: not sink._buffer and not sink._resync, 5, "the running set rewritten")
+        task = store.snapshot_sync().tasks["a"]
+        assert (task.running, task.pending) == (0, 4)  # x0, x10, x2, x3 pending; x1 left the queue
+    finally:
+        sink.stop()
+
+
+def test_batch_retried_after_a_timeout_is_applied_once(backend: tuple[Settings, Any, StateStore]) -> None:
+    settings, mem, store = backend
+    inner = inner_writer(settings, mem)
+    writer = FlakyWriter(inner)
+    calls: list[str] = []
+
+    def applied_then_timed_out(batch: WriteBatch) -> None:
+        import redis
+
+        calls.append(batch.batch_id)
+        if len(calls) == 1 and batch.ops:
+            inner.write(batch)  # Redis ran it, but the reply never came
+            raise redis.exceptions.TimeoutError("Timeout reading from socket (test)")
+
+    writer.hook = applied_then_timed_out
+    sink = make_sink(settings, writer)
+    try:
+        sink.emit(ev("success", "x", duration_seconds=1.0))
+        flushed(sink, 1)
+        assert calls[0] == calls[1]  # the same batch retried
+        task = store.snapshot_sync(with_stats=True).tasks["a"]
+        assert task.totals["success"] == 1 and task.totals["dur_sum"] == pytest.approx(1.0)
+        assert len(asyncio.run(store.read_after("0-0", 100, 0))) == 1
+    finally:
+        sink.stop()
+
+
+def test_events_lost_at_shutdown_while_redis_is_down_are_counted() -> None:
+    registry = CollectorRegistry()
+    sink = StateSink(Settings(redis_url=f"redis://127.0.0.1:{free_port()}/0"), registry=registry)
+    for i in range(5):
+        sink.emit(ev("pending", f"t{i}"))
+    wait_for(lambda: sink.failures >= 1, 10, "a failed write")
+    sink.stop(timeout=5)
+    assert sink._thread is None and not sink._buffer
+    assert sink.dropped == 5
+    assert registry.get_sample_value("taskiq_monitor_state_events_total", {"result": "dropped"}) == 5
+
+
+def test_removals_recorded_while_the_flusher_drains_are_not_lost() -> None:
+    # A stress guard (the race of copy-then-clear is too narrow to hit reliably): every dropped start must reach
+    # the writer as a removal.
+    class Recorder:
+        def __init__(self) -> None:
+            self.removals = 0
+            self.ops = 0
+
+        def write(self, batch: WriteBatch) -> int:
+            self.removals += len(batch.removals)
+            self.ops += len(batch.ops)
+            return 0
+
+        def close(self) -> None:
+            pass
+
+    recorder = Recorder()
+    sink = make_sink(Settings(state_buffer_events=1), recorder)
+    n = 100_000
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # interleave the flusher with emit as much as possible
+    try:
+        for i in range(n):
+            sink.emit(ev("success", f"r{i}"))  # the buffer holds 1: nearly all are dropped -> removals
+    finally:
+        sys.setswitchinterval(interval)
+    wait_for(lambda: recorder.ops + recorder.removals == n, 10, f"{n} events or removals ({vars(recorder)})")
+    sink.stop()
+
+
+def test_a_bad_event_is_isolated_dropped_and_counted_not_retried_forever(redis_srv: RedisServer) -> None:
+    redis_srv.client().flushall()
+    settings = Settings(redis_url=redis_srv.url)
+    redis_srv.client().set("{taskiq_monitor}:pending:bad", "a string: ZADD fails with WRONGTYPE")
+
+    class Picky:
+        """Fails (permanently) on one event, client-side, like an encoding error."""
+
+        def __init__(self) -> None:
+            self.inner = RedisWriter(settings)
+
+        def write(self, batch: WriteBatch) -> int:
+            if any(op.member == "poison:1" for op in batch.ops):
+                raise ValueError("cannot encode (test)")
+            return self.inner.write(batch)
+
+        def close(self) -> None:
+            self.inner.close()
+
+    store = RedisStore(settings)
+    sink = make_sink(settings, Picky())
+    try:
+        sink.emit(ev("running", "abc\ud800"))  # a lone surrogate (a JSON-decoded task id): escaped, not fatal
+        for i in range(20):
+            sink.emit(ev("pending", f"ok{i}"))
+            if i == 7:
+                sink.emit(ev("pending", "poison"))
+                sink.emit(ev("pending", "p", task="bad"))  # rejected by Redis (WRONGTYPE)
+        wait_for(lambda: sink.written == 21 and sink.dropped == 2, 10, "good events written, bad ones dropped")
+        assert sink.failures == 0  # nothing was retried as if Redis were down
+        task = store.snapshot_sync().tasks["a"]
+        assert (task.pending, task.running) == (20, 1)
+    finally:
+        sink.stop()
+        store.sync.close()
+
+
+def test_heartbeats_use_the_redis_clock(redis_srv: RedisServer) -> None:
+    redis_srv.client().flushall()
+    settings = Settings(redis_url=redis_srv.url)
+    writer = RedisWriter(settings)
+    store = RedisStore(settings)
+    try:
+        # A worker whose clock is an hour behind: its heartbeat must still count as fresh.
+        writer.write(WriteBatch(now=time.time() - 3600, worker="host:1"))
+        snap = store.snapshot_sync()
+        assert snap.workers == 1
+        redis_now = float(redis_srv.client().time()[0])
+        assert abs(snap.taken_at - redis_now) < 5
+    finally:
+        writer.close()
+        store.sync.close()
+
+
+def test_retried_heartbeat_carries_the_time_of_the_attempt(backend: tuple[Settings, Any, StateStore]) -> None:
+    settings, mem, _store = backend
+    settings.heartbeat_seconds = 0.05
+    writer = FlakyWriter(inner_writer(settings, mem))
+    writer.down = True
+    sink = make_sink(settings, writer)
+    try:
+        sink.emit(ev("running", "hb"))
+        wait_for(lambda: len(writer.nows) >= 3, 10, "retries")
+        assert writer.nows[2] > writer.nows[0]
+    finally:
+        writer.down = False
+        sink.stop()
+
+
+def test_blocking_reader_has_a_read_timeout(redis_srv: RedisServer) -> None:
+    store = RedisStore(Settings(redis_url=redis_srv.url))
+    try:
+        kwargs = store.aio_blocking.connection_pool.connection_kwargs
+        assert kwargs["socket_timeout"] is not None and kwargs["socket_timeout"] > MAX_BLOCK_MS / 1000
+        assert kwargs["socket_keepalive"] and kwargs["health_check_interval"]
+    finally:
+        store.sync.close()
+
+
+def test_task_names_are_capped_and_fold_into_other(backend: tuple[Settings, Any, StateStore]) -> None:
+    settings, mem, store = backend
+    settings.max_task_names = 2
+    writer = inner_writer(settings, mem)
+    writer.write(WriteBatch(now=time.time(), task_names=["registered"]))
+    sink = make_sink(settings, writer)
+    try:
+        for i, name in enumerate(["registered", "u1", "u2", "u3", "u4", "u1"]):
+            sink.emit(ev("pending", f"{name}-{i}", task=name))
+        flushed(sink, 6)
+        tasks = store.snapshot_sync().tasks
+        assert set(tasks) == {"registered", "u1", "u2", "other"}
+        assert tasks["other"].pending == 2 and tasks["u1"].pending == 2
+    finally:
+        sink.stop()
+
+
+def test_memory_store_write_does_not_scan_the_reorder_window() -> None:
+    mem = MemoryStore(Settings())
+    now = time.time()
+
+    def op(status: str, i: int) -> StateOp:
+        return StateOp(status, "a", f"id{i}:1", now, now, now, 0.1 if status == "success" else None, "{}")
+
+    for k in range(0, 100_000, 1000):
+        mem.write(WriteBatch(now=now, ops=[op("running", i) for i in range(k, k + 1000)]))
+    start = time.perf_counter()
+    for i in range(200):
+        mem.write(WriteBatch(now=now, ops=[op("success", i)]))
+    assert time.perf_counter() - start < 0.2  # was ~1.6 ms per batch (a scan of 100k entries)
+    # Still trimmed: entries older than the window go, also those re-seen (moved to the end).
+    mem.write(WriteBatch(now=now + 1, ops=[op("success", 99_999)]))
+    mem.write(WriteBatch(now=now + settings_window() + 0.5, ops=[]))
+    assert list(mem._tasks["a"].seen) == ["id99999:1"]
+
+
+def settings_window() -> float:
+    return Settings().reorder_window_seconds
+
+
+def test_late_pending_from_another_process_after_success_leaves_pending_zero(
+    backend: tuple[Settings, Any, StateStore],
+) -> None:
+    # The middleware may emit "pending" after the send (post_send): the worker's running/success can land first.
+    settings, mem, store = backend
+    worker = make_sink(settings, inner_writer(settings, mem))
+    app = make_sink(settings, inner_writer(settings, mem))
+    try:
+        worker.emit(ev("running", "late"))
+        worker.emit(ev("success", "late", duration_seconds=0.1))
+        flushed(worker, 2)
+        app.emit(ev("pending", "late"))
+        flushed(app, 1)
+        task = store.snapshot_sync().tasks["a"]
+        assert (task.pending, task.running) == (0, 0)
+    finally:
+        worker.stop()
+        app.stop()
+
+
+# -- live feed units ---------------------------------------------------------------------------------------------
+def test_parse_event_id_rejects_parts_beyond_64_bits() -> None:
+    assert parse_event_id(f"{2**64 - 1}-{2**64 - 1}") == (2**64 - 1, 2**64 - 1)
+    for bad in (f"{2**64}-0", f"0-{2**64}", "99999999999999999999-0"):
+        with pytest.raises(ValueError, match="at most"):
+            parse_event_id(bad)
+
+
+def test_client_queue_is_bounded_by_bytes_too() -> None:
+    async def run() -> None:
+        broadcaster = Broadcaster(MemoryStore(Settings()), 10_000)
+        client = _Client(10_000, None, None, max_bytes=10_000)
+        broadcaster.register(client)
+        payload = '{"blob":"' + "x" * 3000 + '"}'
+        broadcaster.dispatch([Entry(f"1-{i}", "a", "pending", payload) for i in range(3)])
+        assert not client.overflowed and client.queued_bytes > 9000
+        broadcaster.dispatch([Entry("1-3", "a", "pending", payload)])
+        assert client.overflowed and client not in broadcaster.clients
+
+    asyncio.run(run())
+
+
+class FakeWs:
+    def __init__(self) -> None:
+        self.frames: list[dict[str, Any]] = []
+
+    async def send_text(self, text: str) -> None:
+        self.frames.append(json.loads(text))
+
+
+def test_gap_is_reported_when_the_stream_is_trimmed_while_the_backlog_is_sent() -> None:
+    settings = Settings(stream_max_events=1000)
+    mem = MemoryStore(settings)
+    now = time.time()
+
+    def write(n: int, start: int) -> None:
+        ops = [StateOp("pending", "a", f"g{i}:1", now, now, now, None, f'{{"i":{i}}}') for i in range(start, start + n)]
+        mem.write(WriteBatch(now=now, ops=ops))
+
+    write(1000, 0)
+    first_read = asyncio.run(mem.read_after("0-0", 1000, 0))
+    resume, live_from = first_read[0].key, first_read[-1].key
+    original = mem.range_asc
+    calls = 0
+
+    async def trimming_range_asc(after: str, until: str, count: int) -> list[Entry]:
+        nonlocal calls
+        calls += 1
+        chunk = await original(after, until, count)
+        if calls == 1:
+            write(800, 1000)  # the oldest 800 entries are trimmed while the client reads its backlog
+        return chunk
+
+    mem.range_asc = trimming_range_asc  # type: ignore[method-assign]
+    feed = LiveFeed(settings, mem)
+    ws = FakeWs()
+    client = _Client(10, None, None)
+
+    async def run() -> None:
+        sender = asyncio.create_task(feed._send(ws, client, resume, live_from))  # type: ignore[arg-type]
+        deadline = time.monotonic() + 5
+        while not any(f["type"] == "live" for f in ws.frames):
+            assert time.monotonic() < deadline, ws.frames[-3:]
+            await asyncio.sleep(0.01)
+        sender.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await sender
+
+    asyncio.run(run())
+    kinds = [f["type"] for f in ws.frames]
+    assert "gap" in kinds
+    gap = kinds.index("gap")
+    events = [f["event"]["i"] for f in ws.frames if f["type"] == "event"]
+    assert events[:gap] == list(range(1, gap + 1))  # before the gap: in order from the resume point
+    assert events == sorted(set(events)) and events[-1] == 999

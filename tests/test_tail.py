@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from taskiq_monitor.events import TaskEvent, to_record
-from taskiq_monitor.tail import format_event
+from taskiq_monitor.tail import clean, format_event
 
 
 def test_event_line_shows_the_records_time_status_and_task() -> None:
@@ -21,3 +21,14 @@ def test_event_line_shows_the_records_time_status_and_task() -> None:
 def test_event_line_is_coloured_on_request() -> None:
     event = TaskEvent(status="success", task_id="t", task_name="x", timestamp=0.0)
     assert "\x1b[" in format_event({"type": "event", "id": "1-0", "event": to_record(event)}, color=True)
+
+
+def test_event_line_strips_escape_sequences_and_control_characters() -> None:
+    event = TaskEvent(status="failed", task_id="id\x1b]0;pwned\x07", task_name="a\x1b[2Jb\rc", timestamp=0.0)
+    event.error_type, event.error_message = "E\x9b31m", "line1\nline2\x1b[8mhidden\x1bc"
+    for color in (False, True):
+        line = format_event({"type": "event", "id": "1-0", "event": to_record(event)}, color=color)
+        body = line.removeprefix("\x1b[31m").removesuffix("\x1b[0m") if color else line
+        assert not any(ord(ch) < 32 or 0x7F <= ord(ch) <= 0x9F for ch in body), repr(body)
+        assert "abc" in body and "line1line2hidden" in body and "pwned" not in body
+    assert clean("ok\x1b[1;31mred\x1b[0m\ttab") == "okredtab"

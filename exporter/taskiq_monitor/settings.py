@@ -210,6 +210,17 @@ class Settings(BaseSettings):
             raise ValueError("must be an http:// or https:// URL")
         return value
 
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        value = value.strip()
+        if not value.startswith(("redis://", "rediss://", "unix://")):
+            # The value itself is not repeated: it may carry a password.
+            raise ValueError("must be a redis://, rediss:// or unix:// URL, e.g. redis://localhost:6379/0")
+        return value
+
     @field_validator("duration_buckets", "queue_wait_buckets")
     @classmethod
     def _buckets_sorted(cls, value: tuple[float, ...]) -> tuple[float, ...]:

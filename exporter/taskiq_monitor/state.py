@@ -8,10 +8,16 @@ exporter reads (``taskiq_tasks_pending``, ``/api/v1/tasks``, ``/ws/events``). Tw
 * :class:`MemoryStore` — when no Redis is configured; only meaningful when tasks and exporter share a process (the
   in-memory demo). ``memory_store()`` is that process-wide instance.
 
-Redis layout (``P`` = ``{taskiq_monitor}``, a hash tag, so every key lives in one cluster slot)::
+Redis layout (``P`` = ``{taskiq_monitor}``, a hash tag). The scripts build their key names from the prefix
+instead of declaring them as ``KEYS``, so Redis Cluster is not supported (use a standalone Redis or a primary with
+replicas); the hash tag only keeps the keys together.::
 
     P:events              stream, fields t (task name), s (status), r (JSON record); XADD MAXLEN ~ N
     P:tasks               set of task names (registered by workers at start-up and seen in events)
+    P:unregistered        task names seen in events but never registered (at most max_task_names; the events of
+                          further unregistered names are folded into task name "other", like the metrics)
+    P:batch:<id>          marks an applied write batch for 10 minutes: a batch retried after a timeout is
+                          applied once
     P:pending:<task>      zset member "<task_id>:<attempt>", score enqueue time — add on pending, remove on running
     P:started:<task>      zset of recently started/finished members (reorder window): a late "pending" from
                           another process must not re-add a task that already started
@@ -23,7 +29,8 @@ Redis layout (``P`` = ``{taskiq_monitor}``, a hash tag, so every key lives in on
     P:stats:<task>:<min>  the same per minute (TTL), for the windowed success rate and average duration
 
 Each event costs O(log n) in Redis; the running set of a worker is rewritten whole after a Redis outage, so counts
-heal instead of drifting.
+heal instead of drifting (events older than that rewrite no longer change the running set: ``track_running``).
+"Now" in the scripts is Redis's clock (``TIME``), so heartbeats and their expiry do not depend on host clocks.
 """
 
 from __future__ import annotations
@@ -36,6 +43,7 @@ import math
 import re
 import threading
 import time
+import uuid
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -48,7 +56,10 @@ FINISHED_STATUSES: tuple[str, ...] = tuple(s for s in EVENT_STATUSES if s not in
 # A stream entry id: "<milliseconds>-<sequence>" (Redis stream ids; the memory store mints the same shape).
 # The in-process store keeps fewer events: it lives in the memory of the process that runs the tasks.
 MEMORY_STREAM_CAP = 20_000
+_MEMORY_BATCH_IDS = 1000  # batch ids the in-process store remembers (its writes never time out: few retries)
 EVENT_ID_RE = re.compile(r"^(\d{1,20})-(\d{1,20})$")
+MAX_ID_PART = 2**64 - 1  # both parts of a Redis stream id are unsigned 64-bit integers
+OTHER_TASK = "other"  # task names beyond the cap fold into this one (as in the metrics)
 
 
 def parse_event_id(value: str) -> tuple[int, int]:
@@ -56,7 +67,10 @@ def parse_event_id(value: str) -> tuple[int, int]:
     match = EVENT_ID_RE.match(value)
     if match is None:
         raise ValueError(f"malformed event id {value!r}: expected '<milliseconds>-<sequence>', e.g. '1700000000000-0'")
-    return int(match.group(1)), int(match.group(2))
+    key = int(match.group(1)), int(match.group(2))
+    if key[0] > MAX_ID_PART or key[1] > MAX_ID_PART:
+        raise ValueError(f"malformed event id {value!r}: each part must be at most {MAX_ID_PART}")
+    return key
 
 
 def format_event_id(key: tuple[int, int]) -> str:
@@ -75,6 +89,7 @@ class StateOp:
     started_at: float
     duration: float | None
     payload: str
+    track_running: bool = True  # False for events older than the running-set rewrite they travel with (or follow)
 
 
 @dataclass(slots=True)
@@ -88,6 +103,7 @@ class WriteBatch:
     removals: list[tuple[str, str]] = field(default_factory=list)  # (task, member) started while events were dropped
     task_names: list[str] = field(default_factory=list)  # tasks to register
     leaving: bool = False  # the worker shuts down: drop its heartbeat and running set
+    batch_id: str = field(default_factory=lambda: uuid.uuid4().hex)  # applied at most once (retries after timeouts)
 
 
 @dataclass(slots=True)
@@ -123,7 +139,9 @@ class Entry:
 
 
 class StateWriter(Protocol):
-    def write(self, batch: WriteBatch) -> None: ...
+    def write(self, batch: WriteBatch) -> int | None:
+        """Apply the batch; may return the number of its events the store rejected (skipped, not retried)."""
+        ...
 
     def close(self) -> None: ...
 
@@ -163,9 +181,18 @@ def window_minutes(now: float, window: float) -> range:
 # ----------------------------------------------------------------------------------------------------------------
 # Redis
 # ----------------------------------------------------------------------------------------------------------------
+# Every "now" of the scripts is Redis's own clock (TIME): heartbeats written by workers and pruned by exporters,
+# and the reorder window, must not depend on how well the hosts' clocks agree. Event times (enqueued_at, the
+# stats minute) stay the clocks of the processes that recorded them.
 APPLY_LUA = """
 local p = ARGV[1]
-local now = tonumber(ARGV[2])
+local batch_id = ARGV[2]
+-- Idempotent batches: a batch retried after a timeout (Redis may have applied it already) is applied once.
+if batch_id ~= '' and not redis.call('SET', p .. ':batch:' .. batch_id, '1', 'NX', 'EX', 600) then
+  return {-1, 0}
+end
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) + tonumber(clock[2]) / 1000000
 local maxlen = ARGV[3]
 local window = tonumber(ARGV[4])
 local stats_ttl = tonumber(ARGV[5])
@@ -173,61 +200,101 @@ local worker = ARGV[6]
 local worker_ttl = tonumber(ARGV[7])
 local resync = ARGV[8] == '1'
 local leaving = ARGV[9] == '1'
-local n_ops, n_run, n_rem, n_tasks = tonumber(ARGV[10]), tonumber(ARGV[11]), tonumber(ARGV[12]), tonumber(ARGV[13])
-local i = 14
+local max_names = tonumber(ARGV[10])
+local n_ops, n_run, n_rem, n_tasks = tonumber(ARGV[11]), tonumber(ARGV[12]), tonumber(ARGV[13]), tonumber(ARGV[14])
+local i = 15
 local stream = p .. ':events'
 local wrun = p .. ':wrun:' .. worker
+local tasks_key = p .. ':tasks'
+local unreg_key = p .. ':unregistered'
 local touched = {}
-if resync and worker ~= '' then redis.call('DEL', wrun) end
+local names = {}
+-- Task names are bounded like the metrics' task_name label: names registered by workers always count; at most
+-- max_names others are accepted, the rest fold into 'other'.
+local function fold(task)
+  local known = names[task]
+  if known then return known end
+  local out = task
+  if redis.call('SISMEMBER', tasks_key, task) == 0 then
+    if redis.call('SCARD', unreg_key) < max_names then
+      redis.call('SADD', unreg_key, task)
+      redis.call('SADD', tasks_key, task)
+    else
+      out = 'other'
+      redis.call('SADD', tasks_key, out)
+    end
+  end
+  names[task] = out
+  return out
+end
+local rewrite = {}
 for _ = 1, n_run do
-  redis.call('HSET', wrun, ARGV[i], ARGV[i + 2] .. '|' .. ARGV[i + 1])
+  rewrite[#rewrite + 1] = {ARGV[i], ARGV[i + 1], ARGV[i + 2]}
   i = i + 3
 end
-for _ = 1, n_ops do
-  local status, task, member, ts = ARGV[i], ARGV[i + 1], ARGV[i + 2], tonumber(ARGV[i + 3])
-  local enq, started, dur, payload = ARGV[i + 4], ARGV[i + 5], ARGV[i + 6], ARGV[i + 7]
-  i = i + 8
+local ops_at = i
+local rem_at = ops_at + 9 * n_ops
+i = rem_at + 2 * n_rem
+-- Registered task names first: the events of this batch may be the first of a newly registered task.
+for _ = 1, n_tasks do
+  redis.call('SADD', tasks_key, ARGV[i])
+  touched[ARGV[i]] = true
+  i = i + 1
+end
+if resync and worker ~= '' then redis.call('DEL', wrun) end
+for _, r in ipairs(rewrite) do
+  redis.call('HSET', wrun, r[1], r[3] .. '|' .. fold(r[2]))
+end
+local function apply(status, task, member, ts, enq, started, dur, payload, track)
+  task = fold(task)
   redis.call('XADD', stream, 'MAXLEN', '~', maxlen, '*', 't', task, 's', status, 'r', payload)
   touched[task] = true
   local pending = p .. ':pending:' .. task
   local seen = p .. ':started:' .. task
   if status == 'pending' then
     if not redis.call('ZSCORE', seen, member) then redis.call('ZADD', pending, enq, member) end
-  else
-    redis.call('ZREM', pending, member)
-    redis.call('ZADD', seen, now, member)
-    if status == 'running' then
-      if worker ~= '' then redis.call('HSET', wrun, member, started .. '|' .. task) end
-    else
-      if worker ~= '' then redis.call('HDEL', wrun, member) end
-      local totals = p .. ':totals:' .. task
-      local bucket = p .. ':stats:' .. task .. ':' .. math.floor(ts / 60)
-      redis.call('HINCRBY', totals, status, 1)
-      redis.call('HINCRBY', bucket, status, 1)
-      if dur ~= '' then
-        redis.call('HINCRBYFLOAT', totals, 'dur_sum', dur)
-        redis.call('HINCRBY', totals, 'dur_n', 1)
-        redis.call('HINCRBYFLOAT', bucket, 'dur_sum', dur)
-        redis.call('HINCRBY', bucket, 'dur_n', 1)
-      end
-      redis.call('EXPIRE', bucket, stats_ttl)
-    end
+    return
   end
+  redis.call('ZREM', pending, member)
+  redis.call('ZADD', seen, now, member)
+  if status == 'running' then
+    if track and worker ~= '' then redis.call('HSET', wrun, member, started .. '|' .. task) end
+    return
+  end
+  if track and worker ~= '' then redis.call('HDEL', wrun, member) end
+  local totals = p .. ':totals:' .. task
+  local bucket = p .. ':stats:' .. task .. ':' .. math.floor(ts / 60)
+  redis.call('HINCRBY', totals, status, 1)
+  redis.call('HINCRBY', bucket, status, 1)
+  if dur ~= '' then
+    redis.call('HINCRBYFLOAT', totals, 'dur_sum', dur)
+    redis.call('HINCRBY', totals, 'dur_n', 1)
+    redis.call('HINCRBYFLOAT', bucket, 'dur_sum', dur)
+    redis.call('HINCRBY', bucket, 'dur_n', 1)
+  end
+  redis.call('EXPIRE', bucket, stats_ttl)
 end
+-- One bad event (e.g. a key of the wrong type) is skipped and reported; it must not stall the others.
+local failed = 0
+i = ops_at
+for _ = 1, n_ops do
+  local ok = pcall(apply, ARGV[i], ARGV[i + 1], ARGV[i + 2], tonumber(ARGV[i + 3]), ARGV[i + 4], ARGV[i + 5],
+    ARGV[i + 6], ARGV[i + 7], ARGV[i + 8] == '1')
+  if not ok then failed = failed + 1 end
+  i = i + 9
+end
+i = rem_at
 for _ = 1, n_rem do
-  local task, member = ARGV[i], ARGV[i + 1]
+  local task, member = fold(ARGV[i]), ARGV[i + 1]
   i = i + 2
-  redis.call('ZREM', p .. ':pending:' .. task, member)
-  redis.call('ZADD', p .. ':started:' .. task, now, member)
+  pcall(function()
+    redis.call('ZREM', p .. ':pending:' .. task, member)
+    redis.call('ZADD', p .. ':started:' .. task, now, member)
+  end)
   touched[task] = true
 end
-for _ = 1, n_tasks do
-  touched[ARGV[i]] = true
-  i = i + 1
-end
 for task, _ in pairs(touched) do
-  redis.call('SADD', p .. ':tasks', task)
-  redis.call('ZREMRANGEBYSCORE', p .. ':started:' .. task, '-inf', '(' .. (now - window))
+  pcall(redis.call, 'ZREMRANGEBYSCORE', p .. ':started:' .. task, '-inf', '(' .. (now - window))
 end
 if worker ~= '' then
   if leaving then
@@ -238,17 +305,19 @@ if worker ~= '' then
     redis.call('EXPIRE', wrun, math.ceil(worker_ttl))
   end
 end
-return n_ops
+return {n_ops - failed, failed}
 """
 
 SNAPSHOT_LUA = """
 local p = ARGV[1]
-local now = tonumber(ARGV[2])
-local horizon = tonumber(ARGV[3])
-local worker_ttl = tonumber(ARGV[4])
-local first_minute = tonumber(ARGV[5])
-local last_minute = tonumber(ARGV[6])
-local with_stats = ARGV[7] == '1'
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) + tonumber(clock[2]) / 1000000
+local horizon = tonumber(ARGV[2])
+local worker_ttl = tonumber(ARGV[3])
+local window = tonumber(ARGV[4])
+local with_stats = ARGV[5] == '1'
+local last_minute = math.floor(now / 60)
+local first_minute = last_minute - math.max(1, math.ceil(window / 60)) + 1
 local workers_key = p .. ':workers'
 redis.call('ZREMRANGEBYSCORE', workers_key, '-inf', '(' .. (now - worker_ttl))
 local workers = redis.call('ZRANGE', workers_key, 0, -1)
@@ -270,7 +339,7 @@ local function hash(key)
 end
 local expired = hash(p .. ':expired')
 local tasks = {}
-for _, t in ipairs(redis.call('SMEMBERS', p .. ':tasks')) do
+local function task_entry(t)
   local pk = p .. ':pending:' .. t
   local n = redis.call('ZREMRANGEBYSCORE', pk, '-inf', '(' .. (now - horizon))
   if n > 0 then
@@ -291,9 +360,14 @@ for _, t in ipairs(redis.call('SMEMBERS', p .. ':tasks')) do
     end
     entry.window = win
   end
-  tasks[t] = entry
+  return entry
 end
-return cjson.encode({workers = #workers, tasks = tasks})
+-- A task whose keys are unusable (e.g. overwritten with another type) is left out; the others are still reported.
+for _, t in ipairs(redis.call('SMEMBERS', p .. ':tasks')) do
+  local ok, entry = pcall(task_entry, t)
+  if ok then tasks[t] = entry end
+end
+return cjson.encode({now = now, workers = #workers, tasks = tasks})
 """
 
 
@@ -310,7 +384,7 @@ def apply_args(settings: Settings, batch: WriteBatch) -> list[str]:
     running = batch.resync_running or {}
     args: list[str] = [
         key_prefix(settings),
-        _fmt(batch.now),
+        batch.batch_id,
         str(settings.stream_max_events),
         _fmt(settings.reorder_window_seconds),
         str(settings.stats_window_seconds + 120),
@@ -318,6 +392,7 @@ def apply_args(settings: Settings, batch: WriteBatch) -> list[str]:
         _fmt(settings.worker_ttl_seconds),
         "1" if batch.resync_running is not None else "0",
         "1" if batch.leaving else "0",
+        str(settings.max_task_names),
         str(len(batch.ops)),
         str(len(running)),
         str(len(batch.removals)),
@@ -335,6 +410,7 @@ def apply_args(settings: Settings, batch: WriteBatch) -> list[str]:
             _fmt(op.started_at),
             "" if op.duration is None else _fmt(op.duration),
             op.payload,
+            "1" if op.track_running else "0",
         )
     for task, member in batch.removals:
         args += (task, member)
@@ -342,9 +418,20 @@ def apply_args(settings: Settings, batch: WriteBatch) -> list[str]:
     return args
 
 
+# The longest XREAD BLOCK of the live feed; its connection's read timeout is this plus a margin, so a half-open
+# connection (a Redis host that vanished without a FIN) is noticed instead of freezing the feed forever.
+MAX_BLOCK_MS = 5000
+_BLOCKING_MARGIN = 5.0
+
+
 def _redis_kwargs(settings: Settings) -> dict[str, Any]:
     # Bounded socket timeouts: a hung Redis must neither hang a scrape nor the flusher thread forever.
-    return {"socket_timeout": 5.0, "socket_connect_timeout": 3.0, "health_check_interval": 30}
+    return {
+        "socket_timeout": 5.0,
+        "socket_connect_timeout": 3.0,
+        "health_check_interval": 30,
+        "socket_keepalive": True,
+    }
 
 
 class RedisWriter:
@@ -358,8 +445,10 @@ class RedisWriter:
         self.client = redis.Redis.from_url(settings.redis_url, **_redis_kwargs(settings))
         self.script = self.client.register_script(APPLY_LUA)
 
-    def write(self, batch: WriteBatch) -> None:
-        self.script(args=apply_args(self.settings, batch))
+    def write(self, batch: WriteBatch) -> int:
+        """Apply ``batch``; returns the number of events Redis rejected (0 normally, also for a repeated batch)."""
+        reply = self.script(args=apply_args(self.settings, batch))
+        return int(reply[1]) if isinstance(reply, list) and len(reply) > 1 else 0
 
     def close(self) -> None:
         self.client.close()
@@ -381,6 +470,7 @@ def _entries(raw: Any) -> list[Entry]:
 
 def _parse_snapshot(raw: Any, now: float) -> Snapshot:
     data = json.loads(raw)
+    now = float(data.get("now") or now)  # Redis's clock: the pending ages are measured against it
     tasks: dict[str, TaskState] = {}
     # cjson encodes an empty table as {} — both shapes are fine here.
     for name, entry in (data.get("tasks") or {}).items():
@@ -413,17 +503,20 @@ class RedisStore:
         self.aio = aioredis.Redis.from_url(settings.redis_url, **_redis_kwargs(settings))
         self._aio_snapshot = self.aio.register_script(SNAPSHOT_LUA)
         # A separate connection pool for blocking XREADs: they must not starve the API's requests.
-        self.aio_blocking = aioredis.Redis.from_url(settings.redis_url, socket_connect_timeout=3.0, socket_timeout=None)
+        self.aio_blocking = aioredis.Redis.from_url(
+            settings.redis_url,
+            socket_connect_timeout=3.0,
+            socket_timeout=MAX_BLOCK_MS / 1000 + _BLOCKING_MARGIN,
+            socket_keepalive=True,
+            health_check_interval=30,
+        )
 
     def _snapshot_args(self, now: float, with_stats: bool) -> list[str]:
-        minutes = window_minutes(now, self.settings.stats_window_seconds)
         return [
             self.prefix,
-            _fmt(now),
             _fmt(self.settings.pending_horizon_seconds),
             _fmt(self.settings.worker_ttl_seconds),
-            str(minutes.start),
-            str(minutes.stop - 1),
+            str(self.settings.stats_window_seconds),
             "1" if with_stats else "0",
         ]
 
@@ -436,7 +529,8 @@ class RedisStore:
         return _parse_snapshot(await self._aio_snapshot(args=self._snapshot_args(now, with_stats)), now)
 
     async def read_after(self, after: str, count: int, block_ms: int) -> list[Entry]:
-        reply: Any = await self.aio_blocking.xread({self.stream: after}, count=count, block=block_ms)
+        block_ms = max(0, min(block_ms, MAX_BLOCK_MS))
+        reply: Any = await self.aio_blocking.xread({self.stream: after}, count=count, block=block_ms or None)
         return _entries(reply[0][1]) if reply else []
 
     async def range_asc(self, after: str, until: str, count: int) -> list[Entry]:
@@ -484,6 +578,9 @@ class MemoryStore:
         self.settings = settings if settings is not None else Settings()
         self._lock = threading.Lock()
         self._tasks: dict[str, _MemTask] = {}
+        self._registered: set[str] = set()
+        self._batches: dict[str, None] = {}  # recent batch ids (a batch is applied once, as in Redis)
+        self._unregistered: set[str] = set()
         self._workers: dict[str, float] = {}
         self._running: dict[str, dict[str, tuple[str, float]]] = {}  # worker -> member -> (task, started)
         cap = min(self.settings.stream_max_events, MEMORY_STREAM_CAP)
@@ -507,6 +604,15 @@ class MemoryStore:
             task = self._tasks[name] = _MemTask()
         return task
 
+    def _fold(self, name: str) -> str:
+        """Task names are bounded as in Redis (see ``APPLY_LUA``): registered ones plus ``max_task_names`` others."""
+        if name in self._registered or name in self._unregistered:
+            return name
+        if len(self._unregistered) < self.settings.max_task_names:
+            self._unregistered.add(name)
+            return name
+        return OTHER_TASK
+
     def _next_id(self) -> tuple[int, int]:
         ms = int(time.time() * 1000)
         key = (ms, 0) if ms > self._last[0] else (self._last[0], self._last[1] + 1)
@@ -514,30 +620,40 @@ class MemoryStore:
         return key
 
     # -- writer ------------------------------------------------------------------------------------------------
-    def write(self, batch: WriteBatch) -> None:
+    def write(self, batch: WriteBatch) -> int:
         now = batch.now
         window = self.settings.reorder_window_seconds
         with self._lock:
+            if batch.batch_id in self._batches:
+                return 0
+            self._batches[batch.batch_id] = None
+            if len(self._batches) > _MEMORY_BATCH_IDS:
+                del self._batches[next(iter(self._batches))]
+            for name in batch.task_names:
+                self._registered.add(name)
+                self._task(name)
             running = self._running.setdefault(batch.worker, {}) if batch.worker else None
             if batch.resync_running is not None and running is not None:
                 running.clear()
-                running.update(batch.resync_running)
+                running.update({m: (self._fold(t), at) for m, (t, at) in batch.resync_running.items()})
             for op in batch.ops:
+                name = self._fold(op.task_name)
                 key = self._next_id()
-                self._events.append(Entry(format_event_id(key), op.task_name, op.status, op.payload))
+                self._events.append(Entry(format_event_id(key), name, op.status, op.payload))
                 self._keys.append(key)
-                task = self._task(op.task_name)
+                task = self._task(name)
                 if op.status == STATUS_PENDING:
                     if op.member not in task.seen:
                         task.pending[op.member] = op.enqueued_at
                     continue
                 task.pending.pop(op.member, None)
+                task.seen.pop(op.member, None)  # re-inserted at the end: "seen" stays ordered by time
                 task.seen[op.member] = now
                 if op.status == STATUS_RUNNING:
-                    if running is not None:
-                        running[op.member] = (op.task_name, op.started_at)
+                    if running is not None and op.track_running:
+                        running[op.member] = (name, op.started_at)
                     continue
-                if running is not None:
+                if running is not None and op.track_running:
                     running.pop(op.member, None)
                 bucket = task.minutes.setdefault(_minute(op.timestamp), {})
                 for target in (task.totals, bucket):
@@ -546,17 +662,20 @@ class MemoryStore:
                         target["dur_sum"] = target.get("dur_sum", 0.0) + op.duration
                         target["dur_n"] = target.get("dur_n", 0) + 1
             for name, member in batch.removals:
-                task = self._task(name)
+                task = self._task(self._fold(name))
                 task.pending.pop(member, None)
+                task.seen.pop(member, None)
                 task.seen[member] = now
-            for name in batch.task_names:
-                self._task(name)
+            cutoff = now - window
             for task in self._tasks.values():
-                if task.seen:
-                    # dicts keep insertion order, and "seen" times only grow: trim from the front.
-                    stale = [m for m, t in task.seen.items() if t < now - window]
-                    for member in stale:
-                        del task.seen[member]
+                # dicts keep insertion order, and "seen" is kept ordered by time: trim from the front and stop at
+                # the first fresh entry (no scan of the whole window per batch).
+                seen = task.seen
+                while seen:
+                    member = next(iter(seen))
+                    if seen[member] >= cutoff:
+                        break
+                    del seen[member]
                 oldest_minute = _minute(now) - self.settings.stats_window_seconds // 60 - 2
                 for minute in [m for m in task.minutes if m < oldest_minute]:
                     del task.minutes[minute]
@@ -571,6 +690,7 @@ class MemoryStore:
             for loop, event in listeners:
                 with contextlib.suppress(RuntimeError):  # the loop is closed
                     loop.call_soon_threadsafe(event.set)
+        return 0
 
     def close(self) -> None:
         pass

@@ -16,6 +16,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import re
 import sys
 import urllib.parse
 from collections.abc import Sequence
@@ -33,6 +34,19 @@ COLORS = {
 }
 RESET = "\033[0m"
 EXIT_AUTH = 3
+# Terminal escape sequences (CSI, OSC, other ESC sequences) and C0/C1 control characters: task names, ids and error
+# messages come from the tasks and must not drive the operator's terminal (move the cursor, retitle, hide text).
+_CONTROL_RE = re.compile(
+    r"\x1b\[[0-?]*[ -/]*[@-~]"  # CSI ... final byte
+    r"|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?"  # OSC ... BEL or ST
+    r"|\x1b[@-_]?"  # other two-byte ESC sequences (and a lone ESC)
+    r"|[\x00-\x1f\x7f-\x9f]"  # remaining C0/C1 controls (newlines included: one line per event)
+)
+
+
+def clean(value: Any) -> str:
+    """``str(value)`` without escape sequences and control characters (safe to print on a terminal)."""
+    return _CONTROL_RE.sub("", str(value))
 
 
 def _clock(ts: Any) -> str:
@@ -51,18 +65,19 @@ def format_event(frame: dict[str, Any], color: bool) -> str:
     status = str(ev.get("status", "?"))
     ts = ev.get("timestamp")
     when = _clock(ts)
-    parts = [when, f"{status:<8}", str(ev.get("task_name", "?")), str(ev.get("task_id", ""))[:12]]
+    status = clean(status)
+    parts = [when, f"{status:<8}", clean(ev.get("task_name", "?")), clean(ev.get("task_id", ""))[:12]]
     if (ev.get("attempt") or 1) > 1:
-        parts.append(f"attempt={ev['attempt']}")
+        parts.append(f"attempt={clean(ev['attempt'])}")
     if ev.get("duration_seconds") is not None:
         parts.append(f"{ev['duration_seconds'] * 1000:.0f}ms")
     if ev.get("queue_wait_seconds") is not None and status == "running":
         parts.append(f"waited={ev['queue_wait_seconds'] * 1000:.0f}ms")
     if ev.get("error_type"):
-        parts.append(f"{ev['error_type']}: {str(ev.get('error_message') or '')[:120]}")
+        parts.append(f"{clean(ev['error_type'])}: {clean(ev.get('error_message') or '')[:120]}")
     worker = ev.get("worker") or {}
     if worker.get("pid"):
-        parts.append(f"[{worker.get('host')}:{worker.get('pid')}]")
+        parts.append(f"[{clean(worker.get('host'))}:{clean(worker.get('pid'))}]")
     line = "  ".join(parts)
     return f"{COLORS.get(status, '')}{line}{RESET}" if color else line
 
@@ -74,7 +89,7 @@ def format_summary(body: dict[str, Any]) -> list[str]:
         rate = w.get("success_rate")
         avg = t.get("avg_duration_seconds")
         lines.append(
-            f"{t['task_name']}: pending={t['pending']} running={t['running']} ok={t['success_total']} "
+            f"{clean(t['task_name'])}: pending={t['pending']} running={t['running']} ok={t['success_total']} "
             f"failed={t['failed_total']} retried={t['retried_total']} "
             f"success_rate_{w.get('seconds', '')}s={'-' if rate is None else f'{rate:.1%}'} "
             f"avg={'-' if avg is None else f'{avg * 1000:.0f}ms'}"
@@ -151,13 +166,14 @@ class Tail:
                             if self.count is not None and self.seen >= self.count:
                                 return 0
                         elif kind == "error":
-                            self.print(f"taskiq-monitor tail: {frame.get('code')}: {frame.get('message')}")
-                            if frame.get("code") == "unauthorized":
+                            code = frame.get("code")
+                            self.print(f"taskiq-monitor tail: {clean(code)}: {clean(frame.get('message'))}")
+                            if code == "unauthorized":
                                 return EXIT_AUTH
-                            if frame.get("code") in ("unknown_status", "unknown_task_name", "malformed_id"):
+                            if code in ("unknown_status", "unknown_task_name", "malformed_id", "future_id"):
                                 return 2
                         elif kind == "gap":
-                            self.print(f"taskiq-monitor tail: warning: {frame.get('message')}")
+                            self.print(f"taskiq-monitor tail: warning: {clean(frame.get('message'))}")
             except (OSError, ConnectionClosed, InvalidStatus, TimeoutError) as exc:
                 where = f" (resuming after {self.last_event_id})" if self.last_event_id else ""
                 self.print(f"taskiq-monitor tail: disconnected: {exc}; reconnecting in {backoff:.1f}s{where}")

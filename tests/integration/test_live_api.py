@@ -170,3 +170,55 @@ def test_tail_prints_events_resumes_and_summarises(redis_srv: RedisServer) -> No
         assert "running=0" in line  # the emitting process was no worker: its "running" left no worker entry
         bad = subprocess.run([*cmd, "--status", "nope"], env=env, capture_output=True, text=True, timeout=30)
         assert bad.returncode == 2 and "invalid choice" in bad.stderr
+
+
+def test_ws_resume_id_from_the_future_or_beyond_64_bits_is_rejected(redis_srv: RedisServer) -> None:
+    from starlette.testclient import TestClient
+    from starlette.websockets import WebSocketDisconnect
+
+    settings = Settings(redis_url=redis_srv.url)
+    emit_events(redis_srv.url, [event(i) for i in range(3)]).stop()
+    with TestClient(create_app(settings)) as client:
+        future = f"{int(time.time() * 1000) + 3600_000}-0"
+        with client.websocket_connect(f"/ws/events?last_event_id={future}") as ws:
+            frame = ws.receive_json()
+            assert frame["type"] == "error" and frame["code"] == "future_id", frame
+            with pytest.raises(WebSocketDisconnect) as closed:
+                ws.receive_json()
+            assert closed.value.code == 4400
+        with client.websocket_connect(f"/ws/events?last_event_id={2**64}-0") as ws:
+            frame = ws.receive_json()
+            assert frame["code"] == "malformed_id" and "at most" in frame["message"]
+        with client.websocket_connect("/ws/events?last_event_id=0-0") as ws:  # from the start: still fine
+            kinds = [ws.receive_json()["type"] for _ in range(4)]
+            assert kinds == ["event", "event", "event", "live"]
+
+
+async def test_events_api_rejects_bad_input_with_422_and_hides_redis_errors(redis_srv: RedisServer) -> None:
+    emit_events(redis_srv.url, [event(i) for i in range(3)]).stop()
+    app = create_app(Settings(redis_url=redis_srv.url))
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://x") as client:
+        for params, words in [
+            ({"since": "-5"}, "since: 1969"),
+            ({"until": "1960-01-01T00:00:00Z"}, "until: 1960"),
+            ({"cursor": "99999999999999999999-0"}, "cursor: malformed event id"),
+            ({"cursor": f"1-{2**64}"}, "at most 18446744073709551615"),
+        ]:
+            resp = await client.get("/api/v1/events", params=params)
+            assert resp.status_code == 422, (params, resp.text)
+            assert words in resp.json()["detail"], resp.text
+        assert (await client.get("/api/v1/events", params={"cursor": "0-0"})).json()["events"] == []
+        assert len((await client.get("/api/v1/events", params={"cursor": f"{2**64 - 1}-0"})).json()["events"]) == 3
+    down = Settings(redis_url=f"redis://127.0.0.1:{_free_port()}/0")
+    app = create_app(down)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://x") as client:
+        for path, params in [("/api/v1/events", {}), ("/api/v1/events", {"task_name": "a"}), ("/api/v1/tasks", {})]:
+            resp = await client.get(path, params=params)
+            assert resp.status_code == 503
+            assert resp.json()["detail"] == "state store unavailable"  # no host, port or Redis error text
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])

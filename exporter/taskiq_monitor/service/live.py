@@ -13,15 +13,17 @@ Server frames (one JSON object per text frame)::
 
     {"type": "event", "id": "1700000000000-0", "event": {...event record...}}
     {"type": "live", "last_event_id": "..."}         the backlog of a resume has been sent; live events follow
-    {"type": "gap", "first_event_id": "...", "message": "..."}  the resume id is older than the retained stream
+    {"type": "gap", "first_event_id": "...", "message": "..."}  events after the resume id were trimmed from the
+                                                     stream (before or while the backlog is sent)
     {"type": "ping", "ts": 1700000000.0}             every live_ping_seconds while idle
     {"type": "pong"}                                 answer to a client ping
     {"type": "error", "code": "...", "message": "..."}
 
 Client frames: ``{"type": "ping"}`` and ``{"type": "filter", "task_name": [...], "status": [...]}`` (replace the
-filters). Close codes: 4400 invalid parameters, 4401 unauthorized, 1009 message too large, 1011 state store
-unavailable, 1013 slow consumer (the client fell more than ``live_client_queue`` events behind; reconnect with
-``last_event_id`` to continue without loss).
+filters). A ``last_event_id`` beyond the stream's last id (from another Redis, or a flushed one) gets an error frame
+with code ``future_id``. Close codes: 4400 invalid parameters, 4401 unauthorized, 1009 message too large, 1011 state
+store unavailable, 1013 slow consumer (the client fell more than ``live_client_queue`` events behind; reconnect with
+``last_event_id`` to continue without loss; also when more than 32 MiB of frames are queued for it).
 """
 
 from __future__ import annotations
@@ -52,6 +54,11 @@ _SCAN_CHUNK = 500
 _MAX_SCAN = 20_000  # stream entries examined per /api/v1/events request (filters may match rarely)
 _READ_BLOCK_MS = 1000
 _SLOW_CLIENT_GRACE = 15.0  # seconds a cut-off client gets to read its error frame before the socket is dropped
+# Frames queued per client are also bounded by size: live_client_queue frames of up to event_max_record_bytes each
+# (64 KiB by default) could otherwise hold hundreds of MiB per slow client. 32 MiB is ~100 000 typical events.
+CLIENT_QUEUE_BYTES = 32 * 1024 * 1024
+# A resume id at most this far (ms) beyond the stream's last id is accepted (an event written meanwhile).
+_FUTURE_TOLERANCE_MS = 60_000
 
 CLOSE_BAD_REQUEST = 4400
 CLOSE_UNAUTHORIZED = 4401
@@ -116,10 +123,14 @@ class StateCollector:
 
 # -- fan-out -------------------------------------------------------------------------------------------------------
 class _Client:
-    __slots__ = ("overflowed", "queue", "sender", "statuses", "task_names")
+    __slots__ = ("max_bytes", "overflowed", "queue", "queued_bytes", "sender", "statuses", "task_names")
 
-    def __init__(self, size: int, task_names: set[str] | None, statuses: set[str] | None) -> None:
+    def __init__(
+        self, size: int, task_names: set[str] | None, statuses: set[str] | None, max_bytes: int = CLIENT_QUEUE_BYTES
+    ) -> None:
         self.queue: asyncio.Queue[tuple[tuple[int, int], str]] = asyncio.Queue(size)
+        self.queued_bytes = 0  # characters of the queued frames (≈ bytes: the records are mostly ASCII JSON)
+        self.max_bytes = max_bytes
         self.task_names = task_names
         self.statuses = statuses
         self.sender: asyncio.Task[None] | None = None
@@ -139,7 +150,8 @@ def event_frame(entry: Entry) -> str:
 class Broadcaster:
     """One reader of the stream per exporter; hands each entry to every client's bounded queue without waiting.
 
-    A client whose queue is full is cut off (its sender task cancelled); the others never wait for it.
+    A client whose queue is full (``live_client_queue`` frames or ``CLIENT_QUEUE_BYTES``) is cut off (its sender
+    task cancelled); the others never wait for it.
     """
 
     def __init__(self, store: StateStore, queue_size: int) -> None:
@@ -205,7 +217,10 @@ class Broadcaster:
                 if frame is None:
                     frame = event_frame(entry)
                 try:
+                    if client.queued_bytes + len(frame) > client.max_bytes:
+                        raise asyncio.QueueFull
                     client.queue.put_nowait((key, frame))
+                    client.queued_bytes += len(frame)
                 except asyncio.QueueFull:
                     client.overflowed = True
                     self.clients.discard(client)
@@ -368,8 +383,8 @@ class LiveFeed:
     async def _known_tasks(self) -> set[str]:
         try:
             return await self.store.task_names()
-        except Exception as exc:
-            raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, f"state store unavailable: {exc}") from None
+        except Exception:
+            raise _unavailable() from None
 
     # -- router ----------------------------------------------------------------------------------------------------
     def router(self, auth: Any) -> APIRouter:
@@ -389,8 +404,8 @@ class LiveFeed:
         async def get_tasks() -> TasksResponse:
             try:
                 snap = await feed.store.snapshot(with_stats=True)
-            except Exception as exc:
-                raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, f"state store unavailable: {exc}") from None
+            except Exception:
+                raise _unavailable() from None
             return tasks_response(snap, feed.settings.stats_window_seconds)
 
         @router.get(
@@ -420,13 +435,13 @@ class LiveFeed:
                 names, statuses = parse_filters(task_name, status_, await feed._known_tasks() if task_name else set())
                 upper: tuple[int, int] | None = None
                 if until is not None:
-                    upper = (int(until.timestamp() * 1000) + 1, 0)
+                    upper = (_epoch_ms(until, "until") + 1, 0)
                 if cursor is not None:
                     key = parse_id(cursor, "cursor")
                     upper = key if upper is None else min(upper, key)
+                lower = f"{_epoch_ms(since, 'since')}-0" if since is not None else "-"
             except InputError as exc:
                 raise HTTPException(422, exc.message) from None
-            lower = f"{int(since.timestamp() * 1000)}-0" if since is not None else "-"
             probe = _Client(1, names, statuses)
             items: list[EventItem] = []
             scanned = 0
@@ -434,6 +449,9 @@ class LiveFeed:
             exhausted = False
             try:
                 while len(items) < limit and scanned < _MAX_SCAN:
+                    if upper == (0, 0):  # nothing is older than the first possible id
+                        exhausted = True
+                        break
                     before = f"({format_event_id(upper)}" if upper is not None else "+"
                     chunk = await feed.store.range_desc(before, lower, _SCAN_CHUNK if names or statuses else limit)
                     if not chunk:
@@ -447,8 +465,8 @@ class LiveFeed:
                             items.append(EventItem(id=entry.id, event=json.loads(entry.payload)))
                             if len(items) == limit:
                                 break
-            except Exception as exc:
-                raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, f"state store unavailable: {exc}") from None
+            except Exception:
+                raise _unavailable() from None
             if len(items) == limit:
                 next_cursor: str | None = items[-1].id
             else:
@@ -483,6 +501,22 @@ class LiveFeed:
         except InputError as exc:
             await self._fail(ws, CLOSE_BAD_REQUEST, exc.code, exc.message)
             return
+        if resume_key is not None:
+            try:
+                last = await self.store.last_id()
+            except Exception:
+                logger.warning("taskiq-monitor live feed: cannot read the event stream", exc_info=True)
+                await self._fail(ws, CLOSE_UNAVAILABLE, "unavailable", "state store unavailable")
+                return
+            if resume_key[0] > parse_event_id(last)[0] + _FUTURE_TOLERANCE_MS:
+                await self._fail(
+                    ws,
+                    CLOSE_BAD_REQUEST,
+                    "future_id",
+                    f"last_event_id {format_event_id(resume_key)} is beyond the stream's last event {last} (another "
+                    "or a reset Redis?); reconnect without last_event_id",
+                )
+                return
         client = _Client(self.settings.live_client_queue, names, statuses)
         live_from = broadcaster.register(client)
         client.sender = asyncio.create_task(self._send(ws, client, resume_key, live_from))
@@ -524,20 +558,24 @@ class LiveFeed:
     ) -> None:
         sent = resume if resume is not None else live_from
         if resume is not None:
-            first = await self.store.first_id()
-            if first is not None and resume < parse_event_id(first) and resume != (0, 0):
-                await ws.send_text(
-                    json.dumps(
-                        {
-                            "type": "gap",
-                            "first_event_id": first,
-                            "message": f"events after {format_event_id(resume)} up to {first} may have been trimmed "
-                            "from the stream (retention: TASKIQ_MONITOR_STREAM_MAX_EVENTS)",
-                        }
-                    )
-                )
-            # The backlog: (resume, live_from], in chunks; live entries after live_from wait in the queue.
+            # The backlog: (resume, live_from], in chunks; live entries after live_from wait in the queue. The stream
+            # may be trimmed while the backlog is read: its first id is checked before every chunk.
+            reported: tuple[int, int] | None = None
             while sent < live_from:
+                first = await self.store.first_id()
+                first_key = parse_event_id(first) if first is not None else None
+                if first_key is not None and (0, 0) < sent < first_key and (reported is None or first_key > reported):
+                    reported = first_key
+                    await ws.send_text(
+                        json.dumps(
+                            {
+                                "type": "gap",
+                                "first_event_id": first,
+                                "message": f"events after {format_event_id(sent)} up to {first} may have been "
+                                "trimmed from the stream (retention: TASKIQ_MONITOR_STREAM_MAX_EVENTS)",
+                            }
+                        )
+                    )
                 chunk = await self.store.range_asc(format_event_id(sent), format_event_id(live_from), _SCAN_CHUNK)
                 if not chunk:
                     break
@@ -556,6 +594,7 @@ class LiveFeed:
                 await ws.send_text(json.dumps({"type": "ping", "ts": time.time()}))
                 continue
             while True:
+                client.queued_bytes -= len(frame)
                 if key > sent:  # exactly once: the backlog may overlap what was queued meanwhile
                     await ws.send_text(frame)
                     sent = key
@@ -611,6 +650,23 @@ class LiveFeed:
             "code": "unknown_message_type",
             "message": f"unknown message type {kind!r}; use 'ping' or 'filter'",
         }
+
+
+def _unavailable() -> HTTPException:
+    # The cause is logged, never returned: Redis errors name hosts and ports.
+    logger.warning("taskiq-monitor: state store unavailable", exc_info=True)
+    return HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "state store unavailable")
+
+
+def _epoch_ms(moment: datetime, name: str) -> int:
+    """Milliseconds since the epoch (stream ids count from it); earlier times are rejected."""
+    try:
+        ms = int(moment.timestamp() * 1000)
+    except (OverflowError, OSError, ValueError):
+        ms = -1
+    if ms < 0:
+        raise InputError("invalid_time", f"{name}: {moment.isoformat()} is before 1970-01-01T00:00:00Z")
+    return ms
 
 
 def include_live(app: FastAPI, settings: Settings, auth: Any, store: StateStore) -> LiveFeed:

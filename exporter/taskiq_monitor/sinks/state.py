@@ -12,8 +12,15 @@ Failure model:
   task from the pending set once Redis is back (a bounded set of "started while dropping" members is kept), so a
   drop never leaves a phantom pending task.
 * After any failure the worker's running set is rewritten whole from what this process actually runs, so running
-  counts heal rather than drift.
-* Clean shutdown (``close``) flushes what is buffered (bounded time) and removes the worker's heartbeat.
+  counts heal rather than drift. Every buffered event gets a sequence number in ``emit`` (its position in the
+  buffer: appended under the lock that guards the running set, so no per-event object is needed); events at or
+  before the rewrite's snapshot still go to the stream and the pending/finished counts, but no longer change the
+  running set (they are already in the snapshot — an old ``running`` whose finish was dropped must not come back).
+* Only connection errors and timeouts are retried. A batch that fails otherwise (an event that cannot be encoded,
+  a key of the wrong type…) is split until the bad event is isolated; that event is dropped and counted. Batches
+  are idempotent (a batch id checked by the script), so a batch retried after a timeout is not applied twice.
+* Clean shutdown (``close``) flushes what is buffered (bounded time) and removes the worker's heartbeat; what cannot
+  be written because Redis is down is counted as dropped.
 """
 
 from __future__ import annotations
@@ -33,6 +40,32 @@ from prometheus_client import CollectorRegistry, Counter
 from taskiq_monitor.events import STATUS_PENDING, STATUS_RUNNING, TaskEvent, to_record
 from taskiq_monitor.settings import Settings
 from taskiq_monitor.state import RedisWriter, StateOp, StateWriter, WriteBatch, memory_store
+
+# Redis replies that mean "not now" rather than "never": retried like connection errors.
+_TRANSIENT_REPLIES = ("OOM", "BUSY", "LOADING", "MASTERDOWN", "TRYAGAIN", "NOREPLICAS", "READONLY", "CLUSTERDOWN")
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether a failed write should be retried as is (Redis unreachable or busy) rather than isolated."""
+    if isinstance(exc, ConnectionError | TimeoutError):  # the built-ins (OSError family)
+        return True
+    try:
+        from redis import exceptions
+    except ImportError:  # pragma: no cover - redis is a dependency of the state store
+        return False
+    if isinstance(exc, exceptions.ConnectionError | exceptions.TimeoutError | exceptions.ReadOnlyError):
+        return True
+    return isinstance(exc, exceptions.ResponseError) and str(exc).startswith(_TRANSIENT_REPLIES)
+
+
+def _encodable(text: str) -> str:
+    """``text``, or with unencodable characters (lone surrogates) escaped: Redis takes UTF-8 only."""
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode()
+    return text
+
 
 logger = logging.getLogger("taskiq_monitor.state")
 
@@ -110,13 +143,20 @@ class StateSink:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._thread_lock = threading.Lock()
-        # _running/_worker_flag/_removals are written by emit() (GIL-atomic dict operations), the rest by the flusher.
+        # _seq (events appended to the buffer), _running and _resync are shared by emit() and the flusher: they change
+        # under _lock (uncontended, so cheap), which makes a running-set snapshot and its sequence number agree.
+        # _removals is a deque: emit appends, the flusher pops (both atomic).
+        self._lock = threading.Lock()
+        self._seq = 0  # sequence number of the last event appended to the buffer
+        self._popped = 0  # sequence number of the last event taken from the buffer (flusher only)
+        self._snap_seq = 0  # sequence number at the last running-set snapshot sent (flusher only)
         self._worker_flag = False
         self._worker_id = f"{socket.gethostname()}:{os.getpid()}"
         self._running: dict[str, tuple[str, float]] = {}
-        self._removals: dict[tuple[str, str], None] = {}
+        self._removals: deque[tuple[str, str]] = deque()
         self._task_names: list[str] = []
         self._resync = True
+        self._retry: deque[WriteBatch] = deque()  # parts of a split batch, written before anything new
         self._last_write = 0.0
         self.dropped = 0
         self.written = 0
@@ -179,18 +219,21 @@ class StateSink:
             if self._thread is None:
                 self._ensure_thread()
             status = event.status
-            if status != STATUS_PENDING:
-                # What this process runs is tracked here, not in the flusher: even when events are dropped, the
-                # running set written after an outage is exact.
-                member = f"{event.task_id}:{event.attempt}"
-                if status == STATUS_RUNNING:
-                    self._worker_flag = True
-                    self._running[member] = (event.task_name, event.started_at or event.timestamp)
-                else:
-                    self._running.pop(member, None)
-            if len(self._buffer) < self._capacity:
-                self._buffer.append(event)
-            else:
+            with self._lock:
+                if status != STATUS_PENDING:
+                    # What this process runs is tracked here, not in the flusher: even when events are dropped, the
+                    # running set written after an outage is exact.
+                    member = f"{event.task_id}:{event.attempt}"
+                    if status == STATUS_RUNNING:
+                        self._worker_flag = True
+                        self._running[member] = (event.task_name, event.started_at or event.timestamp)
+                    else:
+                        self._running.pop(member, None)
+                buffered = len(self._buffer) < self._capacity
+                if buffered:
+                    self._seq += 1
+                    self._buffer.append(event)
+            if not buffered:
                 self._drop(event)
             if not self._wake.is_set():
                 self._wake.set()
@@ -198,19 +241,24 @@ class StateSink:
             self.dropped += 1
 
     def _drop(self, event: TaskEvent) -> None:
-        self.dropped += 1
-        self._dropped.inc()
-        self._resync = True
+        self._count_dropped(1)
+        with self._lock:
+            self._resync = True
         if event.status != STATUS_PENDING and len(self._removals) < _MAX_REMOVALS:
             # Not in the feed any more, but the task did leave the queue: remove it from pending once Redis is back.
-            self._removals[(event.task_name, f"{event.task_id}:{event.attempt}")] = None
+            self._removals.append((event.task_name, f"{event.task_id}:{event.attempt}"))
+
+    def _count_dropped(self, n: int) -> None:
+        if n > 0:
+            self.dropped += n
+            self._dropped.inc(n)
 
     # -- flusher thread -----------------------------------------------------------------------------------------
     def _prepare(self, event: TaskEvent) -> StateOp:
-        member = f"{event.task_id}:{event.attempt}"
+        member = _encodable(f"{event.task_id}:{event.attempt}")
         return StateOp(
             status=event.status,
-            task_name=event.task_name,
+            task_name=_encodable(event.task_name),
             member=member,
             timestamp=event.timestamp,
             enqueued_at=event.enqueued_at if event.enqueued_at is not None else event.timestamp,
@@ -226,33 +274,43 @@ class StateSink:
         while True:
             stopping = self._stop.is_set()
             if batch is None:
-                batch = self._next_batch()
+                batch = self._retry.popleft() if self._retry else self._next_batch()
             due = self._worker_flag and time.monotonic() - self._last_write >= heartbeat
             if batch.ops or batch.removals or batch.task_names or batch.resync_running is not None or due:
+                batch.now = time.time()  # a retried batch (heartbeat) carries the time of this attempt
                 try:
-                    self.writer.write(batch)
-                except Exception:
+                    rejected = self.writer.write(batch) or 0
+                except Exception as exc:
+                    if not is_transient(exc):
+                        self._isolate(batch, exc)
+                        batch = None
+                        continue
                     self.failures += 1
-                    self._resync = True
+                    with self._lock:
+                        self._resync = True
                     if self.failures == 1 or self.failures % 100 == 0:
                         logger.warning("taskiq-monitor state: cannot write to Redis (retrying)", exc_info=True)
                     if stopping:
+                        self._lose_all(batch)
                         return
                     self._stop.wait(backoff)
                     backoff = min(_MAX_BACKOFF, backoff * 2)
                     continue
                 backoff = 0.1
                 self._last_write = time.monotonic()
-                if batch.ops:
-                    self.written += len(batch.ops)
-                    self._written.inc(len(batch.ops))
+                if rejected:
+                    logger.warning("taskiq-monitor state: Redis rejected %d event(s) of a batch (dropped)", rejected)
+                    self._count_dropped(rejected)
+                if batch.ops and len(batch.ops) > rejected:
+                    self.written += len(batch.ops) - rejected
+                    self._written.inc(len(batch.ops) - rejected)
                 batch = None
-                if self._buffer:
+                if self._buffer or self._retry:
                     continue
             else:
                 batch = None
             if stopping:
-                if self._buffer:
+                if self._buffer or self._retry:
                     continue
                 self._leave()
                 return
@@ -260,28 +318,92 @@ class StateSink:
             self._wake.wait(max(0.0, wait))
             self._wake.clear()
 
+    def _lose_all(self, batch: WriteBatch) -> None:
+        """Shutdown while Redis is down: what is left is lost — count it."""
+        lost = len(batch.ops) + sum(len(b.ops) for b in self._retry)
+        self._retry.clear()
+        while self._buffer:
+            self._buffer.popleft()
+            lost += 1
+        self._count_dropped(lost)
+        if lost:
+            logger.warning("taskiq-monitor state: %d event(s) not written at shutdown (Redis unavailable)", lost)
+
+    def _isolate(self, batch: WriteBatch, exc: Exception) -> None:
+        """A batch failed for good (not a connection problem): split it until the bad event is found; drop that one.
+
+        A bad batch must not stall the state forever, nor take its good events with it."""
+        ops = batch.ops
+        if len(ops) > 1:
+            mid = len(ops) // 2
+            first = WriteBatch(
+                now=batch.now,
+                ops=ops[:mid],
+                worker=batch.worker,
+                resync_running=batch.resync_running,
+                removals=batch.removals,
+                task_names=batch.task_names,
+            )
+            second = WriteBatch(now=batch.now, ops=ops[mid:], worker=batch.worker, leaving=batch.leaving)
+            self._retry.appendleft(second)
+            self._retry.appendleft(first)
+            return
+        logger.warning(
+            "taskiq-monitor state: dropping %s that Redis cannot take: %s",
+            f"a {ops[0].status} event of {ops[0].task_name!r}" if ops else "a batch without events",
+            exc,
+            exc_info=logger.isEnabledFor(logging.DEBUG),
+        )
+        if ops:
+            self._count_dropped(1)
+            rest = WriteBatch(
+                now=batch.now,
+                worker=batch.worker,
+                resync_running=batch.resync_running,
+                removals=batch.removals,
+                task_names=batch.task_names,
+                leaving=batch.leaving,
+            )
+            if rest.removals or rest.task_names or rest.resync_running is not None or rest.leaving:
+                self._retry.appendleft(rest)
+        else:
+            with self._lock:
+                self._resync = True  # the running set is rewritten with the next batch
+
     def _next_batch(self) -> WriteBatch:
-        ops: list[StateOp] = []
-        limit = self.settings.state_batch_events
-        buffer = self._buffer
-        while buffer and len(ops) < limit:
-            event = buffer.popleft()
-            try:
-                ops.append(self._prepare(event))
-            except Exception:
-                self.dropped += 1
-                self._dropped.inc()
-        batch = WriteBatch(now=time.time(), ops=ops)
-        if self._removals:
-            batch.removals = list(self._removals)
-            self._removals.clear()
-        if self._task_names:
-            batch.task_names, self._task_names = self._task_names, []
+        batch = WriteBatch(now=time.time())
         if self._worker_flag:
             batch.worker = self._worker_id
-            if self._resync:
-                batch.resync_running = dict(self._running)
-                self._resync = False
+            with self._lock:
+                if self._resync:
+                    # The snapshot and its sequence number agree (emit changes both under the lock): every event
+                    # up to _snap_seq is in the snapshot, every later one is not.
+                    batch.resync_running = {
+                        _encodable(member): (_encodable(task), started)
+                        for member, (task, started) in self._running.items()
+                    }
+                    self._snap_seq = self._seq
+                    self._resync = False
+        limit = self.settings.state_batch_events
+        buffer = self._buffer
+        snap_seq = self._snap_seq
+        while buffer and len(batch.ops) < limit:
+            event = buffer.popleft()
+            self._popped += 1
+            try:
+                op = self._prepare(event)
+            except Exception:
+                self._count_dropped(1)
+                continue
+            op.track_running = self._popped > snap_seq
+            batch.ops.append(op)
+        removals: dict[tuple[str, str], None] = {}
+        for _ in range(len(self._removals)):
+            task, member = self._removals.popleft()
+            removals[(_encodable(task), _encodable(member))] = None
+        batch.removals = list(removals)
+        if self._task_names:
+            batch.task_names, self._task_names = [_encodable(n) for n in self._task_names], []
         return batch
 
     def _leave(self) -> None:
