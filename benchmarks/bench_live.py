@@ -7,7 +7,7 @@ Run (needs redis-server on PATH)::
 What it does:
 
 1. starts a throw-away redis-server and ``taskiq-monitor serve`` (the exporter with the live feed) on free ports;
-2. starts a producer process that drives ``MonitoringMiddleware`` hooks (pre_send / pre_execute / post_execute,
+2. starts a producer process that drives ``MonitoringMiddleware`` hooks (pre_send / post_send / pre_execute / post_execute,
    three state changes per task) at ``--rate`` events per second, through the real ``StateSink`` -> Redis;
 3. a WebSocket client in this process measures, per event, receipt time minus the event's ``timestamp`` (the
    moment the hook ran; same host, same clock) and prints p50/p90/p99/max;
@@ -53,6 +53,7 @@ for i in range(n):
         time.sleep(min(delay, 0.001))
     msg = TaskiqMessage(task_id=f"b{i}", task_name="score_message_task", labels={}, args=[i], kwargs={})
     mw.pre_send(msg)
+    mw.post_send(msg)
     mw.pre_execute(msg)
     mw.post_execute(msg, TaskiqResult(is_err=False, return_value=None, execution_time=0.0))
 for sink in mw.sinks:
@@ -139,6 +140,7 @@ def hot_path(redis_url: str) -> dict[str, float]:
         t = time.perf_counter()
         for msg in msgs:
             mw.pre_send(msg)
+            mw.post_send(msg)
             mw.pre_execute(msg)
             mw.post_execute(msg, result)
         return (time.perf_counter() - t) / tasks * 1e6
@@ -189,7 +191,7 @@ def main() -> int:
         print("hot path (this process, Redis reachable, flusher thread running):")
         print(f"  StateSink.emit: {hp['emit_us']:.2f} µs/event")
         print(
-            f"  pre_send+pre_execute+post_execute per task: {hp['task_hooks_bare_us']:.1f} µs without sinks, "
+            f"  pre_send+post_send+pre_execute+post_execute per task: {hp['task_hooks_bare_us']:.1f} µs without sinks, "
             f"{hp['task_hooks_state_us']:.1f} µs with the state sink "
             f"(+{hp['task_hooks_state_us'] - hp['task_hooks_bare_us']:.1f} µs for 3 events)"
         )
