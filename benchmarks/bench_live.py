@@ -7,8 +7,8 @@ Run (needs redis-server on PATH)::
 What it does:
 
 1. starts a throw-away redis-server and ``taskiq-monitor serve`` (the exporter with the live feed) on free ports;
-2. starts a producer process that drives ``MonitoringMiddleware`` hooks (pre_send / post_send / pre_execute / post_execute,
-   three state changes per task) at ``--rate`` events per second, through the real ``StateSink`` -> Redis;
+2. starts a producer process that drives ``MonitoringMiddleware`` hooks (pre_send, post_send, pre_execute,
+   post_execute: three state changes per task) at ``--rate`` events per second, through the real ``StateSink`` -> Redis;
 3. a WebSocket client in this process measures, per event, receipt time minus the event's ``timestamp`` (the
    moment the hook ran; same host, same clock) and prints p50/p90/p99/max;
 4. measures the hot path in this process: ``StateSink.emit`` alone, and the three middleware hooks of one task with
