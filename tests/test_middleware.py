@@ -13,20 +13,7 @@ from taskiq.exceptions import NoResultError
 from taskiq_monitor.events import TaskEvent
 from taskiq_monitor.middleware import ENQUEUED_AT_LABEL, MonitoringMiddleware
 from taskiq_monitor.settings import Settings
-
-
-class RecordingSink:
-    def __init__(self) -> None:
-        self.events: list[TaskEvent] = []
-
-    def emit(self, event: TaskEvent) -> None:
-        self.events.append(event)
-
-    async def start(self) -> None:
-        pass
-
-    async def close(self) -> None:
-        pass
+from tests.recording_sink import RecordingSink
 
 
 class FatalSignal(BaseException):

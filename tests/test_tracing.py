@@ -26,27 +26,14 @@ from prometheus_client.openmetrics.parser import text_string_to_metric_families
 from taskiq import InMemoryBroker
 from taskiq.middlewares.opentelemetry_middleware import OpenTelemetryMiddleware
 
-from taskiq_monitor import MonitoringMiddleware, Settings, TaskEvent
+from taskiq_monitor import MonitoringMiddleware, Settings
 from taskiq_monitor.exemplars import load_exemplars
 from taskiq_monitor.multiproc import CombinedSource, MultiProcessSource, prepare_directory
 from taskiq_monitor.tracing import current_ids, instrument_broker, otlp_traces_url, setup_tracing
+from tests.recording_sink import RecordingSink
 
 REPO = Path(__file__).resolve().parents[1]
 TASK = "score_message_task"
-
-
-class CaptureSink:
-    def __init__(self) -> None:
-        self.events: list[TaskEvent] = []
-
-    def emit(self, event: TaskEvent) -> None:
-        self.events.append(event)
-
-    async def start(self) -> None:
-        pass
-
-    async def close(self) -> None:
-        pass
 
 
 def make_provider(**kwargs: Any) -> tuple[TracerProvider, InMemorySpanExporter]:
@@ -56,9 +43,11 @@ def make_provider(**kwargs: Any) -> tuple[TracerProvider, InMemorySpanExporter]:
     return provider, exporter
 
 
-async def run_one_task(provider: TracerProvider | None, *, fail: bool = False) -> tuple[CollectorRegistry, CaptureSink]:
+async def run_one_task(
+    provider: TracerProvider | None, *, fail: bool = False
+) -> tuple[CollectorRegistry, RecordingSink]:
     registry = CollectorRegistry()
-    sink = CaptureSink()
+    sink = RecordingSink()
     broker = InMemoryBroker(await_inplace=True).with_middlewares(
         MonitoringMiddleware(Settings(), registry=registry, sinks=[sink])
     )
