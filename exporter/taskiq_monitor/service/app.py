@@ -6,7 +6,6 @@ REST API routers are included from their own modules.
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Iterable
 from typing import Any
 
@@ -16,6 +15,7 @@ from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector
 
 from taskiq_monitor.multiproc import CombinedSource, MultiProcessSource, live_gauge_pids
+from taskiq_monitor.service.auth import is_authorized
 from taskiq_monitor.settings import Settings
 
 
@@ -29,15 +29,11 @@ def metrics_source(settings: Settings, extra: Iterable[Collector] = ()) -> Combi
 
 
 def bearer_auth(settings: Settings) -> Any:
-    """A dependency that enforces ``Authorization: Bearer <token>`` when a token is configured."""
-    expected = settings.bearer_token.get_secret_value().encode() if settings.bearer_token else None
+    """A dependency that enforces ``Authorization: Bearer <token>`` (or the dashboard's session cookie) when a token
+    is configured."""
 
     def check(request: Request) -> None:
-        if expected is None:
-            return
-        header = request.headers.get("authorization", "")
-        scheme, _, token = header.partition(" ")
-        if scheme.lower() != "bearer" or not secrets.compare_digest(token.strip().encode(), expected):
+        if not is_authorized(settings, request.headers.get("authorization"), request.cookies):
             raise HTTPException(
                 status.HTTP_401_UNAUTHORIZED,
                 detail="missing or invalid bearer token",
@@ -68,6 +64,9 @@ def create_app(settings: Settings | None = None, extra_collectors: Iterable[Coll
     source = metrics_source(settings, extra_collectors)
     app.state.settings = settings
     app.state.live = feed
+    from taskiq_monitor.service.ui import include_ui
+
+    include_ui(app, settings)
 
     @app.get("/metrics", dependencies=[auth], response_class=Response, summary="Prometheus/OpenMetrics exposition")
     def metrics(request: Request) -> Response:

@@ -32,7 +32,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import secrets
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import UTC, datetime
@@ -44,6 +43,7 @@ from prometheus_client.metrics_core import Metric
 from pydantic import BaseModel, Field
 
 from taskiq_monitor.events import EVENT_STATUSES
+from taskiq_monitor.service.auth import is_authorized
 from taskiq_monitor.settings import Settings
 from taskiq_monitor.state import Entry, Snapshot, StateStore, format_event_id, parse_event_id
 
@@ -372,13 +372,12 @@ class LiveFeed:
 
     # -- auth ------------------------------------------------------------------------------------------------------
     def _ws_authorized(self, ws: WebSocket) -> bool:
-        token = self.settings.bearer_token
-        if token is None:
-            return True
-        expected = token.get_secret_value().encode()
-        scheme, _, value = ws.headers.get("authorization", "").partition(" ")
-        candidate = value.strip() if scheme.lower() == "bearer" else ws.query_params.get("token", "")
-        return secrets.compare_digest(candidate.encode(), expected)
+        # The dashboard authenticates by its session cookie; `tail` and scripts by header or ?token=.
+        header = ws.headers.get("authorization")
+        query_token = ws.query_params.get("token")
+        if header is None and query_token:
+            header = f"Bearer {query_token}"
+        return is_authorized(self.settings, header, ws.cookies)
 
     async def _known_tasks(self) -> set[str]:
         try:
