@@ -98,7 +98,8 @@ export class Feed {
     const error = e.error_type ? `${e.error_type}: ${e.error_message || ""}` : "";
     return el(
       "tr",
-      { "data-testid": "feed-row", "data-event-id": item.id, "data-task-name": e.task_name, "data-status": e.status },
+      { "data-testid": "feed-row", "data-event-id": item.id, "data-task-name": e.task_name, "data-status": e.status,
+        "data-task-id": e.task_id },
       el("td", { class: "mono" }, fmtTime(e.timestamp, true)),
       el("td", {}, el("span", { class: `pill ${e.status}` }, e.status)),
       el("td", {}, e.task_name),

@@ -73,8 +73,20 @@ class App {
     if (this.config.grafana_url && !/^https?:\/\//i.test(this.config.grafana_url)) this.config.grafana_url = null;
     notice("config", null, null);
     $("#logout").hidden = !this.config.auth_required;
+    await this.seedFeed();
     this.live.start();
     this.route();
+  }
+
+  /** The feed starts with the newest recorded events; the WebSocket then resumes right after the newest one. */
+  async seedFeed() {
+    if (this.live.lastId !== null) return;
+    try {
+      const page = await getJSON("api/v1/events", { limit: 50 });
+      for (const item of [...page.events].reverse()) this.live.accept(item.id, item.event);
+    } catch {
+      // no store, or Redis down: the views say so; the feed starts live
+    }
   }
 
   async hasExecutions() {
