@@ -172,3 +172,18 @@ def test_a_token_protected_exporter_refuses_the_page_until_login_and_works_after
         assert page.evaluate("() => fetch('api/v1/tasks').then(r => r.status)") == 401
     finally:
         server.stop()
+
+
+def test_an_empty_store_no_workers_and_redis_down_get_clear_messages(
+    redis_srv: RedisServer, exporter: Exporter, page: Any
+) -> None:
+    page.goto(exporter.url + "/")
+    page.wait_for_selector('#cards-empty:has-text("No task type is registered yet")')
+    page.wait_for_selector('[data-notice="workers"]:has-text("No worker is alive")')
+    redis_srv.stop()
+    page.wait_for_selector('[data-notice="state"]:has-text("(Redis) is unreachable")')
+    redis_srv.start()
+    emit_all(redis_srv.url, [event("back", "success", "after_outage_task")])
+    page.wait_for_selector('[data-testid="task-card"][data-task-name="after_outage_task"]')
+    page.wait_for_selector('[data-notice="state"]', state="detached")
+    assert page.locator("#cards-empty").is_hidden()

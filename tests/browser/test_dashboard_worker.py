@@ -51,8 +51,10 @@ def test_every_registered_type_has_a_card_whose_numbers_equal_the_api(
         ("detect_language_task", [3], {"sim": {"fail": "ValueError"}}),
     )
     wait_for(
-        lambda: api_numbers(api_get(worker.base + "/api/v1/tasks"))["detect_language_task"]["failed"] >= 1
-        and api_numbers(api_get(worker.base + "/api/v1/tasks"))["score_message_task"]["success"] >= 2,
+        lambda: (
+            api_numbers(api_get(worker.base + "/api/v1/tasks"))["detect_language_task"]["failed"] >= 1
+            and api_numbers(api_get(worker.base + "/api/v1/tasks"))["score_message_task"]["success"] >= 2
+        ),
         60,
         "the tasks finished",
     )
@@ -119,10 +121,13 @@ def test_hostile_parameters_and_error_messages_stay_text_and_no_script_runs(
     page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
     page.goto(worker.base + "/#/feed")
     page.wait_for_selector('[data-testid="live-status"]:has-text("live")')
-    run(redis, ("save_telegram_message", [{"text": XSS_IMG, "html": XSS_SCRIPT}], {"sim": {"fail": XSS_IMG + XSS_SCRIPT}}))
-    row = page.locator(
-        '[data-testid="feed-row"][data-task-name="save_telegram_message"][data-status="failed"]'
-    ).filter(has_text="simulated <img")
+    run(
+        redis,
+        ("save_telegram_message", [{"text": XSS_IMG, "html": XSS_SCRIPT}], {"sim": {"fail": XSS_IMG + XSS_SCRIPT}}),
+    )
+    row = page.locator('[data-testid="feed-row"][data-task-name="save_telegram_message"][data-status="failed"]').filter(
+        has_text="simulated <img"
+    )
     row.wait_for()
     assert f"simulated {XSS_IMG}{XSS_SCRIPT}" in row.inner_text()
     row.locator("a").click()

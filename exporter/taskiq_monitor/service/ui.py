@@ -10,6 +10,7 @@ Test hooks and the health rule are a public contract: docs/ui.md.
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import mimetypes
 from functools import cache
 from importlib import resources
@@ -50,10 +51,11 @@ _DEFAULT_THRESHOLDS: dict[str, float] = {
 def thresholds() -> dict[str, float]:
     """The health thresholds of the alert rules' config (``taskiq_monitor.mixin.config``), for the cards' colour."""
     try:
-        from taskiq_monitor.mixin.config import CONFIG  # type: ignore[import-not-found,unused-ignore]
-    except ImportError:
+        # Looked up at run time: the mixin package (stdlib only) may be absent from older installs.
+        config = importlib.import_module("taskiq_monitor.mixin.config").CONFIG
+    except (ImportError, AttributeError):
         return dict(_DEFAULT_THRESHOLDS)
-    values = dataclasses.asdict(CONFIG)
+    values = dataclasses.asdict(config)
     return {name: float(values.get(name, default)) for name, default in _DEFAULT_THRESHOLDS.items()}
 
 
