@@ -78,7 +78,7 @@ async def test_login_sets_an_httponly_strict_cookie_that_authorises_the_api() ->
         assert config["auth_required"] is True and config["thresholds"] == thresholds()
         assert (await http.get("/metrics")).status_code == 200  # the cookie authorises the whole API
         out = await http.delete("/api/v1/session")
-        assert out.status_code == 204 and 'Max-Age=0' in out.headers["set-cookie"]
+        assert out.status_code == 204 and "Max-Age=0" in out.headers["set-cookie"]
         http.cookies.clear()
         assert (await http.get("/metrics")).status_code == 401
 
