@@ -17,8 +17,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from tests.browser._browser import launch_browser  # noqa: E402
-from tests.integration.servers import PYTHONPATH, free_port, stop, wait_for  # noqa: E402
-from tests.integration.servers import http_get  # noqa: E402
+from tests.integration.servers import PYTHONPATH, free_port, http_get, stop, wait_for  # noqa: E402
 
 OUT = ROOT / "docs" / "screenshots"
 WARMUP_SECONDS = 45
