@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from tests.browser._browser import launch_browser
+from tests.browser._browser import Exporter, launch_browser
 from tests.integration.servers import RedisServer
 
 
@@ -47,3 +47,13 @@ def redis_srv() -> Iterator[RedisServer]:
         yield server
     finally:
         server.cleanup()
+
+
+@pytest.fixture
+def exporter(redis_srv: RedisServer) -> Iterator[Exporter]:
+    """``taskiq-monitor serve`` on the test's Redis (no token)."""
+    server = Exporter(redis_srv.url)
+    try:
+        yield server
+    finally:
+        server.stop()

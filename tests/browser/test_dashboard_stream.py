@@ -7,7 +7,6 @@ import threading
 import time
 import urllib.error
 import urllib.parse
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -20,15 +19,6 @@ from tests.browser._browser import Exporter, api_get, feed_rows
 from tests.integration.servers import RedisServer, wait_for
 
 TOKEN = "s3cret-token-for-the-browser-test"
-
-
-@pytest.fixture
-def exporter(redis_srv: RedisServer) -> Iterator[Exporter]:
-    server = Exporter(redis_srv.url)
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 def sink(redis_url: str) -> StateSink:
@@ -133,6 +123,16 @@ def test_history_filters_live_in_the_url_and_the_51st_match_is_on_page_2(
     assert other.eval_on_selector_all('[data-testid="history-row"]', "rs => rs.map(r => r.dataset.taskId)") == second
     assert other.locator("#history-task").input_value() == "report_task"
     page.click("#history-newer")
+    page.wait_for_function("() => document.querySelectorAll('[data-testid=\"history-row\"]').length === 50")
+    # A date range: nothing is recorded after 2100; everything before it.
+    page.fill('input[name="since"]', "2100-01-01T00:00:00")
+    page.click('#history-form button[type="submit"]')
+    page.wait_for_selector('#history-empty:has-text("No execution matches these filters")')
+    assert "since=" in page.url and "status=failed" in page.url
+    assert page.locator('[data-testid="history-row"]').count() == 0
+    page.fill('input[name="since"]', "")
+    page.fill('input[name="until"]', "2100-01-01T00:00:00")
+    page.click('#history-form button[type="submit"]')
     page.wait_for_function("() => document.querySelectorAll('[data-testid=\"history-row\"]').length === 50")
 
 

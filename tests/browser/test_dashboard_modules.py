@@ -1,0 +1,72 @@
+"""The page's own modules, run in Chromium: the health rule of docs/ui.md and the live frames adapter (v1 single
+event, v2 batch, duplicates after a resume)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tests.browser._browser import Exporter
+
+HEALTH = """async ([task, t]) => (await import('/static/js/health.js')).health(task, t)"""
+DEFAULTS = {
+    "failure_ratio_threshold": 0.10,
+    "failure_min_volume": 10,
+    "backlog_min_pending": 100,
+    "oldest_pending_max_age_seconds": 600,
+    "success_ratio_warning": 0.9,
+    "retry_ratio_threshold": 0.5,
+}
+
+
+def task(pending: int = 0, age: float | None = None, success: int = 0, failed: int = 0, retried: int = 0) -> dict:
+    return {
+        "task_name": "t",
+        "pending": pending,
+        "oldest_pending_age_seconds": age,
+        "window": {"success": success, "failed": failed, "retried": retried},
+    }
+
+
+def test_the_health_rule_follows_the_documented_thresholds(exporter: Exporter, page: Any) -> None:
+    page.goto(exporter.url + "/")
+
+    def level(t: dict[str, Any]) -> str:
+        return str(page.evaluate(HEALTH, [t, DEFAULTS])["level"])
+
+    assert level(task()) == "healthy"
+    assert level(task(success=95, failed=5)) == "healthy"  # 95 %: above the 90 % warning
+    assert level(task(success=8, failed=1)) == "degraded"  # 89 %, but below the failing volume of 10
+    assert level(task(success=89, failed=11)) == "failing"  # 11 % > 10 % over 100 finished
+    assert level(task(success=90, failed=10)) == "degraded"  # exactly 10 %: not above the failing threshold
+    assert level(task(pending=100)) == "degraded"  # backlog
+    assert level(task(pending=1, age=601)) == "failing"  # oldest pending too old
+    assert level(task(success=10, retried=6)) == "degraded"  # retries / finished > 0.5
+    stricter = dict(DEFAULTS, failure_ratio_threshold=0.01)
+    assert page.evaluate(HEALTH, [task(success=97, failed=3), stricter])["level"] == "failing"
+
+
+ADAPTER = """async () => {
+  const { LiveConnection } = await import('/static/js/live.js');
+  const live = new LiveConnection();
+  const seen = [];
+  const gaps = [];
+  live.addEventListener('event', (e) => seen.push(e.detail.id));
+  live.addEventListener('gap', (e) => gaps.push(e.detail));
+  const send = (frame) => live.onFrame(JSON.stringify(frame));
+  send({type: 'event', id: '100-0', event: {task_name: 'a'}});
+  send({type: 'events', v: 2, events: [{id: '100-0', event: {}}, {id: '100-1', event: {}}, {id: '99-5', event: {}},
+                                        {id: '101-0', event: {}}]});
+  send({type: 'event', id: '101-0', event: {}});  // a resume overlapping what was already shown
+  send({type: 'gap', first_event_id: '200-0', message: 'trimmed'});
+  send({type: 'events', v: 2, events: [{id: '200-0', event: {}}]});
+  send({type: 'ping', ts: 1});
+  return { seen, gaps, last: live.lastId };
+}"""
+
+
+def test_the_frame_adapter_accepts_v1_and_v2_frames_and_drops_what_was_already_shown(
+    exporter: Exporter, page: Any
+) -> None:
+    page.goto(exporter.url + "/")
+    result = page.evaluate(ADAPTER)
+    assert result == {"seen": ["100-0", "100-1", "101-0", "200-0"], "gaps": ["trimmed"], "last": "200-0"}
