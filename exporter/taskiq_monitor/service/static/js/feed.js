@@ -11,12 +11,22 @@ export class Feed {
     this.queue = []; // items waiting for the next frame
     this.frame = 0;
     this.paused = false;
+    this.visible = false; // while another view is shown, events are only kept (no DOM work)
     this.missed = 0;
     this.filters = { task_name: "", status: "" };
     this.body = $("#feed-rows");
     $("#feed-task").addEventListener("change", (e) => this.setFilter("task_name", e.target.value));
     $("#feed-status").addEventListener("change", (e) => this.setFilter("status", e.target.value));
     $("#feed-pause").addEventListener("click", () => this.togglePause());
+  }
+
+  show() {
+    this.visible = true;
+    this.renderAll();
+  }
+
+  hide() {
+    this.visible = false;
   }
 
   setFilter(name, value) {
@@ -45,6 +55,7 @@ export class Feed {
   push(item) {
     this.items.push(item);
     if (this.items.length > MAX_BUFFER) this.items.splice(0, this.items.length - MAX_BUFFER);
+    if (!this.visible) return;
     if (this.paused) {
       this.missed += 1;
       setText($("#feed-paused-note"), `Paused — ${this.missed} new event${this.missed === 1 ? "" : "s"} since.`);

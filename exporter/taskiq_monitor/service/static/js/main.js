@@ -135,7 +135,9 @@ class App {
     }
     if (this.view !== name) {
       if (this.view === "overview") this.overview.hide();
+      if (this.view === "feed") this.feed.hide();
       this.view = name;
+      if (name === "feed") this.feed.show();
     }
   }
 
