@@ -11,7 +11,7 @@ import pytest
 from fastapi import FastAPI
 
 from taskiq_monitor.service.app import create_app
-from taskiq_monitor.service.auth import SESSION_COOKIE, is_authorized, session_value
+from taskiq_monitor.service.auth import SESSION_COOKIE, session_value
 from taskiq_monitor.service.ui import CONTENT_SECURITY_POLICY, thresholds
 from taskiq_monitor.settings import Settings
 
@@ -88,16 +88,6 @@ async def test_the_cookie_is_secure_on_https() -> None:
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="https://testserver") as http:
         response = await http.post("/api/v1/session", json={"token": TOKEN})
     assert "Secure" in response.headers["set-cookie"]
-
-
-def test_is_authorized_accepts_the_header_or_the_session_cookie_only() -> None:
-    settings = Settings(bearer_token=TOKEN)
-    assert is_authorized(settings, f"Bearer {TOKEN}", {})
-    assert is_authorized(settings, None, {SESSION_COOKIE: session_value(TOKEN)})
-    assert not is_authorized(settings, None, {SESSION_COOKIE: TOKEN})  # the cookie never holds the token
-    assert not is_authorized(settings, "Bearer nope", {SESSION_COOKIE: session_value("nope")})
-    assert not is_authorized(settings, None, {})
-    assert is_authorized(Settings(), None, {})
 
 
 async def test_grafana_url_reaches_the_page_config(monkeypatch: pytest.MonkeyPatch) -> None:
