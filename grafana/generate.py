@@ -35,12 +35,14 @@ from grafana_foundation_sdk.cog.encoder import JSONEncoder
 from grafana_foundation_sdk.models import common as cm
 from grafana_foundation_sdk.models import dashboard as dm
 
+from taskiq_monitor.mixin.config import CONFIG
+
 DASHBOARDS_DIR = Path(__file__).resolve().parent / "dashboards"
 
 # Datasource uids provisioned in grafana/provisioning/datasources/datasources.yaml (contract).
-PROMETHEUS_UID = "prometheus"
-LOKI_UID = "loki"
-TEMPO_UID = "tempo"
+PROMETHEUS_UID = CONFIG.prometheus_datasource_uid
+LOKI_UID = CONFIG.loki_datasource_uid
+TEMPO_UID = CONFIG.tempo_datasource_uid
 
 # The 11.6 flavour of the SDK emits schemaVersion 41 (Grafana 11.6's own); newer Grafana
 # (12.x, 13.x: 42) migrates it forward on load, older versions do not understand newer numbers.
@@ -48,15 +50,15 @@ SCHEMA_VERSION = 41
 
 # Grafana's default [dashboards] min_refresh_interval is 5s: a shorter entry would be clamped.
 # For 1s, set GF_DASHBOARDS_MIN_REFRESH_INTERVAL=1s and add "1s" here (docs/dashboards.md).
-REFRESH_INTERVALS = ["5s", "10s", "30s", "1m", "5m", "15m", "30m", "1h", "2h", "1d"]
+REFRESH_INTERVALS = list(CONFIG.refresh_intervals)
 
 # Loki stream selector shared by all log panels: only stream labels the shipper sends.
-LOKI_SELECTOR = 'service_name="$service_name", task_name=~"$task_name"'
+LOKI_SELECTOR = CONFIG.loki_selector
 
 # Prometheus matchers shared by all task queries.
-TASK_MATCH = 'job=~"$job", task_name=~"$task_name"'
+TASK_MATCH = CONFIG.dashboard_selector
 
-TAGS = ["taskiq"]
+TAGS = list(CONFIG.tags)
 
 # Metric status values vs event status values (contract).
 METRIC_STATUSES = ["success", "failed", "retried"]
@@ -412,12 +414,13 @@ def pending(by: str = "") -> str:
 # Live worker processes by heartbeat: queue-wide, the same from every exporter (max, not sum).
 WORKERS = 'max(taskiq_workers{job=~"$job"})'
 
-RATIO_STEPS = [(None, "red"), (0.9, "orange"), (0.99, "green")]
+PENDING_STEPS = [(None, "green"), (CONFIG.backlog_min_pending, "orange"), (CONFIG.backlog_critical_pending, "red")]
+RATIO_STEPS = [(None, "red"), (CONFIG.success_ratio_warning, "orange"), (CONFIG.success_ratio_ok, "green")]
 
 
 def overview() -> dash.Dashboard:
     d = base(
-        "taskiq-overview",
+        CONFIG.overview_uid,
         "TaskIQ / Overview",
         "Fleet health and one health card row per task type (repeat by $task_name).",
         "30s",
@@ -440,7 +443,7 @@ def overview() -> dash.Dashboard:
             "Pending",
             pending(),
             w=3,
-            steps=[(None, "green"), (100, "orange"), (1000, "red")],
+            steps=PENDING_STEPS,
         )
     )
     d = d.with_panel(
@@ -449,7 +452,11 @@ def overview() -> dash.Dashboard:
             f"max(taskiq_task_oldest_pending_age_seconds{{{TASK_MATCH}}})",
             unit="s",
             w=3,
-            steps=[(None, "green"), (60, "orange"), (600, "red")],
+            steps=[
+                (None, "green"),
+                (CONFIG.oldest_pending_warning_seconds, "orange"),
+                (CONFIG.oldest_pending_max_age_seconds, "red"),
+            ],
         )
     )
     d = d.with_panel(
@@ -496,13 +503,13 @@ def overview() -> dash.Dashboard:
 
     # Health cards: one row per task type. Grafana repeats the row and the panels below it.
     d = d.with_row(dash.Row("$task_name").repeat("task_name"))
-    history = dashboard_url("taskiq-history", "var-task_name=${task_name}&var-status=failed")
-    detail = dashboard_url("taskiq-task-detail", "var-task_name=${task_name}")
+    history = dashboard_url(CONFIG.history_uid, "var-task_name=${task_name}&var-status=failed")
+    detail = dashboard_url(CONFIG.task_detail_uid, "var-task_name=${task_name}")
     d = d.with_panel(
         stat_panel(
             "Pending",
             pending(),
-            steps=[(None, "green"), (100, "orange"), (1000, "red")],
+            steps=PENDING_STEPS,
             links=[data_link("Task detail", detail)],
         )
     )
@@ -767,7 +774,7 @@ def overview() -> dash.Dashboard:
 
 def task_detail() -> dash.Dashboard:
     d = base(
-        "taskiq-task-detail",
+        CONFIG.task_detail_uid,
         "TaskIQ / Task detail",
         "One task type in depth: throughput, outcomes, exception types, retries, latency, recent failures.",
         "30s",
@@ -779,7 +786,7 @@ def task_detail() -> dash.Dashboard:
         .with_variable(var_task_name(multi=False))
         .with_variable(var_service_name())
     )
-    history = dashboard_url("taskiq-history", "var-task_name=${task_name}")
+    history = dashboard_url(CONFIG.history_uid, "var-task_name=${task_name}")
 
     d = d.with_row(dash.Row("$task_name"))
     d = d.with_panel(
@@ -936,7 +943,7 @@ def task_detail() -> dash.Dashboard:
 
 def live() -> dash.Dashboard:
     d = base(
-        "taskiq-live",
+        CONFIG.live_uid,
         "TaskIQ / Live activity",
         "Task events as they happen (Loki) and current state counts.",
         "5s",
@@ -1025,7 +1032,7 @@ HISTORY_COLUMNS = [
 
 def history() -> dash.Dashboard:
     d = base(
-        "taskiq-history",
+        CONFIG.history_uid,
         "TaskIQ / History & errors",
         "Filterable task history (Loki events, 50-row pages) and error investigation with traceback, "
         "parameters and trace links.",
@@ -1094,7 +1101,7 @@ def history() -> dash.Dashboard:
                     value=[
                         {
                             "title": "Show this task's events",
-                            "url": dashboard_url("taskiq-history", "var-search=${__value.raw}&var-status=All"),
+                            "url": dashboard_url(CONFIG.history_uid, "var-search=${__value.raw}&var-status=All"),
                         }
                     ],
                 )
@@ -1235,10 +1242,10 @@ def history() -> dash.Dashboard:
 
 
 DASHBOARDS = {
-    "taskiq-overview.json": overview,
-    "taskiq-task-detail.json": task_detail,
-    "taskiq-live.json": live,
-    "taskiq-history.json": history,
+    f"{CONFIG.overview_uid}.json": overview,
+    f"{CONFIG.task_detail_uid}.json": task_detail,
+    f"{CONFIG.live_uid}.json": live,
+    f"{CONFIG.history_uid}.json": history,
 }
 
 
