@@ -11,18 +11,17 @@ from typing import Any
 import pytest
 import yaml
 
+from taskiq_monitor.mixin import rules as gen
+from taskiq_monitor.mixin.config import CONFIG
 from tests.monitoring_stack import (
     PROMETHEUS_DIR,
     PROMTOOL_TESTS_DIR,
     RULES_DIR,
     RUNBOOK,
-    load_generator,
     require_binary,
     run,
 )
 from tests.promql_contract import queue_wide_aggregation_problems, sample_names, selector_names
-
-gen = load_generator()
 
 # Series Prometheus itself produces for every target.
 PROMETHEUS_SYNTHETIC = {"up", "scrape_duration_seconds", "scrape_samples_scraped"}
@@ -65,7 +64,7 @@ def test_generator_check_mode_reports_a_stale_file(tmp_path: Path) -> None:
 def test_grafana_url_is_configured_in_one_place() -> None:
     files = gen.build(gen.Config(grafana_url="https://grafana.example.org"))
     assert "localhost:3000" not in files[gen.ALERTS_FILE]
-    assert "https://grafana.example.org/d/taskiq-overview" in files[gen.ALERTS_FILE]
+    assert f"https://grafana.example.org/d/{CONFIG.overview_uid}" in files[gen.ALERTS_FILE]
 
 
 def test_generator_rejects_a_malformed_window() -> None:
@@ -181,7 +180,8 @@ def test_alert_has_for_severity_and_annotations(rule: dict[str, Any]) -> None:
     assert "{{" not in annotations["summary"], "summary must be static (it is used for grouping in chat)"
     assert "{{ $value" in annotations["description"] or "{{ $labels" in annotations["description"]
     assert annotations["runbook_url"] == f"docs/runbook.md#{name.lower()}"
-    assert re.match(r"http://localhost:3000/d/taskiq-(overview|task-detail)\b", annotations["dashboard_url"])
+    uids = "|".join(re.escape(uid) for uid in (CONFIG.overview_uid, CONFIG.task_detail_uid))
+    assert re.match(rf"http://localhost:3000/d/({uids})\b", annotations["dashboard_url"])
     if "task_name" in rule["expr"] and "by (task_name)" in rule["expr"]:
         assert "{{ $labels.task_name }}" in annotations["description"]
 
