@@ -39,13 +39,14 @@ def series(metric: str, selector: str, extra: str = "") -> str:
     return f"{metric}{{{selector}{', ' + extra if extra else ''}}}"
 
 
-def _by(by: str) -> str:
-    return f" by ({by})" if by else ""
+def aggregate(op: str, inner: str, by: str = "") -> str:
+    """``op by (by) (inner)``, or ``op(inner)`` across everything when ``by`` is empty."""
+    return f"{op} by ({by}) ({inner})" if by else f"{op}({inner})"
 
 
 def total(metric: str, selector: str, window: str, *, extra: str = "", by: str = "task_name", fn: str = "rate") -> str:
     """``sum by (<by>) (<fn>(metric{selector, extra}[window]))``, e.g. completions per second per task type."""
-    return f"sum{_by(by)} ({fn}({series(metric, selector, extra)}[{window}]))"
+    return aggregate("sum", f"{fn}({series(metric, selector, extra)}[{window}])", by)
 
 
 def guarded_ratio(part: str, whole: str) -> str:
@@ -108,19 +109,19 @@ def quantile(q: float, metric: str, selector: str, window: str, by: str = "") ->
 
 
 def pending(selector: str, by: str = "task_name") -> str:
-    per_type = f"max by (task_name) ({series(PENDING, selector)})"
-    return per_type if by == "task_name" else f"sum{_by(by)} ({per_type})"
+    per_type = aggregate("max", series(PENDING, selector), "task_name")
+    return per_type if by == "task_name" else aggregate("sum", per_type, by)
 
 
 def oldest_pending_age(selector: str, by: str = "task_name") -> str:
-    return f"max{_by(by)} ({series(OLDEST_PENDING_AGE, selector)})"
+    return aggregate("max", series(OLDEST_PENDING_AGE, selector), by)
 
 
 def workers(selector: str) -> str:
     """Live worker processes by heartbeat (queue-wide: max, not sum)."""
-    return f"max({series(WORKERS, selector)})"
+    return aggregate("max", series(WORKERS, selector))
 
 
 def running(selector: str, by: str = "task_name") -> str:
     """Tasks executing now: each worker process reports its own, so these add up."""
-    return f"sum{_by(by)} ({series(RUNNING, selector)})"
+    return aggregate("sum", series(RUNNING, selector), by)
