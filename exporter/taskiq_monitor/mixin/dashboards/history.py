@@ -5,25 +5,15 @@ labels the shipper sends. Ordered queries → panels → rows.
 
 from __future__ import annotations
 
-from typing import Any
-
-from grafana_foundation_sdk.builders import common, logs, table, timeseries
+from grafana_foundation_sdk.builders import common, logs, table
 from grafana_foundation_sdk.builders import dashboard as dash
 from grafana_foundation_sdk.models import common as cm
 from grafana_foundation_sdk.models import dashboard as dm
 
 from taskiq_monitor.events import EVENT_STATUSES
 from taskiq_monitor.mixin.config import CONFIG
-from taskiq_monitor.mixin.dashboards.panels import base, dashboard_url, logql, loki_ds, trace_link, ts_panel
-from taskiq_monitor.mixin.dashboards.variables import (
-    var_datasource,
-    var_job,
-    var_loki_datasource,
-    var_search,
-    var_service_name,
-    var_status,
-    var_task_name,
-)
+from taskiq_monitor.mixin.dashboards import variables
+from taskiq_monitor.mixin.dashboards.panels import assemble, base, dashboard_url, logql, loki_bars, loki_ds, trace_link
 
 # ------------------------------------------------------------------------------------------------------------------
 # queries
@@ -181,18 +171,6 @@ def error_detail_panel() -> logs.Panel:
     )
 
 
-def errors_by_type_panel() -> timeseries.Panel:
-    return ts_panel(
-        "Errors by type (Loki)",
-        [logql(ERRORS_BY_TYPE, legend="{{error_type}}", metric=True)],
-        w=24,
-        h=7,
-        stack=True,
-        bars=True,
-        ds=loki_ds(),
-    )
-
-
 # ------------------------------------------------------------------------------------------------------------------
 # rows
 # ------------------------------------------------------------------------------------------------------------------
@@ -207,21 +185,18 @@ def history() -> dash.Dashboard:
         "1m",
         time_from="now-24h",
     )
-    d = (
-        d.with_variable(var_loki_datasource())
-        .with_variable(var_datasource())
-        .with_variable(var_job())
-        .with_variable(var_task_name())
-        .with_variable(var_status(EVENT_STATUSES))
-        .with_variable(var_service_name())
-        .with_variable(var_search())
+    return assemble(
+        d,
+        variables.standard(loki=True, statuses=EVENT_STATUSES, search=True),
+        [
+            ("History", [history_table()]),
+            (
+                "Errors",
+                [
+                    errors_table(),
+                    error_detail_panel(),
+                    loki_bars("Errors by type (Loki)", ERRORS_BY_TYPE, "{{error_type}}"),
+                ],
+            ),
+        ],
     )
-    sections: list[tuple[str, list[Any]]] = [
-        ("History", [history_table()]),
-        ("Errors", [errors_table(), error_detail_panel(), errors_by_type_panel()]),
-    ]
-    for title, panels in sections:
-        d = d.with_row(dash.Row(title))
-        for panel in panels:
-            d = d.with_panel(panel)
-    return d

@@ -6,28 +6,22 @@ Refreshes every 5 s over the last 15 minutes. Ordered queries → panels → row
 from __future__ import annotations
 
 from grafana_foundation_sdk.builders import dashboard as dash
-from grafana_foundation_sdk.builders import logs, stat, timeseries
+from grafana_foundation_sdk.builders import logs, stat
 from grafana_foundation_sdk.models import common as cm
 
 from taskiq_monitor.events import EVENT_STATUSES
 from taskiq_monitor.mixin import promql
 from taskiq_monitor.mixin.config import CONFIG
+from taskiq_monitor.mixin.dashboards import variables
 from taskiq_monitor.mixin.dashboards.panels import (
     FAILED_STEPS,
     RETRIED_STEPS,
+    assemble,
     base,
     logql,
+    loki_bars,
     loki_ds,
     stat_panel,
-    ts_panel,
-)
-from taskiq_monitor.mixin.dashboards.variables import (
-    var_datasource,
-    var_job,
-    var_loki_datasource,
-    var_service_name,
-    var_status,
-    var_task_name,
 )
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -66,18 +60,6 @@ def state_panels() -> list[stat.Panel]:
     ]
 
 
-def events_by_status_panel() -> timeseries.Panel:
-    return ts_panel(
-        "Events by status",
-        [logql(EVENTS_BY_STATUS, legend="{{status}}", metric=True)],
-        w=24,
-        h=7,
-        stack=True,
-        bars=True,
-        ds=loki_ds(),
-    )
-
-
 def event_stream_panel() -> logs.Panel:
     return (
         logs.Panel()
@@ -108,17 +90,11 @@ def live() -> dash.Dashboard:
         "5s",
         time_from="now-15m",
     )
-    d = (
-        d.with_variable(var_datasource())
-        .with_variable(var_loki_datasource())
-        .with_variable(var_job())
-        .with_variable(var_task_name())
-        .with_variable(var_status(EVENT_STATUSES))
-        .with_variable(var_service_name())
+    return assemble(
+        d,
+        variables.standard(loki=True, statuses=EVENT_STATUSES),
+        [
+            ("State now", [*state_panels(), loki_bars("Events by status", EVENTS_BY_STATUS, "{{status}}")]),
+            ("Event stream", [event_stream_panel()]),
+        ],
     )
-    d = d.with_row(dash.Row("State now"))
-    for panel in state_panels():
-        d = d.with_panel(panel)
-    d = d.with_panel(events_by_status_panel())
-    d = d.with_row(dash.Row("Event stream")).with_panel(event_stream_panel())
-    return d

@@ -18,6 +18,7 @@ from grafana_foundation_sdk.models import dashboard as dm
 
 from taskiq_monitor.mixin import promql
 from taskiq_monitor.mixin.config import CONFIG
+from taskiq_monitor.mixin.dashboards import variables
 from taskiq_monitor.mixin.dashboards.panels import (
     FAILED_STEPS,
     FAILURE_RATIO_STEPS,
@@ -25,16 +26,17 @@ from taskiq_monitor.mixin.dashboards.panels import (
     PENDING_STEPS,
     SUCCESS_RATIO_STEPS,
     Steps,
+    assemble,
     base,
     dashboard_url,
     data_link,
     prom,
     prom_ds,
     stat_panel,
+    success_rate_stat,
     thresholds,
     ts_panel,
 )
-from taskiq_monitor.mixin.dashboards.variables import var_datasource, var_job, var_task_name
 
 # ------------------------------------------------------------------------------------------------------------------
 # queries
@@ -166,15 +168,7 @@ def fleet_panels() -> list[stat.Panel]:
             steps=FAILURE_RATIO_STEPS,
             no_value="-",
         ),
-        stat_panel(
-            f"Success rate ({HW})",
-            SUCCESS_RATIO,
-            unit="percentunit",
-            w=3,
-            decimals=2,
-            steps=SUCCESS_RATIO_STEPS,
-            no_value="-",
-        ),
+        success_rate_stat(SUCCESS_RATIO, HW, w=3),
         stat_panel(
             "Monitoring errors (1h)",
             MONITORING_ERRORS,
@@ -199,14 +193,7 @@ def task_cards() -> list[stat.Panel]:
             steps=FAILED_STEPS,
             links=[data_link("Failed runs in History & errors", FAILED_HISTORY)],
         ),
-        stat_panel(
-            f"Success rate ({HW})",
-            SUCCESS_RATIO,
-            unit="percentunit",
-            decimals=2,
-            steps=SUCCESS_RATIO_STEPS,
-            no_value="-",
-        ),
+        success_rate_stat(SUCCESS_RATIO, HW),
         stat_panel(
             f"Avg duration ({HW})",
             MEAN_DURATION,
@@ -371,23 +358,20 @@ def overview() -> dash.Dashboard:
         "repeated by $task_name).",
         "30s",
     )
-    d = d.with_variable(var_datasource()).with_variable(var_job()).with_variable(var_task_name())
-
-    d = d.with_row(dash.Row("Health")).with_panel(health_table())
+    d = assemble(d, variables.standard(), [("Health", [health_table()])])
     # Grafana repeats the row and the cards inside it per selected task type; collapsed, each is one line.
     cards = dash.Row("$task_name").repeat("task_name")
     for card in task_cards():
         cards = cards.with_panel(card)
     d = d.with_row(cards.collapsed(True))
-    sections: list[tuple[str, list[Any]]] = [
-        ("Fleet", fleet_panels()),
-        ("Throughput & failures", throughput_panels()),
-        ("Queue & concurrency", queue_panels()),
-        ("Latency", latency_panels()),
-        ("Monitoring", monitoring_panels()),
-    ]
-    for title, panels in sections:
-        d = d.with_row(dash.Row(title))
-        for panel in panels:
-            d = d.with_panel(panel)
-    return d
+    return assemble(
+        d,
+        [],
+        [
+            ("Fleet", fleet_panels()),
+            ("Throughput & failures", throughput_panels()),
+            ("Queue & concurrency", queue_panels()),
+            ("Latency", latency_panels()),
+            ("Monitoring", monitoring_panels()),
+        ],
+    )

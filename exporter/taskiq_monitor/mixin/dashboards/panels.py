@@ -244,3 +244,32 @@ def base(uid: str, title: str, description: str, refresh: str, time_from: str = 
     )
     b.build().schema_version = SCHEMA_VERSION
     return b
+
+
+def success_rate_stat(expr: str, window: str, **options: Any) -> stat.Panel:
+    """The success-rate stat, coloured like the health table (red below the failure-ratio alert's line)."""
+    return stat_panel(
+        f"Success rate ({window})",
+        expr,
+        unit="percentunit",
+        decimals=2,
+        steps=SUCCESS_RATIO_STEPS,
+        no_value="-",
+        **options,
+    )
+
+
+def loki_bars(title: str, expr: str, legend: str) -> timeseries.Panel:
+    """A full-width stacked bar chart of a LogQL metric query (event counts over time)."""
+    return ts_panel(title, [logql(expr, legend=legend, metric=True)], w=24, h=7, stack=True, bars=True, ds=loki_ds())
+
+
+def assemble(d: dash.Dashboard, variables: list[Any], sections: list[tuple[str, list[Any]]]) -> dash.Dashboard:
+    """Add the variables, then each (row title, panels) section in order."""
+    for variable in variables:
+        d = d.with_variable(variable)
+    for title, panels in sections:
+        d = d.with_row(dash.Row(title))
+        for panel in panels:
+            d = d.with_panel(panel)
+    return d

@@ -13,10 +13,11 @@ from grafana_foundation_sdk.models import common as cm
 
 from taskiq_monitor.mixin import promql
 from taskiq_monitor.mixin.config import CONFIG
+from taskiq_monitor.mixin.dashboards import variables
 from taskiq_monitor.mixin.dashboards.panels import (
     FAILED_STEPS,
     RETRIED_STEPS,
-    SUCCESS_RATIO_STEPS,
+    assemble,
     base,
     dashboard_url,
     data_link,
@@ -25,15 +26,9 @@ from taskiq_monitor.mixin.dashboards.panels import (
     prom,
     prom_ds,
     stat_panel,
+    success_rate_stat,
     thresholds,
     ts_panel,
-)
-from taskiq_monitor.mixin.dashboards.variables import (
-    var_datasource,
-    var_job,
-    var_loki_datasource,
-    var_service_name,
-    var_task_name,
 )
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -71,14 +66,7 @@ HISTORY = dashboard_url(CONFIG.history_uid, "var-task_name=${task_name}")
 def summary_panels() -> list[stat.Panel]:
     return [
         stat_panel("Throughput", THROUGHPUT, unit="ops", graph=True),
-        stat_panel(
-            f"Success rate ({HW})",
-            SUCCESS_RATIO,
-            unit="percentunit",
-            decimals=2,
-            steps=SUCCESS_RATIO_STEPS,
-            no_value="-",
-        ),
+        success_rate_stat(SUCCESS_RATIO, HW),
         stat_panel(
             "Failed (range)",
             FAILED_IN_RANGE,
@@ -173,21 +161,13 @@ def task_detail() -> dash.Dashboard:
         "One task type in depth: throughput, outcomes, exception types, retries, latency, recent failures.",
         "30s",
     )
-    d = (
-        d.with_variable(var_datasource())
-        .with_variable(var_loki_datasource())
-        .with_variable(var_job())
-        .with_variable(var_task_name(multi=False))
-        .with_variable(var_service_name())
+    return assemble(
+        d,
+        variables.standard(loki=True, single_task=True),
+        [
+            ("$task_name", summary_panels()),
+            ("Outcomes", outcome_panels()),
+            ("Latency", latency_panels()),
+            ("Recent failures", [failures_panel()]),
+        ],
     )
-    sections: list[tuple[str, list[Any]]] = [
-        ("$task_name", summary_panels()),
-        ("Outcomes", outcome_panels()),
-        ("Latency", latency_panels()),
-        ("Recent failures", [failures_panel()]),
-    ]
-    for title, panels in sections:
-        d = d.with_row(dash.Row(title))
-        for panel in panels:
-            d = d.with_panel(panel)
-    return d

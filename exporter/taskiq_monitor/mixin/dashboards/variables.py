@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from grafana_foundation_sdk.builders import dashboard as dash
 from grafana_foundation_sdk.models import dashboard as dm
@@ -97,3 +98,20 @@ def var_search() -> dash.TextBoxVariable:
         .default_value("")
         .current(dm.VariableOption(selected=True, text="", value=""))
     )
+
+
+def standard(
+    *, loki: bool = False, single_task: bool = False, statuses: Sequence[str] = (), search: bool = False
+) -> list[Any]:
+    """The variables of a dashboard, always in the same order: datasources, job, task type, then the log filters."""
+    chosen: list[Any] = [var_datasource()]
+    if loki:
+        chosen.append(var_loki_datasource())
+    chosen += [var_job(), var_task_name(multi=not single_task)]
+    if statuses:
+        chosen.append(var_status(statuses))
+    if loki:
+        chosen.append(var_service_name())
+    if search:
+        chosen.append(var_search())
+    return chosen
