@@ -224,7 +224,8 @@ def test_failure_burst_pages_through_alertmanager_and_resolves(
         ), description
         assert float(description.split("%")[0]) > 10
         assert alert["annotations"]["runbook_url"] == "docs/runbook.md#taskiqtaskhighfailurerate"
-        assert alert["annotations"]["dashboard_url"].endswith(f"/d/taskiq-task-detail?var-task_name={FAILING_TASK}")
+        detail = f"/d/{E2E_CONFIG.task_detail_uid}?var-task_name={FAILING_TASK}"
+        assert alert["annotations"]["dashboard_url"].endswith(detail)
         # The healthy task type never pages.
         assert not prom.query(f'ALERTS{{task_name="{HEALTHY_TASK}"}}')
 
