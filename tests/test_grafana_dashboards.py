@@ -17,6 +17,7 @@ import json
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -99,6 +100,16 @@ def test_check_mode_detects_a_hand_edited_dashboard(tmp_path: Path) -> None:
     victim = tmp_path / f"{CONFIG.overview_uid}.json"
     victim.write_text(victim.read_text().replace('"TaskIQ / Overview"', '"edited"'))
     assert generate.main(["--check", "--out", str(tmp_path)]) == 1
+
+
+def test_entry_point_checks_the_committed_dashboards(tmp_path: Path) -> None:
+    """grafana/generate.py (what `make test` runs) is a thin script over the package and keeps --check / --out."""
+    script = str(GRAFANA / "generate.py")
+    assert subprocess.run([sys.executable, script, "--check"], capture_output=True, timeout=120).returncode == 0
+    empty = subprocess.run(
+        [sys.executable, script, "--check", "--out", str(tmp_path)], capture_output=True, text=True, timeout=120
+    )
+    assert empty.returncode == 1 and f"{CONFIG.overview_uid}.json" in empty.stderr
 
 
 def test_generation_is_deterministic() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import re
 import shutil
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +60,18 @@ def test_generator_check_mode_reports_a_stale_file(tmp_path: Path) -> None:
     path = tmp_path / gen.ALERTS_FILE
     path.write_text(path.read_text().replace("> 0.1\n", "> 0.2\n"))
     assert gen.main(["--check", "--out-dir", str(tmp_path)]) == 1
+
+
+def test_entry_point_keeps_its_flags(tmp_path: Path) -> None:
+    """prometheus/rules/generate.py is a thin script over the package: --check on the committed files passes, and
+    --grafana-url / --runbook-url reach the rules (so the committed files are stale for another URL)."""
+    script = str(RULES_DIR / "generate.py")
+    assert run([sys.executable, script, "--check"]).returncode == 0
+    other = run([sys.executable, script, "--check", "--grafana-url", "https://grafana.example.org"])
+    assert other.returncode == 1 and gen.ALERTS_FILE in other.stderr
+    written = run([sys.executable, script, "--out-dir", str(tmp_path), "--runbook-url", "https://runbooks/x.md"])
+    assert written.returncode == 0, written.stderr
+    assert "runbook_url: https://runbooks/x.md#taskiqtaskhighfailurerate" in (tmp_path / gen.ALERTS_FILE).read_text()
 
 
 def test_grafana_url_is_configured_in_one_place() -> None:
