@@ -12,8 +12,10 @@ from tests.browser._browser import Exporter, launch_browser
 from tests.integration.servers import RedisServer
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
+    # Module scope, not session: sync Playwright keeps an event loop running in this thread while it is open, and the
+    # asyncio tests of other modules could not start theirs.
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:

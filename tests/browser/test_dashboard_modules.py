@@ -5,17 +5,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from taskiq_monitor.service.ui import thresholds
 from tests.browser._browser import Exporter
 
 HEALTH = """async ([task, t]) => (await import('/static/js/health.js')).health(task, t)"""
-DEFAULTS = {
-    "failure_ratio_threshold": 0.10,
-    "failure_min_volume": 10,
-    "backlog_min_pending": 100,
-    "oldest_pending_max_age_seconds": 600,
-    "success_ratio_warning": 0.9,
-    "retry_ratio_threshold": 0.5,
-}
+DEFAULTS = thresholds()
 
 
 def task(pending: int = 0, age: float | None = None, success: int = 0, failed: int = 0, retried: int = 0) -> dict:
@@ -33,15 +27,17 @@ def test_the_health_rule_follows_the_documented_thresholds(exporter: Exporter, p
     def level(t: dict[str, Any]) -> str:
         return str(page.evaluate(HEALTH, [t, DEFAULTS])["level"])
 
-    assert level(task()) == "healthy"
-    assert level(task(success=95, failed=5)) == "healthy"  # 95 %: above the 90 % warning
-    assert level(task(success=8, failed=1)) == "degraded"  # 89 %, but below the failing volume of 10
-    assert level(task(success=89, failed=11)) == "failing"  # 11 % > 10 % over 100 finished
-    assert level(task(success=90, failed=10)) == "degraded"  # exactly 10 %: not above the failing threshold
-    assert level(task(pending=100)) == "degraded"  # backlog
-    assert level(task(pending=1, age=601)) == "failing"  # oldest pending too old
-    assert level(task(success=10, retried=6)) == "degraded"  # retries / finished > 0.5
-    stricter = dict(DEFAULTS, failure_ratio_threshold=0.01)
+    assert DEFAULTS["success_ratio_warning"] == 0.9 and DEFAULTS["success_ratio_ok"] == 0.99
+    assert level(task()) == "healthy"  # nothing finished yet
+    assert level(task(success=99, failed=1)) == "healthy"  # 99 %: at the "ok" line
+    assert level(task(success=95, failed=5)) == "degraded"  # between 90 % and 99 %
+    assert level(task(success=90, failed=10)) == "degraded"  # exactly 90 %: not below the warning line
+    assert level(task(success=89, failed=11)) == "failing"
+    assert level(task(success=0, failed=1)) == "failing"
+    assert level(task(pending=100)) == "healthy" and level(task(pending=101)) == "degraded"  # backlog
+    assert level(task(pending=1, age=600)) == "healthy" and level(task(pending=1, age=601)) == "degraded"
+    assert level(task(pending=0, age=601)) == "healthy"  # an age without a pending task is stale
+    stricter = dict(DEFAULTS, success_ratio_warning=0.99)
     assert page.evaluate(HEALTH, [task(success=97, failed=3), stricter])["level"] == "failing"
 
 

@@ -9,8 +9,6 @@ Test hooks and the health rule are a public contract: docs/ui.md.
 
 from __future__ import annotations
 
-import dataclasses
-import importlib
 import mimetypes
 from functools import cache
 from importlib import resources
@@ -20,6 +18,7 @@ from fastapi import FastAPI, HTTPException, Request, status
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
 
+from taskiq_monitor.mixin.config import CONFIG
 from taskiq_monitor.service.auth import SESSION_COOKIE, is_authorized, session_value
 from taskiq_monitor.settings import Settings
 
@@ -37,26 +36,22 @@ SECURITY_HEADERS = {
 }
 _TYPES = {".js": "text/javascript; charset=utf-8", ".css": "text/css; charset=utf-8", ".svg": "image/svg+xml"}
 
-# Used when taskiq_monitor.mixin.config (the alert rules' thresholds) is not installed: the same defaults.
-_DEFAULT_THRESHOLDS: dict[str, float] = {
-    "failure_ratio_threshold": 0.10,
-    "failure_min_volume": 10,
-    "backlog_min_pending": 100,
-    "oldest_pending_max_age_seconds": 600,
-    "success_ratio_warning": 0.9,
-    "retry_ratio_threshold": 0.5,
-}
+# The health colour's inputs, from the one config the dashboards and alert rules are built from (docs/ui.md).
+THRESHOLD_NAMES = (
+    "success_ratio_warning",
+    "success_ratio_ok",
+    "backlog_min_pending",
+    "backlog_critical_pending",
+    "oldest_pending_warning_seconds",
+    "oldest_pending_max_age_seconds",
+    "failure_ratio_threshold",
+    "failure_min_volume",
+)
 
 
 def thresholds() -> dict[str, float]:
-    """The health thresholds of the alert rules' config (``taskiq_monitor.mixin.config``), for the cards' colour."""
-    try:
-        # Looked up at run time: the mixin package (stdlib only) may be absent from older installs.
-        config = importlib.import_module("taskiq_monitor.mixin.config").CONFIG
-    except (ImportError, AttributeError):
-        return dict(_DEFAULT_THRESHOLDS)
-    values = dataclasses.asdict(config)
-    return {name: float(values.get(name, default)) for name, default in _DEFAULT_THRESHOLDS.items()}
+    """The health thresholds of ``taskiq_monitor.mixin.config.CONFIG``, for the cards' colour."""
+    return {name: float(getattr(CONFIG, name)) for name in THRESHOLD_NAMES}
 
 
 class SessionRequest(BaseModel):

@@ -1,27 +1,20 @@
-// healthy / degraded / failing from the alert rules' thresholds (GET /api/v1/ui/config). The rule is documented
-// in docs/ui.md ("Health colour").
+// healthy / degraded / failing, the rule of taskiq_monitor.mixin.config (the same thresholds colour the Grafana
+// dashboards and drive the alert rules); served by GET /api/v1/ui/config. Documented in docs/ui.md.
 
 export const LEVELS = ["failing", "degraded", "healthy"];
 
 export function health(task, t) {
   const w = task.window || {};
   const finished = (w.success || 0) + (w.failed || 0);
-  const failureRatio = finished ? (w.failed || 0) / finished : 0;
-  const retryRatio = finished ? (w.retried || 0) / finished : 0;
-  const age = task.oldest_pending_age_seconds || 0;
-  const failing = [];
-  const degraded = [];
-  if (finished >= t.failure_min_volume && failureRatio > t.failure_ratio_threshold) {
-    failing.push(`${Math.round(failureRatio * 100)} % failed`);
+  const ratio = finished ? (w.success || 0) / finished : null;
+  const age = task.pending ? task.oldest_pending_age_seconds || 0 : 0;
+  const pct = (x) => `${Math.round(x * 1000) / 10} %`;
+  if (ratio !== null && ratio < t.success_ratio_warning) {
+    return { level: "failing", reasons: [`success rate ${pct(ratio)} < ${pct(t.success_ratio_warning)}`] };
   }
-  if (age > t.oldest_pending_max_age_seconds) failing.push("oldest pending too old");
-  if (!failing.length) {
-    if ((w.failed || 0) > 0 && failureRatio > 1 - t.success_ratio_warning) {
-      degraded.push(`success rate below ${Math.round(t.success_ratio_warning * 100)} %`);
-    }
-    if (task.pending >= t.backlog_min_pending) degraded.push("backlog");
-    if (finished && retryRatio > t.retry_ratio_threshold) degraded.push("many retries");
-  }
-  const level = failing.length ? "failing" : degraded.length ? "degraded" : "healthy";
-  return { level, reasons: failing.length ? failing : degraded };
+  const reasons = [];
+  if (ratio !== null && ratio < t.success_ratio_ok) reasons.push(`success rate ${pct(ratio)} < ${pct(t.success_ratio_ok)}`);
+  if (task.pending > t.backlog_min_pending) reasons.push(`${task.pending} pending > ${t.backlog_min_pending}`);
+  if (age > t.oldest_pending_max_age_seconds) reasons.push(`oldest pending > ${t.oldest_pending_max_age_seconds} s`);
+  return { level: reasons.length ? "degraded" : "healthy", reasons };
 }
