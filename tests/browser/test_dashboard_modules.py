@@ -66,3 +66,26 @@ def test_the_frame_adapter_accepts_v1_and_v2_frames_and_drops_what_was_already_s
     page.goto(exporter.url + "/")
     result = page.evaluate(ADAPTER)
     assert result == {"seen": ["100-0", "100-1", "101-0", "200-0"], "gaps": ["trimmed"], "last": "200-0"}
+
+
+SPARKLINE = """async () => {
+  const { sparkline } = await import('/static/js/sparkline.js');
+  const svg = sparkline({success: [0, 2, 4, 2], failed: [0, 0, 1, 3], retried: [0, 0, 0, 1]}, '<b>t</b>');
+  const lines = [...svg.querySelectorAll('polyline')].map(l => [l.getAttribute('class'),
+    l.getAttribute('points').split(' ').map(p => Number(p.split(',')[1]))]);
+  const title = svg.querySelector('title').textContent;
+  return { tag: svg.tagName, title, lines, bold: svg.querySelectorAll('b').length };
+}"""
+
+
+def test_the_sparkline_draws_throughput_and_failures_scaled_to_the_busiest_minute(
+    exporter: Exporter, page: Any
+) -> None:
+    page.goto(exporter.url + "/")
+    result = page.evaluate(SPARKLINE)
+    assert result["tag"] == "svg" and result["bold"] == 0  # the label stays text
+    assert result["title"] == "<b>t</b>: 13 finished, 4 failed in the last 4 min"
+    (total_class, total), (failed_class, failed) = result["lines"]
+    assert (total_class, failed_class) == ("total", "failed")
+    assert min(total) == total[3] < total[2] < total[1] < total[0] == max(total)  # 6 is the top, 0 the baseline
+    assert failed[3] < failed[2] < failed[0]
