@@ -62,8 +62,11 @@ OBSERVE_FEED = """() => {
 LAG_MONITOR = """() => { window.__lag = 0; let last = performance.now();
   setInterval(() => { const now = performance.now(); window.__lag = Math.max(window.__lag, now - last - 100);
     last = now; }, 100); }"""
-LAG_READ = """() => { const lag = window.__lag; window.__lag = 0; const id = window.taskiqMonitor.live.lastId;
-  return { lag, visible: document.visibilityState, delay: id ? Date.now() - Number(id.split('-')[0]) : -1 }; }"""
+LAG_READ = """() => { const lag = window.__lag; window.__lag = 0;
+  const id = window.taskiqMonitor ? window.taskiqMonitor.live.lastId : null;
+  return { lag, visible: document.visibilityState, delay: id ? Date.now() - Number(id.split('-')[0]) : -1,
+    elements: document.getElementsByTagName('*').length,
+    rows: document.querySelectorAll('[data-testid="feed-row"]').length }; }"""
 
 
 def pct(values: list[float], q: float) -> float:
@@ -164,11 +167,14 @@ def freshness(browser: Any, url: str, redis_url: str, samples: int) -> tuple[lis
 
 def scale(browser: Any, url: str, redis_url: str, minutes: float, rate: int) -> list[dict[str, float]]:
     context = browser.new_context(viewport={"width": 1400, "height": 900})
-    pages = {"overview": context.new_page(), "feed": context.new_page()}
+    pages = {"overview": context.new_page(), "feed": context.new_page(), "blank (machine baseline)": context.new_page()}
     pages["overview"].goto(url + "/")
     pages["feed"].goto(url + "/#/feed")
-    for page in pages.values():
-        page.wait_for_selector('[data-testid="live-status"]:has-text("live")')
+    # The same timer in an empty page of the same browser: how late timers are on this machine anyway.
+    pages["blank (machine baseline)"].goto(url + "/static/favicon.svg")
+    for name, page in pages.items():
+        if not name.startswith("blank"):
+            page.wait_for_selector('[data-testid="live-status"]:has-text("live")')
         page.evaluate(LAG_MONITOR)
     cdp = {name: context.new_cdp_session(page) for name, page in pages.items()}
     for session in cdp.values():
@@ -203,14 +209,16 @@ def scale(browser: Any, url: str, redis_url: str, minutes: float, rate: int) -> 
         while time.monotonic() - began < minutes * 60:
             time.sleep(30)
             for name, page in pages.items():
+                probe = page.evaluate(LAG_READ)  # before the forced GC, which would count as lag
+                cdp[name].send("HeapProfiler.collectGarbage")  # live objects only: growth, not garbage
                 metrics = {m["name"]: m["value"] for m in cdp[name].send("Performance.getMetrics")["metrics"]}
-                probe = page.evaluate(LAG_READ)
                 rows.append(
                     {
                         "minute": round((time.monotonic() - began) / 60, 1),
                         "page": name,  # type: ignore[dict-item]
                         "heap_mb": metrics["JSHeapUsedSize"] / 2**20,
                         "nodes": metrics["Nodes"],
+                        "elements": probe["elements"],
                         "feed_rows": page.evaluate(
                             "() => document.querySelectorAll('[data-testid=\"feed-row\"]').length"
                         ),
@@ -263,14 +271,17 @@ def main() -> int:
                 )
             if args.scale:
                 rows = scale(browser, exporter.url, redis.url, args.minutes, args.rate)
-                for page in ("overview", "feed"):
+                for page in ("overview", "feed", "blank (machine baseline)"):
                     mine = [r for r in rows if r["page"] == page]
                     if mine:
                         first, last = mine[0], mine[-1]
                         print(
-                            f"scale {page}: heap {first['heap_mb']:.1f} -> {last['heap_mb']:.1f} MB, DOM nodes "
-                            f"{first['nodes']:.0f} -> {last['nodes']:.0f}, feed rows {last['feed_rows']:.0f}, "
-                            f"main-thread lag max {max(r['loop_lag_max_ms'] for r in mine):.0f} ms, "
+                            f"scale {page}: heap {first['heap_mb']:.1f} -> {last['heap_mb']:.1f} MB (max "
+                            f"{max(r['heap_mb'] for r in mine):.1f}), DOM nodes {first['nodes']:.0f} -> "
+                            f"{last['nodes']:.0f} (elements {first['elements']:.0f} -> {last['elements']:.0f}), "
+                            f"feed rows {last['feed_rows']:.0f}, "
+                            f"main-thread lag median/max {statistics.median(r['loop_lag_max_ms'] for r in mine):.0f}/"
+                            f"{max(r['loop_lag_max_ms'] for r in mine):.0f} ms, "
                             f"newest event shown {last['feed_delay_ms']:.0f} ms after its write, "
                             f"{last['events_sent']:.0f} events sent",
                             flush=True,

@@ -141,7 +141,7 @@ export class Feed {
       el("td", { class: "num" }, e.duration_seconds === null || e.duration_seconds === undefined ? ""
         : fmtDuration(e.duration_seconds)),
       el("td", { class: "mono" }, worker(e.worker)),
-      el("td", { class: "msg" }, error),
+      el("td", { class: "msg", title: error || null }, error),
     );
   }
 }
