@@ -68,7 +68,9 @@ export class History {
 
   navigate(params) {
     const query = params.toString();
-    location.hash = `#/history${query ? `?${query}` : ""}`;
+    const hash = `#/history${query ? `?${query}` : ""}`;
+    if (location.hash === hash) this.show(params); // same filters applied again: reload the page of results
+    else location.hash = hash;
   }
 
   async show(params) {
