@@ -106,3 +106,14 @@ def test_every_asset_is_declared_as_package_data() -> None:
     declared = {p for pattern in patterns for p in base.glob(pattern)}
     assets = {p for p in STATIC.rglob("*") if p.is_file()}
     assert assets and assets <= declared, sorted(str(p) for p in assets - declared)
+
+
+def test_every_test_hook_of_the_page_is_documented_in_docs_ui() -> None:
+    hooks: set[str] = set()
+    for path in STATIC.rglob("*.*"):
+        text = path.read_text()
+        hooks |= set(re.findall(r'data-testid="([a-z-]+)"', text))
+        hooks |= set(re.findall(r'"data-testid": "([a-z-]+)"', text))
+    documented = set(re.findall(r'data-testid="([a-z-]+)"', (ROOT / "docs" / "ui.md").read_text()))
+    assert {"task-card", "feed-row", "history-row", "error-detail", "live-status"} <= hooks
+    assert hooks <= documented, sorted(hooks - documented)
