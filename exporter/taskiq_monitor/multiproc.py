@@ -5,8 +5,9 @@ Three traps of taskiq's own PrometheusMiddleware are avoided here:
 * prometheus_client picks its value class when ``prometheus_client.values`` is first imported, so
   ``PROMETHEUS_MULTIPROC_DIR`` must be set before that import — the supervising CLI sets it in the environment of
   the worker command, never from inside a middleware's ``__init__``.
-* Stale ``*.db`` files from an earlier run would keep adding their counts: the directory is wiped once, at the start
-  of the run (not per child, or a restarted child would erase its siblings' counts).
+* Stale value files from an earlier run would keep adding their counts: the directory is wiped once, at the start
+  of the run (not per child, or a restarted child would erase its siblings' counts) — see metricsdir.py, which also
+  locks the directory for its supervisor and refuses a directory that is not ours.
 * Each child starting its own HTTP server means the first to bind wins; instead the supervisor serves the merged
   files of all children.
 
@@ -45,32 +46,6 @@ def multiprocess_directory() -> Path | None:
         return None
     directory = os.environ.get(MULTIPROC_ENV)
     return Path(directory) if directory else None
-
-
-class MetricsDirError(RuntimeError):
-    """The metrics directory cannot be used (a configuration mistake, reported at start-up)."""
-
-
-def prepare_directory(path: Path, *, wipe: bool) -> Path:
-    """Create ``path`` if needed, check it is a writable directory, and optionally delete old ``*.db`` files."""
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise MetricsDirError(f"metrics directory {path} cannot be created: {exc.strerror}") from None
-    if not path.is_dir():
-        raise MetricsDirError(f"metrics directory {path} is not a directory")
-    if not os.access(path, os.W_OK | os.X_OK):
-        raise MetricsDirError(f"metrics directory {path} is not writable by uid {os.getuid()}")
-    if wipe:
-        # Exemplar side files (exemplars.py) belong to the run too: stale ones would link to old traces.
-        for file in [*path.glob("*.db"), *path.glob("exemplars_*.json")]:
-            try:
-                file.unlink()
-            except FileNotFoundError:
-                pass
-            except OSError as exc:
-                raise MetricsDirError(f"cannot remove stale metrics file {file}: {exc.strerror}") from None
-    return path
 
 
 def _pid_alive(pid: int) -> bool:

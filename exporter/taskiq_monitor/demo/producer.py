@@ -18,7 +18,7 @@ import sys
 import time
 from collections.abc import Sequence
 
-from taskiq_monitor.settings import Settings
+from taskiq_monitor.settings import Settings, load_settings
 
 DEFAULT_APP_PORT = 9809
 
@@ -60,9 +60,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--duration", type=float, default=None, help="stop after S seconds (default: never)")
     parser.add_argument("--seed", type=int, default=None)
     args = parser.parse_args(argv)
-    from taskiq_monitor.cli import _settings
-
-    settings = _settings(host=args.host, port=args.port)
+    settings = load_settings(host=args.host, port=args.port)
     if not settings.demo_broker_url:
         print("producer: set TASKIQ_MONITOR_DEMO_BROKER_URL=redis://…", file=sys.stderr)
         return 2

@@ -102,7 +102,8 @@ def _wait_http(url: str, timeout: float, proc: subprocess.Popen[Any]) -> None:
 
 
 def _run_redis(settings: Settings, duration: float | None, rate: float, workers: int, rng: random.Random) -> int:
-    from taskiq_monitor.cli import UsageError, default_metrics_dir
+    from taskiq_monitor.cli import default_metrics_dir
+    from taskiq_monitor.errors import UsageError
 
     metrics_dir = settings.metrics_dir or default_metrics_dir(settings.port)
     # The demo's Redis also holds the shared task state (queue depth, live feed) unless told otherwise; set for
