@@ -120,3 +120,23 @@ def test_worker_refuses_a_world_writable_metrics_dir(tmp_path: Path) -> None:
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in result.stderr
     assert f"metrics directory {shared} is writable by other users (mode 0777)" in lines[0]
+
+
+def test_worker_refuses_a_loki_spool_dir_others_can_write(tmp_path: Path) -> None:
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    spool.chmod(0o777)
+    result = run_cli(
+        "worker",
+        "taskiq_monitor.demo.tasks:broker",
+        "--metrics-port",
+        "0",
+        "--metrics-dir",
+        str(tmp_path / "metrics"),
+        env={"TASKIQ_MONITOR_LOKI_URL": "http://127.0.0.1:9", "TASKIQ_MONITOR_LOKI_SPOOL_DIR": str(spool)},
+    )
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in result.stderr
+    assert f"Loki spool directory {spool} is writable by other users (mode 0777)" in lines[0]
+    assert not (tmp_path / "metrics").exists(), "refused before anything was created"

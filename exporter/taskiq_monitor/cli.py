@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from taskiq_monitor.errors import ConfigError, UsageError
+from taskiq_monitor.securedir import ensure_private_dir
 from taskiq_monitor.settings import Settings, load_settings
 
 logger = logging.getLogger("taskiq_monitor.cli")
@@ -148,6 +149,12 @@ def cmd_worker(argv: Sequence[str]) -> int:
     settings = load_settings(host=ours.metrics_host, port=ours.metrics_port, metrics_dir=ours.metrics_dir)
     if settings.metrics_dir is None:
         settings.metrics_dir = default_metrics_dir(settings.port)
+    if settings.loki_url is not None:
+        # Every worker process spools Loki batches there: a directory another user controls is refused now, once,
+        # rather than left unused (with a warning) by each child.
+        from taskiq_monitor.sinks.loki import default_spool_dir
+
+        ensure_private_dir(settings.loki_spool_dir or default_spool_dir(), what="Loki spool directory")
     return asyncio.run(_run_worker(settings, rest))
 
 
