@@ -16,11 +16,8 @@ from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from taskiq_monitor.multiproc import (
-    MultiProcessSource,
-    live_gauge_pids,
-    reap_dead_processes,
-)
+from taskiq_monitor.multiproc import live_gauge_pids, reap_dead_processes
+from taskiq_monitor.service.collectors import MultiProcessSource
 
 CHILD = textwrap.dedent(
     """

@@ -18,57 +18,20 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import logging
 import os
 import signal
 import sys
-import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 from taskiq_monitor.errors import ConfigError, UsageError
+from taskiq_monitor.multiproc import default_metrics_dir
 from taskiq_monitor.securedir import ensure_private_dir
 from taskiq_monitor.settings import Settings, load_settings
 
 logger = logging.getLogger("taskiq_monitor.cli")
 EXIT_USAGE = 2
-
-
-def default_metrics_dir(port: int) -> Path:
-    return Path(tempfile.gettempdir()) / f"taskiq-monitor-{os.getuid()}-{port}"
-
-
-# -- uvicorn without its own signal handling (we forward signals to the worker first) --
-def _server(app: Any, host: str, port: int) -> Any:
-    import uvicorn
-
-    class _Server(uvicorn.Server):
-        @contextlib.contextmanager
-        def capture_signals(self) -> Iterator[None]:
-            yield
-
-    config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on", access_log=False)
-    return _Server(config)
-
-
-async def start_server(app: Any, host: str, port: int) -> tuple[Any, asyncio.Task[None]]:
-    """Bind first (a busy port is a user-facing error, not uvicorn's exit code 3), then serve in the background."""
-    import socket
-
-    try:
-        sock = socket.create_server((host, port), family=socket.AF_INET6 if ":" in host else socket.AF_INET)
-    except OSError as exc:
-        raise UsageError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
-    server = _server(app, host, port)
-    task = asyncio.create_task(server.serve(sockets=[sock]))
-    while not server.started:
-        if task.done():
-            task.result()
-            raise UsageError(f"the server on {host}:{port} stopped during start-up")
-        await asyncio.sleep(0.02)
-    return server, task
 
 
 # -- worker --
@@ -79,6 +42,7 @@ FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 async def _run_worker(settings: Settings, taskiq_args: list[str]) -> int:
     from taskiq_monitor.metricsdir import claim_directory
     from taskiq_monitor.service.app import create_app
+    from taskiq_monitor.service.server import start_server
 
     assert settings.metrics_dir is not None
     # Bind first: a second start on the same port must fail before it touches the running instance's directory.
@@ -161,6 +125,7 @@ def cmd_worker(argv: Sequence[str]) -> int:
 # -- serve --
 async def _serve(settings: Settings) -> int:
     from taskiq_monitor.service.app import create_app
+    from taskiq_monitor.service.server import start_server
 
     server, serve_task = await start_server(create_app(settings), settings.host, settings.port)
     print(f"taskiq-monitor: serving http://{settings.host}:{settings.port}/metrics", file=sys.stderr, flush=True)

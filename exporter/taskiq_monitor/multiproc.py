@@ -15,6 +15,10 @@ A child that dies (``kill -9``, OOM) leaves its files behind. Its counters and h
 are real work done — but its ``livesum`` gauges (running tasks) must vanish: :func:`reap_dead_processes` finds the
 pids of the gauge files and calls ``mark_process_dead`` for those no longer alive. A restarted child gets a new pid
 and new files, so nothing is reset or counted twice.
+
+A leaf module: it imports nothing of the package, and prometheus_client only inside functions (importing it here
+would fix the value class of whoever imports this module first). The collectors that serve the directory live in
+``service/collectors.py``.
 """
 
 from __future__ import annotations
@@ -22,15 +26,17 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import tempfile
 import threading
-from collections.abc import Iterable, Iterator
 from pathlib import Path
-
-from prometheus_client.metrics_core import Metric
-from prometheus_client.registry import Collector
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 _LIVE_GAUGE_FILE = re.compile(r"^gauge_live\w*?_(\d+)\.db$")
+
+
+def default_metrics_dir(port: int) -> Path:
+    """``taskiq-monitor worker``'s directory when none is configured: one per user and port (one per supervisor)."""
+    return Path(tempfile.gettempdir()) / f"taskiq-monitor-{os.getuid()}-{port}"
 
 
 def multiprocess_directory() -> Path | None:
@@ -91,31 +97,3 @@ def reap_dead_processes(path: Path) -> list[int]:
             with contextlib.suppress(FileNotFoundError):
                 multiprocess.mark_process_dead(pid, str(path))
     return dead
-
-
-class MultiProcessSource:
-    """A collector that merges the directory's files at every scrape, after reaping dead processes."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-
-    def collect(self) -> Iterator[Metric]:
-        from prometheus_client.multiprocess import MultiProcessCollector
-
-        from taskiq_monitor.exemplars import attach_exemplars, load_exemplars
-
-        reap_dead_processes(self.path)
-        files = [str(p) for p in self.path.glob("*.db")]
-        # mmap values store no exemplars; the worker processes write them to side files (see exemplars.py).
-        yield from attach_exemplars(MultiProcessCollector.merge(files, accumulate=True), load_exemplars(self.path))
-
-
-class CombinedSource:
-    """Several collectors exposed as one (what ``generate_latest`` needs)."""
-
-    def __init__(self, collectors: Iterable[Collector]) -> None:
-        self.collectors = list(collectors)
-
-    def collect(self) -> Iterator[Metric]:
-        for collector in self.collectors:
-            yield from collector.collect()

@@ -24,10 +24,10 @@ DEFAULT_APP_PORT = 9809
 
 
 async def run_producer(settings: Settings, *, rate: float, duration: float | None, seed: int | None) -> int:
-    from taskiq_monitor.cli import start_server
-    from taskiq_monitor.demo.runner import _produce
     from taskiq_monitor.demo.tasks import broker
+    from taskiq_monitor.demo.workload import enqueue_workload
     from taskiq_monitor.service.app import create_app
+    from taskiq_monitor.service.server import start_server
 
     server, serve_task = await start_server(create_app(settings), settings.host, settings.port)
     stopping = asyncio.Event()
@@ -43,7 +43,7 @@ async def run_producer(settings: Settings, *, rate: float, duration: float | Non
     await broker.startup()
     try:
         stop_at = time.monotonic() + duration if duration else None
-        sent = await _produce(stop_at, rate, random.Random(seed), stopping)
+        sent = await enqueue_workload(stop_at, rate, random.Random(seed), stopping)
         print(f"taskiq-monitor demo producer: enqueued {sent} tasks", file=sys.stderr, flush=True)
     finally:
         await broker.shutdown()
