@@ -119,3 +119,21 @@ def test_nothing_imports_the_command_line() -> None:
 def test_multiproc_imports_nothing_of_the_package() -> None:
     # exemplars.py and the service's collectors build on it; an import back would be a cycle waiting to happen.
     assert import_graph()[f"{PACKAGE}.multiproc"] == set()
+
+
+def private_imports() -> list[str]:
+    """``from <package module> import _name``: a private name used across modules."""
+    found = []
+    for name, path in MODULES.items():
+        for node in _runtime_imports(ast.parse(path.read_text(), filename=str(path))):
+            if isinstance(node, ast.ImportFrom) and any(True for _ in _resolve(name, node)):
+                found += [
+                    f"{name} imports {alias.name}"
+                    for alias in node.names
+                    if alias.name.startswith("_") and not alias.name.startswith("__")
+                ]
+    return found
+
+
+def test_no_private_name_is_imported_across_modules() -> None:
+    assert private_imports() == []
