@@ -161,6 +161,13 @@ class Settings(BaseSettings):
     live_client_queue: int = Field(
         10_000, ge=1, description="Events queued per WebSocket client; a client that falls further behind is closed."
     )
+    live_batch_seconds: float = Field(
+        0.05,
+        ge=0,
+        le=1,
+        description="Tick of the live feed: events due to a WebSocket client are sent together, at most once per tick "
+        "(protocol v2: one frame per tick; 0 = a frame per read of the stream).",
+    )
     live_ping_seconds: float = Field(15.0, gt=0, description="Interval of ping frames on an idle WebSocket.")
     live_max_message_bytes: int = Field(4096, ge=64, description="Largest message a WebSocket client may send.")
 

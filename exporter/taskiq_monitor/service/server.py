@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
 from collections.abc import Iterator
 from typing import Any
 
 from taskiq_monitor.errors import UsageError
+from taskiq_monitor.service.transport import listening_socket, uvicorn_options
 
 __all__ = ["start_server"]
 
@@ -26,14 +26,16 @@ def _server(app: Any, host: str, port: int) -> Any:
         def capture_signals(self) -> Iterator[None]:
             yield
 
-    config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on", access_log=False)
+    config = uvicorn.Config(
+        app, host=host, port=port, log_level="warning", lifespan="on", access_log=False, **uvicorn_options()
+    )
     return _Server(config)
 
 
 async def start_server(app: Any, host: str, port: int) -> tuple[Any, asyncio.Task[None]]:
     """Bind first (a busy port is a user-facing error, not uvicorn's exit code 3), then serve in the background."""
     try:
-        sock = socket.create_server((host, port), family=socket.AF_INET6 if ":" in host else socket.AF_INET)
+        sock = listening_socket(host, port)
     except OSError as exc:
         raise UsageError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
     server = _server(app, host, port)
