@@ -187,3 +187,29 @@ def test_an_empty_store_no_workers_and_redis_down_get_clear_messages(
     page.wait_for_selector('[data-testid="task-card"][data-task-name="after_outage_task"]')
     page.wait_for_selector('[data-notice="state"]', state="detached")
     assert page.locator("#cards-empty").is_hidden()
+
+
+def test_the_error_detail_links_to_grafana_when_its_address_is_set(redis_srv: RedisServer, page: Any) -> None:
+    emit_all(
+        redis_srv.url,
+        [
+            event("g1", "failed", "linked_task", error_type="KeyError", error_message="'k'", trace_id="ab" * 16),
+            event("g2", "failed", "linked_task", error_type="KeyError", error_message="'k'"),
+        ],
+    )
+    server = Exporter(redis_srv.url, TASKIQ_MONITOR_GRAFANA_URL="http://grafana.example:3000/")
+    try:
+        page.goto(server.url + "/#/task/g1?task_name=linked_task")
+        loki = page.locator('[data-testid="error-detail"] a[data-link="loki"]')
+        loki.wait_for()
+        href = urllib.parse.unquote(loki.get_attribute("href"))
+        assert href.startswith("http://grafana.example:3000/explore?")
+        assert '| task_id=\\"g1\\"' in href and '"datasource":"loki"' in href
+        trace = urllib.parse.unquote(page.locator('a[data-link="trace"]').get_attribute("href"))
+        assert "ab" * 16 in trace and '"datasource":"tempo"' in trace
+        page.goto(server.url + "/#/task/g2?task_name=linked_task")
+        page.wait_for_selector('#detail-title:has-text("g2")')
+        page.locator('a[data-link="loki"]').wait_for()
+        assert page.locator('a[data-link="trace"]').count() == 0  # no trace id recorded
+    finally:
+        server.stop()

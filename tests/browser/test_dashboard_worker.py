@@ -111,6 +111,7 @@ def test_error_detail_shows_the_traceback_and_the_redacted_parameters(
     assert params["kwargs"]["bot_token"] == "[REDACTED]"
     assert params["args"] == [{"update_id": 7}]
     assert secret not in page.content()
+    assert page.locator("a[data-link]").count() == 0  # no Grafana address configured: no dead links
 
 
 def test_hostile_parameters_and_error_messages_stay_text_and_no_script_runs(

@@ -61,6 +61,8 @@ class SessionRequest(BaseModel):
 class UiConfig(BaseModel):
     auth_required: bool
     grafana_url: str | None
+    loki_datasource_uid: str
+    tempo_datasource_uid: str
     service_name: str
     stats_window_seconds: int
     thresholds: dict[str, float]
@@ -118,6 +120,8 @@ def include_ui(app: FastAPI, settings: Settings) -> None:
         return UiConfig(
             auth_required=settings.bearer_token is not None,
             grafana_url=settings.grafana_url.rstrip("/") if settings.grafana_url else None,
+            loki_datasource_uid=CONFIG.loki_datasource_uid,
+            tempo_datasource_uid=CONFIG.tempo_datasource_uid,
             service_name=settings.service_name,
             stats_window_seconds=settings.stats_window_seconds,
             thresholds=thresholds(),

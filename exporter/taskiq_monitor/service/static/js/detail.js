@@ -123,12 +123,13 @@ export class Detail {
     const links = $("#detail-links");
     if (grafana) {
       const selector = `{service_name=${JSON.stringify(this.app.config.service_name)}}`;
-      const loki = explore(grafana, "loki", `${selector} | task_id=${JSON.stringify(taskId)}`);
+      const { loki_datasource_uid: lokiUid, tempo_datasource_uid: tempoUid } = this.app.config;
+      const loki = explore(grafana, lokiUid, `${selector} | task_id=${JSON.stringify(taskId)}`);
       const items = [el("a", { href: loki, target: "_blank", rel: "noopener noreferrer", "data-link": "loki" },
         "Logs in Grafana (Loki)")];
       const traceId = shown.trace_id || attempts.map((a) => a.trace_id).find(Boolean);
       if (traceId) {
-        items.push(el("a", { href: explore(grafana, "tempo", traceId), target: "_blank", rel: "noopener noreferrer",
+        items.push(el("a", { href: explore(grafana, tempoUid, traceId), target: "_blank", rel: "noopener noreferrer",
           "data-link": "trace" }, "Trace in Grafana (Tempo)"));
       }
       links.replaceChildren(...items);

@@ -13,7 +13,9 @@ export function health(task, t) {
     return { level: "failing", reasons: [`success rate ${pct(ratio)} < ${pct(t.success_ratio_warning)}`] };
   }
   const reasons = [];
-  if (ratio !== null && ratio < t.success_ratio_ok) reasons.push(`success rate ${pct(ratio)} < ${pct(t.success_ratio_ok)}`);
+  if (ratio !== null && ratio < t.success_ratio_ok) {
+    reasons.push(`success rate ${pct(ratio)} < ${pct(t.success_ratio_ok)}`);
+  }
   if (task.pending > t.backlog_min_pending) reasons.push(`${task.pending} pending > ${t.backlog_min_pending}`);
   if (age > t.oldest_pending_max_age_seconds) reasons.push(`oldest pending > ${t.oldest_pending_max_age_seconds} s`);
   return { level: reasons.length ? "degraded" : "healthy", reasons };

@@ -1,6 +1,7 @@
 // History: every execution the store holds (GET /api/v1/executions; GET /api/v1/events where the executions API
 // does not exist), filtered by task type, status, date range and task id; 50 rows a page with the API's cursor.
-// The filters and the cursor live in the URL (#/history?task_name=…&status=…&since=…&until=…&task_id=…&cursor=…).
+// The filters and the cursor live in the URL:
+// #/history?task_name=…&status=…&since=…&until=…&task_id=…&cursor=…
 import { ApiError, getJSON } from "./api.js";
 import { $, el, fmtDuration, fmtTime, setText, taskLink, worker } from "./dom.js";
 
