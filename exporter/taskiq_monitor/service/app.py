@@ -52,7 +52,7 @@ def create_app(settings: Settings | None = None, extra_collectors: Iterable[Coll
     auth = Depends(bearer_auth(settings))
     # Queue state + live feed: when Redis is configured, or this process holds the in-process store (the demo).
     from taskiq_monitor.service.live import LiveFeed, include_live
-    from taskiq_monitor.state import open_store
+    from taskiq_monitor.store import open_store
 
     store = open_store(settings)
     feed: LiveFeed | None = None

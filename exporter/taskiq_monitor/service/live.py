@@ -1,7 +1,7 @@
 """Queue state metrics, the task health API and the live feed (``WebSocket /ws/events``).
 
 Included by ``create_app`` when a state store exists (``TASKIQ_MONITOR_REDIS_URL``, or the in-process store of the
-in-memory demo). Everything here reads the state written by ``StateSink`` (see ``taskiq_monitor.state``).
+in-memory demo). Everything here reads the state written by ``StateSink`` (see ``taskiq_monitor.store``).
 
 WebSocket protocol (``/ws/events``)
 -----------------------------------
@@ -45,7 +45,7 @@ from pydantic import BaseModel, Field
 
 from taskiq_monitor.events import EVENT_STATUSES
 from taskiq_monitor.settings import Settings
-from taskiq_monitor.state import Entry, Snapshot, StateStore, format_event_id, parse_event_id
+from taskiq_monitor.store import Entry, Snapshot, StateStore, format_event_id, parse_event_id
 
 logger = logging.getLogger("taskiq_monitor.live")
 

@@ -1,4 +1,4 @@
-"""``StateSink``: feeds the shared task state and the live-feed stream (see ``taskiq_monitor.state``).
+"""``StateSink``: feeds the shared task state and the live-feed stream (see ``taskiq_monitor.store``).
 
 The hot path (``emit``, on the task's event loop) only appends the event to a bounded deque and, if the flusher
 sleeps, wakes it: no I/O, no JSON, no locks beyond the GIL. A daemon thread drains the deque in batches and applies
@@ -39,7 +39,7 @@ from prometheus_client import CollectorRegistry, Counter
 
 from taskiq_monitor.events import STATUS_PENDING, STATUS_RUNNING, TaskEvent, to_record
 from taskiq_monitor.settings import Settings
-from taskiq_monitor.state import RedisWriter, StateOp, StateWriter, WriteBatch, memory_store
+from taskiq_monitor.store import RedisWriter, StateOp, StateWriter, WriteBatch, memory_store
 
 # Redis replies that mean "not now" rather than "never": retried like connection errors.
 _TRANSIENT_REPLIES = ("OOM", "BUSY", "LOADING", "MASTERDOWN", "TRYAGAIN", "NOREPLICAS", "READONLY", "CLUSTERDOWN")

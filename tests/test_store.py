@@ -17,7 +17,7 @@ from taskiq_monitor.events import TaskEvent
 from taskiq_monitor.service.live import Broadcaster, LiveFeed, _Client
 from taskiq_monitor.settings import Settings
 from taskiq_monitor.sinks.state import StateSink
-from taskiq_monitor.state import (
+from taskiq_monitor.store import (
     MAX_BLOCK_MS,
     Entry,
     MemoryStore,
