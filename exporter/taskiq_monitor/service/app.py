@@ -6,8 +6,9 @@ REST API routers are included from their own modules.
 
 from __future__ import annotations
 
+import contextlib
 import secrets
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
 from fastapi import Depends, FastAPI, HTTPException, Request, status
@@ -47,10 +48,22 @@ def bearer_auth(settings: Settings) -> Any:
     return check
 
 
+def _both(first: Any, second: Any) -> Any:
+    """Two lifespans as one (entered in order, left in reverse)."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with first(app), second(app):
+            yield
+
+    return lifespan
+
+
 def create_app(settings: Settings | None = None, extra_collectors: Iterable[Collector] = ()) -> FastAPI:
     settings = settings if settings is not None else Settings()
     auth = Depends(bearer_auth(settings))
     # Queue state + live feed: when Redis is configured, or this process holds the in-process store (the demo).
+    from taskiq_monitor.service.history import include_history
     from taskiq_monitor.service.live import LiveFeed, include_live
     from taskiq_monitor.store import open_store
 
@@ -63,8 +76,9 @@ def create_app(settings: Settings | None = None, extra_collectors: Iterable[Coll
     )
     if store is not None:
         feed = include_live(app, settings, auth, store)
-        app.router.lifespan_context = feed.lifespan
-        extra_collectors = [*extra_collectors, feed.collector]
+        history = include_history(app, settings, auth, store)
+        app.router.lifespan_context = _both(feed.lifespan, history.lifespan)
+        extra_collectors = [*extra_collectors, feed.collector, history.collector]
     source = metrics_source(settings, extra_collectors)
     app.state.settings = settings
     app.state.live = feed

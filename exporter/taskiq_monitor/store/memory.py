@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 
 from taskiq_monitor.events import STATUS_PENDING, STATUS_RUNNING
 from taskiq_monitor.settings import Settings
+from taskiq_monitor.store.history import Execution, HistoryPage, HistoryQuery
+from taskiq_monitor.store.history_memory import MemoryHistory
 from taskiq_monitor.store.model import (
     OTHER_TASK,
     Entry,
@@ -55,11 +57,13 @@ class MemoryStore:
         self._keys: deque[tuple[int, int]] = deque(maxlen=cap)
         self._last: tuple[int, int] = (0, 0)
         self._listeners: list[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = []
+        self.history = MemoryHistory(self.settings)
         self.attached = False  # a sink writes here (so the exporter of this process should serve it)
 
     def configure(self, settings: Settings) -> None:
         with self._lock:
             self.settings = settings
+            self.history.settings = settings
             cap = min(settings.stream_max_events, MEMORY_STREAM_CAP)
             if self._events.maxlen != cap:
                 self._events = deque(self._events, maxlen=cap)
@@ -109,6 +113,8 @@ class MemoryStore:
                 self._events.append(Entry(format_event_id(key), name, op.status, op.payload))
                 self._keys.append(key)
                 task = self._task(name)
+                if op.history_member:
+                    self.history.record(name, op)
                 if op.status == STATUS_PENDING:
                     if op.member not in task.seen:
                         task.pending[op.member] = op.enqueued_at
@@ -254,6 +260,34 @@ class MemoryStore:
     async def task_names(self) -> set[str]:
         with self._lock:
             return set(self._tasks)
+
+    # -- history ----------------------------------------------------------------------------------------------
+    async def history_page(self, query: HistoryQuery) -> HistoryPage:
+        with self._lock:
+            return self.history.page(query)
+
+    async def history_attempts(self, task_id: str) -> list[Execution]:
+        with self._lock:
+            return self.history.attempts(task_id)
+
+    async def history_series(self, minutes: int) -> tuple[int, dict[str, dict[str, list[int]]]]:
+        last = minute_of(time.time())
+        first = last - minutes + 1
+        series: dict[str, dict[str, list[int]]] = {}
+        with self._lock:
+            for name, task in sorted(self._tasks.items()):
+                rows = [task.minutes.get(m, {}) for m in range(first, last + 1)]
+                series[name] = {s: [int(row.get(s, 0)) for row in rows] for s in ("success", "failed", "retried")}
+        return first * 60, series
+
+    async def history_expire_step(self) -> tuple[int, int, bool]:
+        with self._lock:
+            aged, counted = self.history.expire()
+        return aged, counted, False
+
+    def history_counts_sync(self) -> tuple[int, dict[str, int]]:
+        with self._lock:
+            return len(self.history.records), dict(self.history.evicted)
 
     async def aclose(self) -> None:
         pass

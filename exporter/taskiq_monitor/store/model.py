@@ -11,9 +11,12 @@ import math
 import re
 import uuid
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from taskiq_monitor.events import EVENT_STATUSES, STATUS_PENDING, STATUS_RUNNING
+
+if TYPE_CHECKING:
+    from taskiq_monitor.store.history import Execution, HistoryPage, HistoryQuery
 
 FINISHED_STATUSES: tuple[str, ...] = tuple(s for s in EVENT_STATUSES if s not in (STATUS_PENDING, STATUS_RUNNING))
 
@@ -51,6 +54,10 @@ class StateOp:
     duration: float | None
     payload: str
     track_running: bool = True  # False for events older than the running-set rewrite they travel with (or follow)
+    # The execution history (store/history.py): key, encoded record, time in ms. Empty member = no history.
+    history_member: bytes = b""
+    history_record: bytes = b""
+    history_score: int = 0
 
 
 @dataclass(slots=True)
@@ -125,6 +132,21 @@ class StateStore(Protocol):
     async def first_id(self) -> str | None: ...
 
     async def task_names(self) -> set[str]: ...
+
+    # The execution history (store/history.py).
+    async def history_page(self, query: HistoryQuery) -> HistoryPage: ...
+
+    async def history_attempts(self, task_id: str) -> list[Execution]: ...
+
+    async def history_series(self, minutes: int) -> tuple[int, dict[str, dict[str, list[int]]]]: ...
+
+    async def history_expire_step(self) -> tuple[int, int, bool]:
+        """One bounded retention step: (deleted by age, deleted by count, more work left)."""
+        ...
+
+    def history_counts_sync(self) -> tuple[int, dict[str, int]]:
+        """Executions held, and executions evicted by reason."""
+        ...
 
     async def aclose(self) -> None: ...
 

@@ -13,6 +13,8 @@ from importlib import resources
 from typing import Any
 
 from taskiq_monitor.settings import Settings
+from taskiq_monitor.store.history import Execution, HistoryPage, HistoryQuery
+from taskiq_monitor.store.history_redis import RedisHistory
 from taskiq_monitor.store.model import Entry, Snapshot, TaskState, WriteBatch
 
 
@@ -35,10 +37,10 @@ def _fmt(value: float) -> str:
     return repr(float(value))
 
 
-def apply_args(settings: Settings, batch: WriteBatch) -> list[str]:
+def apply_args(settings: Settings, batch: WriteBatch) -> list[str | bytes]:
     """ARGV of ``APPLY_LUA`` for one batch."""
     running = batch.resync_running or {}
-    args: list[str] = [
+    args: list[str | bytes] = [
         key_prefix(settings),
         batch.batch_id,
         str(settings.stream_max_events),
@@ -67,6 +69,9 @@ def apply_args(settings: Settings, batch: WriteBatch) -> list[str]:
             "" if op.duration is None else _fmt(op.duration),
             op.payload,
             "1" if op.track_running else "0",
+            op.history_member,
+            op.history_record,
+            str(op.history_score),
         )
     for task, member in batch.removals:
         args += (task, member)
@@ -158,6 +163,7 @@ class RedisStore:
         self._sync_snapshot = self.sync.register_script(SNAPSHOT_LUA)
         self.aio = aioredis.Redis.from_url(settings.redis_url, **_redis_kwargs(settings))
         self._aio_snapshot = self.aio.register_script(SNAPSHOT_LUA)
+        self.history = RedisHistory(settings, self.aio, self.sync)
         # A separate connection pool for blocking XREADs: they must not starve the API's requests.
         self.aio_blocking = aioredis.Redis.from_url(
             settings.redis_url,
@@ -206,6 +212,21 @@ class RedisStore:
     async def task_names(self) -> set[str]:
         names: Any = await self.aio.smembers(f"{self.prefix}:tasks")
         return {n.decode() if isinstance(n, bytes) else str(n) for n in names}
+
+    async def history_page(self, query: HistoryQuery) -> HistoryPage:
+        return await self.history.page(query)
+
+    async def history_attempts(self, task_id: str) -> list[Execution]:
+        return await self.history.attempts(task_id)
+
+    async def history_series(self, minutes: int) -> tuple[int, dict[str, dict[str, list[int]]]]:
+        return await self.history.series(minutes)
+
+    async def history_expire_step(self) -> tuple[int, int, bool]:
+        return await self.history.expire_step()
+
+    def history_counts_sync(self) -> tuple[int, dict[str, int]]:
+        return self.history.counts_sync()
 
     async def aclose(self) -> None:
         for client in (self.aio, self.aio_blocking):

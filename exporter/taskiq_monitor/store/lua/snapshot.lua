@@ -44,8 +44,15 @@ local function task_entry(t)
   if with_stats then
     entry.totals = hash(p .. ':totals:' .. t)
     local win = {}
-    for m = first_minute, last_minute do
-      for k, v in pairs(hash(p .. ':stats:' .. t .. ':' .. m)) do win[k] = (win[k] or 0) + v end
+    -- Whole hours from their hourly bucket, the minutes at the window's edges one by one.
+    local m = first_minute
+    while m <= last_minute do
+      local key, step = p .. ':stats:' .. t .. ':' .. m, 1
+      if m % 60 == 0 and m + 59 <= last_minute then
+        key, step = p .. ':stats:' .. t .. ':h' .. (m / 60), 60
+      end
+      for k, v in pairs(hash(key)) do win[k] = (win[k] or 0) + v end
+      m = m + step
     end
     entry.window = win
   end
