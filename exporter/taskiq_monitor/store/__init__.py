@@ -1,4 +1,5 @@
-"""The shared task state: pending and running tasks per type, worker heartbeats, and the event stream of the live feed.
+"""The shared task state: pending and running tasks per type, worker heartbeats, the event stream of the live feed,
+and the execution history.
 
 Every process with ``MonitoringMiddleware`` writes (through :class:`taskiq_monitor.sinks.state.StateSink`); the
 exporter reads (``taskiq_tasks_pending``, ``/api/v1/tasks``, ``/ws/events``). Two stores share one behaviour:
@@ -27,6 +28,9 @@ replicas); the hash tag only keeps the keys together.::
     P:expired             hash task -> pending entries expired by the horizon (a counter)
     P:totals:<task>       hash success/failed/retried counts and duration sums since the state began
     P:stats:<task>:<min>  the same per minute (TTL), for the windowed success rate and average duration
+    P:stats:<task>:h<hr>  the same per hour (TTL): a 24 h window reads 24 hours plus the minutes at its edges
+    P:h:rec, P:h:<task>:<status>, P:h:evicted
+                          the execution history: one record per attempt and its indexes (store/history_redis.py)
 
 Each event costs O(log n) in Redis; the running set of a worker is rewritten whole after a Redis outage, so counts
 heal instead of drifting (events older than that rewrite no longer change the running set: ``track_running``).
