@@ -38,7 +38,7 @@ class MemoryHistory:
     def record(self, task: str, op: StateOp) -> None:
         member = op.history_member
         old = self.records.get(member)
-        if old is not None and STATUS_RANK[old[2]] > STATUS_RANK[op.status]:
+        if old is not None and STATUS_RANK.get(old[2], 0) > STATUS_RANK.get(op.status, 0):
             return
         score = old[0] if old is not None else op.history_score
         self.records[member] = (score, task, op.status, op.history_record)
