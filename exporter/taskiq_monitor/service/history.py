@@ -24,7 +24,7 @@ from prometheus_client.metrics_core import Metric
 from pydantic import BaseModel, ConfigDict, Field
 
 from taskiq_monitor.events import EVENT_STATUSES
-from taskiq_monitor.service.live import InputError, parse_filters
+from taskiq_monitor.service.query import InputError, parse_filters, time_range
 from taskiq_monitor.settings import Settings
 from taskiq_monitor.store import StateStore
 from taskiq_monitor.store.history import Execution, HistoryQuery, decode_cursor
@@ -94,18 +94,6 @@ def _unavailable() -> HTTPException:
     # The cause is logged, never returned: Redis errors name hosts and ports.
     logger.warning("taskiq-monitor: state store unavailable", exc_info=True)
     return _error("unavailable", "state store unavailable", status.HTTP_503_SERVICE_UNAVAILABLE)
-
-
-def _ms(moment: datetime | None, name: str) -> int | None:
-    if moment is None:
-        return None
-    try:
-        ms = int(moment.timestamp() * 1000)
-    except (OverflowError, OSError, ValueError):
-        ms = -1
-    if ms < 0:
-        raise InputError("invalid_time", f"{name}: {moment.isoformat()} is before 1970-01-01T00:00:00Z")
-    return ms
 
 
 class HistoryCollector:
@@ -201,11 +189,12 @@ class History:
                 raise _unavailable() from None
             try:
                 names, statuses = parse_filters(task_name, status_, known)
+                since_ms, until_ms = time_range(since, until)
                 query = HistoryQuery(
-                    task_names=frozenset(names) if names is not None else None,
-                    statuses=frozenset(statuses) if statuses is not None else None,
-                    since_ms=_ms(since, "since"),
-                    until_ms=_ms(until, "until"),
+                    task_names=names,
+                    statuses=statuses,
+                    since_ms=since_ms,
+                    until_ms=until_ms,
                     cursor=decode_cursor(cursor) if cursor else None,
                     limit=limit,
                 )
