@@ -33,25 +33,36 @@ local counted = 0
 local excess = redis.call('HLEN', rec) - cap
 local left = budget - aged
 if excess > 0 and left > 0 then
-  -- The oldest `need` executions of all indexes: the `need` first of each index, merged.
+  -- The oldest `need` executions of all indexes, without reading them: binary search for the time x below which at
+  -- most `need` executions lie (ZCOUNT is O(log n) per index), then delete everything older than x.
   local need = math.min(excess, left)
-  local cand = {}
+  local lo = nil
   for _, key in ipairs(keys) do
-    local head = redis.call('ZRANGE', key, 0, need - 1, 'WITHSCORES')
-    for j = 1, #head, 2 do cand[#cand + 1] = {tonumber(head[j + 1]), head[j], key} end
+    local head = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
+    if head[2] and (lo == nil or tonumber(head[2]) < lo) then lo = tonumber(head[2]) end
   end
-  table.sort(cand, function(a, b)
-    if a[1] ~= b[1] then return a[1] < b[1] end
-    return a[2] < b[2]
-  end)
-  local by_key = {}
-  for j = 1, math.min(need, #cand) do
-    local c = cand[j]
-    by_key[c[3]] = by_key[c[3]] or {}
-    table.insert(by_key[c[3]], c[2])
-    counted = counted + 1
+  if lo ~= nil then
+    local function older(x)
+      local n = 0
+      for _, key in ipairs(keys) do n = n + redis.call('ZCOUNT', key, '-inf', '(' .. x) end
+      return n
+    end
+    local hi = now_ms + 1
+    local low = lo + 1  -- older(lo + 1) >= 1: the oldest execution alone
+    if older(hi) <= need then low = hi end
+    while hi - low > 1 and low < hi do
+      local mid = math.floor((low + hi) / 2)
+      if older(mid) <= need then low = mid else hi = mid end
+    end
+    for _, key in ipairs(keys) do
+      local old = redis.call('ZRANGEBYSCORE', key, '-inf', '(' .. low, 'LIMIT', 0, need - counted)
+      if #old > 0 then
+        drop(key, old)
+        counted = counted + #old
+      end
+      if counted >= need then break end
+    end
   end
-  for key, members in pairs(by_key) do drop(key, members) end
 end
 if aged > 0 then redis.call('HINCRBY', p .. ':h:evicted', 'age', aged) end
 if counted > 0 then redis.call('HINCRBY', p .. ':h:evicted', 'count', counted) end
