@@ -323,3 +323,15 @@ def test_outage_is_buffered_counted_and_resynchronised(redis_srv: RedisServer) -
     ids = asyncio.run(held())
     assert len(ids) == 11 - dropped and ids[-1] == f"{0:032x}"  # the first one survived the restart
     assert ids[:-1] == [f"{i:032x}" for i in reversed(range(1, 11 - dropped))]  # the oldest buffered were kept
+
+
+async def test_many_executions_in_one_millisecond_page_exactly_once(redis_srv: RedisServer) -> None:
+    """More entries share the cursor's millisecond than one read of an index holds: none is skipped or repeated."""
+    at = time.time() - 60
+    fill(redis_srv.url, [finished(i, at, TYPES[i % 2]) for i in range(300)])
+    async with client(redis_srv.url) as http:
+        for params in ({"limit": 7}, {"limit": 50, "task_name": TYPES[0]}, {"limit": 1}):
+            ids, _ = await all_pages(http, params)
+            names = {TYPES[0]} if "task_name" in params else set(TYPES[:2])
+            want = sorted(f"{i:032x}" for i in range(300) if TYPES[i % 2] in names)
+            assert len(ids) == len(want) and sorted(ids) == want, params

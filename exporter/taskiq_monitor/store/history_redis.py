@@ -70,47 +70,77 @@ class RedisHistory:
     async def page(self, query: HistoryQuery) -> HistoryPage:
         names = sorted(query.task_names) if query.task_names is not None else await self.task_names()
         statuses = [s for s in HISTORY_STATUSES if query.statuses is None or s in query.statuses]
-        keys = [self.index(t, s) for t in names for s in statuses]
-        upper = query.until_ms
-        cursor = query.cursor
-        if cursor is not None:
-            upper = cursor[0] if upper is None else min(upper, cursor[0])
-        high: Any = "+inf" if upper is None else upper
-        low: Any = "-inf" if query.since_ms is None else query.since_ms
-        want = query.limit + 1
-        found: list[tuple[int, bytes]] = []
-        start = 0
-        count = want + _TIE_SLACK
-        pending = keys
-        while pending:
-            async with self.aio.pipeline(transaction=False) as pipe:
-                for key in pending:
-                    pipe.zrevrangebyscore(key, high, low, start=start, num=count, withscores=True)
-                replies = await pipe.execute()
-            short: list[str] = []
-            for key, reply in zip(pending, replies, strict=True):
-                kept = 0
-                for member, score in reply:
-                    entry = (int(score), _as_bytes(member))
-                    if cursor is None or entry < cursor:
-                        found.append(entry)
-                        kept += 1
-                # Entries at the cursor's millisecond were skipped: read further until this index gave `want`.
-                if len(reply) == count and kept < want:
-                    short.append(key)
-            pending = short
-            start += count
-        found.sort(reverse=True)
+        found = await self._merge([self.index(t, s) for t in names for s in statuses], query)
         chosen = found[: query.limit]
-        has_more = len(found) > query.limit
         executions: list[Execution] = []
         if chosen:
             blobs = await self.aio.hmget(self.rec, [m for _, m in chosen])
             for (score, member), blob in zip(chosen, blobs, strict=True):
                 if blob is not None:  # deleted by retention since the index was read
                     executions.append(execution(member, blob, score))
-        next_cursor = encode_cursor(*chosen[-1]) if has_more and chosen else None
+        next_cursor = encode_cursor(*chosen[-1]) if len(found) > query.limit and chosen else None
         return HistoryPage(executions, next_cursor)
+
+    async def _merge(self, keys: list[str], query: HistoryQuery) -> list[tuple[int, bytes]]:
+        """The ``limit + 1`` newest ``(score, member)`` below the cursor across ``keys``: a lazy k-way merge.
+
+        Every index is read in small chunks, newest first, each chunk continuing below the last entry read from it
+        (by score and member, not by offset: writes meanwhile cannot shift it). An entry is taken only while every
+        index that may still hold a newer one has a buffered head to compare with; an index whose buffer runs dry
+        is read again (its chunk doubling), all of them in one pipeline per round."""
+        want = query.limit + 1
+        low: Any = "-inf" if query.since_ms is None else query.since_ms
+        start = query.cursor
+        bound: dict[str, tuple[int, bytes] | None] = dict.fromkeys(keys, start)
+        chunk = dict.fromkeys(keys, max(2, -(-want // max(1, len(keys))) + 1))
+        buffers: dict[str, list[tuple[int, bytes]]] = {k: [] for k in keys}  # newest last (pop from the end)
+        open_keys = set(keys)  # may hold more entries than buffered
+        out: list[tuple[int, bytes]] = []
+        while len(out) < want:
+            dry = [k for k in keys if k in open_keys and not buffers[k]]
+            if dry:
+                await self._read(dry, query.until_ms, low, bound, chunk, buffers, open_keys)
+                continue
+            heads = [k for k in keys if buffers[k]]
+            if not heads:
+                break
+            best = max(heads, key=lambda k: buffers[k][-1])
+            out.append(buffers[best].pop())
+        return out
+
+    async def _read(
+        self,
+        keys: list[str],
+        until_ms: int | None,
+        low: Any,
+        bound: dict[str, tuple[int, bytes] | None],
+        chunk: dict[str, int],
+        buffers: dict[str, list[tuple[int, bytes]]],
+        open_keys: set[str],
+    ) -> None:
+        async with self.aio.pipeline(transaction=False) as pipe:
+            for key in keys:
+                last = bound[key]
+                high: Any = until_ms if until_ms is not None else "+inf"
+                if last is not None:
+                    high = last[0] if until_ms is None else min(until_ms, last[0])
+                pipe.zrevrangebyscore(key, high, low, start=0, num=chunk[key] + _TIE_SLACK, withscores=True)
+            replies = await pipe.execute()
+        for key, reply in zip(keys, replies, strict=True):
+            last = bound[key]
+            fresh = [(int(score), _as_bytes(member)) for member, score in reply]
+            # Equal scores come back by member, descending, like the tuples compare: keep those below the bound.
+            fresh = [e for e in fresh if last is None or e < last]
+            full = len(reply) == chunk[key] + _TIE_SLACK
+            if full and not fresh:
+                chunk[key] *= 4  # more entries share the bound's millisecond than one read holds: read wider
+                continue
+            if not full:
+                open_keys.discard(key)
+            if fresh:
+                bound[key] = fresh[-1]
+                buffers[key] = fresh[::-1]
+            chunk[key] = min(chunk[key] * 2, 512)
 
     async def attempts(self, task_id: str) -> list[Execution]:
         """Every attempt of a task, by attempt (attempts 1..32 in one read, then on while they continue)."""
