@@ -97,44 +97,44 @@ class Client(asyncio.Protocol):
                 return
             del buf[: end + 4]
             self.upgraded = True
-        while len(buf) >= 2:
-            size, off = buf[1] & 0x7F, 2
+        pos = 0
+        while len(buf) - pos >= 2:
+            size, off = buf[pos + 1] & 0x7F, pos + 2
             if size == 126:
-                if len(buf) < 4:
-                    return
-                size, off = int.from_bytes(buf[2:4], "big"), 4
+                if len(buf) - pos < 4:
+                    break
+                size, off = int.from_bytes(buf[pos + 2 : pos + 4], "big"), pos + 4
             elif size == 127:
-                if len(buf) < 10:
-                    return
-                size, off = int.from_bytes(buf[2:10], "big"), 10
+                if len(buf) - pos < 10:
+                    break
+                size, off = int.from_bytes(buf[pos + 2 : pos + 10], "big"), pos + 10
             if len(buf) < off + size:
-                return
-            opcode = buf[0] & 0x0F
-            payload = bytes(buf[off : off + size])
-            del buf[: off + size]
+                break
+            opcode, end = buf[pos] & 0x0F, off + size
             if opcode == 9:  # ping: answer (client frames are masked; a zero mask keeps the payload)
+                payload = bytes(buf[off:end])
                 self.transport.write(bytes([0x8A, 0x80 | len(payload)]) + b"\0\0\0\0" + payload)
             elif opcode == 1:
-                self.text(payload)
+                self.text(buf, off, end)  # scanned in place: no copy of the payload
+            pos = end
+        del buf[:pos]
 
-    def text(self, payload):
+    def text(self, buf, off, end):
         global live
         now = time.time()
-        if payload.startswith(b'{"type":"events"'):
-            count = payload.count(b'{"id":"')
-            i = payload.find(b'"timestamp":"') + 13
-            stamp = datetime.fromisoformat(payload[i : payload.index(b'"', i)].decode()).timestamp()
-            bucket = round((now - stamp) * 1000, 1)
-            hist[bucket] = hist.get(bucket, 0) + count
-            self.events += count
-        elif payload.startswith(b'{"type":"event"'):
-            i = payload.find(b'"timestamp":"') + 13
-            stamp = datetime.fromisoformat(payload[i : payload.index(b'"', i)].decode()).timestamp()
-            bucket = round((now - stamp) * 1000, 1)
-            hist[bucket] = hist.get(bucket, 0) + 1
-            self.events += 1
-        elif payload.startswith(b'{"type": "live"'):
-            live += 1
+        if buf.startswith(b'{"type":"events"', off, end):
+            count = buf.count(b'{"id":"', off, end)
+        elif buf.startswith(b'{"type":"event"', off, end):
+            count = 1
+        else:
+            if buf.startswith(b'{"type": "live"', off, end):
+                live += 1
+            return
+        i = buf.find(b'"timestamp":"', off, end) + 13
+        stamp = datetime.fromisoformat(buf[i : buf.index(b'"', i, end)].decode()).timestamp()
+        bucket = round((now - stamp) * 1000, 1)
+        hist[bucket] = hist.get(bucket, 0) + count
+        self.events += count
 
 
 async def main():
@@ -151,7 +151,8 @@ async def main():
     deadline = time.monotonic() + 30
     while any(c.events < expected for c in clients) and time.monotonic() < deadline:
         await asyncio.sleep(0.05)
-    print(json.dumps({"counts": [c.events for c in clients], "hist": list(hist.items())}), flush=True)
+    result = {"counts": [c.events for c in clients], "hist": list(hist.items()), "cpu": time.process_time()}
+    print(json.dumps(result), flush=True)
 
 
 asyncio.run(main())
@@ -214,12 +215,14 @@ def run_cell(
         expected = int(out.stdout.split()[-1])
         counts: list[int] = []
         hist: dict[float, int] = {}
+        client_cpu = 0.0
         for proc in procs:
             assert proc.stdin is not None and proc.stdout is not None
             proc.stdin.write(f"{expected}\n")
             proc.stdin.flush()
             result = json.loads(proc.stdout.readline())
             counts += result["counts"]
+            client_cpu += result["cpu"]
             for bucket, n in result["hist"]:
                 hist[bucket] = hist.get(bucket, 0) + n
         # From the first event to the last delivery: the exporter's work may outlast the producer.
@@ -248,6 +251,7 @@ def run_cell(
         "p99": quantile(0.99),
         "max": ordered[-1][0] if ordered else float("nan"),
         "cpu": max(cpu),
+        "client_cpu": client_cpu / wall * 100,
     }
 
 
@@ -315,6 +319,7 @@ def main() -> int:
     parser.add_argument("--grid", action="store_true", help="1,10,100,500,1000 clients x 200,1000 events/s x 1,2")
     parser.add_argument("--hot-path", action="store_true", help="measure StateSink.emit and the hooks instead")
     args = parser.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))  # stop the servers started below on TERM too
     redis_bin = shutil.which("redis-server")
     if redis_bin is None:
         print("redis-server not found", file=sys.stderr)
@@ -348,8 +353,11 @@ def main() -> int:
         else:
             cells = [(args.clients, args.rate, args.exporters)]
         print(f"protocol v{args.protocol}, {args.seconds:.0f} s per cell, {os.cpu_count()} CPUs")
-        print("| clients | events/s | exporters | p50 ms | p99 ms | max ms | received / expected | exporter CPU % |")
-        print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+        print(
+            "| clients | events/s | exporters | p50 ms | p99 ms | max ms | received / expected | exporter CPU % "
+            "| clients' CPU % |"
+        )
+        print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
         for clients, rate, count in cells:
             serving = exporters[:count]
             cell = run_cell(
@@ -364,7 +372,8 @@ def main() -> int:
             lost = "" if cell["received"] == cell["expected"] else f" ({cell['short_clients']:.0f} clients short)"
             print(
                 f"| {clients} | {rate:.0f} | {count} | {cell['p50']:.1f} | {cell['p99']:.1f} | {cell['max']:.1f} | "
-                f"{cell['received']:.0f} / {cell['expected']:.0f}{lost} | {cell['cpu']:.0f} |",
+                f"{cell['received']:.0f} / {cell['expected']:.0f}{lost} | {cell['cpu']:.0f} | "
+                f"{cell['client_cpu']:.0f} |",
                 flush=True,
             )
     finally:
