@@ -226,7 +226,8 @@ async def _tail_with_keys(tail: Tail) -> int:
 
 
 def cmd_tail(argv: Sequence[str]) -> int:
-    from taskiq_monitor.cli import UsageError, _settings
+    from taskiq_monitor.errors import UsageError
+    from taskiq_monitor.settings import load_settings
 
     parser = argparse.ArgumentParser(
         prog="taskiq-monitor tail",
@@ -242,7 +243,7 @@ def cmd_tail(argv: Sequence[str]) -> int:
     parser.add_argument("--summary", action="store_true", help="print one line per task type and exit")
     parser.add_argument("--no-color", action="store_true", help="no ANSI colours (default when not a terminal)")
     args = parser.parse_args(argv)
-    settings = _settings()
+    settings = load_settings()
     url = args.url or f"http://{settings.host}:{settings.port}"
     if not url.startswith(("http://", "https://")):
         raise UsageError(f"--url must start with http:// or https://, got {url!r}")

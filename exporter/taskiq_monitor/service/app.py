@@ -16,8 +16,9 @@ from fastapi.responses import Response
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector
 
-from taskiq_monitor.multiproc import CombinedSource, MultiProcessSource, live_gauge_pids
+from taskiq_monitor.multiproc import live_gauge_pids
 from taskiq_monitor.service.auth import require_token
+from taskiq_monitor.service.collectors import CombinedSource, MultiProcessSource
 from taskiq_monitor.service.transport import install_log_redaction
 from taskiq_monitor.settings import Settings
 

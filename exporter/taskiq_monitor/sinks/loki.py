@@ -77,9 +77,11 @@ from typing import Any
 import httpx
 from prometheus_client import CollectorRegistry
 
+from taskiq_monitor.errors import ConfigError
 from taskiq_monitor.events import TaskEvent, to_record
 from taskiq_monitor.metrics import OTHER, LogShippingMetrics
 from taskiq_monitor.redaction import Redactor
+from taskiq_monitor.securedir import ensure_private_dir, private_opener
 from taskiq_monitor.settings import Settings
 
 logger = logging.getLogger("taskiq_monitor.loki")
@@ -155,7 +157,8 @@ class Spool:
         self._last_adopt = 0.0
 
     def open(self, *, adopt: bool = True) -> None:
-        self.directory.mkdir(parents=True, exist_ok=True)
+        # Private (issue 14 #4): a directory another user controls could feed us batches to ship as our own.
+        ensure_private_dir(self.directory, what="Loki spool directory")
         fd = os.open(self.directory / f"{self.owner}.lock", os.O_CREAT | os.O_RDWR, 0o600)
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         self._lock_fd = fd
@@ -311,7 +314,7 @@ class Spool:
         target = self.directory / name
         tmp = self.directory / f".tmp-{name[:-3]}.{self.owner}"
         try:
-            with open(tmp, "wb") as out:
+            with open(tmp, "wb", opener=private_opener) as out:  # 0600: records carry task parameters
                 out.write(batch.body)
             os.replace(tmp, target)  # atomic: a reader sees a whole batch or none
         except BaseException:
@@ -323,7 +326,7 @@ class Spool:
 
     def _relock(self) -> None:
         """The directory is gone: recreate it and our lock file (else other processes would adopt our files)."""
-        self.directory.mkdir(parents=True, exist_ok=True)
+        ensure_private_dir(self.directory, what="Loki spool directory")
         fd = os.open(self.directory / f"{self.owner}.lock", os.O_CREAT | os.O_RDWR, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -596,6 +599,8 @@ class LokiSink:
             try:
                 spool.open(adopt=False)
                 self._spool = spool
+            except ConfigError as exc:
+                self._warn("spool", "taskiq-monitor: %s; Loki outages drop records", exc)
             except OSError:
                 self._warn(
                     "spool", "taskiq-monitor: Loki spool directory %s unusable; outages drop records", spool.directory
