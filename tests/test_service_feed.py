@@ -30,6 +30,7 @@ def test_client_queue_is_bounded_by_bytes_too() -> None:
 class FakeWs:
     def __init__(self) -> None:
         self.frames: list[dict[str, Any]] = []
+        self.scope: dict[str, Any] = {}  # no server extensions: frames go through send_text
 
     async def send_text(self, text: str) -> None:
         self.frames.append(json.loads(text))

@@ -181,8 +181,8 @@ class Settings(BaseSettings):
         0.05,
         ge=0,
         le=1,
-        description="Tick of the live feed: events due to a WebSocket client are sent together, at most once per tick "
-        "(protocol v2: one frame per tick; 0 = a frame per read of the stream).",
+        description="Longest tick of the live feed: events due to a WebSocket client are sent together, once per tick "
+        "(protocol v2: one frame per tick). The tick is 50 µs per connected client, at most this; 0 = no pacing.",
     )
     live_ping_seconds: float = Field(15.0, gt=0, description="Interval of ping frames on an idle WebSocket.")
     live_max_message_bytes: int = Field(4096, ge=64, description="Largest message a WebSocket client may send.")
