@@ -33,7 +33,7 @@ export function sparkline(series, label) {
   base.setAttribute("y2", String(H - 0.5));
   svg.append(base);
   for (const [cls, values] of [["total", total], ["failed", failed]]) {
-    if (!values.length) continue;
+    if (!values.length || (cls === "failed" && !sum(values))) continue; // no red line for no failures
     const line = document.createElementNS(SVG, "polyline");
     line.setAttribute("class", cls);
     line.setAttribute("points", points(values, max));
