@@ -10,7 +10,7 @@ from typing import Any
 
 from taskiq_monitor.service.feed import Broadcaster, Client, LiveFeed
 from taskiq_monitor.settings import Settings
-from taskiq_monitor.state import Entry, MemoryStore, StateOp, WriteBatch
+from taskiq_monitor.store import Entry, MemoryStore, StateOp, WriteBatch
 
 
 def test_client_queue_is_bounded_by_bytes_too() -> None:

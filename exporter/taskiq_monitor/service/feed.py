@@ -59,7 +59,7 @@ from taskiq_monitor.service.auth import websocket_authorized
 from taskiq_monitor.service.query import InputError, matches, parse_filters, parse_id
 from taskiq_monitor.service.transport import CONNECTION_EXTENSION, text_frame
 from taskiq_monitor.settings import Settings
-from taskiq_monitor.state import Entry, StateStore, format_event_id, parse_event_id
+from taskiq_monitor.store import Entry, StateStore, format_event_id, parse_event_id
 
 logger = logging.getLogger(__name__)
 
