@@ -360,7 +360,8 @@ def monitoring_panels() -> list[timeseries.Panel]:
             bars=True,
             description="Executions deleted from the history: age = older than the retention (expected once the "
             "history is full); count = the oldest beyond the cap, so the history holds less than the retention "
-            "(raise the cap or size Redis, see docs/scaling.md). Queue-wide (max over exporters).",
+            "(TaskiqHistoryEvictingByCount: raise the cap or size Redis, see docs/scaling.md). Queue-wide (max over "
+            "exporters).",
         ),
     ]
 
