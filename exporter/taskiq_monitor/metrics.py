@@ -75,6 +75,9 @@ METRICS: dict[str, tuple[str, tuple[str, ...]]] = {
     "taskiq_tasks_pending_expired_total": ("counter", ("task_name",)),
     "taskiq_monitor_state_up": ("gauge", ()),
     "taskiq_monitor_live_clients": ("gauge", ()),
+    # Execution history (service/history.py, from the store): queue-wide like the state above.
+    "taskiq_monitor_history_executions": ("gauge", ()),
+    "taskiq_monitor_history_evicted_total": ("counter", ("reason",)),
     # Written by every process's StateSink (sinks/state.py); result in {written, dropped}.
     "taskiq_monitor_state_events_total": ("counter", ("result",)),
 }
@@ -87,6 +90,8 @@ QUEUE_WIDE_METRICS: frozenset[str] = frozenset(
         "taskiq_task_oldest_pending_age_seconds",
         "taskiq_workers",
         "taskiq_tasks_pending_expired_total",
+        "taskiq_monitor_history_executions",
+        "taskiq_monitor_history_evicted_total",
     }
 )
 

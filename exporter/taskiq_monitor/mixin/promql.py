@@ -25,6 +25,8 @@ PENDING = "taskiq_tasks_pending"
 OLDEST_PENDING_AGE = "taskiq_task_oldest_pending_age_seconds"
 PENDING_EXPIRED = "taskiq_tasks_pending_expired_total"
 WORKERS = "taskiq_workers"
+HISTORY_EXECUTIONS = "taskiq_monitor_history_executions"
+HISTORY_EVICTED = "taskiq_monitor_history_evicted_total"
 
 # Final outcomes: a retried attempt is not a finished task.
 FINAL = 'status=~"success|failed"'

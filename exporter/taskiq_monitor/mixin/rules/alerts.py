@@ -62,6 +62,7 @@ def alerting_rules(cfg: Config) -> list[dict[str, Any]]:
     uw = cfg.stuck_usual_window
     sw = cfg.stuck_window
     bw = cfg.backlog_growth_window
+    history_count_evictions = promql.series(promql.HISTORY_EVICTED, sel, 'reason="count"')
     timeout_re = "|".join(re.escape(t) for t in cfg.timeout_error_types)
     task_alerts = [
         _alert(
@@ -240,6 +241,24 @@ def alerting_rules(cfg: Config) -> list[dict[str, Any]]:
                 "{{ $labels.instance }} dropped {{ $value | humanize }} task state events in the last "
                 f"{cfg.state_drop_window} (state store unreachable, buffer full); the live feed has gaps and "
                 "queue depth may be off until the state resynchronises."
+            ),
+            _overview_dashboard(cfg),
+        ),
+        _alert(
+            cfg,
+            "TaskiqHistoryEvictingByCount",
+            (
+                # Queue-wide: every exporter sharing the Redis reports the same count, hence max.
+                f"max(increase({history_count_evictions}[{cfg.history_evict_window}])) > 0"
+            ),
+            cfg.history_evict_for,
+            "warning",
+            "The TaskIQ execution history is capped below its retention period.",
+            (
+                "{{ $value | humanize }} executions were deleted from the history by its cap "
+                f"(TASKIQ_MONITOR_HISTORY_MAX_EXECUTIONS) in the last {cfg.history_evict_window}, before the "
+                "retention (TASKIQ_MONITOR_HISTORY_RETENTION_DAYS) expired them: the history holds less than "
+                "the retention period."
             ),
             _overview_dashboard(cfg),
         ),
