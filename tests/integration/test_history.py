@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+import urllib.parse
 from collections.abc import Iterator
 from typing import Any
 
@@ -221,6 +222,16 @@ async def test_all_attempts_of_a_retried_task_with_error_detail(redis_srv: Redis
         assert [r["attempt"] for r in by_filter["executions"]] == [1]
         missing = await http.get(f"/api/v1/executions/{8:032x}")
         assert missing.status_code == 404 and missing.json()["detail"]["error"] == "unknown_task_id"
+
+
+async def test_a_task_id_with_a_slash_is_reachable_by_its_detail_route(redis_srv: RedisServer) -> None:
+    # Custom task ids may hold "/"; the server decodes %2F before routing, so the route takes the rest of the path.
+    ev = finished(1, time.time())
+    ev.task_id = "import/2026-12-01/batch 7"
+    fill(redis_srv.url, [ev])
+    async with client(redis_srv.url) as http:
+        body = (await http.get("/api/v1/executions/" + urllib.parse.quote(ev.task_id, safe=""))).json()
+    assert body["task_id"] == ev.task_id and [a["attempt"] for a in body["attempts"]] == [1]
 
 
 async def test_bad_input_gets_a_readable_422(redis_srv: RedisServer) -> None:

@@ -214,7 +214,7 @@ class History:
             )
 
         @router.get(
-            "/api/v1/executions/{task_id}",
+            "/api/v1/executions/{task_id:path}",
             dependencies=[auth],
             response_model=TaskAttempts,
             tags=["history"],
