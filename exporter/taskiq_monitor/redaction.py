@@ -18,13 +18,20 @@ What it guarantees, for any Python value:
 * **Redaction by key.** A value whose key (dict key, keyword argument, or positional parameter name) *contains*
   one of ``keys`` — case-insensitive, ``-`` read as ``_`` — becomes ``[REDACTED]``, at any depth: ``bot_token``,
   ``X-Api-Key``, ``DATABASE_DSN`` and ``accessToken`` all match. Substring matching errs on the safe side
-  (``max_tokens`` is redacted too); configure ``TASKIQ_MONITOR_REDACT_KEYS`` to change the list.
+  (``max_tokens`` is redacted too); configure ``TASKIQ_MONITOR_REDACT_KEYS`` to change the list. ``auth`` is
+  matched as a whole word only (``auth``, ``basic_auth``, ``proxyAuth``; not ``author``): its value — a
+  ``(user, password)`` tuple, a header string — is redacted as a whole, unless it is a mapping, whose own keys
+  then decide.
 * **Redaction of pairs given as sequences**: a 2-item list or tuple whose first item is a secret key is a key/value
   pair — ``[("Authorization", "Bearer x")]`` → ``[["Authorization", "[REDACTED]"]]``, ``["api_key", "k"]`` too.
 * **Redaction inside free text** (every string, error messages and tracebacks included): the password of URL
   credentials (``scheme://user:pass@host`` → ``scheme://user:***@host``; a userinfo without a colon, a token, as a
-  whole: ``https://ghp_x@github.com`` → ``https://***@github.com``), and ``key=value`` / ``key: value`` pairs
-  whose key matches (``?token=abc`` → ``?token=***``, ``Authorization: Bearer x`` → ``Authorization: ***``).
+  whole: ``https://ghp_x@github.com`` → ``https://***@github.com``; a password may hold ``/`` or ``@``:
+  ``postgres://u:pa/ss@h/db`` → ``postgres://u:***@h/db``); ``key=value`` / ``key: value`` pairs whose key matches
+  (``?token=abc`` → ``?token=***``, ``Authorization: Bearer x`` → ``Authorization: ***``); command-line flags
+  whose name matches, and ``-p``, with their next word (``--password pw``, and ``'--password', 'pw'`` in the
+  argument-list repr of a ``CalledProcessError``); XML-ish elements whose tag matches (``<password>x</password>``);
+  the body of PEM private keys (``-----BEGIN … PRIVATE KEY-----``).
 * **Size caps.** Each field of the record (args, kwargs, labels, error message, traceback) is cut to
   ``max_field_bytes`` and the record's fields together to ``max_record_bytes`` (UTF-8 bytes of the JSON text,
   approximately: escapes are not counted). A cut is marked: strings end in ``…[truncated 1234 bytes]``, lists get a
@@ -51,6 +58,11 @@ from taskiq_monitor.events import TaskEvent
 REDACTED = "[REDACTED]"
 MASK = "***"
 
+# What a key is, for redaction (Redactor.key_kind).
+NOT_SECRET = 0
+SECRET = 1  # the value is replaced as a whole
+SECRET_WORD = 2  # a whole-word key (``auth``): replaced as a whole unless it is a mapping, whose keys then decide
+
 # Key fragments treated as secrets (substring match, case-insensitive, '-' read as '_').
 DEFAULT_REDACT_KEYS: tuple[str, ...] = (
     "password",
@@ -71,15 +83,39 @@ DEFAULT_REDACT_KEYS: tuple[str, ...] = (
     "access_key",
     "signature",
     "jwt",
+    "bearer",
+    "passphrase",
 )
+# Fragments matched only as a whole word of the key (words split at '_', '-', '.' and camelCase): as a substring
+# ``auth`` would hide ``author`` and ``authority``. A value under such a key is redacted as a whole unless it is a
+# mapping, whose own keys decide (``{"auth": {"user": "ann", "cookie": "c"}}`` keeps ``user``).
+DEFAULT_WORD_KEYS: tuple[str, ...] = ("auth",)
 DEFAULT_MAX_FIELD_BYTES = 16 * 1024
 DEFAULT_MAX_RECORD_BYTES = 64 * 1024
 DEFAULT_MAX_DEPTH = 8
 
-# scheme://user:password@host — the password part (up to the last '@' before the host) is masked.
-# A password may contain a raw '@': mask up to the last '@' before the path (over-masking is the safe side).
+# scheme://user:password@host — the password is masked up to the last '@' (before any '?', '#' or whitespace) that
+# is followed by a host name and the end of the authority (``/ : ? #``, whitespace, a quote or the end): a password
+# may hold a raw '/' or '@' (``postgres://u:pa/ss@h/db``), a query an '@' (``?email=a@b.c``). When a path holds an
+# '@' too (``/@scope/pkg``) the host is masked with it: over-masking is the safe side. Bounded to 512 characters.
 # scheme://token@host (userinfo without a colon, e.g. a GitHub token) — the whole userinfo is masked.
-_URL_CREDENTIALS = re.compile(r"(?P<head>\b[a-zA-Z][a-zA-Z0-9+.\-]*+://(?:[^\s:/@]*+:)?)(?P<secret>[^\s/]*)(?=@)")
+_URL_CREDENTIALS = re.compile(
+    r"(?P<head>\b[a-zA-Z][a-zA-Z0-9+.\-]*+://(?:[^\s:/@]*+:))(?P<secret>[^\s?#]{0,512})"
+    r"(?=@[^\s/@?#:'\"]*+(?:[/?#:\s'\"]|$))"
+    r"|(?P<thead>\b[a-zA-Z][a-zA-Z0-9+.\-]*+://)(?P<token>[^\s:/@]++)(?=@)"
+)
+# A command line flag whose name is a secret key, and its value as the next word: ``--password pw`` in a shell
+# string, ``'--password', 'pw'`` in the repr of an argument list (``CalledProcessError``'s message). ``-p`` is
+# the password flag of psql, mysql, redis-cli …; for tools where it is a port, masking a port is harmless.
+_FLAG = re.compile(r"(?<![\w\-])(?P<flag>--?+[A-Za-z][\w\-]*+)(?P<sep>['\"]?+,?+\s++['\"]?+)(?P<value>[^\s'\",\])]++)")
+# <password>…</password> in XML-ish text (SOAP bodies, config dumps); the tag decides, like a key.
+_XML_ELEMENT = re.compile(r"<(?P<tag>[A-Za-z_][\w.\-:]*+)(?:\s[^<>]*+)?>(?P<value>[^<]++)</(?P=tag)>")
+# PEM private keys anywhere in text: the body is masked, the armour kept so a reader knows what was there.
+_PEM_PRIVATE = re.compile(
+    r"(?P<begin>-----BEGIN (?P<kind>[A-Z0-9 ]*?)PRIVATE KEY-----)(?P<body>.*?)"
+    r"(?P<end>-----END (?P=kind)PRIVATE KEY-----|\Z)",
+    re.S,
+)
 # key=value, key: value, "key": "value", Authorization: Bearer x. Possessive/atomic parts keep it linear on long
 # strings; the key is checked against the redaction list in Python (cached).
 _PAIR = re.compile(r"(?<![\w.\-])(?P<key>[\w.\-]++)(?P<sep>['\"]?+\s*+[:=]\s*+(?P<quote>['\"]?+))")
@@ -96,12 +132,30 @@ _PRECUT_MARGIN = 1024
 def mask_url_credentials(text: str) -> str:
     """``scheme://user:pass@host`` → ``scheme://user:***@host``; ``scheme://token@host`` → ``scheme://***@host``."""
     if "@" in text and "://" in text:
-        return _URL_CREDENTIALS.sub(lambda m: m.group("head") + MASK, text)
+        return _URL_CREDENTIALS.sub(_mask_url, text)
     return text
+
+
+def _mask_url(match: re.Match[str]) -> str:
+    head = match.group("head")
+    return (head if head is not None else match.group("thead")) + MASK
+
+
+def _mask_pem(match: re.Match[str]) -> str:
+    return match.group("begin") + MASK + match.group("end")
 
 
 def _norm(key: str) -> str:
     return key.lower().replace("-", "_")
+
+
+_CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
+_WORD_SPLIT = re.compile(r"[_.\s]+")
+
+
+def _words(key: str) -> list[str]:
+    """``proxyAuth`` → ``['proxy', 'auth']``; ``X-Basic-Auth`` → ``['x', 'basic', 'auth']``."""
+    return _WORD_SPLIT.split(_norm(_CAMEL.sub("_", key)))
 
 
 def _json_len(text: str) -> int:
@@ -141,34 +195,71 @@ class Redactor:
         self,
         keys: Iterable[str] = DEFAULT_REDACT_KEYS,
         *,
+        word_keys: Iterable[str] = DEFAULT_WORD_KEYS,
         max_field_bytes: int = DEFAULT_MAX_FIELD_BYTES,
         max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES,
         max_depth: int = DEFAULT_MAX_DEPTH,
     ) -> None:
         self.keys = tuple(sorted({_norm(k) for k in keys if k}))
+        self.word_keys = frozenset(_norm(k) for k in word_keys if k)
         self.max_field_bytes = max_field_bytes
         self.max_record_bytes = max_record_bytes
         self.max_depth = max_depth
-        self._key_cache: dict[str, bool] = {}
+        self._key_cache: dict[str, int] = {}
 
     # -- keys and text ---------------------------------------------------------------------------------------------
-    def is_secret_key(self, key: Any) -> bool:
+    def key_kind(self, key: Any) -> int:
+        """``SECRET`` (a key fragment matches), ``SECRET_WORD`` (a whole-word key matches) or ``NOT_SECRET``."""
         if not isinstance(key, str):
-            return False
-        hit = self._key_cache.get(key)
-        if hit is None:
+            return NOT_SECRET
+        kind = self._key_cache.get(key)
+        if kind is None:
             norm = _norm(key)
-            hit = any(k in norm for k in self.keys)
+            if any(k in norm for k in self.keys):
+                kind = SECRET
+            elif self.word_keys and not self.word_keys.isdisjoint(_words(key)):
+                kind = SECRET_WORD
+            else:
+                kind = NOT_SECRET
             if len(self._key_cache) < 10_000:
-                self._key_cache[key] = hit
-        return hit
+                self._key_cache[key] = kind
+        return kind
+
+    def is_secret_key(self, key: Any) -> bool:
+        return self.key_kind(key) != NOT_SECRET
 
     def redact_text(self, text: str) -> str:
-        """Mask URL credentials and ``secret_key=value`` pairs inside free text."""
+        """Mask URL credentials, private keys, and the values of secret keys, flags and XML elements in free text."""
         text = mask_url_credentials(text)
-        if self.keys and ("=" in text or ":" in text):
-            text = self._mask_pairs(text)
+        if "PRIVATE KEY-----" in text:
+            text = _PEM_PRIVATE.sub(_mask_pem, text)
+        if self.keys or self.word_keys:
+            if "=" in text or ":" in text:
+                text = self._mask_pairs(text)
+            if "-" in text:
+                text = self._mask_flags(text)
+            if "</" in text:
+                text = _XML_ELEMENT.sub(self._mask_element, text)
         return text
+
+    def _mask_flags(self, text: str) -> str:
+        def repl(match: re.Match[str]) -> str:
+            flag = match.group("flag")
+            if flag != "-p" and not self.is_secret_key(flag.lstrip("-")):
+                return match.group(0)
+            if match.group("value") == MASK:
+                return match.group(0)
+            return flag + match.group("sep") + MASK
+
+        return _FLAG.sub(repl, text)
+
+    def _mask_element(self, match: re.Match[str]) -> str:
+        if not self.is_secret_key(match.group("tag").rpartition(":")[2]):
+            return match.group(0)
+        start, end = match.span("value")
+        whole = match.group(0)
+        offset = match.start()
+        return whole[: start - offset] + MASK + whole[end - offset :]
 
     def redact_capped(self, text: str, limit: int, *, keep_tail: bool = False) -> str:
         """``redact_text`` then cut to about ``limit`` JSON bytes (head, or head and tail), marking the cut.
@@ -323,7 +414,8 @@ class Redactor:
                 break
             name = key if isinstance(key, str) else _safe_str(key)
             budget[0] -= len(name) + 4
-            if self.is_secret_key(name):
+            kind = self.key_kind(name)
+            if kind == SECRET or (kind == SECRET_WORD and not isinstance(item, Mapping)):
                 out[name] = REDACTED
                 budget[0] -= len(REDACTED) + 2
             else:
