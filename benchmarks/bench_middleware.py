@@ -69,7 +69,13 @@ async def worker_side(config: str, n: int) -> float:
     receiver = Receiver(broker, run_startup=False)
     messages = [
         broker.formatter.dumps(
-            TaskiqMessage(task_id=f"t{i}", task_name="noop", labels={"enqueued_at": time.time()}, args=[i], kwargs={})
+            TaskiqMessage(
+                task_id=f"t{i}",
+                task_name="noop",
+                labels={"taskiq_monitor_enqueued_at": time.time()},
+                args=[i],
+                kwargs={},
+            )
         ).message
         for i in range(n)
     ]

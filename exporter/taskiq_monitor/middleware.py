@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from prometheus_client import CollectorRegistry
-from taskiq import TaskiqMessage, TaskiqMiddleware, TaskiqResult
+from taskiq import SimpleRetryMiddleware, SmartRetryMiddleware, TaskiqMessage, TaskiqMiddleware, TaskiqResult
 from taskiq.exceptions import NoResultError
 
 from taskiq_monitor.events import STATUS_PENDING, STATUS_RUNNING, EventSink, TaskEvent
@@ -49,9 +49,15 @@ from taskiq_monitor.tracing import current_ids
 
 logger = logging.getLogger("taskiq_monitor")
 
-# Label stamped in pre_send; travels with the message as a raw JSON float (verified with taskiq-redis 1.2.4).
-ENQUEUED_AT_LABEL = "enqueued_at"
+# Label stamped in pre_send; travels with the message as a raw JSON float (verified with taskiq-redis 1.2.4). In our
+# own namespace: a user's ``.with_labels(enqueued_at=…)`` is theirs, and is never read or written here.
+ENQUEUED_AT_LABEL = "taskiq_monitor_enqueued_at"
+# The name earlier builds stamped. Still read, for messages queued before an upgrade, but only when it is the
+# float our ``pre_send`` wrote: taskiq records a type in ``labels_types`` for every label set through a kicker
+# (``.with_labels``), never for one a middleware adds in ``pre_send`` — so a typed ``enqueued_at`` is the user's.
+LEGACY_ENQUEUED_AT_LABEL = "enqueued_at"
 RETRIES_LABEL = "_retries"  # set by taskiq's retry middlewares: 1, 2, … on re-kicks
+MAX_RETRIES_LABEL = "max_retries"  # read by taskiq's retry middlewares (default: their default_retry_count)
 
 
 # Attempts tracked at once per process. taskiq runs at most --max-async-tasks (default 100) per worker; records
@@ -80,6 +86,20 @@ def _attempt(labels: dict[str, Any]) -> int:
         return int(labels.get(RETRIES_LABEL, 0) or 0) + 1
     except (TypeError, ValueError):
         return 1
+
+
+def _enqueued_at(message: TaskiqMessage) -> float | None:
+    """The enqueue time stamped by ``pre_send`` (ours, or the legacy label of a message queued before an upgrade)."""
+    labels = message.labels
+    value = labels.get(ENQUEUED_AT_LABEL)
+    if value is None:
+        value = labels.get(LEGACY_ENQUEUED_AT_LABEL)
+        if type(value) is not float or LEGACY_ENQUEUED_AT_LABEL in (message.labels_types or ()):
+            return None
+        return value
+    if type(value) is float:  # the fast path: the float pre_send stamped
+        return value
+    return _as_float(value)
 
 
 def _as_float(value: Any) -> float | None:
@@ -181,7 +201,7 @@ class MonitoringMiddleware(TaskiqMiddleware):
     # -- hooks ---------------------------------------------------------------------------------------------------------
     def pre_send(self, message: TaskiqMessage) -> TaskiqMessage:
         try:
-            message.labels[ENQUEUED_AT_LABEL] = time.time()
+            message.labels[ENQUEUED_AT_LABEL] = time.time()  # a user's own ``enqueued_at`` label is left alone
             attempt = _attempt(message.labels)
             if attempt > 1:
                 # The same task id re-sent while an earlier attempt runs here: a retry middleware re-kicked it.
@@ -203,7 +223,7 @@ class MonitoringMiddleware(TaskiqMiddleware):
             w.add(m.for_task(message.task_name).enqueued)
             w.commit()
             if self._emitting:
-                enqueued_at = _as_float(message.labels.get(ENQUEUED_AT_LABEL))
+                enqueued_at = _enqueued_at(message)
                 self._emit(
                     TaskEvent(
                         status=STATUS_PENDING,
@@ -225,9 +245,7 @@ class MonitoringMiddleware(TaskiqMiddleware):
             perf = time.perf_counter()
             now = time.time()
             labels = message.labels
-            enqueued_at = labels.get(ENQUEUED_AT_LABEL)
-            if type(enqueued_at) is not float:  # the fast path is the float pre_send stamped
-                enqueued_at = _as_float(enqueued_at)
+            enqueued_at = _enqueued_at(message)
             # Wall clocks of the sending and executing hosts may differ slightly; never report negative waits.
             wait = max(0.0, now - enqueued_at) if enqueued_at is not None else None
             m = self.metrics
@@ -302,9 +320,9 @@ class MonitoringMiddleware(TaskiqMiddleware):
             error = in_flight.error if in_flight is not None else result.error
             if not result.is_err:
                 status = STATUS_SUCCESS
-            elif (in_flight is not None and in_flight.resent) or (
-                isinstance(result.error, NoResultError) and not isinstance(error, NoResultError)
-            ):
+            elif (
+                in_flight is not None and (in_flight.resent or self._retry_scheduled(message, in_flight.attempt))
+            ) or (isinstance(result.error, NoResultError) and not isinstance(error, NoResultError)):
                 status = STATUS_RETRIED
             elif isinstance(error, NoResultError):
                 # The task itself raised NoResultError: "done, store nothing" — not a failure.
@@ -326,6 +344,38 @@ class MonitoringMiddleware(TaskiqMiddleware):
                 self._emit_finished(message, status, duration, in_flight, error)
         except Exception:
             self._failed("middleware")
+
+    def _retry_scheduled(self, message: TaskiqMessage, attempt: int) -> bool:
+        """A retry middleware prepared attempt ``attempt + 1`` without sending it through this broker.
+
+        ``SmartRetryMiddleware(schedule_source=…)`` hands the retry to a schedule source (no ``pre_send`` here) and,
+        with ``no_result_on_retry=False``, leaves the real error in the result: the only trace is in the running
+        message's labels, which its kicker updates in place — ``_retries`` becomes ``attempt`` before the retry is
+        scheduled. ``SimpleRetryMiddleware`` bumps it on the final attempt too, but then ``_retries`` has reached
+        ``max_retries``: the same rule the retry middlewares apply (``retries < max_retries``) tells them apart.
+        """
+        labels = message.labels
+        try:
+            retries = int(labels.get(RETRIES_LABEL, 0) or 0)
+        except (TypeError, ValueError):
+            return False
+        if retries < attempt:  # not bumped during this attempt: no retry middleware acted
+            return False
+        max_retries = labels.get(MAX_RETRIES_LABEL)
+        if max_retries is None:
+            max_retries = self._default_retry_count()
+        try:
+            return max_retries is not None and retries < int(max_retries)
+        except (TypeError, ValueError):
+            return False
+
+    def _default_retry_count(self) -> int | None:
+        """``default_retry_count`` of the broker's retry middleware (what it uses without a ``max_retries`` label)."""
+        for middleware in getattr(getattr(self, "broker", None), "middlewares", ()):
+            count = getattr(middleware, "default_retry_count", None)
+            if isinstance(middleware, SimpleRetryMiddleware | SmartRetryMiddleware) and isinstance(count, int):
+                return count
+        return None
 
     # -- events ----------------------------------------------------------------------------------------------------
     def _emit_finished(
