@@ -77,8 +77,8 @@ class _InFlight:
     queue_wait: float | None
     error: BaseException | None = None
     resent: bool = False
-    # args/kwargs as redacted for the ``running`` event, reused by the ``success`` event of the same attempt.
-    safe_params: tuple[list[Any], dict[str, Any]] | None = None
+    # This attempt's ``running`` event: a ``failed``/``retried`` event carries its (redacted once) parameters.
+    running: TaskEvent | None = None
 
 
 def _attempt(labels: dict[str, Any]) -> int:
@@ -136,7 +136,8 @@ class MonitoringMiddleware(TaskiqMiddleware):
         # Sinks that want events now. A sink may be dormant (the state sink without Redis in a process whose store
         # nobody reads): then no event is built or redacted at all — that is most of the cost of an event.
         self._emitting: list[EventSink] = self._active(self.sinks)
-        # Applied once per event, before any sink: every sink gets the same redacted, size-capped record.
+        # Applied once per event, before any sink reads it: every sink gets the same redacted, size-capped record.
+        # The walk is deferred to the first reader (a sink's thread; TaskEvent.defer_redaction).
         self.redactor = Redactor(
             self.settings.redact_keys,
             max_field_bytes=self.settings.event_max_field_bytes,
@@ -168,6 +169,10 @@ class MonitoringMiddleware(TaskiqMiddleware):
                 logger.debug("taskiq-monitor %s failed", component, exc_info=True)
         except Exception:  # pragma: no cover - the last line of defence must not raise either
             pass
+
+    def _redaction_failed(self) -> None:
+        # Called from whichever thread read the event first; the event then carries no parameters or error text.
+        self._failed("redaction")
 
     # -- lifecycle ---------------------------------------------------------------------------------------------------
     async def startup(self) -> None:
@@ -226,12 +231,14 @@ class MonitoringMiddleware(TaskiqMiddleware):
                 enqueued_at = _enqueued_at(message)
                 self._emit(
                     TaskEvent(
-                        status=STATUS_PENDING,
-                        task_id=message.task_id,
-                        task_name=message.task_name,
-                        timestamp=enqueued_at if enqueued_at is not None else time.time(),
-                        attempt=_attempt(message.labels),
+                        STATUS_PENDING,
+                        message.task_id,
+                        message.task_name,
+                        enqueued_at if enqueued_at is not None else time.time(),
+                        _attempt(message.labels),
                         enqueued_at=enqueued_at,
+                        # Shallow copies: the message's containers may change after this hook (a retry middleware
+                        # bumps labels); their contents are copied by the deferred redaction.
                         args=list(message.args),
                         kwargs=dict(message.kwargs),
                         labels=dict(message.labels),
@@ -263,11 +270,11 @@ class MonitoringMiddleware(TaskiqMiddleware):
             self._in_flight[record.key] = record
             if self._emitting:
                 running = TaskEvent(
-                    status=STATUS_RUNNING,
-                    task_id=message.task_id,
-                    task_name=message.task_name,
-                    timestamp=now,
-                    attempt=attempt,
+                    STATUS_RUNNING,
+                    message.task_id,
+                    message.task_name,
+                    now,
+                    attempt,
                     enqueued_at=enqueued_at,
                     started_at=now,
                     queue_wait_seconds=wait,
@@ -276,7 +283,7 @@ class MonitoringMiddleware(TaskiqMiddleware):
                     labels=dict(labels),
                 )
                 self._emit(running)
-                record.safe_params = (running.args, running.kwargs)
+                record.running = running
         except Exception:
             self._failed("middleware")
         return message
@@ -386,35 +393,31 @@ class MonitoringMiddleware(TaskiqMiddleware):
         in_flight: _InFlight | None,
         error: BaseException | None,
     ) -> None:
-        import traceback as tb
-
+        now = time.time()
+        # Not from the labels: a retry middleware has already bumped ``_retries`` in them by now.
+        attempt = in_flight.attempt if in_flight is not None else _attempt(message.labels)
         event = TaskEvent(
-            status=status,
-            task_id=message.task_id,
-            task_name=message.task_name,
-            timestamp=time.time(),
-            # Not from the labels: a retry middleware has already bumped ``_retries`` in them by now.
-            attempt=in_flight.attempt if in_flight is not None else _attempt(message.labels),
-            duration_seconds=duration,
-            args=list(message.args),
-            kwargs=dict(message.kwargs),
-            labels=dict(message.labels),
+            status, message.task_id, message.task_name, now, attempt, duration_seconds=duration, finished_at=now
         )
-        event.finished_at = event.timestamp
+        event.labels = dict(message.labels)
         if in_flight is not None:
             event.enqueued_at = in_flight.enqueued_at
             event.started_at = in_flight.started_at
             event.queue_wait_seconds = in_flight.queue_wait
-        if error is not None and status != STATUS_SUCCESS:
+        if status == STATUS_SUCCESS:
+            # No parameters again: the attempt's ``running`` record carries them (README, "Event record").
+            self._emit(event)
+            return
+        if error is not None:
+            import traceback as tb
+
             event.error_type = type(error).__name__
             event.error_message = str(error)
             event.traceback = "".join(tb.format_exception(error))
-        elif in_flight is not None and in_flight.safe_params is not None:
-            # The common case: the parameters were redacted for this attempt's ``running`` event already.
-            event.args, event.kwargs = in_flight.safe_params
-            self._emit(event, params_done=True)
-            return
-        self._emit(event)
+        running = in_flight.running if in_flight is not None else None
+        if running is None:
+            event.args, event.kwargs = list(message.args), dict(message.kwargs)
+        self._emit(event, params_from=running)
 
     def _positional_names(self, task_name: str) -> tuple[str, ...]:
         """Parameter names of the task function, so positional secrets are redacted by name too."""
@@ -434,18 +437,18 @@ class MonitoringMiddleware(TaskiqMiddleware):
                 self._positional[task_name] = names
         return names
 
-    def _emit(self, event: TaskEvent, *, params_done: bool = False) -> None:
+    def _emit(self, event: TaskEvent, *, params_from: TaskEvent | None = None) -> None:
         if event.trace_id is None:
             event.trace_id, event.span_id = current_ids()  # send span for pending, execute span for the others
         event.host = self._host
         event.pid = os.getpid()
-        try:
-            self.redactor.apply(event, self._positional_names(event.task_name), params_done=params_done)
-        except Exception:
-            # Never ship an unredacted record: without redaction the event carries no parameters or error text.
-            self._failed("redaction")
-            event.args, event.kwargs, event.labels = [], {}, {}
-            event.error_message = event.traceback = None
+        # Redacted on first read, by the sinks' threads: never on this loop, never after leaving the process.
+        event.defer_redaction(
+            self.redactor,
+            self._positional_names(event.task_name),
+            params_from=params_from,
+            on_error=self._redaction_failed,
+        )
         for sink in self._emitting:
             try:
                 sink.emit(event)

@@ -48,7 +48,7 @@ import enum
 import math
 import re
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence, Sized
 from decimal import Decimal
 from pathlib import PurePath
 from typing import Any
@@ -122,6 +122,9 @@ _PAIR = re.compile(r"(?<![\w.\-])(?P<key>[\w.\-]++)(?P<sep>['\"]?+\s*+[:=]\s*+(?
 # The value after a secret key's separator: up to the closing quote, or a bare token ("Bearer x" as one value).
 _VALUE_QUOTED = {'"': re.compile(r'[^"]*+'), "'": re.compile(r"[^']*+")}
 _VALUE_BARE = re.compile(r"(?>(?i:bearer|basic|token|digest)\s+)?[^\s&'\",;)}\]]++")
+# Characters that nothing in redact_text reacts to and that JSON does not escape (see Redactor._string).
+_PLAIN = re.compile(r"[A-Za-z0-9_ .,!?()+*#$%&/|~^]*+").fullmatch
+_PLAIN_MAX = 256
 # Largest integer most JSON consumers (JavaScript, Grafana) read exactly.
 _MAX_SAFE_INT = 2**53
 # A string longer than 2x its cap (+ this many characters of context) is cut to its head (and tail) before the
@@ -206,6 +209,7 @@ class Redactor:
         self.max_record_bytes = max_record_bytes
         self.max_depth = max_depth
         self._key_cache: dict[str, int] = {}
+        self._names_cache: dict[tuple[str, ...], bool] = {}
 
     # -- keys and text ---------------------------------------------------------------------------------------------
     def key_kind(self, key: Any) -> int:
@@ -316,6 +320,12 @@ class Redactor:
             return f"<unrepresentable {type(value).__name__}>"
 
     def _string(self, text: str, budget: list[int]) -> str:
+        # Most parameters are short plain words ("en", an id, a name): nothing in them can be redacted (no URL
+        # '@', no ':'/'=' of a pair, no '-' of a flag or PEM armour, no '<' of an element) and nothing needs
+        # escaping in JSON, so their size is their length. One C-level scan instead of the regexes.
+        if len(text) <= _PLAIN_MAX and budget[0] > _PLAIN_MAX + 2 and _PLAIN(text) is not None:
+            budget[0] -= len(text) + 2
+            return text
         text = self.redact_capped(text, budget[0] - 2)
         budget[0] -= _json_len(text) + 2
         return text
@@ -331,6 +341,9 @@ class Redactor:
                 budget[0] -= 8
                 return value
             return self._string(_safe_str(value), budget)
+        if cls is float:
+            budget[0] -= 12
+            return value if math.isfinite(value) else str(value)
         if (cls is dict or cls is list) and depth < self.max_depth:
             key = id(value)
             if key in path:
@@ -340,7 +353,7 @@ class Redactor:
             try:
                 if cls is dict:
                     return self._mapping(value.items(), depth, budget, path)
-                return self._container(value, depth, budget, path)
+                return self._list(value, depth, budget, path)
             finally:
                 path.discard(key)
         # The general path, for subclasses and every other type.
@@ -389,11 +402,14 @@ class Redactor:
             except Exception:
                 return self._string(_safe_repr(value), budget)
             return self._mapping(items, depth, budget, path)
-        if isinstance(value, list | tuple) and len(value) == 2 and self.is_secret_key(value[0]):
+        items_seq: Sequence[Any] = list(value) if isinstance(value, set | frozenset) else value
+        return self._list(items_seq, depth, budget, path)
+
+    def _list(self, items_seq: Sequence[Any], depth: int, budget: list[int], path: set[int]) -> list[Any]:
+        if len(items_seq) == 2 and self.is_secret_key(items_seq[0]):
             # A key/value pair as a sequence: ("Authorization", "Bearer x") in a header list, ["api_key", "k"].
             budget[0] -= len(REDACTED) + 5
-            return [self._string(value[0], budget), REDACTED]
-        items_seq: Sequence[Any] = list(value) if isinstance(value, set | frozenset) else value
+            return [self._string(items_seq[0], budget), REDACTED]
         out: list[Any] = []
         budget[0] -= 2
         for index, item in enumerate(items_seq):
@@ -407,19 +423,23 @@ class Redactor:
     def _mapping(self, items: Iterable[tuple[Any, Any]], depth: int, budget: list[int], path: set[int]) -> Any:
         out: dict[str, Any] = {}
         budget[0] -= 2
-        pairs = list(items)
+        pairs = items if isinstance(items, Sized) else list(items)
+        cache = self._key_cache
+        walk = self._walk
         for index, (key, item) in enumerate(pairs):
             if budget[0] <= 0:
                 out["…"] = f"[truncated {len(pairs) - index} keys]"
                 break
-            name = key if isinstance(key, str) else _safe_str(key)
+            name = key if type(key) is str else _safe_str(key)
             budget[0] -= len(name) + 4
-            kind = self.key_kind(name)
-            if kind == SECRET or (kind == SECRET_WORD and not isinstance(item, Mapping)):
+            kind = cache.get(name)
+            if kind is None:
+                kind = self.key_kind(name)
+            if kind == NOT_SECRET or (kind == SECRET_WORD and isinstance(item, Mapping)):
+                out[name] = walk(item, depth + 1, budget, path)
+            else:
                 out[name] = REDACTED
                 budget[0] -= len(REDACTED) + 2
-            else:
-                out[name] = self._walk(item, depth + 1, budget, path)
         return out
 
     # -- events ----------------------------------------------------------------------------------------------------
@@ -430,33 +450,77 @@ class Redactor:
         ``save_telegram_message(update, "123:token")``) is redacted by its parameter name too. ``params_done``:
         ``args``/``kwargs`` already are the output of an earlier ``apply`` (the same attempt's ``running`` event).
         """
+        (
+            event.args,
+            event.kwargs,
+            event.labels,
+            event.error_message,
+            event.traceback,
+        ) = self.redact_fields(
+            event.args,
+            event.kwargs,
+            event.labels,
+            event.error_message,
+            event.traceback,
+            positional_names,
+            params_done=params_done,
+        )
+        event.error_type = None if event.error_type is None else self.cap_error_type(event.error_type)
+
+    @staticmethod
+    def cap_error_type(error_type: str) -> str:
+        return _truncate_text(error_type, 256)
+
+    def redact_fields(
+        self,
+        args: Any,
+        kwargs: Any,
+        labels: Any,
+        error_message: str | None,
+        traceback: str | None,
+        positional_names: Sequence[str] = (),
+        *,
+        params_done: bool = False,
+    ) -> tuple[list[Any], dict[str, Any], dict[str, Any], str | None, str | None]:
+        """The safe form of an event's free-form fields (see :meth:`apply`)."""
         remaining = self.max_record_bytes
         field = self.max_field_bytes
-        if event.error_message is not None:
-            event.error_message = self.redact_capped(event.error_message, min(field, remaining))
-            remaining -= _json_len(event.error_message) + 2
-        if event.traceback is not None:
-            event.traceback = self.redact_capped(event.traceback, min(field, remaining), keep_tail=True)
-            remaining -= _json_len(event.traceback) + 2
-        for name in ("labels",) if params_done else ("args", "kwargs", "labels"):
+        if error_message is not None:
+            error_message = self.redact_capped(error_message, min(field, remaining))
+            remaining -= _json_len(error_message) + 2
+        if traceback is not None:
+            traceback = self.redact_capped(traceback, min(field, remaining), keep_tail=True)
+            remaining -= _json_len(traceback) + 2
+        out: list[Any] = [args, kwargs, labels]
+        for index in (2,) if params_done else (0, 1, 2):
+            raw = out[index]
             limit = max(64, min(field, remaining))
-            before = limit
             budget = [limit]
-            raw = getattr(event, name)
             try:
-                if name == "args" and positional_names:
+                if index == 0 and self._any_secret(positional_names):
                     safe: Any = self._args(raw, positional_names, budget)
                 else:
                     safe = self._walk(raw, 0, budget, set())
             except Exception:
                 safe = f"<unrepresentable {type(raw).__name__}>"
-            if name == "args" and not isinstance(safe, list):
+            remaining -= limit - budget[0]
+            if index == 0 and not isinstance(safe, list):
                 safe = [safe]
-            elif name != "args" and not isinstance(safe, dict):
+            elif index != 0 and not isinstance(safe, dict):
                 safe = {"…": safe}
-            setattr(event, name, safe)
-            remaining -= before - budget[0]
-        event.error_type = None if event.error_type is None else _truncate_text(event.error_type, 256)
+            out[index] = safe
+        return out[0], out[1], out[2], error_message, traceback
+
+    def _any_secret(self, names: Sequence[str]) -> bool:
+        if not names:
+            return False
+        key = tuple(names)
+        hit = self._names_cache.get(key)
+        if hit is None:
+            hit = any(self.is_secret_key(name) for name in names)
+            if len(self._names_cache) < 10_000:
+                self._names_cache[key] = hit
+        return hit
 
     def _args(self, args: Any, names: Sequence[str], budget: list[int]) -> Any:
         if not isinstance(args, list | tuple):

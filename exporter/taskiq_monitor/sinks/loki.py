@@ -75,9 +75,10 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
 from prometheus_client import CollectorRegistry
 
-from taskiq_monitor.events import TaskEvent, to_record
+from taskiq_monitor.events import TaskEvent, encode_record
 from taskiq_monitor.metrics import OTHER, LogShippingMetrics
 from taskiq_monitor.redaction import Redactor
 from taskiq_monitor.settings import Settings
@@ -106,7 +107,7 @@ def encode_push(entries: Sequence[Entry]) -> bytes:
             values = streams[labels] = []
         values.append([ts, line, metadata] if metadata else [ts, line])
     body = {"streams": [{"stream": dict(labels), "values": values} for labels, values in streams.items()]}
-    return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
+    return orjson.dumps(body)  # compact UTF-8 JSON; ~4x faster than json.dumps on the lines it escapes
 
 
 def decode_push(body: bytes) -> list[Entry]:
@@ -676,7 +677,7 @@ class LokiSink:
         return (*labels, ("env", self._env)) if self._env else labels
 
     def _entry(self, event: TaskEvent) -> tuple[Entry, int]:
-        line = json.dumps(to_record(event), ensure_ascii=False, separators=(",", ":"), default=str)
+        line = encode_record(event)  # shared with the other sinks: serialised once per event
         metadata = {"task_id": str(event.task_id)}
         if event.trace_id:
             metadata["trace_id"] = str(event.trace_id)

@@ -26,7 +26,6 @@ Failure model:
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import socket
@@ -37,7 +36,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter
 
-from taskiq_monitor.events import STATUS_PENDING, STATUS_RUNNING, TaskEvent, to_record
+from taskiq_monitor.events import STATUS_PENDING, STATUS_RUNNING, TaskEvent, encode_record
 from taskiq_monitor.settings import Settings
 from taskiq_monitor.state import RedisWriter, StateOp, StateWriter, WriteBatch, memory_store
 
@@ -104,10 +103,6 @@ def state_events_counter(registry: CollectorRegistry | None = None) -> Counter:
                 )
             )
         return _COUNTER
-
-
-def _json_default(value: Any) -> str:
-    return repr(value)
 
 
 class StateSink:
@@ -264,7 +259,7 @@ class StateSink:
             enqueued_at=event.enqueued_at if event.enqueued_at is not None else event.timestamp,
             started_at=event.started_at if event.started_at is not None else event.timestamp,
             duration=event.duration_seconds,
-            payload=json.dumps(to_record(event), default=_json_default, separators=(",", ":")),
+            payload=encode_record(event),  # shared with the other sinks: serialised once per event
         )
 
     def _run(self) -> None:
