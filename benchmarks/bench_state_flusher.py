@@ -127,7 +127,7 @@ def main() -> int:
         stream = RedisStore(settings).stream
         writes: dict[str, list[tuple[float, float]]] = {name: [] for name in writers}
         reads: dict[str, list[tuple[float, float]]] = {name: [] for name in writers}
-        for name, writer in writers.items():  # warm-up: scripts loaded, stream filled
+        for writer in writers.values():  # warm-up: scripts loaded, stream filled
             run_writes(writer, prepared[:2])
         for _ in range(args.rounds):
             for name, writer in writers.items():
