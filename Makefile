@@ -9,7 +9,11 @@ SYSTEM_DEPS := redis-server:redis-server prometheus:prometheus promtool:promethe
                prometheus-alertmanager:prometheus-alertmanager amtool:prometheus-alertmanager
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test lint typecheck unit system-deps node-deps venv bench dashboards clean
+# make test-stress: the test suite with CPU hogs beside it (tools/stress.sh), e.g. STRESS_RUNS=3
+STRESS_HOGS ?= 2
+STRESS_RUNS ?= 1
+
+.PHONY: demo test test-stress lint typecheck unit system-deps node-deps venv bench dashboards clean
 
 venv: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
@@ -51,7 +55,11 @@ node-deps:
 
 test: system-deps node-deps venv lint typecheck
 	$(PY) grafana/generate.py --check
+	$(PY) prometheus/rules/generate.py --check
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-stress: system-deps node-deps venv
+	tools/stress.sh $(STRESS_HOGS) $(STRESS_RUNS) -- $(PY) -m pytest -p no:cacheprovider $(PYTEST_ARGS)
 
 unit: venv
 	$(PY) -m pytest --ignore=tests/integration $(PYTEST_ARGS)
@@ -61,6 +69,7 @@ bench: venv
 
 dashboards: venv
 	$(PY) grafana/generate.py
+	$(PY) prometheus/rules/generate.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

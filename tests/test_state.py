@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import sys
 import time
 from collections.abc import Iterator
@@ -14,12 +13,10 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from taskiq_monitor.events import TaskEvent
-from taskiq_monitor.service.live import Broadcaster, LiveFeed, _Client
 from taskiq_monitor.settings import Settings
 from taskiq_monitor.sinks.state import StateSink
 from taskiq_monitor.state import (
     MAX_BLOCK_MS,
-    Entry,
     MemoryStore,
     RedisStore,
     RedisWriter,
@@ -28,6 +25,7 @@ from taskiq_monitor.state import (
     WriteBatch,
     parse_event_id,
 )
+from tests.blocking import blocking_calls
 from tests.integration.servers import RedisServer, free_port, wait_for
 
 
@@ -175,12 +173,13 @@ def test_emit_is_cheap_and_never_raises_when_redis_is_down() -> None:
     settings = Settings(redis_url=f"redis://127.0.0.1:{free_port()}/0", state_buffer_events=100)
     sink = StateSink(settings, registry=CollectorRegistry())
     try:
-        start = time.perf_counter()
-        for i in range(1000):
-            sink.emit(ev("pending", f"d{i}"))
-        elapsed = time.perf_counter() - start
-        assert elapsed < 0.5  # no I/O on the hot path
-        assert sink.dropped == 900
+        asyncio.run(sink.start())  # the flusher thread starts in the startup hook, not in an emit
+        events = [ev("pending", f"d{i}") for i in range(1000)]
+        assert blocking_calls(lambda: [sink.emit(e) for e in events]) == []  # no I/O, no wait on the hot path
+        # Memory stays bounded: the buffer (100) plus at most the one batch the flusher took and retries while Redis
+        # is down (how many it took before the burst ended depends on scheduling); the rest is dropped and counted.
+        accepted = sink._seq
+        assert 100 <= accepted <= 200 and sink.dropped == 1000 - accepted
         wait_for(lambda: sink.failures >= 1, 10, "a failed write")
     finally:
         sink.stop(timeout=2)
@@ -397,10 +396,12 @@ def test_heartbeats_use_the_redis_clock(redis_srv: RedisServer) -> None:
     try:
         # A worker whose clock is an hour behind: its heartbeat must still count as fresh.
         writer.write(WriteBatch(now=time.time() - 3600, worker="host:1"))
+        client = redis_srv.client()
+        before = float(client.time()[0])
         snap = store.snapshot_sync()
+        after = float(client.time()[0]) + 1  # TIME's seconds are truncated
         assert snap.workers == 1
-        redis_now = float(redis_srv.client().time()[0])
-        assert abs(snap.taken_at - redis_now) < 5
+        assert before <= snap.taken_at <= after  # taken on Redis's clock, not the (skewed) worker's
     finally:
         writer.close()
         store.sync.close()
@@ -457,14 +458,34 @@ def test_memory_store_write_does_not_scan_the_reorder_window() -> None:
 
     for k in range(0, 100_000, 1000):
         mem.write(WriteBatch(now=now, ops=[op("running", i) for i in range(k, k + 1000)]))
-    start = time.perf_counter()
+    seen = mem._tasks["a"].seen = _CountingDict(mem._tasks["a"].seen)
     for i in range(200):
         mem.write(WriteBatch(now=now, ops=[op("success", i)]))
-    assert time.perf_counter() - start < 0.2  # was ~1.6 ms per batch (a scan of 100k entries)
+    assert seen.visited <= 2 * 200  # entries looked at by the trim; a scan visited all 100k per batch (~1.6 ms)
     # Still trimmed: entries older than the window go, also those re-seen (moved to the end).
     mem.write(WriteBatch(now=now + 1, ops=[op("success", 99_999)]))
     mem.write(WriteBatch(now=now + settings_window() + 0.5, ops=[]))
     assert list(mem._tasks["a"].seen) == ["id99999:1"]
+
+
+class _CountingDict(dict[str, float]):
+    """Counts the entries that iterating it yields (``next(iter(d))`` counts one)."""
+
+    visited = 0
+
+    def __iter__(self) -> Iterator[str]:
+        for key in super().__iter__():
+            self.visited += 1
+            yield key
+
+    def keys(self) -> Any:
+        return list(iter(self))
+
+    def values(self) -> Any:
+        return [self[key] for key in self]
+
+    def items(self) -> Any:
+        return [(key, self[key]) for key in self]
 
 
 def settings_window() -> float:
@@ -497,72 +518,3 @@ def test_parse_event_id_rejects_parts_beyond_64_bits() -> None:
     for bad in (f"{2**64}-0", f"0-{2**64}", "99999999999999999999-0"):
         with pytest.raises(ValueError, match="at most"):
             parse_event_id(bad)
-
-
-def test_client_queue_is_bounded_by_bytes_too() -> None:
-    async def run() -> None:
-        broadcaster = Broadcaster(MemoryStore(Settings()), 10_000)
-        client = _Client(10_000, None, None, max_bytes=10_000)
-        broadcaster.register(client)
-        payload = '{"blob":"' + "x" * 3000 + '"}'
-        broadcaster.dispatch([Entry(f"1-{i}", "a", "pending", payload) for i in range(3)])
-        assert not client.overflowed and client.queued_bytes > 9000
-        broadcaster.dispatch([Entry("1-3", "a", "pending", payload)])
-        assert client.overflowed and client not in broadcaster.clients
-
-    asyncio.run(run())
-
-
-class FakeWs:
-    def __init__(self) -> None:
-        self.frames: list[dict[str, Any]] = []
-
-    async def send_text(self, text: str) -> None:
-        self.frames.append(json.loads(text))
-
-
-def test_gap_is_reported_when_the_stream_is_trimmed_while_the_backlog_is_sent() -> None:
-    settings = Settings(stream_max_events=1000)
-    mem = MemoryStore(settings)
-    now = time.time()
-
-    def write(n: int, start: int) -> None:
-        ops = [StateOp("pending", "a", f"g{i}:1", now, now, now, None, f'{{"i":{i}}}') for i in range(start, start + n)]
-        mem.write(WriteBatch(now=now, ops=ops))
-
-    write(1000, 0)
-    first_read = asyncio.run(mem.read_after("0-0", 1000, 0))
-    resume, live_from = first_read[0].key, first_read[-1].key
-    original = mem.range_asc
-    calls = 0
-
-    async def trimming_range_asc(after: str, until: str, count: int) -> list[Entry]:
-        nonlocal calls
-        calls += 1
-        chunk = await original(after, until, count)
-        if calls == 1:
-            write(800, 1000)  # the oldest 800 entries are trimmed while the client reads its backlog
-        return chunk
-
-    mem.range_asc = trimming_range_asc  # type: ignore[method-assign]
-    feed = LiveFeed(settings, mem)
-    ws = FakeWs()
-    client = _Client(10, None, None)
-
-    async def run() -> None:
-        sender = asyncio.create_task(feed._send(ws, client, resume, live_from))  # type: ignore[arg-type]
-        deadline = time.monotonic() + 5
-        while not any(f["type"] == "live" for f in ws.frames):
-            assert time.monotonic() < deadline, ws.frames[-3:]
-            await asyncio.sleep(0.01)
-        sender.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await sender
-
-    asyncio.run(run())
-    kinds = [f["type"] for f in ws.frames]
-    assert "gap" in kinds
-    gap = kinds.index("gap")
-    events = [f["event"]["i"] for f in ws.frames if f["type"] == "event"]
-    assert events[:gap] == list(range(1, gap + 1))  # before the gap: in order from the resume point
-    assert events == sorted(set(events)) and events[-1] == 999

@@ -139,12 +139,14 @@ def test_sigterm_while_loki_hangs_spools_in_flight_batches_and_next_start_delive
         lambda: worker.metric("taskiq_tasks_completed_total") >= len(ids), 60, "all tasks executed while Loki hangs"
     )
     wait_for(lambda: loki.stats.by_status.get(0, 0) >= 1 + worker.workers, 20, "a hanging push in every process")
-    started = time.monotonic()
     assert worker.stop(signal.SIGTERM) == 0
-    stopped_in = time.monotonic() - started
     assert len(loki.entries) == 0
     assert list(spool.glob("*.gz")), "SIGTERM left nothing in the spool"
-    assert stopped_in < 5.0 + 2.0, f"the worker took {stopped_in:.1f}s to stop"
+    # Every child's shutdown hook — our flush, which gives up on the hanging push — ended inside taskiq's own
+    # shutdown_timeout; taskiq logs it when one does not (and the records would be lost: checked below). How long
+    # the flush takes on a quiet machine is measured by benchmarks/bench_loki.py.
+    log = worker.log_path.read_text()
+    assert "cannot be completed" not in log, log[-3000:]
     loki.set_mode("ok")
     restarted = Worker(env, tmp_path)  # its children adopt the dead processes' spool files
     try:

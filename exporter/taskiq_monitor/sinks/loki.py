@@ -78,9 +78,11 @@ import httpx
 import orjson
 from prometheus_client import CollectorRegistry
 
+from taskiq_monitor.errors import ConfigError
 from taskiq_monitor.events import TaskEvent, encode_record
 from taskiq_monitor.metrics import OTHER, LogShippingMetrics
 from taskiq_monitor.redaction import Redactor
+from taskiq_monitor.securedir import ensure_private_dir, private_opener
 from taskiq_monitor.settings import Settings
 
 logger = logging.getLogger("taskiq_monitor.loki")
@@ -156,7 +158,8 @@ class Spool:
         self._last_adopt = 0.0
 
     def open(self, *, adopt: bool = True) -> None:
-        self.directory.mkdir(parents=True, exist_ok=True)
+        # Private (issue 14 #4): a directory another user controls could feed us batches to ship as our own.
+        ensure_private_dir(self.directory, what="Loki spool directory")
         fd = os.open(self.directory / f"{self.owner}.lock", os.O_CREAT | os.O_RDWR, 0o600)
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         self._lock_fd = fd
@@ -312,7 +315,7 @@ class Spool:
         target = self.directory / name
         tmp = self.directory / f".tmp-{name[:-3]}.{self.owner}"
         try:
-            with open(tmp, "wb") as out:
+            with open(tmp, "wb", opener=private_opener) as out:  # 0600: records carry task parameters
                 out.write(batch.body)
             os.replace(tmp, target)  # atomic: a reader sees a whole batch or none
         except BaseException:
@@ -324,7 +327,7 @@ class Spool:
 
     def _relock(self) -> None:
         """The directory is gone: recreate it and our lock file (else other processes would adopt our files)."""
-        self.directory.mkdir(parents=True, exist_ok=True)
+        ensure_private_dir(self.directory, what="Loki spool directory")
         fd = os.open(self.directory / f"{self.owner}.lock", os.O_CREAT | os.O_RDWR, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -597,6 +600,8 @@ class LokiSink:
             try:
                 spool.open(adopt=False)
                 self._spool = spool
+            except ConfigError as exc:
+                self._warn("spool", "taskiq-monitor: %s; Loki outages drop records", exc)
             except OSError:
                 self._warn(
                     "spool", "taskiq-monitor: Loki spool directory %s unusable; outages drop records", spool.directory
