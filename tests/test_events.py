@@ -96,3 +96,32 @@ def test_a_lone_surrogate_is_escaped_not_fatal() -> None:
     event = _event(args=["x"], host="h")
     event.task_id = "abc\ud800"
     assert json.loads(encode_record(event))["task_id"] == "abc\ud800"
+
+
+def test_statuses_have_one_home_and_keep_their_values() -> None:
+    from taskiq_monitor import events, metrics
+    from taskiq_monitor.events import EVENT_STATUSES, TaskStatus
+
+    assert [str(s) for s in EVENT_STATUSES] == ["pending", "running", "success", "failed", "retried"]
+    assert metrics.COMPLETED_STATUSES == (TaskStatus.SUCCESS, TaskStatus.FAILED, TaskStatus.RETRIED)
+    assert (metrics.STATUS_SUCCESS, events.STATUS_PENDING) == ("success", "pending")  # the public names stay
+    assert json.loads(encode_record(TaskEvent(TaskStatus.RETRIED, "t", "x", 0.0)))["status"] == "retried"
+
+
+async def test_event_sink_base_gives_defaults_for_the_optional_parts() -> None:
+    from taskiq_monitor.events import EventSink
+
+    class Minimal(EventSink):
+        def __init__(self) -> None:
+            self.got: list[TaskEvent] = []
+
+        def emit(self, event: TaskEvent) -> None:
+            self.got.append(event)
+
+    sink = Minimal()
+    assert sink.active is True
+    sink.attach_broker(object())
+    await sink.start()
+    await sink.close()
+    sink.emit(_event())
+    assert len(sink.got) == 1

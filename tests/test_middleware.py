@@ -499,3 +499,35 @@ async def test_a_typed_enqueued_at_label_is_the_users_and_not_read_as_enqueue_ti
     assert value(reg, "taskiq_tasks_started_total", task_name="ok") == 1
     assert value(reg, "taskiq_task_queue_wait_seconds_count", task_name="ok") == 0
     await broker.shutdown()
+
+
+async def test_a_duck_typed_sink_still_gets_the_broker_and_the_events() -> None:
+    class Duck:
+        """Not an EventSink subclass: the interface by shape, as earlier versions allowed."""
+
+        def __init__(self) -> None:
+            self.events: list[TaskEvent] = []
+            self.broker: Any = None
+
+        def attach_broker(self, broker: Any) -> None:
+            self.broker = broker
+
+        def emit(self, event: TaskEvent) -> None:
+            self.events.append(event)
+
+        async def start(self) -> None:
+            pass
+
+        async def close(self) -> None:
+            pass
+
+    duck = Duck()
+    registry = CollectorRegistry()
+    monitor = MonitoringMiddleware(Settings(), registry=registry, sinks=[duck])
+    broker = InMemoryBroker(await_inplace=True).with_middlewares(monitor)
+    tasks = define_tasks(broker)
+    await broker.startup()
+    await (await tasks["ok"].kiq(1)).wait_result()
+    assert duck.broker is broker
+    assert [e.status for e in duck.events] == ["running", "success", "pending"]
+    await broker.shutdown()

@@ -11,7 +11,8 @@ import json
 import threading
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
@@ -20,9 +21,29 @@ if TYPE_CHECKING:
 
 SCHEMA_VERSION = 1
 
-STATUS_PENDING = "pending"
-STATUS_RUNNING = "running"
-EVENT_STATUSES: tuple[str, ...] = (STATUS_PENDING, STATUS_RUNNING, "success", "failed", "retried")
+
+class TaskStatus(StrEnum):
+    """The status of a task event, and the ``status`` label of the metrics (the one home of these values)."""
+
+    PENDING = "pending"  # sent: the broker accepted the message
+    RUNNING = "running"  # started in a worker
+    SUCCESS = "success"
+    FAILED = "failed"  # final failure
+    RETRIED = "retried"  # this attempt failed, and a retry was sent or scheduled
+
+
+# The names earlier modules exported, kept: public.
+STATUS_PENDING = TaskStatus.PENDING
+STATUS_RUNNING = TaskStatus.RUNNING
+STATUS_SUCCESS = TaskStatus.SUCCESS
+STATUS_FAILED = TaskStatus.FAILED
+STATUS_RETRIED = TaskStatus.RETRIED
+EVENT_STATUSES: tuple[TaskStatus, ...] = tuple(TaskStatus)
+# The value that unbounded label sets fold into — task names beyond a cap in the metrics, the Loki stream labels
+# and the state store; error types in the metrics — so a bug that invents names cannot explode series.
+OTHER = "other"
+# Statuses of a finished attempt (``taskiq_tasks_completed_total{status}``).
+COMPLETED_STATUSES: tuple[TaskStatus, ...] = (TaskStatus.SUCCESS, TaskStatus.FAILED, TaskStatus.RETRIED)
 
 # One lock for every event's deferred redaction: taken only by the first reader of an event's free-form fields (a
 # sink's background thread), never on the event loop by our own sinks. Reentrant: a ``failed`` event settles the
@@ -310,12 +331,28 @@ def rfc3339(unix_seconds: float) -> str:
     return f"{cached[1]}.{int((unix_seconds - second) * 1_000_000):06d}Z"
 
 
-@runtime_checkable
-class EventSink(Protocol):
-    """Receiver of task events. ``emit`` must be non-blocking and must not raise."""
+class EventSink:
+    """Receiver of task events; subclass it. ``emit`` runs on the task's event loop: it must only enqueue (no I/O,
+    no blocking) and must never raise.
 
-    def emit(self, event: TaskEvent) -> None: ...
+    Like taskiq's ``TaskiqMiddleware.set_broker``, the optional parts have defaults, so the middleware calls them
+    without probing: ``active`` (a dormant sink gets no events — none are built for it), ``attach_broker`` (called
+    at start-up before ``start``, for a sink that needs the broker), ``start`` and ``close``.
+    """
 
-    async def start(self) -> None: ...
+    @property
+    def active(self) -> bool:
+        """Whether this sink wants events now."""
+        return True
 
-    async def close(self) -> None: ...
+    def attach_broker(self, broker: Any) -> None:
+        """Called by the middleware's start-up, before :meth:`start`."""
+
+    def emit(self, event: TaskEvent) -> None:
+        raise NotImplementedError
+
+    async def start(self) -> None:
+        """Called by the middleware's start-up."""
+
+    async def close(self) -> None:
+        """Called by the middleware's shutdown: flush what is buffered, within a bounded time."""

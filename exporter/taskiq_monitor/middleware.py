@@ -40,14 +40,15 @@ from prometheus_client import CollectorRegistry
 from taskiq import SimpleRetryMiddleware, SmartRetryMiddleware, TaskiqMessage, TaskiqMiddleware, TaskiqResult
 from taskiq.exceptions import NoResultError
 
-from taskiq_monitor.events import STATUS_PENDING, STATUS_RUNNING, EventSink, TaskEvent
+from taskiq_monitor.events import EventSink, TaskEvent, TaskStatus
 from taskiq_monitor.exemplars import DurationExemplars
-from taskiq_monitor.metrics import STATUS_FAILED, STATUS_RETRIED, STATUS_SUCCESS, TaskMetrics
+from taskiq_monitor.logs import WarnOnce
+from taskiq_monitor.metrics import TaskMetrics
 from taskiq_monitor.redaction import Redactor
 from taskiq_monitor.settings import Settings
 from taskiq_monitor.tracing import current_ids
 
-logger = logging.getLogger("taskiq_monitor")
+logger = logging.getLogger(__name__)
 
 # Label stamped in pre_send; travels with the message as a raw JSON float (verified with taskiq-redis 1.2.4). In our
 # own namespace: a user's ``.with_labels(enqueued_at=…)`` is theirs, and is never read or written here.
@@ -132,7 +133,9 @@ class MonitoringMiddleware(TaskiqMiddleware):
             from taskiq_monitor.sinks import default_sinks
 
             sinks = default_sinks(self.settings)
-        self.sinks: list[EventSink] = list(sinks)
+        # A sink that does not subclass EventSink (duck-typed, as the Protocol of earlier versions allowed) is
+        # wrapped once here, so every hook can call the whole interface without probing.
+        self.sinks: list[EventSink] = [s if isinstance(s, EventSink) else _DuckSink(s) for s in sinks]
         # Sinks that want events now. A sink may be dormant (the state sink without Redis in a process whose store
         # nobody reads): then no event is built or redacted at all — that is most of the cost of an event.
         self._emitting: list[EventSink] = self._active(self.sinks)
@@ -151,44 +154,38 @@ class MonitoringMiddleware(TaskiqMiddleware):
         # ``_retries`` label (retry middlewares mutate the running message's labels dict) identifies an attempt.
         self._in_flight: dict[int, _InFlight] = {}
         self._host = socket.gethostname()
-        self._warned: set[str] = set()
+        self._warn = WarnOnce(logger)
 
     @staticmethod
     def _active(sinks: list[EventSink]) -> list[EventSink]:
-        return [sink for sink in sinks if getattr(sink, "active", True)]
+        return [sink for sink in sinks if sink.active]
 
     # -- guards ----------------------------------------------------------------------------------------------------
-    def _failed(self, component: str) -> None:
+    def _count_failure(self, component: str) -> None:
         """Count (and log once per component) a failure of monitoring itself; never propagate it."""
         try:
             self.metrics.monitor_errors.labels(component).inc()
-            if component not in self._warned:
-                self._warned.add(component)
-                logger.warning("taskiq-monitor %s failed; the task is unaffected", component, exc_info=True)
-            else:
-                logger.debug("taskiq-monitor %s failed", component, exc_info=True)
+            self._warn(component, "taskiq-monitor %s failed; the task is unaffected", component, exc_info=True)
         except Exception:  # pragma: no cover - the last line of defence must not raise either
             pass
 
     def _redaction_failed(self) -> None:
         # Called from whichever thread read the event first; the event then carries no parameters or error text.
-        self._failed("redaction")
+        self._count_failure("redaction")
 
     # -- lifecycle ---------------------------------------------------------------------------------------------------
     async def startup(self) -> None:
         try:
             self.metrics.register_tasks(self.broker.get_all_tasks())
         except Exception:
-            self._failed("startup")
+            self._count_failure("startup")
         for sink in self.sinks:
             try:
-                # Optional hook: a sink that needs the broker (worker or not, task names) gets it before start().
-                attach = getattr(sink, "attach_broker", None)
-                if attach is not None:
-                    attach(self.broker)
+                # A sink that needs the broker (worker or not, task names) gets it before start().
+                sink.attach_broker(self.broker)
                 await sink.start()
             except Exception:
-                self._failed("sink_start")
+                self._count_failure("sink_start")
         self._emitting = self._active(self.sinks)
 
     def flush(self) -> None:
@@ -201,7 +198,7 @@ class MonitoringMiddleware(TaskiqMiddleware):
             try:
                 await sink.close()
             except Exception:
-                self._failed("sink_close")
+                self._count_failure("sink_close")
 
     # -- hooks ---------------------------------------------------------------------------------------------------------
     def pre_send(self, message: TaskiqMessage) -> TaskiqMessage:
@@ -214,7 +211,7 @@ class MonitoringMiddleware(TaskiqMiddleware):
                     if running.task_id == message.task_id and running.attempt < attempt:
                         running.resent = True
         except Exception:
-            self._failed("middleware")
+            self._count_failure("middleware")
         return message
 
     def post_send(self, message: TaskiqMessage) -> None:
@@ -231,7 +228,7 @@ class MonitoringMiddleware(TaskiqMiddleware):
                 enqueued_at = _enqueued_at(message)
                 self._emit(
                     TaskEvent(
-                        STATUS_PENDING,
+                        TaskStatus.PENDING,
                         message.task_id,
                         message.task_name,
                         enqueued_at if enqueued_at is not None else time.time(),
@@ -245,7 +242,7 @@ class MonitoringMiddleware(TaskiqMiddleware):
                     )
                 )
         except Exception:
-            self._failed("middleware")
+            self._count_failure("middleware")
 
     def pre_execute(self, message: TaskiqMessage) -> TaskiqMessage:
         try:
@@ -270,7 +267,7 @@ class MonitoringMiddleware(TaskiqMiddleware):
             self._in_flight[record.key] = record
             if self._emitting:
                 running = TaskEvent(
-                    STATUS_RUNNING,
+                    TaskStatus.RUNNING,
                     message.task_id,
                     message.task_name,
                     now,
@@ -285,7 +282,7 @@ class MonitoringMiddleware(TaskiqMiddleware):
                 self._emit(running)
                 record.running = running
         except Exception:
-            self._failed("middleware")
+            self._count_failure("middleware")
         return message
 
     def _find(self, message: TaskiqMessage) -> _InFlight | None:
@@ -305,7 +302,7 @@ class MonitoringMiddleware(TaskiqMiddleware):
         oldest = next(iter(self._in_flight.values()))
         self._forget(oldest)
         self.metrics.writer().add(self.metrics.for_task(oldest.task_name).running, -1.0)
-        self._failed("in_flight_overflow")
+        self._count_failure("in_flight_overflow")
 
     def on_error(self, message: TaskiqMessage, result: TaskiqResult[Any], exception: BaseException) -> None:
         try:
@@ -313,7 +310,7 @@ class MonitoringMiddleware(TaskiqMiddleware):
             if in_flight is not None:
                 in_flight.error = exception
         except Exception:
-            self._failed("middleware")
+            self._count_failure("middleware")
 
     def post_execute(self, message: TaskiqMessage, result: TaskiqResult[Any]) -> None:
         try:
@@ -326,17 +323,17 @@ class MonitoringMiddleware(TaskiqMiddleware):
             inst = m.for_task(message.task_name)
             error = in_flight.error if in_flight is not None else result.error
             if not result.is_err:
-                status = STATUS_SUCCESS
+                status = TaskStatus.SUCCESS
             elif (
                 in_flight is not None and (in_flight.resent or self._retry_scheduled(message, in_flight.attempt))
             ) or (isinstance(result.error, NoResultError) and not isinstance(error, NoResultError)):
-                status = STATUS_RETRIED
+                status = TaskStatus.RETRIED
             elif isinstance(error, NoResultError):
                 # The task itself raised NoResultError: "done, store nothing" — not a failure.
-                status = STATUS_SUCCESS
+                status = TaskStatus.SUCCESS
                 error = None
             else:
-                status = STATUS_FAILED
+                status = TaskStatus.FAILED
             if in_flight is not None:
                 duration = perf - in_flight.started_perf
                 w.add(inst.running, -1.0)
@@ -344,13 +341,13 @@ class MonitoringMiddleware(TaskiqMiddleware):
                 duration = float(result.execution_time)
             w.add(inst.completed[status])
             self._exemplars.observe(w, inst.duration[status], inst.label, status, duration)
-            if error is not None and status != STATUS_SUCCESS:
+            if error is not None and status != TaskStatus.SUCCESS:
                 w.add(m.error_cell(inst, type(error).__name__))
             w.commit()
             if self._emitting:
                 self._emit_finished(message, status, duration, in_flight, error)
         except Exception:
-            self._failed("middleware")
+            self._count_failure("middleware")
 
     def _retry_scheduled(self, message: TaskiqMessage, attempt: int) -> bool:
         """A retry middleware prepared attempt ``attempt + 1`` without sending it through this broker.
@@ -404,7 +401,7 @@ class MonitoringMiddleware(TaskiqMiddleware):
             event.enqueued_at = in_flight.enqueued_at
             event.started_at = in_flight.started_at
             event.queue_wait_seconds = in_flight.queue_wait
-        if status == STATUS_SUCCESS:
+        if status == TaskStatus.SUCCESS:
             # No parameters again: the attempt's ``running`` record carries them (README, "Event record").
             self._emit(event)
             return
@@ -453,4 +450,27 @@ class MonitoringMiddleware(TaskiqMiddleware):
             try:
                 sink.emit(event)
             except Exception:
-                self._failed("sink")
+                self._count_failure("sink")
+
+
+class _DuckSink(EventSink):
+    """An object with ``emit``/``start``/``close`` (and maybe ``active``, ``attach_broker``) as an EventSink."""
+
+    def __init__(self, sink: Any) -> None:
+        self.sink = sink
+        self.emit = sink.emit  # type: ignore[method-assign]  # the hot path: no extra call layer
+
+    @property
+    def active(self) -> bool:
+        return bool(getattr(self.sink, "active", True))
+
+    def attach_broker(self, broker: Any) -> None:
+        attach = getattr(self.sink, "attach_broker", None)
+        if attach is not None:
+            attach(broker)
+
+    async def start(self) -> None:
+        await self.sink.start()
+
+    async def close(self) -> None:
+        await self.sink.close()

@@ -48,10 +48,10 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from taskiq_monitor.events import EVENT_STATUSES, STATUS_PENDING, STATUS_RUNNING
+from taskiq_monitor.events import COMPLETED_STATUSES, OTHER, STATUS_PENDING, STATUS_RUNNING
 from taskiq_monitor.settings import Settings
 
-FINISHED_STATUSES: tuple[str, ...] = tuple(s for s in EVENT_STATUSES if s not in (STATUS_PENDING, STATUS_RUNNING))
+FINISHED_STATUSES: tuple[str, ...] = COMPLETED_STATUSES
 
 # A stream entry id: "<milliseconds>-<sequence>" (Redis stream ids; the memory store mints the same shape).
 # The in-process store keeps fewer events: it lives in the memory of the process that runs the tasks.
@@ -59,7 +59,6 @@ MEMORY_STREAM_CAP = 20_000
 _MEMORY_BATCH_IDS = 1000  # batch ids the in-process store remembers (its writes never time out: few retries)
 EVENT_ID_RE = re.compile(r"^(\d{1,20})-(\d{1,20})$")
 MAX_ID_PART = 2**64 - 1  # both parts of a Redis stream id are unsigned 64-bit integers
-OTHER_TASK = "other"  # task names beyond the cap fold into this one (as in the metrics)
 
 
 def parse_event_id(value: str) -> tuple[int, int]:
@@ -440,7 +439,8 @@ class RedisWriter:
     def __init__(self, settings: Settings) -> None:
         import redis
 
-        assert settings.redis_url
+        if not settings.redis_url:
+            raise ValueError("a Redis state store needs settings.redis_url")
         self.settings = settings
         self.client = redis.Redis.from_url(settings.redis_url, **_redis_kwargs(settings))
         self.script = self.client.register_script(APPLY_LUA)
@@ -494,7 +494,8 @@ class RedisStore:
         import redis
         import redis.asyncio as aioredis
 
-        assert settings.redis_url
+        if not settings.redis_url:
+            raise ValueError("a Redis state store needs settings.redis_url")
         self.settings = settings
         self.prefix = key_prefix(settings)
         self.stream = f"{self.prefix}:events"
@@ -611,7 +612,7 @@ class MemoryStore:
         if len(self._unregistered) < self.settings.max_task_names:
             self._unregistered.add(name)
             return name
-        return OTHER_TASK
+        return OTHER
 
     def _next_id(self) -> tuple[int, int]:
         ms = int(time.time() * 1000)

@@ -36,7 +36,8 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter
 
-from taskiq_monitor.events import STATUS_PENDING, STATUS_RUNNING, TaskEvent, encode_record
+from taskiq_monitor.events import STATUS_PENDING, STATUS_RUNNING, EventSink, TaskEvent, encode_record
+from taskiq_monitor.promclient import registered_collector
 from taskiq_monitor.settings import Settings
 from taskiq_monitor.state import RedisWriter, StateOp, StateWriter, WriteBatch, memory_store
 
@@ -66,7 +67,7 @@ def _encodable(text: str) -> str:
     return text
 
 
-logger = logging.getLogger("taskiq_monitor.state")
+logger = logging.getLogger(__name__)
 
 RESULT_WRITTEN = "written"
 RESULT_DROPPED = "dropped"
@@ -92,7 +93,7 @@ def state_events_counter(registry: CollectorRegistry | None = None) -> Counter:
         if _COUNTER is None:
             from prometheus_client import REGISTRY
 
-            existing = getattr(REGISTRY, "_names_to_collectors", {}).get("taskiq_monitor_state_events_total")
+            existing = registered_collector(REGISTRY, "taskiq_monitor_state_events_total")
             _COUNTER = (
                 existing
                 if isinstance(existing, Counter)
@@ -105,7 +106,7 @@ def state_events_counter(registry: CollectorRegistry | None = None) -> Counter:
         return _COUNTER
 
 
-class StateSink:
+class StateSink(EventSink):
     """An ``EventSink`` for the shared state; see the module docstring."""
 
     def __init__(
