@@ -6,7 +6,7 @@ import json
 import threading
 from typing import Any
 
-from taskiq_monitor.events import TaskEvent, encode_record, to_record
+from taskiq_monitor.events import TaskEvent, record_json, to_record
 from taskiq_monitor.redaction import REDACTED, Redactor
 
 
@@ -33,7 +33,7 @@ def test_deferred_fields_are_redacted_on_first_read_and_only_once() -> None:
     assert redactor.calls == 0  # nothing on the emitting side
     assert event.kwargs == {"password": REDACTED}
     assert event.args == ["ann", REDACTED]
-    assert "hunter2" not in repr(event) and "hunter2" not in encode_record(event)
+    assert "hunter2" not in repr(event) and "hunter2" not in record_json(event)
     assert redactor.calls == 1
 
 
@@ -48,7 +48,7 @@ def test_concurrent_first_readers_only_ever_see_redacted_values() -> None:
 
     def read() -> None:
         for event in events:
-            seen.append(json.dumps(event.kwargs) + encode_record(event))
+            seen.append(json.dumps(event.kwargs) + record_json(event))
 
     threads = [threading.Thread(target=read) for _ in range(4)]
     for thread in threads:
@@ -86,16 +86,16 @@ def test_a_failing_redaction_empties_the_fields_and_reports() -> None:
 
 def test_encoded_record_is_the_record_as_compact_json_and_computed_once() -> None:
     event = _event(args=["é", 1.5], kwargs={"n": None}, host="h", pid=7)
-    line = encode_record(event)
+    line = record_json(event)
     assert json.loads(line) == to_record(event)
     assert "é" in line and " " not in line
-    assert encode_record(event) is line
+    assert record_json(event) is line
 
 
 def test_a_lone_surrogate_is_escaped_not_fatal() -> None:
     event = _event(args=["x"], host="h")
     event.task_id = "abc\ud800"
-    assert json.loads(encode_record(event))["task_id"] == "abc\ud800"
+    assert json.loads(record_json(event))["task_id"] == "abc\ud800"
 
 
 def test_statuses_have_one_home_and_keep_their_values() -> None:
@@ -105,7 +105,7 @@ def test_statuses_have_one_home_and_keep_their_values() -> None:
     assert [str(s) for s in EVENT_STATUSES] == ["pending", "running", "success", "failed", "retried"]
     assert metrics.COMPLETED_STATUSES == (TaskStatus.SUCCESS, TaskStatus.FAILED, TaskStatus.RETRIED)
     assert (metrics.STATUS_SUCCESS, events.STATUS_PENDING) == ("success", "pending")  # the public names stay
-    assert json.loads(encode_record(TaskEvent(TaskStatus.RETRIED, "t", "x", 0.0)))["status"] == "retried"
+    assert json.loads(record_json(TaskEvent(TaskStatus.RETRIED, "t", "x", 0.0)))["status"] == "retried"
 
 
 async def test_event_sink_base_gives_defaults_for_the_optional_parts() -> None:

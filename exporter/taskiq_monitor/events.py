@@ -293,7 +293,7 @@ def to_record(event: TaskEvent) -> dict[str, Any]:
     }
 
 
-def encode_record(event: TaskEvent) -> str:
+def record_json(event: TaskEvent) -> str:
     """The record as one line of compact JSON (UTF-8 text, not ASCII-escaped), computed once per event.
 
     Every sink that ships the record (the state stream, Loki) shares this text: an event is serialised once, with

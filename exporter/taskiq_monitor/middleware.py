@@ -401,16 +401,14 @@ class MonitoringMiddleware(TaskiqMiddleware):
             event.enqueued_at = in_flight.enqueued_at
             event.started_at = in_flight.started_at
             event.queue_wait_seconds = in_flight.queue_wait
-        if status == TaskStatus.SUCCESS:
-            # No parameters again: the attempt's ``running`` record carries them (README, "Event record").
-            self._emit(event)
-            return
-        if error is not None:
+        if error is not None and status != TaskStatus.SUCCESS:
             import traceback as tb
 
             event.error_type = type(error).__name__
             event.error_message = str(error)
             event.traceback = "".join(tb.format_exception(error))
+        # The parameters again (the execution history keeps the latest record of an attempt, and a Loki query for
+        # one status finds them), but redacted once per attempt: the ``running`` event's, shared.
         running = in_flight.running if in_flight is not None else None
         if running is None:
             event.args, event.kwargs = list(message.args), dict(message.kwargs)

@@ -79,7 +79,7 @@ import orjson
 from prometheus_client import CollectorRegistry
 
 from taskiq_monitor.errors import ConfigError
-from taskiq_monitor.events import EventSink, TaskEvent, encode_record
+from taskiq_monitor.events import EventSink, TaskEvent, record_json
 from taskiq_monitor.logs import WarnOnce
 from taskiq_monitor.metrics import LOG_DROPPED, LOG_SHIPPED, LOG_SPOOLED, OTHER, LogShippingMetrics
 from taskiq_monitor.redaction import Redactor
@@ -676,7 +676,7 @@ class LokiSink(EventSink):
         return (*labels, ("env", self._env)) if self._env else labels
 
     def _entry(self, event: TaskEvent) -> tuple[PushEntry, int]:
-        line = encode_record(event)  # shared with the other sinks: serialised once per event
+        line = record_json(event)  # shared with the other sinks: serialised once per event
         metadata = {"task_id": str(event.task_id)}
         if event.trace_id:
             metadata["trace_id"] = str(event.trace_id)

@@ -1,4 +1,5 @@
-"""``StateSink``: feeds the shared task state and the live-feed stream (see ``taskiq_monitor.state``).
+"""``StateSink``: feeds the shared task state, the live-feed stream and the execution history (see
+``taskiq_monitor.store``).
 
 The hot path (``emit``, on the task's event loop) only appends the event to a bounded deque and, if the flusher
 sleeps, wakes it: no I/O, no JSON, no locks beyond the GIL. A daemon thread drains the deque in batches and applies
@@ -36,10 +37,11 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter
 
-from taskiq_monitor.events import STATUS_PENDING, STATUS_RUNNING, EventSink, TaskEvent, encode_record
+from taskiq_monitor.events import STATUS_PENDING, STATUS_RUNNING, EventSink, TaskEvent, record_json
 from taskiq_monitor.promclient import registered_collector
 from taskiq_monitor.settings import Settings
-from taskiq_monitor.state import RedisWriter, StateOp, StateWriter, WriteBatch, memory_store
+from taskiq_monitor.store import RedisWriter, StateOp, StateWriter, WriteBatch, memory_store
+from taskiq_monitor.store.history import encode_member, encode_record, event_score
 
 # Redis replies that mean "not now" rather than "never": retried like connection errors.
 _TRANSIENT_REPLIES = ("OOM", "BUSY", "LOADING", "MASTERDOWN", "TRYAGAIN", "NOREPLICAS", "READONLY", "CLUSTERDOWN")
@@ -117,6 +119,7 @@ class StateSink(EventSink):
         registry: CollectorRegistry | None = None,
     ) -> None:
         self.settings = settings
+        self._history = settings.history_enabled
         # Without Redis the in-process store is used, but only once the broker turns out to run its tasks in this
         # process (InMemoryBroker, e.g. the demo): elsewhere nobody could read it, so the sink stays dormant.
         self._enabled = writer is not None or bool(settings.redis_url)
@@ -260,7 +263,10 @@ class StateSink(EventSink):
             enqueued_at=event.enqueued_at if event.enqueued_at is not None else event.timestamp,
             started_at=event.started_at if event.started_at is not None else event.timestamp,
             duration=event.duration_seconds,
-            payload=encode_record(event),  # shared with the other sinks: serialised once per event
+            payload=record_json(event),  # shared with the other sinks: serialised once per event
+            history_member=encode_member(event.task_id, event.attempt) if self._history else b"",
+            history_record=encode_record(event) if self._history else b"",
+            history_score=event_score(event),
         )
 
     def _run(self) -> None:
