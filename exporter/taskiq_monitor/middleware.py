@@ -78,7 +78,7 @@ class _InFlight:
     queue_wait: float | None
     error: BaseException | None = None
     resent: bool = False
-    # This attempt's ``running`` event: a ``failed``/``retried`` event carries its (redacted once) parameters.
+    # This attempt's ``running`` event: the finished event carries its parameters (redacted once, shared).
     running: TaskEvent | None = None
 
 
