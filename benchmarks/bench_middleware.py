@@ -55,6 +55,7 @@ EVENTS_STATE = "+ events: state store"
 EVENTS_STATE_LOKI = "+ events: state store + Loki"
 
 _LOKI: LokiDouble | None = None
+_HISTORY = True  # --history-off: the state store without the execution history (as before it existed)
 _SPOOL = tempfile.mkdtemp(prefix="bench-taskiq-monitor-spool-")
 
 
@@ -63,13 +64,17 @@ def _events(loki: bool) -> list[Any]:
     from taskiq_monitor.sinks.state import StateSink
 
     global _LOKI
-    settings = Settings()
+    settings = Settings(history_enabled=_HISTORY)
     sinks: list[Any] = [StateSink(settings)]
     if loki:
         if _LOKI is None:
             _LOKI = LokiDouble()
         settings = Settings(
-            loki_url=_LOKI.url, loki_spool_dir=_SPOOL, loki_queue_max_records=1_000_000, loki_batch_wait_seconds=0.2
+            loki_url=_LOKI.url,
+            loki_spool_dir=_SPOOL,
+            loki_queue_max_records=1_000_000,
+            loki_batch_wait_seconds=0.2,
+            history_enabled=_HISTORY,
         )
         sinks.append(LokiSink(settings))
     return [MonitoringMiddleware(settings, sinks=sinks)]
@@ -158,11 +163,17 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tasks", type=int, default=20_000)
     parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--history-off", action="store_true", help="events configurations without the history")
     args = parser.parse_args()
+    global _HISTORY
+    _HISTORY = not args.history_off
     logging.disable(logging.CRITICAL)
     if values.ValueClass is values.MutexValue:
         raise SystemExit("multiprocess mode must be active")
-    print(f"python {sys.version.split()[0]}, {args.tasks} tasks x {args.rounds} rounds, multiprocess dir active")
+    print(
+        f"python {sys.version.split()[0]}, {args.tasks} tasks x {args.rounds} rounds, multiprocess dir active, "
+        f"execution history {'on' if _HISTORY else 'off'}"
+    )
     results: dict[str, dict[str, list[Sample]]] = {"worker side": {}, "end to end (.kiq)": {}}
     try:
         for path, fn in (("worker side", worker_side), ("end to end (.kiq)", end_to_end)):
