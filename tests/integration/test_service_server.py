@@ -151,6 +151,24 @@ async def test_message_too_large_closes_with_1009_and_logs_no_failure(
     assert failures == [], [r.getMessage() for r in failures]
 
 
+async def test_malformed_messages_get_error_frames_and_the_connection_stays(redis_srv: RedisServer) -> None:
+    settings = Settings(redis_url=redis_srv.url)
+    async with serve(settings) as (_server, port, _app), connect(f"ws://127.0.0.1:{port}/ws/events?v=2") as ws:
+        assert json.loads(await asyncio.wait_for(ws.recv(), 10))["type"] == "live"
+        # 2,000 nested brackets in 4 KB: RecursionError killed the connection (1006) before.
+        for message, code in [
+            ("[" * 2000 + "]" * 2000, "invalid_json"),
+            ('{"type": "filter", "status": ' + "[" * 100 + "]" * 100 + "}", "invalid_message"),
+            ('{"type": ["x"]}', "unknown_message_type"),
+            ("\udcff", "invalid_json"),
+        ]:
+            await ws.send(message.encode("utf-8", "surrogatepass") if "\udcff" in message else message)
+            frame = json.loads(await asyncio.wait_for(ws.recv(), 10))
+            assert frame["type"] == "error" and frame["code"] == code, (message[:40], frame)
+        await ws.send(json.dumps({"type": "ping"}))
+        assert json.loads(await asyncio.wait_for(ws.recv(), 10)) == {"type": "pong"}
+
+
 class _Lines(logging.Handler):
     def __init__(self) -> None:
         super().__init__(logging.DEBUG)
