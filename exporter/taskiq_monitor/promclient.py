@@ -4,7 +4,7 @@ The hot path writes metric values directly (``TaskMetrics`` coalesces increments
 finds histogram buckets by ``bisect``), which needs a child's value cell and a histogram's bounds, bucket cells and
 sum cell; re-creating a metric on a registry needs the registry's name index. Read against prometheus_client 0.26
 (``metrics.py``: ``Counter._value``, ``Gauge._value``, ``Histogram._upper_bounds``/``_buckets``/``_sum``;
-``registry.py``: ``CollectorRegistry._names_to_collectors``). ``tests/test_metrics.py`` exercises each accessor.
+``registry.py``: ``CollectorRegistry._names_to_collectors``). ``tests/test_promclient.py`` exercises each accessor.
 """
 
 from __future__ import annotations
