@@ -30,7 +30,7 @@ from taskiq_monitor.multiproc import default_metrics_dir
 from taskiq_monitor.securedir import ensure_private_dir
 from taskiq_monitor.settings import Settings, load_settings
 
-logger = logging.getLogger("taskiq_monitor.cli")
+logger = logging.getLogger(__name__)
 EXIT_USAGE = 2
 
 
@@ -44,7 +44,8 @@ async def _run_worker(settings: Settings, taskiq_args: list[str]) -> int:
     from taskiq_monitor.service.app import create_app
     from taskiq_monitor.service.server import start_server
 
-    assert settings.metrics_dir is not None
+    if settings.metrics_dir is None:  # _settings() always sets it for the worker command
+        raise ConfigError("the worker command needs a metrics directory")
     # Bind first: a second start on the same port must fail before it touches the running instance's directory.
     server, serve_task = await start_server(create_app(settings), settings.host, settings.port)
     try:

@@ -98,7 +98,8 @@ def include_ui(app: FastAPI, settings: Settings) -> None:
     @app.get("/", include_in_schema=False)
     def index() -> Response:
         found = _asset("index.html")
-        assert found is not None, "index.html is missing from the package data"
+        if found is None:  # a broken install, not a request error
+            raise RuntimeError("index.html is missing from the package data")
         response = Response(found[0], media_type="text/html; charset=utf-8")
         response.headers["Cache-Control"] = "no-cache"
         return secured(response)

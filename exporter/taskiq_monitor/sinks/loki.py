@@ -75,16 +75,18 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
 from prometheus_client import CollectorRegistry
 
 from taskiq_monitor.errors import ConfigError
-from taskiq_monitor.events import TaskEvent, to_record
-from taskiq_monitor.metrics import OTHER, LogShippingMetrics
+from taskiq_monitor.events import EventSink, TaskEvent, record_json
+from taskiq_monitor.logs import WarnOnce
+from taskiq_monitor.metrics import LOG_DROPPED, LOG_SHIPPED, LOG_SPOOLED, OTHER, LogShippingMetrics
 from taskiq_monitor.redaction import Redactor
 from taskiq_monitor.securedir import ensure_private_dir, private_opener
 from taskiq_monitor.settings import Settings
 
-logger = logging.getLogger("taskiq_monitor.loki")
+logger = logging.getLogger(__name__)
 
 PUSH_PATH = "/loki/api/v1/push"
 GZIP_LEVEL = 1  # push bodies are JSON: level 1 already compresses ~10x; higher levels cost CPU for little gain
@@ -92,14 +94,14 @@ ADOPT_INTERVAL_SECONDS = 60.0
 MAX_STREAM_TASK_NAMES = 200  # task_name label values per process before folding into "other" (the line keeps it)
 
 # (labels, timestamp ns as string, line, structured metadata)
-Entry = tuple[tuple[tuple[str, str], ...], str, str, dict[str, str]]
+PushEntry = tuple[tuple[tuple[str, str], ...], str, str, dict[str, str]]
 
 
 def default_spool_dir() -> Path:
     return Path(tempfile.gettempdir()) / f"taskiq-monitor-loki-spool-{os.getuid()}"
 
 
-def encode_push(entries: Sequence[Entry]) -> bytes:
+def encode_push(entries: Sequence[PushEntry]) -> bytes:
     """The JSON push body (uncompressed) of ``entries``, grouped into streams by their label set."""
     streams: dict[tuple[tuple[str, str], ...], list[list[Any]]] = {}
     for labels, ts, line, metadata in entries:
@@ -108,14 +110,14 @@ def encode_push(entries: Sequence[Entry]) -> bytes:
             values = streams[labels] = []
         values.append([ts, line, metadata] if metadata else [ts, line])
     body = {"streams": [{"stream": dict(labels), "values": values} for labels, values in streams.items()]}
-    return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
+    return orjson.dumps(body)  # compact UTF-8 JSON; ~4x faster than json.dumps on the lines it escapes
 
 
-def decode_push(body: bytes) -> list[Entry]:
+def decode_push(body: bytes) -> list[PushEntry]:
     """Entries of a (gzip) push body — used to split a spooled batch that Loki rejected with 400."""
     if body[:2] == b"\x1f\x8b":
         body = zlib.decompress(body, wbits=31)
-    entries: list[Entry] = []
+    entries: list[PushEntry] = []
     for stream in json.loads(body)["streams"]:
         labels = tuple(stream["stream"].items())
         for value in stream["values"]:
@@ -135,7 +137,7 @@ class Batch:
     key: tuple[int, int]
     records: int = field(compare=False)
     body: bytes = field(compare=False)  # gzip
-    entries: list[Entry] | None = field(default=None, compare=False)  # kept in memory for a 400 split
+    entries: list[PushEntry] | None = field(default=None, compare=False)  # kept in memory for a 400 split
     path: Path | None = field(default=None, compare=False)  # set when the batch lives in the spool
 
 
@@ -406,7 +408,7 @@ class _Run:
         self.collector_done = threading.Event()
 
 
-class LokiSink:
+class LokiSink(EventSink):
     """Event sink pushing to Loki; see the module docstring. ``emit`` never blocks and never raises."""
 
     OUTBOX_MAX = 4  # batches waiting in memory for the sender; beyond it, batches are spooled
@@ -444,15 +446,15 @@ class LokiSink:
         self._spool: Spool | None = None
         self._client: httpx.Client | None = None
         self._sockets: weakref.WeakSet[socket.socket] = weakref.WeakSet()  # to abort a hanging push on close
-        self._carry: tuple[Entry, int] | None = None  # collector: the record that did not fit the last batch
-        self._building: list[Entry] = []  # collector: the batch being built (counted as dropped on an error)
+        self._carry: tuple[PushEntry, int] | None = None  # collector: the record that did not fit the last batch
+        self._building: list[PushEntry] = []  # collector: the batch being built (counted as dropped on an error)
         self._sending: Batch | None = None  # sender: the batch being pushed
         self._seq = 0
         self._down = False
         self._next_probe = 0.0
         self._backoff_step = 0
         self._task_names: set[str] = set()
-        self._warned: set[str] = set()
+        self._warn = WarnOnce(logger)
         self._redactor = Redactor(settings.redact_keys)  # only to keep URLs out of our own log messages
         self._pid = os.getpid()
         _register(self)
@@ -494,7 +496,7 @@ class LokiSink:
             collector, sender = self._collector_thread, self._sender_thread
             if collector is None or not collector.is_alive() or collector in self._ended:
                 if collector is not None:  # died holding a batch in the making
-                    self._count("dropped", len(self._building) + (self._carry is not None))
+                    self._count(LOG_DROPPED, len(self._building) + (self._carry is not None))
                 self._carry, self._building = None, []
                 self._collector_thread = self._thread(self._collector, run, "collector")
             if sender is None or not sender.is_alive() or sender in self._ended:
@@ -640,13 +642,6 @@ class LokiSink:
             return httpx.BasicAuth(self.settings.loki_username, self.settings.loki_password.get_secret_value())
         return None
 
-    def _warn(self, kind: str, message: str, *args: Any, exc_info: bool = False) -> None:
-        if kind not in self._warned:
-            self._warned.add(kind)
-            logger.warning(message, *args, exc_info=exc_info)
-        else:
-            logger.debug(message, *args, exc_info=exc_info)
-
     def _count(self, result: str, records: int) -> None:
         if records:
             self.metrics.by_result[result].inc(records)
@@ -657,7 +652,7 @@ class LokiSink:
                 dropped, self._overflow = self._overflow, 0
             if dropped:
                 self._warn("queue_full", "taskiq-monitor: Loki queue full; dropped %d records", dropped)
-                self._count("dropped", dropped)
+                self._count(LOG_DROPPED, dropped)
 
     def _update_gauges(self) -> None:
         spool = self._spool
@@ -665,7 +660,7 @@ class LokiSink:
             lost = spool.take_lost()
             if lost:
                 self._warn("spool_lost", "taskiq-monitor: %d spooled Loki records were deleted from disk", lost)
-                self._count("dropped", lost)
+                self._count(LOG_DROPPED, lost)
         queued = len(self._queue) + sum(b.records for b in list(self._outbox))
         self.metrics.queue.set(queued)
         self.metrics.spool_bytes.set(spool.own_bytes if spool is not None else 0)
@@ -680,15 +675,15 @@ class LokiSink:
         labels = (*self._base_labels, ("task_name", name), ("status", event.status))
         return (*labels, ("env", self._env)) if self._env else labels
 
-    def _entry(self, event: TaskEvent) -> tuple[Entry, int]:
-        line = json.dumps(to_record(event), ensure_ascii=False, separators=(",", ":"), default=str)
+    def _entry(self, event: TaskEvent) -> tuple[PushEntry, int]:
+        line = record_json(event)  # shared with the other sinks: serialised once per event
         metadata = {"task_id": str(event.task_id)}
         if event.trace_id:
             metadata["trace_id"] = str(event.trace_id)
         ts = str(int(event.timestamp * 1_000_000) * 1000)
         return (self._labels(event), ts, line, metadata), len(line) + len(event.task_id) + 64
 
-    def _new_batch(self, entries: list[Entry]) -> Batch:
+    def _new_batch(self, entries: list[PushEntry]) -> Batch:
         self._seq += 1
         return Batch((time.time_ns(), self._seq), len(entries), gzip_body(encode_push(entries)), entries)
 
@@ -704,17 +699,17 @@ class LokiSink:
                 exc,
                 batch.records,
             )
-            self._count("dropped", batch.records)
+            self._count(LOG_DROPPED, batch.records)
             return
         if kept:
-            self._count("spooled", batch.records)
+            self._count(LOG_SPOOLED, batch.records)
         else:
             self._warn("spool_full", "taskiq-monitor: Loki spool full or unusable; dropping %d records", batch.records)
-            self._count("dropped", batch.records)
+            self._count(LOG_DROPPED, batch.records)
 
     def _spool_queue(self) -> None:
         """Serialise what is left in the queue and spool it (close() when the collector is stuck)."""
-        entries: list[Entry] = []
+        entries: list[PushEntry] = []
         while True:
             try:
                 event = self._queue.popleft()
@@ -723,14 +718,14 @@ class LokiSink:
             try:
                 entries.append(self._entry(event)[0])
             except Exception:
-                self._count("dropped", 1)
+                self._count(LOG_DROPPED, 1)
         step = self.settings.loki_batch_max_records
         for start in range(0, len(entries), step):
             chunk = entries[start : start + step]
             try:
                 batch = self._new_batch(chunk)
             except Exception:
-                self._count("dropped", len(chunk))
+                self._count(LOG_DROPPED, len(chunk))
                 continue
             batch.entries = None
             self._spool_write(batch)
@@ -748,7 +743,7 @@ class LokiSink:
             except Exception:
                 lost = len(self._building) + (self._carry is not None)
                 self._building, self._carry = [], None
-                self._count("dropped", lost)
+                self._count(LOG_DROPPED, lost)
                 self._warn("collector", "taskiq-monitor: Loki collector error; %d records dropped", lost, exc_info=True)
                 time.sleep(self.ERROR_PAUSE_SECONDS)
 
@@ -763,7 +758,7 @@ class LokiSink:
         stopping = run.stop.is_set()
         self._count_overflow()
         while self._queue or self._carry is not None:
-            entries: list[Entry] = []
+            entries: list[PushEntry] = []
             self._building = entries
             size = 0
             if self._carry is not None:
@@ -779,7 +774,7 @@ class LokiSink:
                     entry, entry_size = self._entry(event)
                 except Exception:
                     self._warn("encode", "taskiq-monitor: a task event could not be encoded for Loki")
-                    self._count("dropped", 1)
+                    self._count(LOG_DROPPED, 1)
                     continue
                 if entries and size + entry_size > max_bytes:
                     self._carry = (entry, entry_size)
@@ -881,7 +876,7 @@ class LokiSink:
             # A spooled batch that makes the sender fail (a corrupt file?) would block the spool's head forever.
             if self._spool is not None:
                 self._spool.remove(batch.path)
-            self._count("dropped", batch.records)
+            self._count(LOG_DROPPED, batch.records)
             return
         with self._cond:
             kept = any(b is batch for b in self._outbox)
@@ -909,7 +904,7 @@ class LokiSink:
     def _send(self, batch: Batch, run: _Run) -> None:
         outcome, retry_after = self._post(batch.body, run)
         if outcome == _Outcome.OK:
-            self._count("shipped", batch.records)
+            self._count(LOG_SHIPPED, batch.records)
             self._done(batch)
             self._recovered()
         elif outcome == _Outcome.BAD:
@@ -919,7 +914,7 @@ class LokiSink:
             if rest:  # Loki went away while splitting: keep the unsent part
                 self._spool_write(Batch(batch.key, len(rest), gzip_body(encode_push(rest))))
         else:
-            self._failed(batch, retry_after, run)
+            self._retry_later(batch, retry_after, run)
 
     def _recovered(self) -> None:
         if self._down:
@@ -927,7 +922,7 @@ class LokiSink:
         self._down = False
         self._backoff_step = 0
 
-    def _failed(self, batch: Batch, retry_after: float | None, run: _Run) -> None:
+    def _retry_later(self, batch: Batch, retry_after: float | None, run: _Run) -> None:
         self._backoff_step += 1
         base = self.settings.loki_backoff_initial_seconds * 2 ** min(self._backoff_step - 1, 16)
         delay = min(self.settings.loki_backoff_max_seconds, base) * random.uniform(0.5, 1.0)  # jitter
@@ -948,17 +943,17 @@ class LokiSink:
             self._down = True
             self._spool_outbox()
 
-    def _isolate(self, entries: list[Entry], run: _Run) -> list[Entry]:
+    def _isolate(self, entries: list[PushEntry], run: _Run) -> list[PushEntry]:
         """Send ``entries`` in halves until the rejected ones are alone; drop those. Returns what stays unsent."""
         if len(entries) == 1:
             self._warn("rejected", "taskiq-monitor: Loki rejected a record (400); dropped it")
-            self._count("dropped", 1)
+            self._count(LOG_DROPPED, 1)
             return []
         middle = len(entries) // 2
         for index, half in enumerate((entries[:middle], entries[middle:])):
             outcome, _ = self._post(gzip_body(encode_push(half)), run)
             if outcome == _Outcome.OK:
-                self._count("shipped", len(half))
+                self._count(LOG_SHIPPED, len(half))
             elif outcome == _Outcome.BAD:
                 rest = self._isolate(half, run)
                 if rest:

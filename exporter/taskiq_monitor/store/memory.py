@@ -10,12 +10,11 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 
-from taskiq_monitor.events import STATUS_PENDING, STATUS_RUNNING
+from taskiq_monitor.events import OTHER, STATUS_PENDING, STATUS_RUNNING
 from taskiq_monitor.settings import Settings
 from taskiq_monitor.store.history import Execution, HistoryPage, HistoryQuery
 from taskiq_monitor.store.history_memory import MemoryHistory
 from taskiq_monitor.store.model import (
-    OTHER_TASK,
     Entry,
     Snapshot,
     TaskState,
@@ -82,7 +81,7 @@ class MemoryStore:
         if len(self._unregistered) < self.settings.max_task_names:
             self._unregistered.add(name)
             return name
-        return OTHER_TASK
+        return OTHER
 
     def _next_id(self) -> tuple[int, int]:
         ms = int(time.time() * 1000)
