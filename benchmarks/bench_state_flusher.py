@@ -34,7 +34,7 @@ from taskiq_monitor.events import TaskEvent
 from taskiq_monitor.redaction import Redactor
 from taskiq_monitor.settings import Settings
 from taskiq_monitor.sinks.state import StateSink
-from taskiq_monitor.state import RedisStore, RedisWriter, WriteBatch
+from taskiq_monitor.store import RedisStore, RedisWriter, WriteBatch
 
 BATCH = 500
 
