@@ -26,6 +26,10 @@ logger = logging.getLogger(__name__)
 MAX_PAGE = 50
 EVENT_FILTERS = filter_params("recording time")  # task_name, status, since, until
 SCAN_CHUNK = 500
+# The documented 503 of every route over the store (this module's and the history API's).
+UNAVAILABLE_RESPONSE: dict[int | str, dict[str, Any]] = {
+    503: {"description": "The state store (Redis) is unavailable."}
+}
 _MAX_SCAN = 20_000  # stream entries examined per /api/v1/events request (filters may match rarely)
 
 
@@ -127,7 +131,7 @@ def router(settings: Settings, store: StateStore, auth: Any) -> APIRouter:
         summary="Health snapshot of every task type",
         description="Pending, oldest pending age, running, finished counts, success rate and average duration "
         "over the stats window (TASKIQ_MONITOR_STATS_WINDOW_SECONDS), for every known task type.",
-        responses={503: {"description": "The state store (Redis) is unavailable."}},
+        responses=UNAVAILABLE_RESPONSE,
     )
     async def get_tasks() -> TasksResponse:
         try:
@@ -146,7 +150,7 @@ def router(settings: Settings, store: StateStore, auth: Any) -> APIRouter:
         "malformed ids (ASCII digits only) and since after until are rejected with 422.",
         responses={
             422: {"description": "Unknown filter value, malformed cursor, reversed time range, limit out of range."},
-            503: {"description": "The state store (Redis) is unavailable."},
+            **UNAVAILABLE_RESPONSE,
         },
     )
     async def get_events(

@@ -23,6 +23,7 @@ from prometheus_client.metrics_core import Metric
 from pydantic import BaseModel, ConfigDict, Field
 
 from taskiq_monitor.events import EVENT_STATUSES
+from taskiq_monitor.service.api import UNAVAILABLE_RESPONSE
 from taskiq_monitor.service.query import FilterParams, InputError, filter_params
 from taskiq_monitor.settings import Settings
 from taskiq_monitor.store import StateStore
@@ -91,7 +92,7 @@ def _error(code: str, message: str, http: int = 422) -> HTTPException:
 
 
 def _unavailable() -> HTTPException:
-    # The cause is logged, never returned: Redis errors name hosts and ports.
+    # As api.unavailable(), in this API's error shape ({"error": code, "message": ...}).
     logger.warning("taskiq-monitor: state store unavailable", exc_info=True)
     return _error("unavailable", "state store unavailable", status.HTTP_503_SERVICE_UNAVAILABLE)
 
@@ -169,7 +170,7 @@ class History:
             "TASKIQ_MONITOR_HISTORY_MAX_EXECUTIONS.",
             responses={
                 422: {"description": "Unknown filter value, malformed cursor, bad time, limit out of range."},
-                503: {"description": "The state store (Redis) is unavailable."},
+                **UNAVAILABLE_RESPONSE,
             },
         )
         async def get_executions(
