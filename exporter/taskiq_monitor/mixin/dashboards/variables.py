@@ -11,6 +11,7 @@ from grafana_foundation_sdk.models import dashboard as dm
 from taskiq_monitor.mixin import promql
 from taskiq_monitor.mixin.config import CONFIG
 from taskiq_monitor.mixin.dashboards.panels import prom_ds
+from taskiq_monitor.settings import Settings
 
 
 # "All" selected: the default of every multi-value variable.
@@ -71,13 +72,14 @@ def var_status(values: Sequence[str]) -> dash.CustomVariable:
 
 
 def var_service_name() -> dash.CustomVariable:
+    service = Settings.model_fields["service_name"].default  # the exporter's default service_name label
     return (
         dash.CustomVariable("service_name")
         .label("Service")
-        .description("Loki service_name stream label (TASKIQ_MONITOR service name, default taskiq)")
-        .values("taskiq")
+        .description(f"Loki service_name stream label (TASKIQ_MONITOR service name, default {service})")
+        .values(service)
         .allow_custom_value(True)
-        .current(dm.VariableOption(selected=True, text="taskiq", value="taskiq"))
+        .current(dm.VariableOption(selected=True, text=service, value=service))
     )
 
 
