@@ -202,6 +202,13 @@ class Settings(BaseSettings):
     live_ping_seconds: float = Field(15.0, gt=0, description="Interval of ping frames on an idle WebSocket.")
     live_max_message_bytes: int = Field(4096, ge=64, description="Largest message a WebSocket client may send.")
 
+    # --- web dashboard --------------------------------------------------------------------------------------------
+    grafana_url: str | None = Field(
+        None,
+        description="Grafana's address (e.g. http://localhost:3000); when set, the dashboard's error detail links "
+        "to the Loki query and the trace of the task in Grafana Explore.",
+    )
+
     # --- demo -------------------------------------------------------------------------------------------------------
     demo_broker_url: str | None = Field(
         None, description="Broker of the demo tasks: unset = in-memory; redis://… = a real Redis broker."

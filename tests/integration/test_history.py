@@ -44,7 +44,7 @@ def finished(i: int, at: float, task: str = "tasks:type_0", status: str = "succe
         enqueued_at=at,
         started_at=at + 0.05,
         finished_at=at + 0.2,
-        duration_seconds=0.15,
+        duration_seconds=kw.pop("duration_seconds", 0.15),
         queue_wait_seconds=0.05,
         host="worker-1",
         pid=4242,
@@ -253,13 +253,17 @@ async def test_series_counts_finished_executions_per_minute(redis_srv: RedisServ
 
 async def test_tasks_report_24h_statistics_from_counters(redis_srv: RedisServer) -> None:
     now = time.time()
-    early = [finished(i, now - 20 * 3600, status="failed" if i < 2 else "success") for i in range(10)]
+    early = [
+        finished(i, now - 20 * 3600, status="failed", duration_seconds=9.0) if i < 2 else finished(i, now - 20 * 3600)
+        for i in range(10)
+    ]
     fill(redis_srv.url, [*early, finished(50, now - 30)])
     async with client(redis_srv.url) as http:
         task = (await http.get("/api/v1/tasks")).json()["tasks"][0]
     window = task["window"]
     assert window["seconds"] == 86400  # FR-014: 24 h by default
     assert (window["success"], window["failed"]) == (9, 2) and window["success_rate"] == pytest.approx(9 / 11)
+    # FR-013: sum(duration) / count(success): the failed runs' 9 s do not count.
     assert window["avg_duration_seconds"] == pytest.approx(0.15)
 
 

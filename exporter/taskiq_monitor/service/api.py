@@ -40,7 +40,9 @@ class WindowStats(BaseModel):
     failed: int
     retried: int
     success_rate: float | None = Field(description="success / (success + failed); null when nothing finished.")
-    avg_duration_seconds: float | None = Field(description="Mean duration of attempts finished in the window.")
+    avg_duration_seconds: float | None = Field(
+        description="FR-013: sum(duration) / count(success) of successful attempts in the window."
+    )
 
 
 class TaskHealth(BaseModel):
@@ -51,7 +53,7 @@ class TaskHealth(BaseModel):
     success_total: int
     failed_total: int
     retried_total: int
-    avg_duration_seconds: float | None = Field(description="Mean duration of all finished attempts.")
+    avg_duration_seconds: float | None = Field(description="FR-013: mean duration of all successful attempts.")
     pending_expired_total: int = Field(description="Pending entries expired by the horizon (lost messages).")
     window: WindowStats
 

@@ -109,6 +109,9 @@ def create_app(settings: Settings | None = None, extra_collectors: Iterable[Coll
     source = metrics_source(settings, extra_collectors)
     app.state.settings = settings
     app.state.live = feed
+    from taskiq_monitor.service.ui import include_ui
+
+    include_ui(app, settings)
 
     @app.get("/metrics", dependencies=[auth], response_class=Response, summary="Prometheus/OpenMetrics exposition")
     def metrics(request: Request) -> Response:

@@ -131,7 +131,7 @@ class MemoryStore:
                 bucket = task.minutes.setdefault(minute_of(op.timestamp), {})
                 for target in (task.totals, bucket):
                     target[op.status] = target.get(op.status, 0) + 1
-                    if op.duration is not None:
+                    if op.duration is not None and op.status == "success":  # FR-013: mean of successful runs
                         target["dur_sum"] = target.get("dur_sum", 0.0) + op.duration
                         target["dur_n"] = target.get("dur_n", 0) + 1
             for name, member in batch.removals:
