@@ -157,8 +157,8 @@ def alerting_rules(cfg: Config) -> list[dict[str, Any]]:
             cfg,
             "TaskiqTaskTimeoutsSpike",
             (
-                f'sum by (task_name) (increase(taskiq_task_errors_total{{{sel}, error_type=~"{timeout_re}"}}'
-                f"[{cfg.timeout_window}])) >= {cfg.timeout_min_count}"
+                promql.total(promql.ERRORS, sel, cfg.timeout_window, extra=f'error_type=~"{timeout_re}"', fn="increase")
+                + f" >= {cfg.timeout_min_count}"
             ),
             cfg.timeout_for,
             "warning",
@@ -200,10 +200,7 @@ def alerting_rules(cfg: Config) -> list[dict[str, Any]]:
         _alert(
             cfg,
             "TaskiqLogShippingDropping",
-            (
-                "sum by (job, instance) (increase(taskiq_monitor_log_records_total"
-                f'{{{sel}, result="dropped"}}[{cfg.log_drop_window}])) > 0'
-            ),
+            f"{promql.dropped(promql.LOG_RECORDS, sel, cfg.log_drop_window)} > 0",
             cfg.log_drop_for,
             "warning",
             "TaskIQ task event logs are being dropped before reaching Loki.",
@@ -216,7 +213,7 @@ def alerting_rules(cfg: Config) -> list[dict[str, Any]]:
         _alert(
             cfg,
             "TaskiqStateStoreDown",
-            f"taskiq_monitor_state_up{{{sel}}} == 0",
+            f"{promql.series(promql.STATE_UP, sel)} == 0",
             cfg.state_store_down_for,
             "warning",
             "A TaskIQ exporter cannot read the shared task state.",
@@ -230,10 +227,7 @@ def alerting_rules(cfg: Config) -> list[dict[str, Any]]:
         _alert(
             cfg,
             "TaskiqLiveStateDropping",
-            (
-                "sum by (job, instance) (increase(taskiq_monitor_state_events_total"
-                f'{{{sel}, result="dropped"}}[{cfg.state_drop_window}])) > 0'
-            ),
+            f"{promql.dropped(promql.STATE_EVENTS, sel, cfg.state_drop_window)} > 0",
             cfg.state_drop_for,
             "warning",
             "TaskIQ task state events are being dropped before reaching the state store.",
