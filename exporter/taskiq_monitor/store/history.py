@@ -24,6 +24,8 @@ import zlib
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
+
 from taskiq_monitor.events import TaskEvent
 
 HISTORY_STATUSES: tuple[str, ...] = ("pending", "running", "success", "failed", "retried")
@@ -99,6 +101,9 @@ def event_score(event: TaskEvent) -> int:
     return int((first if first is not None else event.timestamp) * 1000)
 
 
+_ORJSON_OPTIONS = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS
+
+
 def _json_default(value: Any) -> str:
     return repr(value)
 
@@ -143,9 +148,15 @@ def encode_record(event: TaskEvent) -> bytes:
     ]
     while values and values[-1] is None:
         values.pop()
-    raw = json.dumps(values, separators=(",", ":"), default=_json_default, ensure_ascii=False).encode(
-        "utf-8", "backslashreplace"
-    )
+    try:
+        # orjson: ~1 µs where json.dumps takes ~6 (the flusher encodes every event). Redacted fields hold JSON
+        # types only; anything else keeps the repr it had with json (datetimes and dataclasses included).
+        raw = orjson.dumps(values, default=_json_default, option=_ORJSON_OPTIONS)
+    except TypeError:
+        # What orjson refuses (a lone surrogate, a non-str key, an integer beyond 64 bits): json, as before.
+        raw = json.dumps(values, separators=(",", ":"), default=_json_default, ensure_ascii=False).encode(
+            "utf-8", "backslashreplace"
+        )
     head = STATUS_CODE.get(event.status, "p").encode()
     if len(raw) >= COMPRESS_MIN and (STATUS_RANK.get(event.status, 0) == 2 or len(raw) >= COMPRESS_ALWAYS):
         # A window just large enough for the dictionary and the record finds every match a 32 KiB one would (a
