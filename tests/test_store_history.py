@@ -83,6 +83,27 @@ def test_large_records_are_compressed_and_small_ones_are_not() -> None:
     assert small[1:2] == b"j" and decode_record(small)[1]["task_name"] == "tasks:send"
 
 
+@pytest.mark.parametrize("size", [100, 700, 1_500, 3_000, 9_000, 40_000])
+def test_compressed_records_of_every_window_size_round_trip(size: int) -> None:
+    # The compressor's window is sized to the record; the decoder must read each size, the largest beyond 32 KiB.
+    text = "".join(f"  File \"/app/m{i % 97}.py\", line {i}, in f\n" for i in range(size // 30 + 1))[:size]
+    blob = encode_record(event("failed", traceback=text, error_message=str(uuid.uuid4())))
+    assert blob[1:2] == b"z"
+    assert decode_record(blob)[1]["traceback"] == text
+
+
+def test_values_that_orjson_refuses_are_encoded_as_before() -> None:
+    import datetime as dt
+
+    when = dt.datetime(2026, 12, 1, 14, 0, tzinfo=dt.UTC)
+    ev = event(args=[2**70, "lone \udc80 surrogate"], kwargs={"when": when}, labels={"n": 1})
+    fields = decode_record(encode_record(ev))[1]
+    assert fields["args"] == [2**70, "lone \udc80 surrogate"]  # stored as a JSON escape, read back as it was
+    assert fields["kwargs"] == {"when": repr(when)}  # the repr json gave, not orjson's ISO text
+    int_keys = decode_record(encode_record(event(kwargs={1: "a"})))[1]
+    assert int_keys["kwargs"] == {"1": "a"}
+
+
 def test_corrupt_blob_and_cursor_are_rejected_readably() -> None:
     with pytest.raises(ValueError, match="not a history record"):
         decode_record(b"?j[]")
