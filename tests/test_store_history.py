@@ -86,7 +86,7 @@ def test_large_records_are_compressed_and_small_ones_are_not() -> None:
 @pytest.mark.parametrize("size", [100, 700, 1_500, 3_000, 9_000, 40_000])
 def test_compressed_records_of_every_window_size_round_trip(size: int) -> None:
     # The compressor's window is sized to the record; the decoder must read each size, the largest beyond 32 KiB.
-    text = "".join(f"  File \"/app/m{i % 97}.py\", line {i}, in f\n" for i in range(size // 30 + 1))[:size]
+    text = "".join(f'  File "/app/m{i % 97}.py", line {i}, in f\n' for i in range(size // 30 + 1))[:size]
     blob = encode_record(event("failed", traceback=text, error_message=str(uuid.uuid4())))
     assert blob[1:2] == b"z"
     assert decode_record(blob)[1]["traceback"] == text
