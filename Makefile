@@ -55,6 +55,7 @@ node-deps:
 
 test: system-deps node-deps venv lint typecheck
 	$(PY) grafana/generate.py --check
+	$(PY) prometheus/rules/generate.py --check
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 test-stress: system-deps node-deps venv
@@ -68,6 +69,7 @@ bench: venv
 
 dashboards: venv
 	$(PY) grafana/generate.py
+	$(PY) prometheus/rules/generate.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,14 +1,11 @@
-"""Helpers for the Prometheus / Alertmanager tests: paths, the rule generator, the Debian binaries."""
+"""Helpers for the Prometheus / Alertmanager tests: paths and the Debian binaries."""
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 
@@ -18,19 +15,6 @@ RULES_DIR = PROMETHEUS_DIR / "rules"
 PROMTOOL_TESTS_DIR = PROMETHEUS_DIR / "tests"
 ALERTMANAGER_DIR = REPO / "alertmanager"
 RUNBOOK = REPO / "docs" / "runbook.md"
-
-
-def load_generator() -> ModuleType:
-    """Import ``prometheus/rules/generate.py`` (a script, not part of the installed package)."""
-    name = "taskiq_monitor_rules_generate"
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, RULES_DIR / "generate.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # dataclasses need the module registered while executing it
-    spec.loader.exec_module(module)
-    return module
 
 
 def require_binary(name: str) -> str:

@@ -9,10 +9,10 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.monitoring_stack import ALERTMANAGER_DIR, load_generator, require_binary, run
+from taskiq_monitor.mixin import rules as gen
+from tests.monitoring_stack import ALERTMANAGER_DIR, require_binary, run
 
 CONFIG = ALERTMANAGER_DIR / "alertmanager.yml"
-gen = load_generator()
 
 
 def _config() -> dict[str, Any]:

@@ -1,6 +1,6 @@
 """Offline proofs for the Grafana dashboards and provisioning (no Grafana binary needed).
 
-- the committed JSON is exactly what grafana/generate.py produces;
+- the committed JSON is exactly what taskiq_monitor.mixin.dashboards renders (grafana/generate.py);
 - (a) every dashboard validates against a JSON Schema derived from @grafana/schema (ajv, strict);
 - (c) every LogQL expression parses with @grafana/lezer-logql and selects streams only by the labels the
   shipper sends;
@@ -13,20 +13,21 @@ missing).
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
 import shutil
 import subprocess
 import sys
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
 import yaml
 
 from taskiq_monitor.metrics import METRICS, QUEUE_WIDE_METRICS
+from taskiq_monitor.mixin import dashboards as generate
+from taskiq_monitor.mixin.config import CONFIG
+from tests import dashboard_queries as dq
 from tests.promql_contract import queue_wide_aggregation_problems
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -35,21 +36,8 @@ DASHBOARDS = GRAFANA / "dashboards"
 PROVISIONING = GRAFANA / "provisioning"
 NODE_TOOLS = ROOT / "tools" / "grafana-validate"
 
-UIDS = {"taskiq-overview", "taskiq-task-detail", "taskiq-live", "taskiq-history"}
+UIDS = set(CONFIG.dashboard_uids)
 LOKI_STREAM_LABELS = {"service_name", "task_name", "status", "env"}
-
-
-def _load(name: str, path: Path) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(name, path)
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-generate = _load("taskiq_grafana_generate", GRAFANA / "generate.py")
-dq = _load("taskiq_grafana_queries", GRAFANA / "dashboard_queries.py")
 
 
 def _models() -> dict[str, dict[str, Any]]:
@@ -109,9 +97,19 @@ def test_committed_dashboards_match_generator_output() -> None:
 def test_check_mode_detects_a_hand_edited_dashboard(tmp_path: Path) -> None:
     assert generate.main(["--out", str(tmp_path)]) == 0
     assert generate.main(["--check", "--out", str(tmp_path)]) == 0
-    victim = tmp_path / "taskiq-overview.json"
+    victim = tmp_path / f"{CONFIG.overview_uid}.json"
     victim.write_text(victim.read_text().replace('"TaskIQ / Overview"', '"edited"'))
     assert generate.main(["--check", "--out", str(tmp_path)]) == 1
+
+
+def test_entry_point_checks_the_committed_dashboards(tmp_path: Path) -> None:
+    """grafana/generate.py (what `make test` runs) is a thin script over the package and keeps --check / --out."""
+    script = str(GRAFANA / "generate.py")
+    assert subprocess.run([sys.executable, script, "--check"], capture_output=True, timeout=120).returncode == 0
+    empty = subprocess.run(
+        [sys.executable, script, "--check", "--out", str(tmp_path)], capture_output=True, text=True, timeout=120
+    )
+    assert empty.returncode == 1 and f"{CONFIG.overview_uid}.json" in empty.stderr
 
 
 def test_generation_is_deterministic() -> None:
@@ -149,7 +147,7 @@ def test_template_variables_and_refresh(name: str) -> None:
     task = variables["task_name"]
     assert task["type"] == "query"
     assert "label_values(taskiq_tasks_started_total" in task["query"]["query"]
-    if model["uid"] != "taskiq-task-detail":  # one task type in depth: single select there
+    if model["uid"] != CONFIG.task_detail_uid:  # one task type in depth: single select there
         assert task["multi"] is True and task["includeAll"] is True
     intervals = model["timepicker"]["refresh_intervals"]
     assert intervals[0] == "5s"
@@ -158,7 +156,7 @@ def test_template_variables_and_refresh(name: str) -> None:
 
 
 def test_status_variable_on_log_dashboards() -> None:
-    for uid in ("taskiq-live", "taskiq-history"):
+    for uid in (CONFIG.live_uid, CONFIG.history_uid):
         model = next(m for m in MODELS.values() if m["uid"] == uid)
         status = dq.variables(model)["status"]
         assert status["multi"] and status["includeAll"]
@@ -170,14 +168,15 @@ def _by_uid(uid: str) -> dict[str, Any]:
 
 
 def test_overview_health_cards_repeat_per_task_type() -> None:
-    panels = _by_uid("taskiq-overview")["panels"]
+    panels = _by_uid(CONFIG.overview_uid)["panels"]
     rows = [i for i, p in enumerate(panels) if p["type"] == "row"]
     repeated = [i for i in rows if panels[i].get("repeat") == "task_name"]
     assert len(repeated) == 1
     start = repeated[0]
-    end = next(i for i in rows if i > start)
-    cards = panels[start + 1 : end]
-    assert not panels[start]["collapsed"]  # expanded: cards visible at a glance
+    # Collapsed below the health table (issue 13 item 6): the cards travel inside the row until it is expanded.
+    assert panels[start]["collapsed"] is True
+    assert start == rows[1]
+    cards = panels[start]["panels"]
     exprs = {p["title"]: p["targets"][0]["expr"] for p in cards}
     assert set(exprs) == {
         "Pending",
@@ -196,22 +195,135 @@ def test_overview_health_cards_repeat_per_task_type() -> None:
     assert "taskiq_task_duration_seconds_sum" in avg and "taskiq_task_duration_seconds_count" in avg
     assert avg.count('status="success"') == 2
     failed_links = next(p for p in cards if p["title"] == "Failed (range)")["fieldConfig"]["defaults"]["links"]
-    assert "/d/taskiq-history" in failed_links[0]["url"]
+    assert f"/d/{CONFIG.history_uid}" in failed_links[0]["url"]
+
+
+HEALTH_COLUMNS = [
+    "task_name",
+    "Pending",
+    "Running",
+    "Success (range)",
+    "Failed (range)",
+    f"Success rate ({CONFIG.health_window})",
+    f"Avg duration ({CONFIG.health_window})",
+]
+
+
+def _health_table() -> dict[str, Any]:
+    panels = _by_uid(CONFIG.overview_uid)["panels"]
+    first = next(p for p in panels if p["type"] != "row")
+    assert first["title"] == "Health by task type"
+    return first
+
+
+def _override(panel: dict[str, Any], field: str) -> dict[str, Any]:
+    override = next(o for o in panel["fieldConfig"]["overrides"] if o["matcher"] == {"id": "byName", "options": field})
+    return {prop["id"]: prop["value"] for prop in override["properties"]}
+
+
+def test_overview_opens_with_a_health_table_row_per_task_type() -> None:
+    table = _health_table()
+    assert table["type"] == "table" and table["gridPos"]["y"] <= 1 and table["gridPos"]["w"] == 24
+    targets = table["targets"]
+    assert [t["refId"] for t in targets] == ["A", "B", "C", "D", "E", "F"]
+    assert all(t["instant"] and t["format"] == "table" for t in targets)
+    # One row per task type: every column query is grouped by task_name, merged on it, Time dropped.
+    assert all("by (task_name)" in t["expr"] for t in targets)
+    merge, organize = table["transformations"]
+    assert merge["id"] == "merge" and organize["id"] == "organize"
+    options = organize["options"]
+    assert options["excludeByName"] == {"Time": True}
+    assert sorted(options["indexByName"], key=options["indexByName"].get) == HEALTH_COLUMNS
+    renamed = {f"Value #{t['refId']}": t["expr"] for t in targets}
+    exprs = {options["renameByName"][ref]: expr for ref, expr in renamed.items()}
+    assert "taskiq_tasks_pending" in exprs["Pending"] and exprs["Pending"].startswith("max by (task_name)")
+    assert "taskiq_tasks_running" in exprs["Running"]
+    assert 'status="success"' in exprs["Success (range)"] and "[$__range]" in exprs["Success (range)"]
+    assert 'status="failed"' in exprs["Failed (range)"]
+    assert f"[{CONFIG.health_window}]" in exprs[HEALTH_COLUMNS[5]]
+    avg = exprs[HEALTH_COLUMNS[6]]
+    assert "taskiq_task_duration_seconds_sum" in avg and "taskiq_task_duration_seconds_count" in avg
+    assert avg.count('status="success"') == 2
+
+
+def _alert_expr(name: str) -> str:
+    groups = yaml.safe_load((ROOT / "prometheus" / "rules" / "taskiq-alerts.yml").read_text())["groups"]
+    return next(r["expr"] for g in groups for r in g["rules"] if r.get("alert") == name)
+
+
+def _steps(props: dict[str, Any]) -> list[tuple[Any, str]]:
+    return [(step["value"], step["color"]) for step in props["thresholds"]["steps"]]
+
+
+def test_health_table_is_coloured_with_the_alert_thresholds() -> None:
+    """Read back from the committed alert rules: the cell turns red / orange where the alert's line is."""
+    table = _health_table()
+    failure_line = float(re.search(r"\n> ([0-9.]+)\n", _alert_expr("TaskiqTaskHighFailureRate")).group(1))
+    rate = _override(table, HEALTH_COLUMNS[5])
+    assert rate["custom.cellOptions"]["type"] == "color-background" and rate["unit"] == "percentunit"
+    assert _steps(rate) == [(None, "red"), (1 - failure_line, "orange"), (CONFIG.success_ratio_ok, "green")]
+    backlog_line = float(
+        re.search(r"taskiq_tasks_pending\{[^}]*\}\) > (\d+)", _alert_expr("TaskiqQueueBacklogGrowing")).group(1)
+    )
+    pending = _override(table, "Pending")
+    assert pending["custom.cellOptions"]["type"] == "color-background"
+    assert _steps(pending)[1] == (backlog_line, "orange")
+    assert [color for _, color in _steps(_override(table, "Failed (range)"))] == ["green", "red"]
+    # The stat cards and the fleet stats use the same colours as the table.
+    cards = {p["title"]: p for row in _by_uid(CONFIG.overview_uid)["panels"] for p in row.get("panels", [])}
+    card_steps = [
+        (s["value"], s["color"]) for s in cards[HEALTH_COLUMNS[5]]["fieldConfig"]["defaults"]["thresholds"]["steps"]
+    ]
+    assert card_steps == _steps(rate)
+
+
+def test_health_table_rows_link_to_task_detail() -> None:
+    table = _health_table()
+    detail = f"/d/{CONFIG.task_detail_uid}?var-task_name=${{__data.fields.task_name}}&"
+    assert [link["url"] for link in table["fieldConfig"]["defaults"]["links"]] == [detail + "${__url_time_range}"]
+    failed_links = [link["url"] for link in _override(table, "Failed (range)")["links"]]
+    assert failed_links[0].startswith(detail)
+    assert failed_links[1].startswith(
+        f"/d/{CONFIG.history_uid}?var-task_name=${{__data.fields.task_name}}&var-status=failed"
+    )
+    # The link's variable exists on the target dashboard, single-select there.
+    task_variable = dq.variables(_by_uid(CONFIG.task_detail_uid))["task_name"]
+    assert task_variable["multi"] is False
+
+
+def test_ratios_are_the_same_expression_in_rules_and_dashboards() -> None:
+    """One guarded ratio: the recorded 24h success ratio is the health table's column, selectors aside."""
+    groups = yaml.safe_load((ROOT / "prometheus" / "rules" / "taskiq-recording.yml").read_text())["groups"]
+    records = {r["record"]: r["expr"] for g in groups for r in g["rules"]}
+    recorded = records[f"task_name:taskiq_tasks_success:ratio_rate{CONFIG.health_window}"]
+    table = {t["refId"]: t["expr"] for t in _health_table()["targets"]}
+    assert recorded.replace(CONFIG.selector, CONFIG.dashboard_selector) == table["E"]
+    failure_alert = _alert_expr("TaskiqTaskHighFailureRate").split("\n")[0]
+    assert failure_alert == records[f"task_name:taskiq_tasks_failure:ratio_rate{CONFIG.failure_ratio_window}"]
+    # Every ratio over final outcomes on every dashboard carries the guard against a missing status series.
+    ratios = [
+        q.expr
+        for model in MODELS.values()
+        for q in dq.queries(model)
+        if q.kind == "prometheus" and "/" in q.expr and 'status=~"success|failed"' in q.expr
+    ]
+    assert len(ratios) >= 5
+    assert all(" or 0 * " in expr and "> 0)" in expr for expr in ratios), ratios
 
 
 def test_overview_duration_percentiles_request_exemplars() -> None:
-    panel = next(p for p in _by_uid("taskiq-overview")["panels"] if p["title"] == "Duration percentiles (exemplars)")
+    panel = next(p for p in _by_uid(CONFIG.overview_uid)["panels"] if p["title"] == "Duration percentiles (exemplars)")
     assert all(t["exemplar"] for t in panel["targets"])
 
 
 def test_task_detail_shows_exception_types_and_retries() -> None:
-    exprs = [q.expr for q in dq.queries(_by_uid("taskiq-task-detail"))]
+    exprs = [q.expr for q in dq.queries(_by_uid(CONFIG.task_detail_uid))]
     assert any("taskiq_task_errors_total" in e and "error_type" in e for e in exprs)
     assert any('status="retried"' in e for e in exprs)
 
 
 def test_history_table_extracts_json_fields_and_pages() -> None:
-    table = next(p for p in _by_uid("taskiq-history")["panels"] if p["title"] == "Task history")
+    table = next(p for p in _by_uid(CONFIG.history_uid)["panels"] if p["title"] == "Task history")
     assert table["transformations"][0] == {
         "id": "extractFields",
         "options": {"format": "json", "keepTime": True, "replace": True, "source": "Line"},
@@ -227,7 +339,7 @@ def test_history_table_extracts_json_fields_and_pages() -> None:
 
 def test_error_panel_shows_traceback_and_parameters() -> None:
     panel = next(
-        p for p in _by_uid("taskiq-history")["panels"] if p["title"] == "Error detail (traceback and parameters)"
+        p for p in _by_uid(CONFIG.history_uid)["panels"] if p["title"] == "Error detail (traceback and parameters)"
     )
     expr = panel["targets"][0]["expr"]
     for field in ("traceback", "args", "kwargs", "error_message", "trace_id"):
@@ -265,7 +377,7 @@ def test_every_referenced_datasource_uid_is_provisioned(name: str) -> None:
 
 
 def test_uid_check_catches_an_unprovisioned_uid() -> None:
-    model = json.loads(json.dumps(_by_uid("taskiq-live")))
+    model = json.loads(json.dumps(_by_uid(CONFIG.live_uid)))
     dq.variables(model)["loki_datasource"]["current"]["value"] = "loki-typo"
     resolved = {dq.resolve_uid(uid, model) for _, uid in dq.datasource_refs(model)}
     assert "loki-typo" in resolved and not resolved <= _provisioned_uids()
@@ -319,7 +431,7 @@ def test_queue_wide_metrics_are_aggregated_with_max() -> None:
 
 
 def test_queue_wide_check_catches_a_sum_over_exporters() -> None:
-    overview = _by_uid("taskiq-overview")
+    overview = _by_uid(CONFIG.overview_uid)
     workers = next(p for p in overview["panels"] if p["title"] == "Workers")["targets"][0]["expr"]
     assert queue_wide_aggregation_problems(dq.substitute(workers, overview)) == []
     assert queue_wide_aggregation_problems(dq.substitute(workers.replace("max(", "sum("), overview))
@@ -363,7 +475,7 @@ def test_substitution_leaves_no_template_variables() -> None:
     for where, expr in _prom_queries():
         assert "$" not in expr, where
     with pytest.raises(KeyError):
-        dq.substitute('rate(x{a=~"$nope"}[1m])', _by_uid("taskiq-live"))
+        dq.substitute('rate(x{a=~"$nope"}[1m])', _by_uid(CONFIG.live_uid))
 
 
 # ------------------------------------------------------------------------------------------ (a) schema
@@ -382,7 +494,7 @@ def test_dashboards_validate_against_grafana_schema(node_tools: Path, tmp_path: 
 
 
 def test_schema_validation_rejects_invalid_dashboards(node_tools: Path, tmp_path: Path) -> None:
-    model = json.loads(json.dumps(_by_uid("taskiq-overview")))
+    model = json.loads(json.dumps(_by_uid(CONFIG.overview_uid)))
     model["panels"][1]["gridPos"] = {"x": 0, "y": 0}  # h, w missing
     model["templating"]["list"][0]["auto_min"] = "10s"  # SDK extra on a non-interval variable
     model["refreshIntervals"] = ["1s"]  # not a Dashboard property

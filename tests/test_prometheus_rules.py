@@ -5,24 +5,24 @@ from __future__ import annotations
 import dataclasses
 import re
 import shutil
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
+from taskiq_monitor.mixin import rules as gen
+from taskiq_monitor.mixin.config import CONFIG
 from tests.monitoring_stack import (
     PROMETHEUS_DIR,
     PROMTOOL_TESTS_DIR,
     RULES_DIR,
     RUNBOOK,
-    load_generator,
     require_binary,
     run,
 )
 from tests.promql_contract import queue_wide_aggregation_problems, sample_names, selector_names
-
-gen = load_generator()
 
 # Series Prometheus itself produces for every target.
 PROMETHEUS_SYNTHETIC = {"up", "scrape_duration_seconds", "scrape_samples_scraped"}
@@ -62,10 +62,22 @@ def test_generator_check_mode_reports_a_stale_file(tmp_path: Path) -> None:
     assert gen.main(["--check", "--out-dir", str(tmp_path)]) == 1
 
 
+def test_entry_point_keeps_its_flags(tmp_path: Path) -> None:
+    """prometheus/rules/generate.py is a thin script over the package: --check on the committed files passes, and
+    --grafana-url / --runbook-url reach the rules (so the committed files are stale for another URL)."""
+    script = str(RULES_DIR / "generate.py")
+    assert run([sys.executable, script, "--check"]).returncode == 0
+    other = run([sys.executable, script, "--check", "--grafana-url", "https://grafana.example.org"])
+    assert other.returncode == 1 and gen.ALERTS_FILE in other.stderr
+    written = run([sys.executable, script, "--out-dir", str(tmp_path), "--runbook-url", "https://runbooks/x.md"])
+    assert written.returncode == 0, written.stderr
+    assert "runbook_url: https://runbooks/x.md#taskiqtaskhighfailurerate" in (tmp_path / gen.ALERTS_FILE).read_text()
+
+
 def test_grafana_url_is_configured_in_one_place() -> None:
     files = gen.build(gen.Config(grafana_url="https://grafana.example.org"))
     assert "localhost:3000" not in files[gen.ALERTS_FILE]
-    assert "https://grafana.example.org/d/taskiq-overview" in files[gen.ALERTS_FILE]
+    assert f"https://grafana.example.org/d/{CONFIG.overview_uid}" in files[gen.ALERTS_FILE]
 
 
 def test_generator_rejects_a_malformed_window() -> None:
@@ -181,7 +193,8 @@ def test_alert_has_for_severity_and_annotations(rule: dict[str, Any]) -> None:
     assert "{{" not in annotations["summary"], "summary must be static (it is used for grouping in chat)"
     assert "{{ $value" in annotations["description"] or "{{ $labels" in annotations["description"]
     assert annotations["runbook_url"] == f"docs/runbook.md#{name.lower()}"
-    assert re.match(r"http://localhost:3000/d/taskiq-(overview|task-detail)\b", annotations["dashboard_url"])
+    uids = "|".join(re.escape(uid) for uid in (CONFIG.overview_uid, CONFIG.task_detail_uid))
+    assert re.match(rf"http://localhost:3000/d/({uids})\b", annotations["dashboard_url"])
     if "task_name" in rule["expr"] and "by (task_name)" in rule["expr"]:
         assert "{{ $labels.task_name }}" in annotations["description"]
 

@@ -3,7 +3,7 @@
 Everything runs on loopback ports chosen at start: ``redis-server`` (the shared broker fixture),
 ``taskiq-monitor worker`` with two worker processes running the demo tasks (enqueued by a separate producer process
 with real ``.kiq()``), ``prometheus`` scraping the worker's ``/metrics`` every second with the rules built by
-``prometheus/rules/generate.py`` (same code, short windows: a 10 s failure-ratio window and a 2 s ``for:``),
+``taskiq_monitor.mixin.rules`` (same code, short windows: a 10 s failure-ratio window and a 2 s ``for:``),
 ``prometheus-alertmanager`` with the repository's ``alertmanager.yml`` (receiver URLs pointed at the test, waits
 shortened), and a webhook receiver in this process. Servers are started by PID, stopped by their own
 PID, and polled for readiness; every wait is bounded.
@@ -30,16 +30,15 @@ from typing import Any
 import pytest
 import yaml
 
+from taskiq_monitor.mixin import rules as gen
 from tests.integration.servers import Prometheus, RedisServer, Worker, free_port, http_get, produce, stop, wait_for
-from tests.monitoring_stack import ALERTMANAGER_DIR, load_generator, require_binary
+from tests.monitoring_stack import ALERTMANAGER_DIR, require_binary
 
 FAILING_TASK = "score_message_task"
 HEALTHY_TASK = "detect_language_task"
 QUEUE_NAME = "taskiq_monitor_alerting_e2e"
 STARTUP_TIMEOUT = 60.0
 ALERT_TIMEOUT = 90.0
-
-gen = load_generator()
 
 
 class Alertmanager:
@@ -225,7 +224,8 @@ def test_failure_burst_pages_through_alertmanager_and_resolves(
         ), description
         assert float(description.split("%")[0]) > 10
         assert alert["annotations"]["runbook_url"] == "docs/runbook.md#taskiqtaskhighfailurerate"
-        assert alert["annotations"]["dashboard_url"].endswith(f"/d/taskiq-task-detail?var-task_name={FAILING_TASK}")
+        detail = f"/d/{E2E_CONFIG.task_detail_uid}?var-task_name={FAILING_TASK}"
+        assert alert["annotations"]["dashboard_url"].endswith(detail)
         # The healthy task type never pages.
         assert not prom.query(f'ALERTS{{task_name="{HEALTHY_TASK}"}}')
 

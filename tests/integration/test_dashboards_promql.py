@@ -4,7 +4,7 @@ The demo (``python -m taskiq_monitor.cli demo``) serves /metrics on a free loopb
 to the Loki push-protocol double (``tests/loki_double.py``); a real ``prometheus`` binary scrapes it every second
 (job="taskiq", as in the stack's Prometheus config). Template variables are substituted the way Grafana would with
 the default selections ($task_name, $job → ``.*``, $__rate_interval → 1m, $__range → 1m, see
-grafana/dashboard_queries.py), and every expression must return at least one series — nothing is excused.
+tests/dashboard_queries.py), and every expression must return at least one series — nothing is excused.
 
 The scrape must hold every family of ``taskiq_monitor.metrics.METRICS``: the task metrics, the shared state (the
 in-memory demo's in-process state store: pending, oldest pending age, workers, expired, state up, live clients,
@@ -15,7 +15,6 @@ settings pick it up and the same test runs against real ``taskiq worker`` proces
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import shutil
@@ -25,12 +24,13 @@ import time
 import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
 
 from taskiq_monitor.metrics import METRICS
+from taskiq_monitor.mixin.config import CONFIG
+from tests import dashboard_queries as dq
 from tests.integration.servers import PYTHONPATH, Prometheus, free_port, http_get, stop, wait_for
 from tests.loki_double import LokiPushDouble
 
@@ -39,17 +39,6 @@ DASHBOARDS = ROOT / "grafana" / "dashboards"
 
 pytestmark = pytest.mark.skipif(shutil.which("prometheus") is None, reason="prometheus binary not installed")
 
-
-def _load(name: str, path: Path) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(name, path)
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-dq = _load("taskiq_grafana_queries_it", ROOT / "grafana" / "dashboard_queries.py")
 
 # Minimum history before querying: enough for rate()/increase() over 1m windows to see several samples.
 WARMUP_SECONDS = 15
@@ -162,7 +151,7 @@ CASES = _cases()
 
 
 def test_cases_cover_all_dashboards() -> None:
-    assert {uid for uid, _, _ in CASES} == {"taskiq-overview", "taskiq-task-detail", "taskiq-live"}
+    assert {uid for uid, _, _ in CASES} == {CONFIG.overview_uid, CONFIG.task_detail_uid, CONFIG.live_uid}
     assert len(CASES) >= 40
 
 
@@ -187,11 +176,14 @@ def test_an_expression_on_a_metric_the_code_does_not_emit_returns_no_data(promet
     assert _query(prometheus_url, 'sum(taskiq_tasks_pending{job=~".*", task_name="no_such_task"})') == []
 
 
+def _overview() -> dict[str, Any]:
+    return json.loads((DASHBOARDS / f"{CONFIG.overview_uid}.json").read_text())
+
+
 def test_health_card_values_are_plausible(prometheus_url: str) -> None:
-    model = json.loads((DASHBOARDS / "taskiq-overview.json").read_text())
-    panels = model["panels"]
-    start = next(i for i, p in enumerate(panels) if p.get("repeat") == "task_name")
-    cards = {p["title"]: dq.substitute(p["targets"][0]["expr"], model) for p in panels[start + 1 : start + 7]}
+    model = _overview()
+    row = next(p for p in model["panels"] if p.get("repeat") == "task_name")
+    cards = {p["title"]: dq.substitute(p["targets"][0]["expr"], model) for p in row["panels"]}
     successes = float(_query(prometheus_url, cards["Success (range)"])[0]["value"][1])
     assert successes > 0
     rate = float(_query(prometheus_url, cards["Success rate (24h)"])[0]["value"][1])
@@ -201,14 +193,14 @@ def test_health_card_values_are_plausible(prometheus_url: str) -> None:
 
 
 def test_per_task_queries_return_one_series_per_task_type(prometheus_url: str) -> None:
-    model = json.loads((DASHBOARDS / "taskiq-overview.json").read_text())
+    model = _overview()
     panel = next(p for p in model["panels"] if p["title"] == "Throughput by task")
     result = _query(prometheus_url, dq.substitute(panel["targets"][0]["expr"], model))
     assert len({r["metric"]["task_name"] for r in result}) == 15
 
 
 def test_template_variable_queries_find_values(prometheus_url: str) -> None:
-    model = json.loads((DASHBOARDS / "taskiq-overview.json").read_text())
+    model = _overview()
     found = {}
     for q in dq.variable_queries(model):
         selector, label = dq.substitute(q.expr, model)[len("label_values(") : -1].rsplit(",", 1)
@@ -216,3 +208,28 @@ def test_template_variable_queries_find_values(prometheus_url: str) -> None:
         found[label.strip()] = {s[label.strip()] for s in series}
     assert found["job"] == {"taskiq"}
     assert len(found["task_name"]) == 15
+
+
+def test_health_table_has_a_plausible_row_per_task_type(prometheus_url: str) -> None:
+    """Each column of the Overview's health table, run as Grafana would: one value per task type, and the values
+    make sense (counts are whole and non-negative, the success rate a ratio, the mean a duration)."""
+    model = _overview()
+    table = next(p for p in model["panels"] if p["title"] == "Health by task type")
+    columns = table["transformations"][1]["options"]["renameByName"]
+    values: dict[str, dict[str, float]] = {}
+    for target in table["targets"]:
+        result = _query(prometheus_url, dq.substitute(target["expr"], model))
+        column = columns[f"Value #{target['refId']}"]
+        values[column] = {r["metric"]["task_name"]: float(r["value"][1]) for r in result}
+        assert len(values[column]) == len(result), f"{column}: more than one series per task type"
+    task_types = set(values["Success (range)"])
+    assert len(task_types) == 15
+    for column in ("Pending", "Running", "Failed (range)"):
+        assert set(values[column]) == task_types, column
+    for column in ("Pending", "Running", "Success (range)", "Failed (range)"):
+        assert all(v >= 0 for v in values[column].values()), column
+    assert sum(values["Success (range)"].values()) > 0
+    rates = values[f"Success rate ({CONFIG.health_window})"]
+    assert rates and set(rates) <= task_types and all(0 <= v <= 1 for v in rates.values())
+    means = values[f"Avg duration ({CONFIG.health_window})"]
+    assert means and set(means) <= task_types and all(0 < v < 1800 for v in means.values())
