@@ -82,3 +82,61 @@ def test_worker_on_busy_port_does_not_wipe_the_running_instance_files(tmp_path: 
     assert result.returncode == 2
     assert "cannot listen" in result.stderr
     assert live_file.exists(), "a failed second start must not delete the first one's metrics"
+
+
+def test_worker_refuses_a_metrics_dir_holding_foreign_files_and_deletes_nothing(tmp_path: Path) -> None:
+    database = tmp_path / "app.db"
+    database.write_bytes(b"an application's SQLite database")
+    (tmp_path / "counter_4242.db").write_bytes(b"stale")
+    result = run_cli(
+        "worker", "taskiq_monitor.demo.tasks:broker", "--metrics-port", "0", "--metrics-dir", str(tmp_path)
+    )
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in result.stderr
+    assert f"metrics directory {tmp_path} holds files taskiq-monitor did not write (app.db)" in lines[0]
+    assert database.read_bytes() == b"an application's SQLite database"
+    assert (tmp_path / "counter_4242.db").exists()
+
+
+def test_serve_refuses_a_metrics_dir_locked_by_another_supervisor(tmp_path: Path) -> None:
+    from taskiq_monitor.metricsdir import claim_directory
+
+    with claim_directory(tmp_path, wipe=True):
+        result = run_cli("serve", "--port", "0", "--metrics-dir", str(tmp_path))
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in result.stderr
+    expected = f"metrics directory {tmp_path} is in use by another taskiq-monitor supervisor (pid {os.getpid()})"
+    assert expected in lines[0]
+
+
+def test_worker_refuses_a_world_writable_metrics_dir(tmp_path: Path) -> None:
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)
+    result = run_cli("worker", "taskiq_monitor.demo.tasks:broker", "--metrics-port", "0", "--metrics-dir", str(shared))
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in result.stderr
+    assert f"metrics directory {shared} is writable by other users (mode 0777)" in lines[0]
+
+
+def test_worker_refuses_a_loki_spool_dir_others_can_write(tmp_path: Path) -> None:
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    spool.chmod(0o777)
+    result = run_cli(
+        "worker",
+        "taskiq_monitor.demo.tasks:broker",
+        "--metrics-port",
+        "0",
+        "--metrics-dir",
+        str(tmp_path / "metrics"),
+        env={"TASKIQ_MONITOR_LOKI_URL": "http://127.0.0.1:9", "TASKIQ_MONITOR_LOKI_SPOOL_DIR": str(spool)},
+    )
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in result.stderr
+    assert f"Loki spool directory {spool} is writable by other users (mode 0777)" in lines[0]
+    assert not (tmp_path / "metrics").exists(), "refused before anything was created"

@@ -1,4 +1,4 @@
-"""Multiprocess directory handling: preparation, and dead processes' gauges vs counters.
+"""Multiprocess directory handling: dead processes' gauges vs counters.
 
 Runs real child processes writing to a real multiprocess directory; prometheus_client must be imported in them
 with PROMETHEUS_MULTIPROC_DIR already set, exactly as ``taskiq-monitor worker`` arranges.
@@ -14,16 +14,10 @@ import textwrap
 import time
 from pathlib import Path
 
-import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from taskiq_monitor.multiproc import (
-    MetricsDirError,
-    MultiProcessSource,
-    live_gauge_pids,
-    prepare_directory,
-    reap_dead_processes,
-)
+from taskiq_monitor.multiproc import live_gauge_pids, reap_dead_processes
+from taskiq_monitor.service.collectors import MultiProcessSource
 
 CHILD = textwrap.dedent(
     """
@@ -62,31 +56,6 @@ def scrape(metrics_dir: Path) -> dict[tuple[str, tuple[tuple[str, str], ...]], f
         for family in text_string_to_metric_families(text)
         for s in family.samples
     }
-
-
-def test_prepare_directory_wipes_stale_files(tmp_path: Path) -> None:
-    (tmp_path / "counter_123.db").write_bytes(b"stale")
-    (tmp_path / "keep.txt").write_text("not ours")
-    prepare_directory(tmp_path, wipe=True)
-    assert not (tmp_path / "counter_123.db").exists()
-    assert (tmp_path / "keep.txt").exists()
-
-
-def test_prepare_directory_rejects_a_file(tmp_path: Path) -> None:
-    target = tmp_path / "file"
-    target.write_text("x")
-    with pytest.raises(MetricsDirError, match=r"cannot be created|not a directory"):
-        prepare_directory(target, wipe=True)
-
-
-@pytest.mark.skipif(os.getuid() == 0, reason="root can write anywhere")
-def test_prepare_directory_rejects_unwritable(tmp_path: Path) -> None:
-    tmp_path.chmod(0o500)
-    try:
-        with pytest.raises(MetricsDirError, match="not writable"):
-            prepare_directory(tmp_path, wipe=False)
-    finally:
-        tmp_path.chmod(0o700)
 
 
 def test_dead_process_gauge_disappears_but_counters_keep_counting(tmp_path: Path) -> None:

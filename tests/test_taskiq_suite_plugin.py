@@ -13,7 +13,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 PLUGIN_DIR = ROOT / "tools" / "taskiq_suite"
 
-MONITORED = '''
+MONITORED = """
 from taskiq import InMemoryBroker, TaskiqMiddleware
 from taskiq_monitor.middleware import MonitoringMiddleware
 
@@ -33,12 +33,12 @@ async def test_a_task_runs_and_the_middleware_sits_where_asked() -> None:
     await broker.startup()
     assert (await (await double.kiq(21)).wait_result()).return_value == 42
     await broker.shutdown()
-'''
+"""
 
-UNMONITORED = '''
+UNMONITORED = """
 def test_no_broker_at_all() -> None:
     assert True
-'''
+"""
 
 
 def run(tmp_path: Path, source: str, position: str, sinks: str = "default") -> subprocess.CompletedProcess[str]:

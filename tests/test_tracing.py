@@ -28,7 +28,8 @@ from taskiq.middlewares.opentelemetry_middleware import OpenTelemetryMiddleware
 
 from taskiq_monitor import MonitoringMiddleware, Settings
 from taskiq_monitor.exemplars import load_exemplars
-from taskiq_monitor.multiproc import CombinedSource, MultiProcessSource, prepare_directory
+from taskiq_monitor.metricsdir import prepare_directory
+from taskiq_monitor.service.collectors import CombinedSource, MultiProcessSource
 from taskiq_monitor.tracing import current_ids, instrument_broker, otlp_traces_url, setup_tracing
 from tests.recording_sink import RecordingSink
 

@@ -18,71 +18,20 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import logging
 import os
 import signal
 import sys
-import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
-from pydantic import ValidationError
-
-from taskiq_monitor.settings import Settings
+from taskiq_monitor.errors import ConfigError, UsageError
+from taskiq_monitor.multiproc import default_metrics_dir
+from taskiq_monitor.securedir import ensure_private_dir
+from taskiq_monitor.settings import Settings, load_settings
 
 logger = logging.getLogger("taskiq_monitor.cli")
 EXIT_USAGE = 2
-
-
-class UsageError(Exception):
-    """A user mistake: printed as one line, exit code 2, no traceback."""
-
-
-def _settings(**overrides: Any) -> Settings:
-    try:
-        return Settings(**{k: v for k, v in overrides.items() if v is not None})
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or 'settings'}: {err['msg']}" for err in exc.errors()
-        )
-        raise UsageError(f"invalid configuration: {problems}") from None
-
-
-def default_metrics_dir(port: int) -> Path:
-    return Path(tempfile.gettempdir()) / f"taskiq-monitor-{os.getuid()}-{port}"
-
-
-# -- uvicorn without its own signal handling (we forward signals to the worker first) --
-def _server(app: Any, host: str, port: int) -> Any:
-    import uvicorn
-
-    class _Server(uvicorn.Server):
-        @contextlib.contextmanager
-        def capture_signals(self) -> Iterator[None]:
-            yield
-
-    config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on", access_log=False)
-    return _Server(config)
-
-
-async def start_server(app: Any, host: str, port: int) -> tuple[Any, asyncio.Task[None]]:
-    """Bind first (a busy port is a user-facing error, not uvicorn's exit code 3), then serve in the background."""
-    import socket
-
-    try:
-        sock = socket.create_server((host, port), family=socket.AF_INET6 if ":" in host else socket.AF_INET)
-    except OSError as exc:
-        raise UsageError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
-    server = _server(app, host, port)
-    task = asyncio.create_task(server.serve(sockets=[sock]))
-    while not server.started:
-        if task.done():
-            task.result()
-            raise UsageError(f"the server on {host}:{port} stopped during start-up")
-        await asyncio.sleep(0.02)
-    return server, task
 
 
 # -- worker --
@@ -91,18 +40,29 @@ FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 async def _run_worker(settings: Settings, taskiq_args: list[str]) -> int:
-    from taskiq_monitor.multiproc import MetricsDirError, prepare_directory
+    from taskiq_monitor.metricsdir import claim_directory
     from taskiq_monitor.service.app import create_app
+    from taskiq_monitor.service.server import start_server
 
     assert settings.metrics_dir is not None
-    # Bind first: a second start on the same port must fail before it wipes the running instance's files.
+    # Bind first: a second start on the same port must fail before it touches the running instance's directory.
     server, serve_task = await start_server(create_app(settings), settings.host, settings.port)
     try:
-        prepare_directory(settings.metrics_dir, wipe=True)
-    except MetricsDirError as exc:
+        # Locked until this supervisor ends: a second supervisor on the same directory is refused, not wiped into it.
+        claim = claim_directory(settings.metrics_dir, wipe=True)
+    except ConfigError:
         server.should_exit = True
         await serve_task
-        raise UsageError(str(exc)) from None
+        raise
+    try:
+        return await _supervise(settings, taskiq_args)
+    finally:
+        server.should_exit = True
+        await serve_task
+        claim.release()
+
+
+async def _supervise(settings: Settings, taskiq_args: list[str]) -> int:
     print(
         f"taskiq-monitor: metrics of all worker processes on http://{settings.host}:{settings.port}/metrics "
         f"(directory {settings.metrics_dir})",
@@ -133,8 +93,6 @@ async def _run_worker(settings: Settings, taskiq_args: list[str]) -> int:
     finally:
         for sig in FORWARDED_SIGNALS:
             loop.remove_signal_handler(sig)
-        server.should_exit = True
-        await serve_task
     return code
 
 
@@ -146,19 +104,28 @@ def cmd_worker(argv: Sequence[str]) -> int:
     )
     parser.add_argument("--metrics-host", help="address of /metrics (default 127.0.0.1)")
     parser.add_argument("--metrics-port", type=int, help="port of /metrics (default 9808)")
-    parser.add_argument("--metrics-dir", type=Path, help="multiprocess directory (wiped at start)")
+    parser.add_argument(
+        "--metrics-dir", type=Path, help="multiprocess directory, one per supervisor (metric files wiped at start)"
+    )
     ours, rest = parser.parse_known_args(argv)
     if not rest or rest[0].startswith("-"):
         raise UsageError("worker needs the broker first, e.g. `taskiq-monitor worker app.tasks:broker --workers 2`")
-    settings = _settings(host=ours.metrics_host, port=ours.metrics_port, metrics_dir=ours.metrics_dir)
+    settings = load_settings(host=ours.metrics_host, port=ours.metrics_port, metrics_dir=ours.metrics_dir)
     if settings.metrics_dir is None:
         settings.metrics_dir = default_metrics_dir(settings.port)
+    if settings.loki_url is not None:
+        # Every worker process spools Loki batches there: a directory another user controls is refused now, once,
+        # rather than left unused (with a warning) by each child.
+        from taskiq_monitor.sinks.loki import default_spool_dir
+
+        ensure_private_dir(settings.loki_spool_dir or default_spool_dir(), what="Loki spool directory")
     return asyncio.run(_run_worker(settings, rest))
 
 
 # -- serve --
 async def _serve(settings: Settings) -> int:
     from taskiq_monitor.service.app import create_app
+    from taskiq_monitor.service.server import start_server
 
     server, serve_task = await start_server(create_app(settings), settings.host, settings.port)
     print(f"taskiq-monitor: serving http://{settings.host}:{settings.port}/metrics", file=sys.stderr, flush=True)
@@ -179,15 +146,13 @@ def cmd_serve(argv: Sequence[str]) -> int:
     parser.add_argument("--port", type=int, help="port (default 9808)")
     parser.add_argument("--metrics-dir", type=Path, help="the workers' PROMETHEUS_MULTIPROC_DIR")
     args = parser.parse_args(argv)
-    settings = _settings(host=args.host, port=args.port, metrics_dir=args.metrics_dir)
-    if settings.metrics_dir is not None:
-        from taskiq_monitor.multiproc import MetricsDirError, prepare_directory
+    settings = load_settings(host=args.host, port=args.port, metrics_dir=args.metrics_dir)
+    if settings.metrics_dir is None:
+        return asyncio.run(_serve(settings))
+    from taskiq_monitor.metricsdir import claim_directory
 
-        try:
-            prepare_directory(settings.metrics_dir, wipe=False)
-        except MetricsDirError as exc:
-            raise UsageError(str(exc)) from None
-    return asyncio.run(_serve(settings))
+    with claim_directory(settings.metrics_dir, wipe=False):
+        return asyncio.run(_serve(settings))
 
 
 # -- demo --
@@ -211,7 +176,7 @@ def cmd_demo(argv: Sequence[str]) -> int:
         raise UsageError("--duration must be positive")
     if args.broker is not None and not args.broker.startswith(("redis://", "rediss://", "unix://")):
         raise UsageError(f"--broker must be a redis:// URL, got {args.broker!r}")
-    settings = _settings(host=args.host, port=args.port, demo_broker_url=args.broker)
+    settings = load_settings(host=args.host, port=args.port, demo_broker_url=args.broker)
     from taskiq_monitor.demo.runner import run_demo
 
     return run_demo(settings, duration=args.duration, rate=args.rate, workers=args.workers, seed=args.seed)
@@ -245,7 +210,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         return command(argv[1:])
-    except UsageError as exc:
+    except ConfigError as exc:
         print(f"taskiq-monitor {argv[0]}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:

@@ -5,8 +5,9 @@ Three traps of taskiq's own PrometheusMiddleware are avoided here:
 * prometheus_client picks its value class when ``prometheus_client.values`` is first imported, so
   ``PROMETHEUS_MULTIPROC_DIR`` must be set before that import — the supervising CLI sets it in the environment of
   the worker command, never from inside a middleware's ``__init__``.
-* Stale ``*.db`` files from an earlier run would keep adding their counts: the directory is wiped once, at the start
-  of the run (not per child, or a restarted child would erase its siblings' counts).
+* Stale value files from an earlier run would keep adding their counts: the directory is wiped once, at the start
+  of the run (not per child, or a restarted child would erase its siblings' counts) — see metricsdir.py, which also
+  locks the directory for its supervisor and refuses a directory that is not ours.
 * Each child starting its own HTTP server means the first to bind wins; instead the supervisor serves the merged
   files of all children.
 
@@ -14,6 +15,10 @@ A child that dies (``kill -9``, OOM) leaves its files behind. Its counters and h
 are real work done — but its ``livesum`` gauges (running tasks) must vanish: :func:`reap_dead_processes` finds the
 pids of the gauge files and calls ``mark_process_dead`` for those no longer alive. A restarted child gets a new pid
 and new files, so nothing is reset or counted twice.
+
+A leaf module: it imports nothing of the package, and prometheus_client only inside functions (importing it here
+would fix the value class of whoever imports this module first). The collectors that serve the directory live in
+``service/collectors.py``.
 """
 
 from __future__ import annotations
@@ -21,15 +26,17 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import tempfile
 import threading
-from collections.abc import Iterable, Iterator
 from pathlib import Path
-
-from prometheus_client.metrics_core import Metric
-from prometheus_client.registry import Collector
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 _LIVE_GAUGE_FILE = re.compile(r"^gauge_live\w*?_(\d+)\.db$")
+
+
+def default_metrics_dir(port: int) -> Path:
+    """``taskiq-monitor worker``'s directory when none is configured: one per user and port (one per supervisor)."""
+    return Path(tempfile.gettempdir()) / f"taskiq-monitor-{os.getuid()}-{port}"
 
 
 def multiprocess_directory() -> Path | None:
@@ -45,32 +52,6 @@ def multiprocess_directory() -> Path | None:
         return None
     directory = os.environ.get(MULTIPROC_ENV)
     return Path(directory) if directory else None
-
-
-class MetricsDirError(RuntimeError):
-    """The metrics directory cannot be used (a configuration mistake, reported at start-up)."""
-
-
-def prepare_directory(path: Path, *, wipe: bool) -> Path:
-    """Create ``path`` if needed, check it is a writable directory, and optionally delete old ``*.db`` files."""
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise MetricsDirError(f"metrics directory {path} cannot be created: {exc.strerror}") from None
-    if not path.is_dir():
-        raise MetricsDirError(f"metrics directory {path} is not a directory")
-    if not os.access(path, os.W_OK | os.X_OK):
-        raise MetricsDirError(f"metrics directory {path} is not writable by uid {os.getuid()}")
-    if wipe:
-        # Exemplar side files (exemplars.py) belong to the run too: stale ones would link to old traces.
-        for file in [*path.glob("*.db"), *path.glob("exemplars_*.json")]:
-            try:
-                file.unlink()
-            except FileNotFoundError:
-                pass
-            except OSError as exc:
-                raise MetricsDirError(f"cannot remove stale metrics file {file}: {exc.strerror}") from None
-    return path
 
 
 def _pid_alive(pid: int) -> bool:
@@ -116,31 +97,3 @@ def reap_dead_processes(path: Path) -> list[int]:
             with contextlib.suppress(FileNotFoundError):
                 multiprocess.mark_process_dead(pid, str(path))
     return dead
-
-
-class MultiProcessSource:
-    """A collector that merges the directory's files at every scrape, after reaping dead processes."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-
-    def collect(self) -> Iterator[Metric]:
-        from prometheus_client.multiprocess import MultiProcessCollector
-
-        from taskiq_monitor.exemplars import attach_exemplars, load_exemplars
-
-        reap_dead_processes(self.path)
-        files = [str(p) for p in self.path.glob("*.db")]
-        # mmap values store no exemplars; the worker processes write them to side files (see exemplars.py).
-        yield from attach_exemplars(MultiProcessCollector.merge(files, accumulate=True), load_exemplars(self.path))
-
-
-class CombinedSource:
-    """Several collectors exposed as one (what ``generate_latest`` needs)."""
-
-    def __init__(self, collectors: Iterable[Collector]) -> None:
-        self.collectors = list(collectors)
-
-    def collect(self) -> Iterator[Metric]:
-        for collector in self.collectors:
-            yield from collector.collect()

@@ -12,9 +12,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from taskiq_monitor.errors import ConfigError
 from taskiq_monitor.redaction import (
     DEFAULT_MAX_FIELD_BYTES,
     DEFAULT_MAX_RECORD_BYTES,
@@ -160,6 +161,13 @@ class Settings(BaseSettings):
     live_client_queue: int = Field(
         10_000, ge=1, description="Events queued per WebSocket client; a client that falls further behind is closed."
     )
+    live_batch_seconds: float = Field(
+        0.05,
+        ge=0,
+        le=1,
+        description="Tick of the live feed: events due to a WebSocket client are sent together, at most once per tick "
+        "(protocol v2: one frame per tick; 0 = a frame per read of the stream).",
+    )
     live_ping_seconds: float = Field(15.0, gt=0, description="Interval of ping frames on an idle WebSocket.")
     live_max_message_bytes: int = Field(4096, ge=64, description="Largest message a WebSocket client may send.")
 
@@ -233,3 +241,18 @@ class Settings(BaseSettings):
         if self.worker_ttl_seconds <= self.heartbeat_seconds:
             raise ValueError("worker_ttl_seconds must be longer than heartbeat_seconds (e.g. 3x)")
         return self
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """The settings from the environment, with every override that is not None (a CLI flag) on top.
+
+    An invalid value raises :class:`~taskiq_monitor.errors.ConfigError` naming each bad field in one line (exit
+    code 2 in the CLI), instead of pydantic's multi-line report.
+    """
+    try:
+        return Settings(**{k: v for k, v in overrides.items() if v is not None})
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or 'settings'}: {err['msg']}" for err in exc.errors()
+        )
+        raise ConfigError(f"invalid configuration: {problems}") from None

@@ -102,6 +102,15 @@ def format_summary(body: dict[str, Any]) -> list[str]:
     return lines
 
 
+def events_of(frame: dict[str, Any]) -> list[dict[str, Any]]:
+    """The ``{"id", "event"}`` items of a feed frame: a version 2 batch, or a version 1 single event."""
+    if frame.get("type") == "events":
+        return [item for item in frame.get("events") or [] if isinstance(item, dict)]
+    if frame.get("type") == "event":
+        return [frame]
+    return []
+
+
 class Tail:
     def __init__(
         self,
@@ -129,11 +138,13 @@ class Tail:
 
     def ws_url(self) -> str:
         base = self.url.replace("http://", "ws://", 1).replace("https://", "wss://", 1)
-        query: list[tuple[str, str]] = [("task_name", n) for n in self.task_names]
+        # Protocol version 2: one frame per tick with every event due (see the README, "Live feed").
+        query: list[tuple[str, str]] = [("v", "2")]
+        query += [("task_name", n) for n in self.task_names]
         query += [("status", s) for s in self.statuses]
         if self.last_event_id:
             query.append(("last_event_id", self.last_event_id))
-        return f"{base}/ws/events" + (f"?{urllib.parse.urlencode(query)}" if query else "")
+        return f"{base}/ws/events?{urllib.parse.urlencode(query)}"
 
     async def summary(self) -> list[str]:
         import httpx
@@ -159,12 +170,13 @@ class Tail:
                     async for raw in ws:
                         frame = json.loads(raw)
                         kind = frame.get("type")
-                        if kind == "event":
-                            self.last_event_id = frame["id"]
-                            self.print(format_event(frame, self.color))
-                            self.seen += 1
-                            if self.count is not None and self.seen >= self.count:
-                                return 0
+                        if kind in ("event", "events"):
+                            for item in events_of(frame):
+                                self.last_event_id = item["id"]
+                                self.print(format_event(item, self.color))
+                                self.seen += 1
+                                if self.count is not None and self.seen >= self.count:
+                                    return 0
                         elif kind == "error":
                             code = frame.get("code")
                             self.print(f"taskiq-monitor tail: {clean(code)}: {clean(frame.get('message'))}")
@@ -214,7 +226,8 @@ async def _tail_with_keys(tail: Tail) -> int:
 
 
 def cmd_tail(argv: Sequence[str]) -> int:
-    from taskiq_monitor.cli import UsageError, _settings
+    from taskiq_monitor.errors import UsageError
+    from taskiq_monitor.settings import load_settings
 
     parser = argparse.ArgumentParser(
         prog="taskiq-monitor tail",
@@ -230,7 +243,7 @@ def cmd_tail(argv: Sequence[str]) -> int:
     parser.add_argument("--summary", action="store_true", help="print one line per task type and exit")
     parser.add_argument("--no-color", action="store_true", help="no ANSI colours (default when not a terminal)")
     args = parser.parse_args(argv)
-    settings = _settings()
+    settings = load_settings()
     url = args.url or f"http://{settings.host}:{settings.port}"
     if not url.startswith(("http://", "https://")):
         raise UsageError(f"--url must start with http:// or https://, got {url!r}")

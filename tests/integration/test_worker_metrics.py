@@ -81,10 +81,16 @@ def test_exact_counts_per_task_and_status_with_two_worker_processes(
     queue = f"q-{uuid.uuid4().hex[:8]}"
     worker = Worker(redis_server.url, workdir, kind=kind, queue=queue)
     try:
-        before = worker.scrape()
-        # Every registered task type is visible with zeros before its first run.
-        for name in TASK_NAMES:
-            assert ("taskiq_tasks_completed_total", (("status", "success"), ("task_name", name))) in before
+        # Every registered task type is visible with zeros before its first run. A child exports them right after
+        # its start-up, which on a loaded machine may come a moment after the readiness check saw its gauge file.
+        def all_types_exported() -> bool:
+            before = worker.scrape()
+            return all(
+                ("taskiq_tasks_completed_total", (("status", "success"), ("task_name", name))) in before
+                for name in TASK_NAMES
+            )
+
+        wait_for(all_types_exported, 60, "every registered task type exported with zeros")
         plan, expected_completed, expected_errors = known_mix()
         produced_at = time.monotonic()
         produce(redis_server.url, plan, kind=kind, queue=queue, metrics_dir=worker.metrics_dir)

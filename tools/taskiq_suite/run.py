@@ -38,11 +38,8 @@ def suite_dir() -> Path:
     archive = CACHE / f"taskiq-{wanted}.tar.gz"
     if not archive.exists():
         print(f"==> downloading the taskiq {wanted} sdist (its test suite)", flush=True)
-        subprocess.run(
-            [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--no-binary", ":all:"]
-            + ["--dest", str(CACHE), f"taskiq=={wanted}"],
-            check=True,
-        )
+        pip = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--no-binary", ":all:"]
+        subprocess.run([*pip, "--dest", str(CACHE), f"taskiq=={wanted}"], check=True)
     with tarfile.open(archive) as tar:
         tar.extractall(CACHE, filter="data")
     if not (target / "tests").is_dir():
@@ -62,7 +59,7 @@ def main() -> int:
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
     for position in positions:
         for sink in sinks:
-            print(f"==> taskiq {version('taskiq')} test suite, MonitoringMiddleware {position}, sinks {sink}", flush=True)
+            print(f"==> taskiq {version('taskiq')} suite, MonitoringMiddleware {position}, sinks {sink}", flush=True)
             # taskiq's async tests run on anyio's pytest plugin; pytest-asyncio (our dev dependency) stays out.
             command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:asyncio"]
             command += ["-p", "taskiq_suite_plugin"]

@@ -95,10 +95,7 @@ class _Attacher:
     def problems(self) -> list[str]:
         def total(name: str) -> float:
             return sum(
-                sample.value
-                for family in REGISTRY.collect()
-                for sample in family.samples
-                if sample.name == name
+                sample.value for family in REGISTRY.collect() for sample in family.samples if sample.name == name
             )
 
         found = []

@@ -18,16 +18,16 @@ import sys
 import time
 from collections.abc import Sequence
 
-from taskiq_monitor.settings import Settings
+from taskiq_monitor.settings import Settings, load_settings
 
 DEFAULT_APP_PORT = 9809
 
 
 async def run_producer(settings: Settings, *, rate: float, duration: float | None, seed: int | None) -> int:
-    from taskiq_monitor.cli import start_server
-    from taskiq_monitor.demo.runner import _produce
     from taskiq_monitor.demo.tasks import broker
+    from taskiq_monitor.demo.workload import enqueue_workload
     from taskiq_monitor.service.app import create_app
+    from taskiq_monitor.service.server import start_server
 
     server, serve_task = await start_server(create_app(settings), settings.host, settings.port)
     stopping = asyncio.Event()
@@ -43,7 +43,7 @@ async def run_producer(settings: Settings, *, rate: float, duration: float | Non
     await broker.startup()
     try:
         stop_at = time.monotonic() + duration if duration else None
-        sent = await _produce(stop_at, rate, random.Random(seed), stopping)
+        sent = await enqueue_workload(stop_at, rate, random.Random(seed), stopping)
         print(f"taskiq-monitor demo producer: enqueued {sent} tasks", file=sys.stderr, flush=True)
     finally:
         await broker.shutdown()
@@ -60,9 +60,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--duration", type=float, default=None, help="stop after S seconds (default: never)")
     parser.add_argument("--seed", type=int, default=None)
     args = parser.parse_args(argv)
-    from taskiq_monitor.cli import _settings
-
-    settings = _settings(host=args.host, port=args.port)
+    settings = load_settings(host=args.host, port=args.port)
     if not settings.demo_broker_url:
         print("producer: set TASKIQ_MONITOR_DEMO_BROKER_URL=redis://…", file=sys.stderr)
         return 2

@@ -8,7 +8,6 @@ so one endpoint shows both the enqueue side and the worker side.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import random
 import signal
@@ -35,30 +34,10 @@ def _banner(settings: Settings, mode: str) -> None:
     )
 
 
-async def _produce(stop_at: float | None, rate: float, rng: random.Random, stopping: asyncio.Event) -> int:
-    from taskiq_monitor.demo.tasks import broker
-    from taskiq_monitor.demo.workload import next_task
-
-    sent = 0
-    interval = 1.0 / rate
-    next_at = time.monotonic()
-    while not stopping.is_set() and (stop_at is None or time.monotonic() < stop_at):
-        name, args, kwargs = next_task(rng)
-        task = broker.find_task(name)
-        if task is not None:
-            await task.kiq(*args, **kwargs)
-            sent += 1
-        next_at += interval
-        delay = next_at - time.monotonic()
-        if delay > 0:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stopping.wait(), timeout=delay)
-    return sent
-
-
 async def _produce_until_stopped(duration: float | None, rate: float, rng: random.Random) -> int:
     """Start the demo broker (client side), enqueue until ``duration`` or SIGINT/SIGTERM, shut the broker down."""
     from taskiq_monitor.demo.tasks import broker
+    from taskiq_monitor.demo.workload import enqueue_workload
 
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -67,15 +46,15 @@ async def _produce_until_stopped(duration: float | None, rate: float, rng: rando
     await broker.startup()
     try:
         stop_at = time.monotonic() + duration if duration else None
-        return await _produce(stop_at, rate, rng, stopping)
+        return await enqueue_workload(stop_at, rate, rng, stopping)
     finally:
         await broker.shutdown()  # InMemoryBroker waits for (or cancels) its running tasks
 
 
 async def _run_in_memory(settings: Settings, duration: float | None, rate: float, rng: random.Random) -> int:
-    from taskiq_monitor.cli import start_server
     from taskiq_monitor.demo import tasks  # noqa: F401 - first: its sink creates the in-process store create_app serves
     from taskiq_monitor.service.app import create_app
+    from taskiq_monitor.service.server import start_server
 
     server, serve_task = await start_server(create_app(settings), settings.host, settings.port)
     _banner(settings, "in-memory")
@@ -102,7 +81,8 @@ def _wait_http(url: str, timeout: float, proc: subprocess.Popen[Any]) -> None:
 
 
 def _run_redis(settings: Settings, duration: float | None, rate: float, workers: int, rng: random.Random) -> int:
-    from taskiq_monitor.cli import UsageError, default_metrics_dir
+    from taskiq_monitor.errors import UsageError
+    from taskiq_monitor.multiproc import default_metrics_dir
 
     metrics_dir = settings.metrics_dir or default_metrics_dir(settings.port)
     # The demo's Redis also holds the shared task state (queue depth, live feed) unless told otherwise; set for

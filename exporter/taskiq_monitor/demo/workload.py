@@ -6,7 +6,10 @@ type so that dashboards and alerts have something to show.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import random
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -88,3 +91,25 @@ def next_task(rng: random.Random) -> tuple[str, list[Any], dict[str, Any]]:
         sim["sleep"] = TIMEOUT_TASK_SECONDS * 2  # a provider hangs; the timeout label cuts it off
     kwargs["sim"] = sim
     return name, args, kwargs
+
+
+async def enqueue_workload(stop_at: float | None, rate: float, rng: random.Random, stopping: asyncio.Event) -> int:
+    """Enqueue the workload at ``rate`` tasks/s on the (started) demo broker until ``stop_at`` (monotonic) or
+    ``stopping``; return the number enqueued. Shared by ``taskiq-monitor demo`` and the compose stack's producer."""
+    from taskiq_monitor.demo.tasks import broker
+
+    sent = 0
+    interval = 1.0 / rate
+    next_at = time.monotonic()
+    while not stopping.is_set() and (stop_at is None or time.monotonic() < stop_at):
+        name, args, kwargs = next_task(rng)
+        task = broker.find_task(name)
+        if task is not None:
+            await task.kiq(*args, **kwargs)
+            sent += 1
+        next_at += interval
+        delay = next_at - time.monotonic()
+        if delay > 0:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stopping.wait(), timeout=delay)
+    return sent

@@ -1,21 +1,25 @@
 """The exporter's HTTP service: ``/metrics`` for all worker processes of a host, and ``/healthz``.
 
 ``create_app`` is small on purpose: it wires settings, the metrics source and the routers; the live feed and
-REST API routers are included from their own modules.
+REST API routers are included from their own modules (``api``, ``feed``), the token check from ``auth``. The API
+docs (``/docs``, ``/redoc``, ``/openapi.json``) are behind the same token as the API.
 """
 
 from __future__ import annotations
 
-import secrets
-from collections.abc import Iterable
+import contextlib
+from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
-from fastapi import Depends, FastAPI, HTTPException, Request, status
+from fastapi import Depends, FastAPI, Request
 from fastapi.responses import Response
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector
 
-from taskiq_monitor.multiproc import CombinedSource, MultiProcessSource, live_gauge_pids
+from taskiq_monitor.multiproc import live_gauge_pids
+from taskiq_monitor.service.auth import require_token
+from taskiq_monitor.service.collectors import CombinedSource, MultiProcessSource
+from taskiq_monitor.service.transport import install_log_redaction
 from taskiq_monitor.settings import Settings
 
 
@@ -29,42 +33,76 @@ def metrics_source(settings: Settings, extra: Iterable[Collector] = ()) -> Combi
 
 
 def bearer_auth(settings: Settings) -> Any:
-    """A dependency that enforces ``Authorization: Bearer <token>`` when a token is configured."""
-    expected = settings.bearer_token.get_secret_value().encode() if settings.bearer_token else None
+    """A dependency that enforces the bearer token (or the session cookie) when a token is configured."""
+    return require_token(settings)
 
-    def check(request: Request) -> None:
-        if expected is None:
-            return
-        header = request.headers.get("authorization", "")
-        scheme, _, token = header.partition(" ")
-        if scheme.lower() != "bearer" or not secrets.compare_digest(token.strip().encode(), expected):
-            raise HTTPException(
-                status.HTTP_401_UNAUTHORIZED,
-                detail="missing or invalid bearer token",
-                headers={"WWW-Authenticate": "Bearer"},
-            )
 
-    return check
+def _docs_routes(app: FastAPI, auth: Any) -> None:
+    """``/openapi.json``, ``/docs``, ``/docs/oauth2-redirect`` and ``/redoc``, behind the same token as the API
+    (FastAPI's own are always open). In a browser, log in first (``POST /api/v1/session``): the session cookie
+    then carries the token for the page and for its fetch of the schema."""
+    from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html, get_swagger_ui_oauth2_redirect_html
+    from fastapi.responses import HTMLResponse, JSONResponse
+
+    @app.get("/openapi.json", dependencies=[auth], include_in_schema=False)
+    def openapi() -> JSONResponse:
+        return JSONResponse(app.openapi())
+
+    @app.get("/docs", dependencies=[auth], include_in_schema=False)
+    def docs() -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url="/openapi.json", title=f"{app.title} - API", oauth2_redirect_url="/docs/oauth2-redirect"
+        )
+
+    @app.get("/docs/oauth2-redirect", dependencies=[auth], include_in_schema=False)
+    def oauth2_redirect() -> HTMLResponse:
+        return get_swagger_ui_oauth2_redirect_html()
+
+    @app.get("/redoc", dependencies=[auth], include_in_schema=False)
+    def redoc() -> HTMLResponse:
+        return get_redoc_html(openapi_url="/openapi.json", title=f"{app.title} - ReDoc")
 
 
 def create_app(settings: Settings | None = None, extra_collectors: Iterable[Collector] = ()) -> FastAPI:
     settings = settings if settings is not None else Settings()
-    auth = Depends(bearer_auth(settings))
+    auth = Depends(require_token(settings))
     # Queue state + live feed: when Redis is configured, or this process holds the in-process store (the demo).
-    from taskiq_monitor.service.live import LiveFeed, include_live
+    from taskiq_monitor.service import api
+    from taskiq_monitor.service import feed as feed_module
+    from taskiq_monitor.service.state_collector import StateCollector
     from taskiq_monitor.state import open_store
 
     store = open_store(settings)
-    feed: LiveFeed | None = None
+    feed: feed_module.LiveFeed | None = None
     app = FastAPI(
         title="taskiq-monitor exporter",
         version="0.1.0",
         description="Prometheus metrics of all TaskIQ worker processes of a host, queue state and a live feed.",
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
     )
+    _docs_routes(app, auth)
+    install_log_redaction()
     if store is not None:
-        feed = include_live(app, settings, auth, store)
-        app.router.lifespan_context = feed.lifespan
-        extra_collectors = [*extra_collectors, feed.collector]
+        live = feed = feed_module.LiveFeed(settings, store)
+        app.include_router(api.router(settings, store, auth))
+        app.include_router(feed.router())
+        app.description = (
+            (app.description or "") + "\n\n" + (feed_module.__doc__ or "").split("WebSocket protocol", 1)[-1]
+        )
+        extra_collectors = [*extra_collectors, StateCollector(store, feed.client_count)]
+
+        @contextlib.asynccontextmanager
+        async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+            live.ensure_broadcaster()
+            try:
+                yield
+            finally:
+                await live.stop()
+                await store.aclose()
+
+        app.router.lifespan_context = lifespan
     source = metrics_source(settings, extra_collectors)
     app.state.settings = settings
     app.state.live = feed

@@ -46,6 +46,7 @@ from typing import Any
 import httpx
 from prometheus_client import CollectorRegistry
 
+from taskiq_monitor.errors import ConfigError
 from taskiq_monitor.events import TaskEvent
 from taskiq_monitor.metrics import LOG_DROPPED, LOG_SHIPPED, LOG_SPOOLED, LogShippingMetrics
 from taskiq_monitor.redaction import Redactor
@@ -250,6 +251,8 @@ class LokiSink:
             try:
                 spool.open(adopt=False)
                 self._spool = spool
+            except ConfigError as exc:
+                self._warn("spool", "taskiq-monitor: %s; Loki outages drop records", exc)
             except OSError:
                 self._warn(
                     "spool", "taskiq-monitor: Loki spool directory %s unusable; outages drop records", spool.directory

@@ -25,6 +25,7 @@ import uuid
 from bisect import insort
 from pathlib import Path
 
+from taskiq_monitor.securedir import ensure_private_dir, private_opener
 from taskiq_monitor.sinks.loki.format import Batch
 
 logger = logging.getLogger("taskiq_monitor.loki")
@@ -53,7 +54,8 @@ class Spool:
         self._last_adopt = 0.0
 
     def open(self, *, adopt: bool = True) -> None:
-        self.directory.mkdir(parents=True, exist_ok=True)
+        # Private (issue 14 #4): a directory another user controls could feed us batches to ship as our own.
+        ensure_private_dir(self.directory, what="Loki spool directory")
         fd = os.open(self.directory / f"{self.owner}.lock", os.O_CREAT | os.O_RDWR, 0o600)
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         self._lock_fd = fd
@@ -209,7 +211,7 @@ class Spool:
         target = self.directory / name
         tmp = self.directory / f".tmp-{name[:-3]}.{self.owner}"
         try:
-            with open(tmp, "wb") as out:
+            with open(tmp, "wb", opener=private_opener) as out:  # 0600: records carry task parameters
                 out.write(batch.body)
             os.replace(tmp, target)  # atomic: a reader sees a whole batch or none
         except BaseException:
@@ -221,7 +223,7 @@ class Spool:
 
     def _relock(self) -> None:
         """The directory is gone: recreate it and our lock file (else other processes would adopt our files)."""
-        self.directory.mkdir(parents=True, exist_ok=True)
+        ensure_private_dir(self.directory, what="Loki spool directory")
         fd = os.open(self.directory / f"{self.owner}.lock", os.O_CREAT | os.O_RDWR, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -1,0 +1,98 @@
+"""Client input shared by the REST API and the WebSocket feed: filters, event ids and times.
+
+Every function raises :class:`InputError` with a stable ``code`` and a readable message; the REST API turns it into
+a 422, the feed into an ``error`` frame. Rules (documented in the README, "REST API"):
+
+* ``task_name`` / ``status``: repeatable or comma-separated; unknown values are rejected (a typo would otherwise
+  match nothing, silently).
+* Event ids and cursors: ``<milliseconds>-<sequence>`` in ASCII digits only — ``int()`` would accept other
+  scripts' digits (``"١٢-٠"``), which then name an event the client never saw.
+* Times: RFC 3339 or unix seconds. A time without a timezone is read as UTC (like every time the exporter writes),
+  never as the exporter host's local time. ``since`` after ``until`` is an error, not an empty page.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from taskiq_monitor.events import EVENT_STATUSES
+from taskiq_monitor.state import parse_event_id
+
+
+class InputError(ValueError):
+    """Bad client input, reported as a 422 (REST) or an error frame (WebSocket)."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+def _split(values: list[str] | None) -> list[str]:
+    out: list[str] = []
+    for value in values or []:
+        out.extend(v.strip() for v in value.split(",") if v.strip())
+    return out
+
+
+def parse_filters(
+    task_names: list[str] | None, statuses: list[str] | None, known: set[str]
+) -> tuple[frozenset[str] | None, frozenset[str] | None]:
+    """``(task names, statuses)``, each ``None`` for "all"; frozen, so clients can be grouped by their filter."""
+    names = _split(task_names)
+    unknown = sorted(set(names) - known)
+    if unknown:
+        listing = ", ".join(sorted(known)) or "none yet"
+        raise InputError("unknown_task_name", f"unknown task_name {', '.join(map(repr, unknown))}; known: {listing}")
+    stats = _split(statuses)
+    bad = sorted(set(stats) - set(EVENT_STATUSES))
+    if bad:
+        raise InputError(
+            "unknown_status", f"unknown status {', '.join(map(repr, bad))}; one of: {', '.join(EVENT_STATUSES)}"
+        )
+    return (frozenset(names) or None), (frozenset(stats) or None)
+
+
+def parse_id(value: str, name: str) -> tuple[int, int]:
+    value = value.strip()
+    if not value.isascii():
+        raise InputError(
+            "malformed_id", f"{name}: malformed event id {value!r}: use ASCII digits '<milliseconds>-<sequence>'"
+        )
+    try:
+        return parse_event_id(value)
+    except ValueError as exc:
+        raise InputError("malformed_id", f"{name}: {exc}") from None
+
+
+def as_utc(moment: datetime) -> datetime:
+    """A time without a timezone is UTC (the exporter's host timezone must not change what a query means)."""
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
+
+
+def epoch_ms(moment: datetime, name: str) -> int:
+    """Milliseconds since the epoch (stream ids count from it); earlier times are rejected."""
+    moment = as_utc(moment)
+    try:
+        ms = int(moment.timestamp() * 1000)
+    except (OverflowError, OSError, ValueError):
+        ms = -1
+    if ms < 0:
+        raise InputError("invalid_time", f"{name}: {moment.isoformat()} is before 1970-01-01T00:00:00Z")
+    return ms
+
+
+def time_range(since: datetime | None, until: datetime | None) -> tuple[int | None, int | None]:
+    """``(since_ms, until_ms)``; rejects a reversed range."""
+    lower = epoch_ms(since, "since") if since is not None else None
+    upper = epoch_ms(until, "until") if until is not None else None
+    if since is not None and until is not None and lower is not None and upper is not None and lower > upper:
+        raise InputError(
+            "invalid_range", f"since ({as_utc(since).isoformat()}) is after until ({as_utc(until).isoformat()})"
+        )
+    return lower, upper
+
+
+def matches(task_names: frozenset[str] | None, statuses: frozenset[str] | None, task_name: str, status: str) -> bool:
+    """Whether an event passes the filters (``None`` = all)."""
+    return (task_names is None or task_name in task_names) and (statuses is None or status in statuses)
