@@ -1,24 +1,30 @@
-"""Live feed benchmark: state change in a worker process -> WebSocket client, and the hot-path cost.
+"""Live feed benchmark: fan-out of one event stream to many WebSocket clients, and the hot-path cost.
 
 Run (needs redis-server on PATH)::
 
-    PYTHONPATH=exporter python benchmarks/bench_live.py [--rate 1000] [--seconds 10]
+    PYTHONPATH=exporter python benchmarks/bench_live.py --grid            # clients x rate x exporters
+    PYTHONPATH=exporter python benchmarks/bench_live.py --clients 100 --rate 1000 --exporters 1 --seconds 10
+    PYTHONPATH=exporter python benchmarks/bench_live.py --hot-path        # StateSink.emit and the hooks
 
-What it does:
+What one cell does:
 
-1. starts a throw-away redis-server and ``taskiq-monitor serve`` (the exporter with the live feed) on free ports;
-2. starts a producer process that drives ``MonitoringMiddleware`` hooks (pre_send, post_send, pre_execute,
-   post_execute: three state changes per task) at ``--rate`` events per second, through the real ``StateSink`` -> Redis;
-3. a WebSocket client in this process measures, per event, receipt time minus the event's ``timestamp`` (the
-   moment the hook ran; same host, same clock) and prints p50/p90/p99/max;
-4. measures the hot path in this process: ``StateSink.emit`` alone, and the three middleware hooks of one task with
-   and without the state sink (Redis reachable, flusher thread running).
+1. starts a throw-away redis-server and ``--exporters`` × ``taskiq-monitor serve`` on free ports;
+2. starts client processes holding ``--clients`` WebSocket clients of ``/ws/events?v=2`` (spread evenly over the
+   exporters). The clients are minimal (raw frames on an asyncio protocol, no deflate offered): a frame costs
+   them a few µs, so the client side is not what is measured;
+3. once every client got its ``live`` frame, a producer process drives ``MonitoringMiddleware`` hooks (pre_send,
+   post_send, pre_execute, post_execute: three state changes per task) at ``--rate`` events per second through the
+   real ``StateSink`` -> Redis, for ``--seconds``;
+4. each client counts the events it receives (nothing lost: every client must get every event) and, per frame,
+   receipt time minus the ``timestamp`` of the frame's oldest event (the moment its hook ran; same host, same
+   clock). That latency is counted for every event of the frame: an upper bound per event. p50/p99/max over
+   all events of all clients; exporter CPU from /proc over the producer's run.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
+import contextlib
 import json
 import os
 import shutil
@@ -30,7 +36,6 @@ import sys
 import tempfile
 import time
 import urllib.request
-from datetime import datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -62,6 +67,98 @@ print(n * 3, flush=True)
 """
 
 
+CLIENTS = r"""
+import asyncio, json, sys, time
+from datetime import datetime
+
+urls = sys.argv[1].split(",")
+n = int(sys.argv[2])
+KEY = b"GET %s HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" \
+      b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+hist = {}
+live = 0
+
+
+class Client(asyncio.Protocol):
+    def __init__(self, path):
+        self.path, self.buf, self.upgraded, self.events, self.transport = path, bytearray(), False, 0, None
+
+    def connection_made(self, transport):
+        self.transport = transport
+        transport.write(KEY % self.path.encode())
+
+    def data_received(self, data):
+        global live
+        buf = self.buf
+        buf += data
+        if not self.upgraded:
+            end = buf.find(b"\r\n\r\n")
+            if end < 0:
+                return
+            del buf[: end + 4]
+            self.upgraded = True
+        pos = 0
+        while len(buf) - pos >= 2:
+            size, off = buf[pos + 1] & 0x7F, pos + 2
+            if size == 126:
+                if len(buf) - pos < 4:
+                    break
+                size, off = int.from_bytes(buf[pos + 2 : pos + 4], "big"), pos + 4
+            elif size == 127:
+                if len(buf) - pos < 10:
+                    break
+                size, off = int.from_bytes(buf[pos + 2 : pos + 10], "big"), pos + 10
+            if len(buf) < off + size:
+                break
+            opcode, end = buf[pos] & 0x0F, off + size
+            if opcode == 9:  # ping: answer (client frames are masked; a zero mask keeps the payload)
+                payload = bytes(buf[off:end])
+                self.transport.write(bytes([0x8A, 0x80 | len(payload)]) + b"\0\0\0\0" + payload)
+            elif opcode == 1:
+                self.text(buf, off, end)  # scanned in place: no copy of the payload
+            pos = end
+        del buf[:pos]
+
+    def text(self, buf, off, end):
+        global live
+        now = time.time()
+        if buf.startswith(b'{"type":"events"', off, end):
+            count = buf.count(b'{"id":"', off, end)
+        elif buf.startswith(b'{"type":"event"', off, end):
+            count = 1
+        else:
+            if buf.startswith(b'{"type": "live"', off, end):
+                live += 1
+            return
+        i = buf.find(b'"timestamp":"', off, end) + 13
+        stamp = datetime.fromisoformat(buf[i : buf.index(b'"', i, end)].decode()).timestamp()
+        bucket = round((now - stamp) * 1000, 1)
+        hist[bucket] = hist.get(bucket, 0) + count
+        self.events += count
+
+
+async def main():
+    loop = asyncio.get_running_loop()
+    clients = []
+    for i in range(n):
+        host, port, path = urls[i % len(urls)].split("|")
+        _, proto = await loop.create_connection(lambda p=path: Client(p), host, int(port))
+        clients.append(proto)
+    while live < n:
+        await asyncio.sleep(0.05)
+    print("ready", flush=True)
+    expected = int((await loop.run_in_executor(None, sys.stdin.readline)).strip())
+    deadline = time.monotonic() + 30
+    while any(c.events < expected for c in clients) and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    result = {"counts": [c.events for c in clients], "hist": list(hist.items()), "cpu": time.process_time()}
+    print(json.dumps(result), flush=True)
+
+
+asyncio.run(main())
+"""
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -84,31 +181,78 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-async def measure_latency(ws_url: str, env: dict[str, str], rate: float, seconds: float) -> list[float]:
-    from websockets.asyncio.client import connect
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
-    latencies: list[float] = []
-    async with connect(ws_url, max_size=2**24) as ws:
-        assert json.loads(await ws.recv())["type"] == "live"
-        producer = await asyncio.create_subprocess_exec(
-            sys.executable, "-c", PRODUCER, str(rate), str(seconds), env=env, stdout=asyncio.subprocess.PIPE
+
+def run_cell(
+    env: dict[str, str], ports: list[int], pids: list[int], clients: int, rate: float, seconds: float, version: int
+) -> dict[str, float]:
+    """One cell of the grid: ``clients`` spread over the exporters on ``ports``; see the module docstring."""
+    urls = ",".join(f"127.0.0.1|{port}|/ws/events?v={version}" for port in ports)
+    nprocs = min(2, max(1, clients // 250))
+    shares = [clients // nprocs + (1 if i < clients % nprocs else 0) for i in range(nprocs)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", CLIENTS, urls, str(share)],
+            env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
         )
-        expected: int | None = None
-        wait_out = asyncio.create_task(producer.communicate())
-        while expected is None or len(latencies) < expected:
-            try:
-                raw = await asyncio.wait_for(ws.recv(), 10)
-            except TimeoutError:
-                break
-            now = time.time()
-            frame = json.loads(raw)
-            if frame["type"] == "event":
-                stamp = datetime.fromisoformat(frame["event"]["timestamp"]).timestamp()  # RFC 3339 (record schema 1)
-                latencies.append((now - stamp) * 1000)
-            if expected is None and wait_out.done():
-                expected = int(wait_out.result()[0].decode().split()[-1])
-        await wait_out
-    return latencies
+        for share in shares
+    ]
+    try:
+        for proc in procs:
+            assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+        cpu0 = [cpu_seconds(pid) for pid in pids]
+        started = time.monotonic()
+        out = subprocess.run(
+            [sys.executable, "-c", PRODUCER, str(rate), str(seconds)], env=env, capture_output=True, text=True
+        )
+        expected = int(out.stdout.split()[-1])
+        counts: list[int] = []
+        hist: dict[float, int] = {}
+        client_cpu = 0.0
+        for proc in procs:
+            assert proc.stdin is not None and proc.stdout is not None
+            proc.stdin.write(f"{expected}\n")
+            proc.stdin.flush()
+            result = json.loads(proc.stdout.readline())
+            counts += result["counts"]
+            client_cpu += result["cpu"]
+            for bucket, n in result["hist"]:
+                hist[bucket] = hist.get(bucket, 0) + n
+        # From the first event to the last delivery: the exporter's work may outlast the producer.
+        wall = time.monotonic() - started
+        cpu = [(cpu_seconds(pid) - c0) / wall * 100 for pid, c0 in zip(pids, cpu0, strict=True)]
+    finally:
+        for proc in procs:
+            proc.kill()
+            proc.wait()
+    ordered = sorted(hist.items())
+    total = sum(n for _, n in ordered)
+
+    def quantile(q: float) -> float:
+        seen = 0
+        for bucket, n in ordered:
+            seen += n
+            if seen >= q * total:
+                return bucket
+        return float("nan")
+
+    return {
+        "expected": expected * clients,
+        "received": sum(counts),
+        "short_clients": sum(1 for c in counts if c < expected),
+        "p50": quantile(0.5),
+        "p99": quantile(0.99),
+        "max": ordered[-1][0] if ordered else float("nan"),
+        "cpu": max(cpu),
+        "client_cpu": client_cpu / wall * 100,
+    }
 
 
 def hot_path(redis_url: str) -> dict[str, float]:
@@ -156,16 +300,31 @@ def hot_path(redis_url: str) -> dict[str, float]:
     return out
 
 
+def start_exporter(env: dict[str, str]) -> tuple[subprocess.Popen[bytes], int]:
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "taskiq_monitor.cli", "serve", "--port", str(port)], env=env, stderr=subprocess.DEVNULL
+    )
+    wait_http(f"http://127.0.0.1:{port}/healthz")
+    return proc, port
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--rate", type=float, default=1000.0, help="state changes per second (default 1000)")
-    parser.add_argument("--seconds", type=float, default=10.0, help="duration of the latency run (default 10)")
+    parser.add_argument("--seconds", type=float, default=10.0, help="producer run per cell (default 10)")
+    parser.add_argument("--clients", type=int, default=1, help="WebSocket clients (default 1)")
+    parser.add_argument("--exporters", type=int, default=1, choices=(1, 2), help="exporters serving them")
+    parser.add_argument("--protocol", type=int, default=2, choices=(1, 2), help="feed protocol version")
+    parser.add_argument("--grid", action="store_true", help="1,10,100,500,1000 clients x 200,1000 events/s x 1,2")
+    parser.add_argument("--hot-path", action="store_true", help="measure StateSink.emit and the hooks instead")
     args = parser.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))  # stop the servers started below on TERM too
     redis_bin = shutil.which("redis-server")
     if redis_bin is None:
         print("redis-server not found", file=sys.stderr)
         return 2
-    rport, eport = free_port(), free_port()
+    rport = free_port()
     tmp = tempfile.mkdtemp(prefix="bench-live-")
     redis = subprocess.Popen(
         [redis_bin, "--port", str(rport), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", tmp],
@@ -174,29 +333,51 @@ def main() -> int:
     redis_url = f"redis://127.0.0.1:{rport}/0"
     env = dict(os.environ, TASKIQ_MONITOR_REDIS_URL=redis_url)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT / "exporter"), env.get("PYTHONPATH")]))
-    exporter = subprocess.Popen(
-        [sys.executable, "-m", "taskiq_monitor.cli", "serve", "--port", str(eport)],
-        env=env,
-        stderr=subprocess.DEVNULL,
-    )
+    procs: list[subprocess.Popen[bytes]] = [redis]
     try:
-        wait_http(f"http://127.0.0.1:{eport}/healthz")
-        lat = asyncio.run(measure_latency(f"ws://127.0.0.1:{eport}/ws/events", env, args.rate, args.seconds))
-        print(f"live feed latency, worker hook -> WebSocket client, {args.rate:.0f} events/s for {args.seconds:.0f}s:")
+        if args.hot_path:
+            wait_port(rport)
+            hp = hot_path(redis_url)
+            print("hot path (this process, Redis reachable, flusher thread running):")
+            print(f"  StateSink.emit: {hp['emit_us']:.2f} µs/event")
+            print(
+                f"  pre_send+post_send+pre_execute+post_execute per task: {hp['task_hooks_bare_us']:.1f} µs without "
+                f"sinks, {hp['task_hooks_state_us']:.1f} µs with the state sink "
+                f"(+{hp['task_hooks_state_us'] - hp['task_hooks_bare_us']:.1f} µs for 3 events)"
+            )
+            return 0
+        exporters = [start_exporter(env) for _ in range(2 if args.grid else args.exporters)]
+        procs += [proc for proc, _ in exporters]
+        if args.grid:
+            cells = [(c, r, e) for e in (1, 2) for r in (200.0, 1000.0) for c in (1, 10, 100, 500, 1000)]
+        else:
+            cells = [(args.clients, args.rate, args.exporters)]
+        print(f"protocol v{args.protocol}, {args.seconds:.0f} s per cell, {os.cpu_count()} CPUs")
         print(
-            f"  events received {len(lat)}; p50 {pct(lat, 0.5):.2f} ms, p90 {pct(lat, 0.9):.2f} ms, "
-            f"p99 {pct(lat, 0.99):.2f} ms, max {max(lat):.2f} ms"
+            "| clients | events/s | exporters | p50 ms | p99 ms | max ms | received / expected | exporter CPU % "
+            "| clients' CPU % |"
         )
-        hp = hot_path(redis_url)
-        print("hot path (this process, Redis reachable, flusher thread running):")
-        print(f"  StateSink.emit: {hp['emit_us']:.2f} µs/event")
-        print(
-            f"  pre_send+post_send+pre_execute+post_execute per task: {hp['task_hooks_bare_us']:.1f} µs without sinks, "
-            f"{hp['task_hooks_state_us']:.1f} µs with the state sink "
-            f"(+{hp['task_hooks_state_us'] - hp['task_hooks_bare_us']:.1f} µs for 3 events)"
-        )
+        print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+        for clients, rate, count in cells:
+            serving = exporters[:count]
+            cell = run_cell(
+                env,
+                [port for _, port in serving],
+                [proc.pid for proc, _ in serving],
+                clients,
+                rate,
+                args.seconds,
+                args.protocol,
+            )
+            lost = "" if cell["received"] == cell["expected"] else f" ({cell['short_clients']:.0f} clients short)"
+            print(
+                f"| {clients} | {rate:.0f} | {count} | {cell['p50']:.1f} | {cell['p99']:.1f} | {cell['max']:.1f} | "
+                f"{cell['received']:.0f} / {cell['expected']:.0f}{lost} | {cell['cpu']:.0f} | "
+                f"{cell['client_cpu']:.0f} |",
+                flush=True,
+            )
     finally:
-        for proc in (exporter, redis):
+        for proc in reversed(procs):
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
                 try:
@@ -205,6 +386,15 @@ def main() -> int:
                     proc.kill()
         shutil.rmtree(tmp, ignore_errors=True)
     return 0
+
+
+def wait_port(port: int, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
+            return
+        time.sleep(0.05)
+    raise RuntimeError(f"port {port} did not open")
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ from typing import Any
 
 from taskiq_monitor.service.feed import Broadcaster, Client, LiveFeed
 from taskiq_monitor.settings import Settings
-from taskiq_monitor.state import Entry, MemoryStore, StateOp, WriteBatch
+from taskiq_monitor.store import Entry, MemoryStore, StateOp, WriteBatch
 
 
 def test_client_queue_is_bounded_by_bytes_too() -> None:
@@ -30,6 +30,7 @@ def test_client_queue_is_bounded_by_bytes_too() -> None:
 class FakeWs:
     def __init__(self) -> None:
         self.frames: list[dict[str, Any]] = []
+        self.scope: dict[str, Any] = {}  # no server extensions: frames go through send_text
 
     async def send_text(self, text: str) -> None:
         self.frames.append(json.loads(text))

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from taskiq_monitor.service.feed import Client, LiveFeed
 from taskiq_monitor.settings import Settings
-from taskiq_monitor.state import MemoryStore
+from taskiq_monitor.store import MemoryStore
 
 REPLY_TYPES = {"pong", "filter", "error"}
 _FEED = LiveFeed(Settings(), MemoryStore(Settings()))

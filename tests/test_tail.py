@@ -32,3 +32,24 @@ def test_event_line_strips_escape_sequences_and_control_characters() -> None:
         assert not any(ord(ch) < 32 or 0x7F <= ord(ch) <= 0x9F for ch in body), repr(body)
         assert "abc" in body and "line1line2hidden" in body and "pwned" not in body
     assert clean("ok\x1b[1;31mred\x1b[0m\ttab") == "okredtab"
+
+
+def test_tail_reads_v2_batches_and_v1_frames() -> None:
+    from taskiq_monitor.tail import events_of
+
+    items = [{"id": f"1-{i}", "event": {"task_name": "t", "status": "success"}} for i in range(3)]
+    assert events_of({"type": "events", "v": 2, "events": items}) == items
+    assert events_of({"type": "event", **items[0]}) == [{"type": "event", **items[0]}]
+    assert events_of({"type": "ping", "ts": 1.0}) == []
+
+
+def test_tail_asks_for_v2_and_sends_the_token_in_a_header_never_the_url() -> None:
+    import io
+
+    from taskiq_monitor.tail import Tail
+
+    tail = Tail("http://127.0.0.1:9808", "s3cret", ["a"], ["failed"], "1-0", None, False, io.StringIO())
+    url = tail.ws_url()
+    assert url.startswith("ws://127.0.0.1:9808/ws/events?v=2&") and "s3cret" not in url
+    assert "task_name=a" in url and "status=failed" in url and "last_event_id=1-0" in url
+    assert tail._headers() == {"Authorization": "Bearer s3cret"}

@@ -67,8 +67,8 @@ METRICS: dict[str, tuple[str, tuple[str, ...]]] = {
     "taskiq_monitor_log_records_total": ("counter", ("result",)),
     "taskiq_monitor_log_queue_records": ("gauge", ()),
     "taskiq_monitor_log_spool_bytes": ("gauge", ()),
-    # Shared task state (Redis), exported by the exporter's StateCollector (service/live.py): queue-wide values,
-    # identical from every exporter sharing the Redis — aggregate with max(), not sum().
+    # Shared task state (Redis), exported by the exporter's StateCollector (service/state_collector.py): queue-wide
+    # values, identical from every exporter sharing the Redis — aggregate with max(), not sum().
     "taskiq_tasks_pending": ("gauge", ("task_name",)),
     "taskiq_task_oldest_pending_age_seconds": ("gauge", ("task_name",)),
     "taskiq_workers": ("gauge", ()),

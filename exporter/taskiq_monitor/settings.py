@@ -156,7 +156,23 @@ class Settings(BaseSettings):
         "process) does not re-add it.",
     )
     stats_window_seconds: int = Field(
-        300, ge=60, le=86400, description="Window of success rate and average duration in GET /api/v1/tasks."
+        86400,
+        ge=60,
+        le=86400,
+        description="Window of success rate and average duration in GET /api/v1/tasks (FR-014: 24 h), and the "
+        "longest history of GET /api/v1/tasks/series.",
+    )
+    history_enabled: bool = Field(
+        True, description="Keep the execution history (GET /api/v1/executions) in the state store."
+    )
+    history_retention_days: float = Field(
+        30.0, gt=0, le=3650, description="Executions older than this are deleted (in the background)."
+    )
+    history_max_executions: int = Field(
+        2_000_000,
+        ge=1,
+        description="Cap on the executions kept; the oldest are evicted first (counted in "
+        'taskiq_monitor_history_evicted_total{reason="count"}). The in-process store keeps at most 20 000.',
     )
     live_client_queue: int = Field(
         10_000, ge=1, description="Events queued per WebSocket client; a client that falls further behind is closed."
@@ -165,8 +181,8 @@ class Settings(BaseSettings):
         0.05,
         ge=0,
         le=1,
-        description="Tick of the live feed: events due to a WebSocket client are sent together, at most once per tick "
-        "(protocol v2: one frame per tick; 0 = a frame per read of the stream).",
+        description="Longest tick of the live feed: events due to a WebSocket client are sent together, once per tick "
+        "(protocol v2: one frame per tick). The tick is 50 µs per connected client, at most this; 0 = no pacing.",
     )
     live_ping_seconds: float = Field(15.0, gt=0, description="Interval of ping frames on an idle WebSocket.")
     live_max_message_bytes: int = Field(4096, ge=64, description="Largest message a WebSocket client may send.")

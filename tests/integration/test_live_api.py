@@ -111,7 +111,9 @@ async def test_ws_and_api_require_the_bearer_token(redis_srv: RedisServer) -> No
 
 async def test_slow_client_is_disconnected_without_slowing_others(redis_srv: RedisServer) -> None:
     n = 4000
-    with worker_process(redis_srv.url, workers=1, TASKIQ_MONITOR_LIVE_CLIENT_QUEUE="50") as worker:
+    # 500 events (~2.5 MB here) of slack for the fast client, which shares its process with the producer thread
+    # (on a loaded machine it may lag a few ticks); the slow one falls 20 MB behind.
+    with worker_process(redis_srv.url, workers=1, TASKIQ_MONITOR_LIVE_CLIENT_QUEUE="500") as worker:
         url = f"{worker.ws_base}/ws/events"
         # The slow client: a tiny receive buffer, and it reads nothing until the fast one has everything.
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)

@@ -97,8 +97,9 @@ async def test_kept_alive_connections_have_tcp_nodelay_and_no_delayed_ack_stall(
         assert min(durations[1:]) < 0.030, [round(d * 1000, 1) for d in durations]
 
 
+@pytest.mark.parametrize("version", ["1", "2"])
 async def test_slow_websocket_client_that_never_reads_is_aborted(
-    redis_srv: RedisServer, monkeypatch: pytest.MonkeyPatch
+    redis_srv: RedisServer, monkeypatch: pytest.MonkeyPatch, version: str
 ) -> None:
     monkeypatch.setattr(feed_module, "SLOW_CLIENT_GRACE", 1.0)
     settings = Settings(redis_url=redis_srv.url, live_client_queue=50)
@@ -107,7 +108,9 @@ async def test_slow_websocket_client_that_never_reads_is_aborted(
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         sock.connect(("127.0.0.1", port))
         sock.setblocking(False)
-        async with connect(f"ws://127.0.0.1:{port}/ws/events", sock=sock, max_queue=1) as slow:
+        # No keepalive pings from the client: their timeout would make it drop the connection itself.
+        url = f"ws://127.0.0.1:{port}/ws/events?v={version}"
+        async with connect(url, sock=sock, max_queue=1, ping_interval=None) as slow:
             assert json.loads(await asyncio.wait_for(slow.recv(), 10))["type"] == "live"
             assert len(server.server_state.connections) == 1
             blob = secrets.token_urlsafe(4096)
@@ -116,7 +119,7 @@ async def test_slow_websocket_client_that_never_reads_is_aborted(
                 emit_events, redis_srv.url, [event(i, kwargs={"blob": blob}) for i in range(3000)]
             )
             sink.stop()
-            deadline = time.monotonic() + 60
+            deadline = time.monotonic() + 30
             # Before: the connection stayed open, with megabytes queued, until the client read (minutes).
             while server.server_state.connections:
                 assert time.monotonic() < deadline, "the slow client's connection is still open"
@@ -146,6 +149,24 @@ async def test_message_too_large_closes_with_1009_and_logs_no_failure(
             await asyncio.sleep(0.2)
     failures = [r for r in caplog.records if r.levelno >= logging.WARNING and r.name.startswith("taskiq_monitor")]
     assert failures == [], [r.getMessage() for r in failures]
+
+
+async def test_malformed_messages_get_error_frames_and_the_connection_stays(redis_srv: RedisServer) -> None:
+    settings = Settings(redis_url=redis_srv.url)
+    async with serve(settings) as (_server, port, _app), connect(f"ws://127.0.0.1:{port}/ws/events?v=2") as ws:
+        assert json.loads(await asyncio.wait_for(ws.recv(), 10))["type"] == "live"
+        # 2,000 nested brackets in 4 KB: RecursionError killed the connection (1006) before.
+        for message, code in [
+            ("[" * 2000 + "]" * 2000, "invalid_json"),
+            ('{"type": "filter", "status": ' + "[" * 100 + "]" * 100 + "}", "invalid_message"),
+            ('{"type": ["x"]}', "unknown_message_type"),
+            ("\udcff", "invalid_json"),
+        ]:
+            await ws.send(message.encode("utf-8", "surrogatepass") if "\udcff" in message else message)
+            frame = json.loads(await asyncio.wait_for(ws.recv(), 10))
+            assert frame["type"] == "error" and frame["code"] == code, (message[:40], frame)
+        await ws.send(json.dumps({"type": "ping"}))
+        assert json.loads(await asyncio.wait_for(ws.recv(), 10)) == {"type": "pong"}
 
 
 class _Lines(logging.Handler):

@@ -1,6 +1,6 @@
 """The REST API: ``GET /api/v1/tasks`` (health of every task type) and ``GET /api/v1/events`` (recent events).
 
-Both read the shared state written by ``StateSink`` (see ``taskiq_monitor.state``). Input rules live in
+Both read the shared state written by ``StateSink`` (see ``taskiq_monitor.store``). Input rules live in
 :mod:`taskiq_monitor.service.query`; the token check in :mod:`taskiq_monitor.service.auth`.
 
 To add an endpoint, add a route to the router returned by :func:`router` (or include a router of your own module
@@ -20,7 +20,7 @@ from pydantic import BaseModel, Field
 from taskiq_monitor.events import EVENT_STATUSES
 from taskiq_monitor.service.query import InputError, matches, parse_filters, parse_id, time_range
 from taskiq_monitor.settings import Settings
-from taskiq_monitor.state import Snapshot, StateStore, format_event_id
+from taskiq_monitor.store import Snapshot, StateStore, format_event_id
 
 logger = logging.getLogger(__name__)
 

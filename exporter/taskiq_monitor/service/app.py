@@ -69,8 +69,9 @@ def create_app(settings: Settings | None = None, extra_collectors: Iterable[Coll
     # Queue state + live feed: when Redis is configured, or this process holds the in-process store (the demo).
     from taskiq_monitor.service import api
     from taskiq_monitor.service import feed as feed_module
+    from taskiq_monitor.service.history import include_history
     from taskiq_monitor.service.state_collector import StateCollector
-    from taskiq_monitor.state import open_store
+    from taskiq_monitor.store import open_store
 
     store = open_store(settings)
     feed: feed_module.LiveFeed | None = None
@@ -91,13 +92,15 @@ def create_app(settings: Settings | None = None, extra_collectors: Iterable[Coll
         app.description = (
             (app.description or "") + "\n\n" + (feed_module.__doc__ or "").split("WebSocket protocol", 1)[-1]
         )
-        extra_collectors = [*extra_collectors, StateCollector(store, feed.client_count)]
+        history = include_history(app, settings, auth, store)
+        extra_collectors = [*extra_collectors, StateCollector(store, feed.client_count), history.collector]
 
         @contextlib.asynccontextmanager
         async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             live.ensure_broadcaster()
             try:
-                yield
+                async with history.lifespan(app):
+                    yield
             finally:
                 await live.stop()
                 await store.aclose()

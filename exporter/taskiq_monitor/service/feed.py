@@ -34,8 +34,10 @@ Why the fan-out looks like this (measured in ``benchmarks/bench_live.py``): send
 ~9 µs per client without compression and 50–330 µs with per-message deflate, so per-event frames saturate one
 exporter at ~20k frames/s (100 clients × 200 events/s). Here each event is encoded once, clients with the same
 filter share one group (the filter runs once per group, not per client), and a client gets one frame per tick
-(``live_batch_seconds``) holding every event it is due — the same string object for the whole group. Deflate is
-off at the server (``ws_per_message_deflate``): compressing per client is what made frames expensive.
+holding every event it is due — the same bytes, framed once, for the whole group. The tick grows with the number
+of clients (50 µs each, at most ``live_batch_seconds``): a few viewers get events at once, a thousand get 20 frames
+a second. Deflate is off at the server (``ws_per_message_deflate``): compressing per client is what made frames
+expensive.
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ import json
 import logging
 import time
 from collections import deque
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -54,9 +57,9 @@ from starlette.websockets import WebSocketDisconnected
 
 from taskiq_monitor.service.auth import websocket_authorized
 from taskiq_monitor.service.query import InputError, matches, parse_filters, parse_id
-from taskiq_monitor.service.transport import ABORT_EXTENSION
+from taskiq_monitor.service.transport import CONNECTION_EXTENSION, text_frame
 from taskiq_monitor.settings import Settings
-from taskiq_monitor.state import Entry, StateStore, format_event_id, parse_event_id
+from taskiq_monitor.store import Entry, StateStore, format_event_id, parse_event_id
 
 logger = logging.getLogger(__name__)
 
@@ -69,6 +72,10 @@ CLIENT_QUEUE_BYTES = 32 * 1024 * 1024
 # One v2 frame holds at most this much (more events are split over several frames): under the 1 MiB default
 # max_size of the websockets library and of most clients.
 MAX_FRAME_BYTES = 512 * 1024
+# Pacing of the reader: after a read, the next waits at least this long per connected client (at most
+# live_batch_seconds). The exporter then sends at most ~20,000 frames a second in all, whatever the number of
+# clients (a frame costs it ~10–25 µs), and a few clients still get each event within a millisecond or so.
+TICK_PER_CLIENT = 50e-6
 # A resume id at most this far (ms) beyond the stream's last id is accepted (an event written meanwhile).
 _FUTURE_TOLERANCE_MS = 60_000
 PROTOCOL_VERSIONS = ("1", "2")
@@ -118,6 +125,7 @@ class Batch:
     singles: list[str]  # version 1 frames, one per event
     nbytes: int
     _frames: list[str] | None = None
+    _wire: list[bytes] | None = None
 
     @property
     def frames(self) -> list[str]:
@@ -125,11 +133,19 @@ class Batch:
             self._frames = batch_frames(self.items)
         return self._frames
 
+    @property
+    def wire(self) -> list[bytes]:
+        """The v2 frames as WebSocket frames on the wire (built once for the group)."""
+        if self._wire is None:
+            self._wire = [text_frame(frame.encode()) for frame in self.frames]
+        return self._wire
+
 
 class Client:
     """One WebSocket client: its filter, protocol version and a bounded queue of batches."""
 
     __slots__ = (
+        "dropped",
         "group",
         "max_bytes",
         "overflowed",
@@ -162,6 +178,8 @@ class Client:
         self.queued_events = 0
         self.overflowed = False
         self.wake = asyncio.Event()
+        # Set when cut off: the connection's handler waits on it, as the sender may be blocked on a full socket.
+        self.dropped = asyncio.Event()
         self.group: FilterKey | None = None
 
     @property
@@ -176,6 +194,7 @@ class Client:
         if self.queued_events + len(batch.keys) > self.size or self.queued_bytes + batch.nbytes > self.max_bytes:
             self.overflowed = True
             self.wake.set()
+            self.dropped.set()
             return False
         self.queue.append(batch)
         self.queued_events += len(batch.keys)
@@ -283,7 +302,8 @@ class Broadcaster:
             if len(entries) < self.chunk:
                 # Caught up: wait for the rest of the tick, so the next read collects a batch instead of one event
                 # (a blocking read returns at the first event; that one is sent at once).
-                rest = self.tick - (loop.time() - started)
+                tick = min(self.tick, self.client_count() * TICK_PER_CLIENT)
+                rest = tick - (loop.time() - started)
                 if rest > 0:
                     await asyncio.sleep(rest)
 
@@ -412,8 +432,9 @@ class LiveFeed:
         live_from = broadcaster.register(client)
         sender = asyncio.create_task(self._send(ws, client, resume_key, live_from))
         receiver = asyncio.create_task(self._receive(ws, client))
+        dropped = asyncio.create_task(client.dropped.wait())
         try:
-            done, _ = await asyncio.wait({sender, receiver}, return_when=asyncio.FIRST_COMPLETED)
+            done, _ = await asyncio.wait({sender, receiver, dropped}, return_when=asyncio.FIRST_COMPLETED)
             if client.overflowed:
                 sender.cancel()
                 await self._fail(
@@ -433,9 +454,9 @@ class LiveFeed:
                     await self._fail(ws, CLOSE_UNAVAILABLE, "unavailable", "state store unavailable")
         finally:
             broadcaster.unregister(client)
-            for task in (sender, receiver):
+            for task in (sender, receiver, dropped):
                 task.cancel()
-            for task in (sender, receiver):
+            for task in (sender, receiver, dropped):
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
 
@@ -466,6 +487,7 @@ class LiveFeed:
             sent = await self._send_backlog(ws, client, resume, live_from)
         await ws.send_text(json.dumps({"type": "live", "last_event_id": format_event_id(sent)}))
         ping = self.settings.live_ping_seconds
+        write = _raw_writer(ws) if client.version == 2 else None
         while True:
             if not client.queue and not client.overflowed:
                 try:
@@ -477,6 +499,11 @@ class LiveFeed:
                 return
             for batch in client.take():
                 if batch.keys[-1] <= sent:  # exactly once: the backlog may overlap what was queued meanwhile
+                    continue
+                if batch.keys[0] > sent and write is not None:
+                    for wire in batch.wire:
+                        await write(wire)
+                    sent = batch.keys[-1]
                     continue
                 if batch.keys[0] > sent:
                     frames = batch.frames if client.version == 2 else batch.singles
@@ -597,10 +624,17 @@ def _short(kind: Any) -> str:
     return repr(kind)[:60] if isinstance(kind, str | int | float | bool) or kind is None else "(not a string)"
 
 
+def _raw_writer(ws: WebSocket) -> Callable[[bytes], Awaitable[None]] | None:
+    """The server's ``write(frame_bytes)`` (see ``service/transport.py``), or None under other servers."""
+    extension = ws.scope.get("extensions", {}).get(CONNECTION_EXTENSION)
+    write = extension.get("write") if isinstance(extension, dict) else None
+    return write if callable(write) else None
+
+
 def abort_connection(ws: WebSocket) -> bool:
     """Reset the connection under ``ws`` when the server offers the abort extension (the exporter's own server
     does, see ``service/transport.py``; under other servers only the close is sent); True when it was aborted."""
-    extension = ws.scope.get("extensions", {}).get(ABORT_EXTENSION)
+    extension = ws.scope.get("extensions", {}).get(CONNECTION_EXTENSION)
     if not isinstance(extension, dict) or not callable(extension.get("abort")):
         return False
     extension["abort"]()

@@ -16,7 +16,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from taskiq_monitor.events import EVENT_STATUSES
-from taskiq_monitor.state import parse_event_id
+from taskiq_monitor.store import parse_event_id
 
 
 class InputError(ValueError):

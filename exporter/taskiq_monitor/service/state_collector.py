@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterator
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 
-from taskiq_monitor.state import StateStore
+from taskiq_monitor.store import StateStore
 
 logger = logging.getLogger(__name__)
 

@@ -8,7 +8,12 @@
 * A WebSocket connection the feed can abort: a client that stopped reading has megabytes queued in the kernel
   ahead of its close frame, and uvicorn's ``transport.close()`` waits for them forever. The protocol class of
   :func:`uvicorn_options` offers ``transport.abort`` to the app through the ASGI scope extension
-  ``taskiq_monitor.abort``.
+  ``taskiq_monitor.connection``.
+* Frames written once for many clients: a server's data frame is not masked, so the bytes of one batch frame are
+  the same for every client of a filter group. ASGI ``websocket.send`` would encode the text, frame it and join
+  the output again per client (three copies of tens of KiB per client and tick); the same extension offers
+  ``write(frame_bytes)``, which waits for the transport to be writable (uvicorn's own flow control) and writes the
+  prepared frame as is. :func:`text_frame` builds it.
 * No per-message deflate: compressing every frame once per client was the feed's main cost (50–330 µs per frame
   and client, see ``docs/benchmarks.md``).
 * Tokens never reach a log line: uvicorn logs WebSocket handshakes and (when enabled) requests with their query
@@ -22,7 +27,9 @@ import re
 import socket
 from typing import Any
 
-ABORT_EXTENSION = "taskiq_monitor.abort"
+from starlette.websockets import WebSocketDisconnected
+
+CONNECTION_EXTENSION = "taskiq_monitor.connection"
 _TOKEN_RE = re.compile(r"((?:[?&]|%3[Ff]|%26)(?:token|access_token)(?:=|%3[Dd]))[^&\s\"']*", re.IGNORECASE)
 REDACTED = "[redacted]"
 
@@ -51,9 +58,27 @@ def websocket_protocol() -> type[Any]:
             super().handle_connect(event)
             scope = getattr(self, "scope", None)
             if scope is not None:  # the app task starts after this returns: it sees the extension
-                scope["extensions"][ABORT_EXTENSION] = {"abort": self.transport.abort}
+                scope["extensions"][CONNECTION_EXTENSION] = {"abort": self.transport.abort, "write": self.write_frame}
+
+        async def write_frame(self, frame: bytes) -> None:
+            await self.writable.wait()
+            if self.disconnected or self.close_sent or self.transport.is_closing():
+                raise WebSocketDisconnected("the connection is closed")
+            self.transport.write(frame)
 
     return AbortableWebSocketProtocol
+
+
+def text_frame(payload: bytes) -> bytes:
+    """One unmasked, unfragmented WebSocket text frame (RFC 6455 §5.2), as a server sends it."""
+    size = len(payload)
+    if size < 126:
+        header = bytes((0x81, size))
+    elif size < 1 << 16:
+        header = bytes((0x81, 126)) + size.to_bytes(2, "big")
+    else:
+        header = bytes((0x81, 127)) + size.to_bytes(8, "big")
+    return header + payload
 
 
 def uvicorn_options() -> dict[str, Any]:

@@ -1,4 +1,5 @@
-"""``StateSink``: feeds the shared task state and the live-feed stream (see ``taskiq_monitor.state``).
+"""``StateSink``: feeds the shared task state, the live-feed stream and the execution history (see
+``taskiq_monitor.store``).
 
 The hot path (``emit``, on the task's event loop) only appends the event to a bounded deque and, if the flusher
 sleeps, wakes it: no I/O, no JSON, no locks beyond the GIL. A daemon thread drains the deque in batches and applies
@@ -39,7 +40,8 @@ from prometheus_client import CollectorRegistry, Counter
 
 from taskiq_monitor.events import STATUS_PENDING, STATUS_RUNNING, TaskEvent, to_record
 from taskiq_monitor.settings import Settings
-from taskiq_monitor.state import RedisWriter, StateOp, StateWriter, WriteBatch, memory_store
+from taskiq_monitor.store import RedisWriter, StateOp, StateWriter, WriteBatch, memory_store
+from taskiq_monitor.store.history import encode_member, encode_record, event_score
 
 # Redis replies that mean "not now" rather than "never": retried like connection errors.
 _TRANSIENT_REPLIES = ("OOM", "BUSY", "LOADING", "MASTERDOWN", "TRYAGAIN", "NOREPLICAS", "READONLY", "CLUSTERDOWN")
@@ -121,6 +123,7 @@ class StateSink:
         registry: CollectorRegistry | None = None,
     ) -> None:
         self.settings = settings
+        self._history = settings.history_enabled
         # Without Redis the in-process store is used, but only once the broker turns out to run its tasks in this
         # process (InMemoryBroker, e.g. the demo): elsewhere nobody could read it, so the sink stays dormant.
         self._enabled = writer is not None or bool(settings.redis_url)
@@ -265,6 +268,9 @@ class StateSink:
             started_at=event.started_at if event.started_at is not None else event.timestamp,
             duration=event.duration_seconds,
             payload=json.dumps(to_record(event), default=_json_default, separators=(",", ":")),
+            history_member=encode_member(event.task_id, event.attempt) if self._history else b"",
+            history_record=encode_record(event) if self._history else b"",
+            history_score=event_score(event),
         )
 
     def _run(self) -> None:

@@ -15,7 +15,7 @@ from prometheus_client import CollectorRegistry
 from taskiq_monitor.events import TaskEvent
 from taskiq_monitor.settings import Settings
 from taskiq_monitor.sinks.state import StateSink
-from taskiq_monitor.state import (
+from taskiq_monitor.store import (
     MAX_BLOCK_MS,
     MemoryStore,
     RedisStore,

@@ -1,0 +1,286 @@
+"""The execution history API (``/api/v1/executions``, ``/api/v1/tasks/series``), its metrics and its retention.
+
+The records are written by ``StateSink`` with the state (see ``taskiq_monitor.store.history``). Use this API for
+history ("every failed run of this type this week"); ``/api/v1/events`` and the WebSocket feed are the short resume
+window of the live stream.
+
+Retention runs here, in the background of every exporter: a bounded step (``EXPIRE_STEP`` executions) every
+``_EXPIRE_INTERVAL`` seconds, at once again while there is more to delete; several exporters sharing a Redis just
+share the work.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Iterator
+from datetime import datetime
+from typing import Any
+
+from fastapi import APIRouter, FastAPI, HTTPException, Path, Query, status
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.metrics_core import Metric
+from pydantic import BaseModel, ConfigDict, Field
+
+from taskiq_monitor.events import EVENT_STATUSES
+from taskiq_monitor.service.query import InputError, parse_filters, time_range
+from taskiq_monitor.settings import Settings
+from taskiq_monitor.store import StateStore
+from taskiq_monitor.store.history import Execution, HistoryQuery, decode_cursor
+
+logger = logging.getLogger(__name__)
+
+MAX_PAGE = 50
+MAX_SERIES_MINUTES = 1440
+_EXPIRE_INTERVAL = 10.0
+_EXPIRE_PAUSE = 0.05  # between two steps of a long expiry: writers and readers get Redis in between
+
+
+class Worker(BaseModel):
+    host: str
+    pid: int
+
+
+class ExecutionSummary(BaseModel):
+    task_id: str
+    attempt: int
+    task_name: str | None
+    status: str = Field(description=f"One of {EVENT_STATUSES}: the latest state of this attempt.")
+    enqueued_at: float | None = Field(description="Unix seconds (as all times here).")
+    started_at: float | None
+    finished_at: float | None
+    duration_seconds: float | None
+    queue_wait_seconds: float | None
+    worker: Worker = Field(description="The process that recorded the latest state.")
+    error_type: str | None
+    error_message: str | None
+    trace_id: str | None
+
+
+class ExecutionDetail(ExecutionSummary):
+    model_config = ConfigDict(populate_by_name=True)
+
+    args: list[Any]
+    kwargs_: dict[str, Any] = Field(alias="kwargs")  # "kwargs" itself clashes with pydantic's generated __init__
+    labels: dict[str, Any]
+    traceback: str | None
+    span_id: str | None
+
+
+class ExecutionsPage(BaseModel):
+    executions: list[ExecutionSummary] = Field(description="Newest first (by first recorded time).")
+    next_cursor: str | None = Field(description="Pass as cursor for the next page; null when there is none.")
+
+
+class TaskAttempts(BaseModel):
+    task_id: str
+    attempts: list[ExecutionDetail] = Field(description="Ordered by attempt.")
+
+
+class TaskSeries(BaseModel):
+    step_seconds: int
+    start: int = Field(description="Unix seconds of the first bucket.")
+    series: dict[str, dict[str, list[int]]] = Field(
+        description="task_name -> success/failed/retried -> one count per minute, oldest first."
+    )
+
+
+def _error(code: str, message: str, http: int = 422) -> HTTPException:
+    return HTTPException(http, {"error": code, "message": message})
+
+
+def _unavailable() -> HTTPException:
+    # The cause is logged, never returned: Redis errors name hosts and ports.
+    logger.warning("taskiq-monitor: state store unavailable", exc_info=True)
+    return _error("unavailable", "state store unavailable", status.HTTP_503_SERVICE_UNAVAILABLE)
+
+
+class HistoryCollector:
+    """``taskiq_monitor_history_executions`` and ``taskiq_monitor_history_evicted_total{reason}`` (from the store:
+    the same from every exporter sharing it)."""
+
+    def __init__(self, store: StateStore) -> None:
+        self.store = store
+
+    def collect(self) -> Iterator[Metric]:
+        try:
+            size, evicted = self.store.history_counts_sync()
+        except Exception:
+            return  # taskiq_monitor_state_up (the state collector) reports the outage
+        yield GaugeMetricFamily(
+            "taskiq_monitor_history_executions", "Execution records held by the history store.", value=size
+        )
+        family = CounterMetricFamily(
+            "taskiq_monitor_history_evicted",
+            "Executions deleted from the history by retention: reason=age (older than the retention) or "
+            "count (the oldest beyond the cap).",
+            labels=["reason"],
+        )
+        for reason in ("age", "count"):
+            family.add_metric([reason], evicted.get(reason, 0))
+        yield family
+
+
+class History:
+    """Router + retention loop + collector of one exporter app."""
+
+    def __init__(self, settings: Settings, store: StateStore) -> None:
+        self.settings = settings
+        self.store = store
+        self.collector = HistoryCollector(store)
+        self._task: asyncio.Task[None] | None = None
+
+    @contextlib.asynccontextmanager
+    async def lifespan(self, app: FastAPI) -> AsyncIterator[None]:
+        if self.settings.history_enabled:
+            self._task = asyncio.create_task(self._expire_loop(), name="taskiq-monitor-history-retention")
+        try:
+            yield
+        finally:
+            if self._task is not None:
+                self._task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await self._task
+                self._task = None
+
+    async def _expire_loop(self) -> None:
+        while True:
+            try:
+                _aged, _counted, more = await self.store.history_expire_step()
+            except Exception:
+                logger.warning("taskiq-monitor history: retention step failed", exc_info=True)
+                more = False
+            await asyncio.sleep(_EXPIRE_PAUSE if more else _EXPIRE_INTERVAL)
+
+    def router(self, auth: Any) -> APIRouter:
+        router = APIRouter()
+        store = self.store
+        settings = self.settings
+
+        @router.get(
+            "/api/v1/executions",
+            dependencies=[auth],
+            response_model=ExecutionsPage,
+            tags=["history"],
+            summary="Execution history, newest first, with cursor pagination",
+            description="One entry per execution attempt, with its latest state. Filters combine with AND; task_name "
+            "and status are repeatable or comma-separated; since/until (RFC 3339 or unix seconds) select by the time "
+            "the execution was first recorded (enqueued, or started when it was never seen pending). Every page "
+            "holds every match in order. Retention: TASKIQ_MONITOR_HISTORY_RETENTION_DAYS and "
+            "TASKIQ_MONITOR_HISTORY_MAX_EXECUTIONS.",
+            responses={
+                422: {"description": "Unknown filter value, malformed cursor, bad time, limit out of range."},
+                503: {"description": "The state store (Redis) is unavailable."},
+            },
+        )
+        async def get_executions(
+            task_name: list[str] | None = Query(None, description="Task type(s)."),
+            status_: list[str] | None = Query(None, alias="status", description=f"One of {EVENT_STATUSES}."),
+            since: datetime | None = Query(None, description="Oldest first-recorded time (inclusive)."),
+            until: datetime | None = Query(None, description="Newest first-recorded time (inclusive)."),
+            task_id: str | None = Query(None, max_length=512, description="Only the attempts of this task."),
+            cursor: str | None = Query(None, max_length=1024, description="next_cursor of the previous page."),
+            limit: int = Query(MAX_PAGE, ge=1, le=MAX_PAGE, description=f"Page size (at most {MAX_PAGE})."),
+        ) -> ExecutionsPage:
+            try:
+                known = set(await store.task_names()) if task_name else set()
+            except Exception:
+                raise _unavailable() from None
+            try:
+                names, statuses = parse_filters(task_name, status_, known)
+                since_ms, until_ms = time_range(since, until)
+                query = HistoryQuery(
+                    task_names=names,
+                    statuses=statuses,
+                    since_ms=since_ms,
+                    until_ms=until_ms,
+                    cursor=decode_cursor(cursor) if cursor else None,
+                    limit=limit,
+                )
+            except InputError as exc:
+                raise _error(exc.code, exc.message) from None
+            except ValueError as exc:
+                raise _error("malformed_cursor", str(exc)) from None
+            try:
+                if task_id is not None:
+                    return _attempts_page(await store.history_attempts(task_id), query)
+                page = await store.history_page(query)
+            except Exception:
+                raise _unavailable() from None
+            return ExecutionsPage(
+                executions=[ExecutionSummary.model_validate(e.summary()) for e in page.executions],
+                next_cursor=page.next_cursor,
+            )
+
+        @router.get(
+            "/api/v1/executions/{task_id}",
+            dependencies=[auth],
+            response_model=TaskAttempts,
+            tags=["history"],
+            summary="Every attempt of one task, with parameters and error detail",
+            responses={404: {"description": "No attempt of this task is held."}},
+        )
+        async def get_task_attempts(task_id: str = Path(max_length=512)) -> TaskAttempts:
+            try:
+                attempts = await store.history_attempts(task_id)
+            except Exception:
+                raise _unavailable() from None
+            if not attempts:
+                raise _error("unknown_task_id", f"no execution of task {task_id!r} is held", 404)
+            return TaskAttempts(
+                task_id=task_id,
+                attempts=[
+                    ExecutionDetail.model_validate(a.detail()) for a in sorted(attempts, key=lambda a: a.attempt)
+                ],
+            )
+
+        @router.get(
+            "/api/v1/tasks/series",
+            dependencies=[auth],
+            response_model=TaskSeries,
+            tags=["history"],
+            summary="Finished executions per minute and task type (sparklines)",
+            description="From the per-minute counters of the state, kept for TASKIQ_MONITOR_STATS_WINDOW_SECONDS.",
+        )
+        async def get_series(
+            minutes: int = Query(60, ge=1, le=MAX_SERIES_MINUTES, description="Minutes, the current one included."),
+        ) -> TaskSeries:
+            kept = settings.stats_window_seconds // 60
+            if minutes > kept:
+                raise _error(
+                    "window_too_long",
+                    f"minutes={minutes}: per-minute counters are kept for {kept} minutes "
+                    "(TASKIQ_MONITOR_STATS_WINDOW_SECONDS)",
+                )
+            try:
+                start, series = await store.history_series(minutes)
+            except Exception:
+                raise _unavailable() from None
+            return TaskSeries(step_seconds=60, start=start, series=series)
+
+        return router
+
+
+def _attempts_page(attempts: list[Execution], query: HistoryQuery) -> ExecutionsPage:
+    """The ``task_id`` filter: a task's few attempts, filtered like a page (one page; no cursor needed)."""
+    rows = []
+    for a in sorted(attempts, key=lambda a: (a.score, a.attempt), reverse=True):
+        name = a.fields["task_name"]
+        if query.task_names is not None and name not in query.task_names:
+            continue
+        if query.statuses is not None and a.status not in query.statuses:
+            continue
+        if query.since_ms is not None and a.score < query.since_ms:
+            continue
+        if query.until_ms is not None and a.score > query.until_ms:
+            continue
+        rows.append(ExecutionSummary.model_validate(a.summary()))
+    return ExecutionsPage(executions=rows[: query.limit], next_cursor=None)
+
+
+def include_history(app: FastAPI, settings: Settings, auth: Any, store: StateStore) -> History:
+    """Mount the history API on ``app`` (the caller adds ``history.collector`` and ``history.lifespan``)."""
+    history = History(settings, store)
+    app.include_router(history.router(auth))
+    return history

@@ -1,0 +1,249 @@
+"""The execution history: one record per execution attempt, its compact encoding, and the page cursor.
+
+An execution is keyed by a *member*: ``task_id`` and ``attempt`` packed into a short byte string (a hex or dashed
+UUID, taskiq's default task id, takes 16 bytes instead of 32-36). The same member names the record and its entry in
+the indexes, so every byte saved counts twice.
+
+A record is a *blob*: one status letter (so the store's script can tell a stale event from a newer one without
+decoding), one format letter, then the fields as a positional JSON list (no key names), zlib-compressed with a
+preset dictionary when that is smaller. The blob is built by the sink's flusher thread, never on the task's loop.
+
+Each execution has a *score*: its first recorded time (enqueue time, or start time when the ``pending`` event was
+never seen) in milliseconds. It never changes when the status does, so a cursor ``(score, member)`` stays valid
+while executions are written and change status. Pages are ordered newest first by ``(score, member)``; ties on the
+score are ordered by the member's bytes, as Redis orders equal scores.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import re
+import zlib
+from dataclasses import dataclass
+from typing import Any
+
+from taskiq_monitor.events import TaskEvent
+
+HISTORY_STATUSES: tuple[str, ...] = ("pending", "running", "success", "failed", "retried")
+STATUS_CODE = {"pending": "p", "running": "r", "success": "s", "failed": "f", "retried": "t"}
+CODE_STATUS = {v: k for k, v in STATUS_CODE.items()}
+# A later event of an attempt never goes back: a "pending" that arrives after its "running" (another process,
+# another flush) does not overwrite it. The script in lua/apply.lua holds the same ranks.
+STATUS_RANK = {"pending": 0, "running": 1, "success": 2, "failed": 2, "retried": 2}
+MAX_ATTEMPT_PROBE = 32  # attempts of one task read by id in one call (retries are numbered 1, 2, 3...)
+
+FORMAT_JSON = "j"
+FORMAT_ZLIB = "z"  # zlib with ZDICT (a preset dictionary: changing it is a new format letter)
+COMPRESS_MIN = 96  # shorter blobs are stored as they are (zlib's header would eat the gain)
+COMPRESS_ALWAYS = 1024  # a pending/running record this large is compressed too
+FIELDS = (
+    "task_name",
+    "enqueued_at",
+    "started_at",
+    "finished_at",
+    "duration_seconds",
+    "queue_wait_seconds",
+    "host",
+    "pid",
+    "args",
+    "kwargs",
+    "labels",
+    "error_type",
+    "error_message",
+    "traceback",
+    "trace_id",
+    "span_id",
+)
+_STORED = (FIELDS[0], "base", *FIELDS[1:])  # the positional layout of a blob's JSON list
+# What typical records repeat: JSON punctuation, taskiq's labels, Python traceback lines.
+ZDICT = (
+    b'null,null,null,null,[],{},"_retries":"","retry_on_error":"true","max_retries":'
+    b'"Traceback (most recent call last):\n  File "/usr/lib/python3/site-packages/taskiq/receiver/receiver.py", '
+    b"line , in \n    raise \n    return await \nError: Exception ValueError RuntimeError TimeoutError "
+    b'"user_id":"order_id":"email":"id":"message":"text":"url":"count":"amount":"[REDACTED]",'
+    b'true,false,0.0,.0,1764,"worker-1","tasks:process_",'
+)
+
+_HEX32 = re.compile(r"^[0-9a-f]{32}$")
+_UUID36 = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+_HEX_MARK = b"\x01"
+_UUID_MARK = b"\x02"
+_TEXT_MARK = b"\x03"
+
+
+def encode_member(task_id: str, attempt: int) -> bytes:
+    """``(task_id, attempt)`` -> the short key of the execution (see the module docstring)."""
+    if _HEX32.match(task_id):
+        return _HEX_MARK + bytes.fromhex(task_id) + str(attempt).encode()
+    if _UUID36.match(task_id):
+        return _UUID_MARK + bytes.fromhex(task_id.replace("-", "")) + str(attempt).encode()
+    return _TEXT_MARK + str(attempt).encode() + b":" + task_id.encode("utf-8", "backslashreplace")
+
+
+def decode_member(member: bytes) -> tuple[str, int]:
+    mark = member[:1]
+    if mark in (_HEX_MARK, _UUID_MARK):
+        hexed = member[1:17].hex()
+        if mark == _UUID_MARK:
+            hexed = f"{hexed[:8]}-{hexed[8:12]}-{hexed[12:16]}-{hexed[16:20]}-{hexed[20:]}"
+        return hexed, int(member[17:])
+    attempt, _, task_id = member[1:].partition(b":")
+    return task_id.decode("utf-8", "replace"), int(attempt)
+
+
+def event_score(event: TaskEvent) -> int:
+    """The execution's time in ms: when it was enqueued (or, never seen pending, started or recorded)."""
+    first = event.enqueued_at if event.enqueued_at is not None else event.started_at
+    return int((first if first is not None else event.timestamp) * 1000)
+
+
+def _json_default(value: Any) -> str:
+    return repr(value)
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 6)
+
+
+def _delta(value: float | None, base: float) -> float | None:
+    return None if value is None else round(value - base, 6)
+
+
+def encode_record(event: TaskEvent) -> bytes:
+    """The blob of an event's execution record (status letter, format letter, payload).
+
+    Times are stored as one absolute base and short offsets from it (``0.153``, not ``1764000000.153``): digits do
+    not compress. Only finished records are compressed (and large ones): pending and running records are replaced
+    soon, and compressing costs the flusher thread ~30 µs."""
+    times = (event.enqueued_at, event.started_at, event.finished_at)
+    base = next((t for t in times if t is not None), event.timestamp)
+    values: list[Any] = [
+        event.task_name,
+        round(base, 6),
+        *(_delta(t, base) for t in times),
+        _round(event.duration_seconds),
+        _round(event.queue_wait_seconds),
+        event.host,
+        event.pid,
+        event.args,
+        event.kwargs,
+        event.labels,
+        event.error_type,
+        event.error_message,
+        event.traceback,
+        event.trace_id,
+        event.span_id,
+    ]
+    while values and values[-1] is None:
+        values.pop()
+    raw = json.dumps(values, separators=(",", ":"), default=_json_default, ensure_ascii=False).encode(
+        "utf-8", "backslashreplace"
+    )
+    head = STATUS_CODE.get(event.status, "p").encode()
+    if len(raw) >= COMPRESS_MIN and (STATUS_RANK.get(event.status, 0) == 2 or len(raw) >= COMPRESS_ALWAYS):
+        packer = zlib.compressobj(9, zlib.DEFLATED, -15, 9, zlib.Z_DEFAULT_STRATEGY, ZDICT)
+        packed = packer.compress(raw) + packer.flush()
+        if len(packed) < len(raw):
+            return head + FORMAT_ZLIB.encode() + packed
+    return head + FORMAT_JSON.encode() + raw
+
+
+def decode_record(blob: bytes) -> tuple[str, dict[str, Any]]:
+    """``blob`` -> ``(status, fields)``; raises ``ValueError`` on a corrupt blob."""
+    status = CODE_STATUS.get(chr(blob[0])) if blob else None
+    if status is None:
+        raise ValueError("not a history record")
+    kind, payload = blob[1:2], blob[2:]
+    if kind == FORMAT_ZLIB.encode():
+        unpacker = zlib.decompressobj(-15, ZDICT)
+        payload = unpacker.decompress(payload) + unpacker.flush()
+    values = json.loads(payload)
+    values += [None] * (len(_STORED) - len(values))
+    stored = dict(zip(_STORED, values, strict=False))
+    base = stored.pop("base") or 0.0
+    for name in ("enqueued_at", "started_at", "finished_at"):
+        if stored[name] is not None:
+            stored[name] = round(base + stored[name], 6)
+    return status, stored
+
+
+@dataclass(slots=True, frozen=True)
+class Execution:
+    """One execution attempt as the API returns it (ExecutionSummary / ExecutionDetail of the README)."""
+
+    task_id: str
+    attempt: int
+    status: str
+    score: int
+    fields: dict[str, Any]
+
+    def summary(self) -> dict[str, Any]:
+        f = self.fields
+        return {
+            "task_id": self.task_id,
+            "attempt": self.attempt,
+            "task_name": f["task_name"],
+            "status": self.status,
+            "enqueued_at": f["enqueued_at"],
+            "started_at": f["started_at"],
+            "finished_at": f["finished_at"],
+            "duration_seconds": f["duration_seconds"],
+            "queue_wait_seconds": f["queue_wait_seconds"],
+            "worker": {"host": f["host"] or "", "pid": f["pid"] or 0},
+            "error_type": f["error_type"],
+            "error_message": f["error_message"],
+            "trace_id": f["trace_id"],
+        }
+
+    def detail(self) -> dict[str, Any]:
+        f = self.fields
+        return {
+            **self.summary(),
+            "args": f["args"] if f["args"] is not None else [],
+            "kwargs": f["kwargs"] if f["kwargs"] is not None else {},
+            "labels": f["labels"] if f["labels"] is not None else {},
+            "traceback": f["traceback"],
+            "span_id": f["span_id"],
+        }
+
+
+def execution(member: bytes, blob: bytes, score: int) -> Execution:
+    task_id, attempt = decode_member(member)
+    status, fields = decode_record(blob)
+    return Execution(task_id, attempt, status, score, fields)
+
+
+def encode_cursor(score: int, member: bytes) -> str:
+    return base64.urlsafe_b64encode(str(score).encode() + b":" + member).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[int, bytes]:
+    """Raises ``ValueError`` with a readable message."""
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        score, sep, member = raw.partition(b":")
+        if not sep or not member:
+            raise ValueError
+        return int(score), member
+    except (ValueError, binascii.Error):
+        raise ValueError(f"malformed cursor {cursor[:40]!r}: pass next_cursor of the previous page") from None
+
+
+@dataclass(slots=True, frozen=True)
+class HistoryQuery:
+    """A page request: filters combine with AND; ``None`` = any. Times in ms, inclusive."""
+
+    task_names: frozenset[str] | None = None
+    statuses: frozenset[str] | None = None
+    since_ms: int | None = None
+    until_ms: int | None = None
+    cursor: tuple[int, bytes] | None = None
+    limit: int = 50
+
+
+@dataclass(slots=True)
+class HistoryPage:
+    executions: list[Execution]
+    next_cursor: str | None

@@ -1,0 +1,204 @@
+"""The execution history in Redis: reads (pages, attempts of a task, per-minute series) and retention.
+
+Written by ``lua/apply.lua`` in the same round trip as the state (``P`` = the key prefix)::
+
+    P:h:rec               hash member -> record blob (store/history.py): one field per execution attempt
+    P:h:<task>:<status>   zset member, score = the execution's first time in ms: the only index
+    P:h:evicted           hash age/count -> executions deleted by retention (a counter)
+
+Only the finest index exists (task type x status). A coarser filter (all types, all statuses, one of them) is a
+k-way merge of the relevant indexes, each read newest first with ``LIMIT page + 1`` below the cursor: at most
+types x 5 short range reads in one pipeline, never a scan, and every page is complete. A global time index would
+cost about 100 bytes per execution more.
+"""
+
+from __future__ import annotations
+
+import time
+from importlib import resources
+from typing import Any
+
+from taskiq_monitor.settings import Settings
+from taskiq_monitor.store.history import (
+    HISTORY_STATUSES,
+    MAX_ATTEMPT_PROBE,
+    Execution,
+    HistoryPage,
+    HistoryQuery,
+    decode_record,
+    encode_cursor,
+    encode_member,
+    execution,
+)
+
+EXPIRE_LUA = resources.files("taskiq_monitor.store").joinpath("lua", "history_expire.lua").read_text("utf-8")
+EXPIRE_STEP = 1000  # executions deleted per script call: a few ms of Redis time, then others get their turn
+_TIE_SLACK = 8  # extra entries read per index, for executions sharing the cursor's millisecond
+
+
+def _key_prefix(settings: Settings) -> str:
+    return "{" + settings.state_key_prefix + "}"
+
+
+def _as_bytes(value: Any) -> bytes:
+    return value if isinstance(value, bytes) else str(value).encode()
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+class RedisHistory:
+    """Reads of the history, for the API (async), and its retention step (sync and async)."""
+
+    def __init__(self, settings: Settings, aio: Any, sync: Any) -> None:
+        self.settings = settings
+        self.prefix = _key_prefix(settings)
+        self.rec = f"{self.prefix}:h:rec"
+        self.aio = aio
+        self.sync = sync
+        self._aio_expire = aio.register_script(EXPIRE_LUA)
+        self._sync_expire = sync.register_script(EXPIRE_LUA)
+
+    def index(self, task: str, status: str) -> str:
+        return f"{self.prefix}:h:{task}:{status}"
+
+    async def task_names(self) -> list[str]:
+        return sorted(_text(n) for n in await self.aio.smembers(f"{self.prefix}:tasks"))
+
+    # -- reads ---------------------------------------------------------------------------------------------------
+    async def page(self, query: HistoryQuery) -> HistoryPage:
+        names = sorted(query.task_names) if query.task_names is not None else await self.task_names()
+        statuses = [s for s in HISTORY_STATUSES if query.statuses is None or s in query.statuses]
+        found = await self._merge([self.index(t, s) for t in names for s in statuses], query)
+        chosen = found[: query.limit]
+        executions: list[Execution] = []
+        if chosen:
+            blobs = await self.aio.hmget(self.rec, [m for _, m in chosen])
+            for (score, member), blob in zip(chosen, blobs, strict=True):
+                if blob is not None:  # deleted by retention since the index was read
+                    executions.append(execution(member, blob, score))
+        next_cursor = encode_cursor(*chosen[-1]) if len(found) > query.limit and chosen else None
+        return HistoryPage(executions, next_cursor)
+
+    async def _merge(self, keys: list[str], query: HistoryQuery) -> list[tuple[int, bytes]]:
+        """The ``limit + 1`` newest ``(score, member)`` below the cursor across ``keys``: a lazy k-way merge.
+
+        Every index is read in small chunks, newest first, each chunk continuing below the last entry read from it
+        (by score and member, not by offset: writes meanwhile cannot shift it). An entry is taken only while every
+        index that may still hold a newer one has a buffered head to compare with; an index whose buffer runs dry
+        is read again (its chunk doubling), all of them in one pipeline per round."""
+        want = query.limit + 1
+        low: Any = "-inf" if query.since_ms is None else query.since_ms
+        start = query.cursor
+        bound: dict[str, tuple[int, bytes] | None] = dict.fromkeys(keys, start)
+        chunk = dict.fromkeys(keys, max(2, -(-want // max(1, len(keys))) + 1))
+        buffers: dict[str, list[tuple[int, bytes]]] = {k: [] for k in keys}  # newest last (pop from the end)
+        open_keys = set(keys)  # may hold more entries than buffered
+        out: list[tuple[int, bytes]] = []
+        while len(out) < want:
+            dry = [k for k in keys if k in open_keys and not buffers[k]]
+            if dry:
+                await self._read(dry, query.until_ms, low, bound, chunk, buffers, open_keys)
+                continue
+            heads = [k for k in keys if buffers[k]]
+            if not heads:
+                break
+            best = max(heads, key=lambda k: buffers[k][-1])
+            out.append(buffers[best].pop())
+        return out
+
+    async def _read(
+        self,
+        keys: list[str],
+        until_ms: int | None,
+        low: Any,
+        bound: dict[str, tuple[int, bytes] | None],
+        chunk: dict[str, int],
+        buffers: dict[str, list[tuple[int, bytes]]],
+        open_keys: set[str],
+    ) -> None:
+        async with self.aio.pipeline(transaction=False) as pipe:
+            for key in keys:
+                last = bound[key]
+                high: Any = until_ms if until_ms is not None else "+inf"
+                if last is not None:
+                    high = last[0] if until_ms is None else min(until_ms, last[0])
+                pipe.zrevrangebyscore(key, high, low, start=0, num=chunk[key] + _TIE_SLACK, withscores=True)
+            replies = await pipe.execute()
+        for key, reply in zip(keys, replies, strict=True):
+            last = bound[key]
+            fresh = [(int(score), _as_bytes(member)) for member, score in reply]
+            # Equal scores come back by member, descending, like the tuples compare: keep those below the bound.
+            fresh = [e for e in fresh if last is None or e < last]
+            full = len(reply) == chunk[key] + _TIE_SLACK
+            if full and not fresh:
+                chunk[key] *= 4  # more entries share the bound's millisecond than one read holds: read wider
+                continue
+            if not full:
+                open_keys.discard(key)
+            if fresh:
+                bound[key] = fresh[-1]
+                buffers[key] = fresh[::-1]
+            chunk[key] = min(chunk[key] * 2, 512)
+
+    async def attempts(self, task_id: str) -> list[Execution]:
+        """Every attempt of a task, by attempt (attempts 1..32 in one read, then on while they continue)."""
+        out: list[Execution] = []
+        first = 1
+        while True:
+            members = [encode_member(task_id, a) for a in range(first, first + MAX_ATTEMPT_PROBE)]
+            blobs = await self.aio.hmget(self.rec, members)
+            for member, blob in zip(members, blobs, strict=True):
+                if blob is not None:
+                    _, fields = decode_record(blob)
+                    first_at = fields["enqueued_at"] or fields["started_at"] or 0.0
+                    out.append(execution(member, blob, int(first_at * 1000)))
+            if blobs[-1] is None:
+                return out
+            first += MAX_ATTEMPT_PROBE
+
+    async def series(self, minutes: int, now: float | None = None) -> tuple[int, dict[str, dict[str, list[int]]]]:
+        """Finished executions per minute and task type (the state's per-minute counters), oldest first."""
+        now = time.time() if now is None else now
+        last = int(now // 60)
+        first = last - minutes + 1
+        names = await self.task_names()
+        async with self.aio.pipeline(transaction=False) as pipe:
+            for name in names:
+                for minute in range(first, last + 1):
+                    pipe.hmget(f"{self.prefix}:stats:{name}:{minute}", ["success", "failed", "retried"])
+            replies = await pipe.execute()
+        series: dict[str, dict[str, list[int]]] = {}
+        at = 0
+        for name in names:
+            rows = replies[at : at + minutes]
+            at += minutes
+            series[name] = {
+                status: [int(row[i] or 0) for row in rows] for i, status in enumerate(("success", "failed", "retried"))
+            }
+        return first * 60, series
+
+    # -- retention -----------------------------------------------------------------------------------------------
+    def _expire_args(self) -> list[Any]:
+        s = self.settings
+        return [self.prefix, int(s.history_retention_days * 86_400_000), s.history_max_executions, EXPIRE_STEP]
+
+    def expire_step_sync(self) -> tuple[int, int, bool]:
+        aged, counted, more = self._sync_expire(args=self._expire_args())
+        return int(aged), int(counted), bool(more)
+
+    async def expire_step(self) -> tuple[int, int, bool]:
+        aged, counted, more = await self._aio_expire(args=self._expire_args())
+        return int(aged), int(counted), bool(more)
+
+    def counts_sync(self) -> tuple[int, dict[str, int]]:
+        """Executions held, and executions evicted by reason (all processes: kept in Redis)."""
+        with self.sync.pipeline(transaction=False) as pipe:
+            pipe.hlen(self.rec)
+            pipe.hgetall(f"{self.prefix}:h:evicted")
+            size, evicted = pipe.execute()
+        reasons = {"age": 0, "count": 0}
+        for k, v in (evicted or {}).items():
+            reasons[_text(k)] = int(v)
+        return int(size), reasons

@@ -1,0 +1,142 @@
+"""The history's record encoding and cursor, and the in-process history (same pages as Redis, bounded)."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any
+
+import pytest
+
+from taskiq_monitor.events import TaskEvent
+from taskiq_monitor.settings import Settings
+from taskiq_monitor.sinks.state import StateSink
+from taskiq_monitor.store import MemoryStore, WriteBatch
+from taskiq_monitor.store.history import (
+    FIELDS,
+    HistoryQuery,
+    decode_cursor,
+    decode_member,
+    decode_record,
+    encode_cursor,
+    encode_member,
+    encode_record,
+)
+from taskiq_monitor.store.history_memory import MEMORY_HISTORY_CAP
+
+
+def event(status: str = "success", task_id: str = "a" * 32, **kw: Any) -> TaskEvent:
+    kw.setdefault("enqueued_at", 1_764_000_000.123456789)
+    timestamp = kw.pop("timestamp", time.time())
+    return TaskEvent(status=status, task_id=task_id, task_name="tasks:send", timestamp=timestamp, **kw)
+
+
+@pytest.mark.parametrize(
+    ("task_id", "packed"),
+    [
+        (uuid.uuid4().hex, True),
+        (str(uuid.uuid4()), True),
+        ("custom-id:with:colons", False),
+        ("ünïcode", False),
+        ("ABCDEF" * 6, False),
+    ],
+)
+def test_member_round_trips_and_packs_uuids_into_16_bytes(task_id: str, packed: bool) -> None:
+    member = encode_member(task_id, 12)
+    assert decode_member(member) == (task_id, 12)
+    assert (len(member) == 1 + 16 + 2) is packed
+
+
+def test_record_round_trips_every_field() -> None:
+    ev = event(
+        "failed",
+        attempt=2,
+        host="worker-1",
+        pid=77,
+        started_at=1_764_000_000.5,
+        finished_at=1_764_000_001.0,
+        duration_seconds=0.5,
+        queue_wait_seconds=0.377,
+        args=[1, "x"],
+        kwargs={"user_id": 5, "obj": object()},
+        labels={"_retries": "1"},
+        error_type="ValueError",
+        error_message="bad",
+        traceback="Traceback (most recent call last):\n" + '  File "a.py", line 3, in f\n' * 40,
+        trace_id="t" * 32,
+        span_id="s" * 16,
+    )
+    status, fields = decode_record(encode_record(ev))
+    assert status == "failed"
+    assert set(fields) == set(FIELDS)
+    assert fields["enqueued_at"] == 1_764_000_000.123457  # microseconds are kept
+    assert fields["kwargs"]["user_id"] == 5 and fields["kwargs"]["obj"].startswith("<object")  # repr, not an error
+    assert fields["traceback"] == ev.traceback and fields["span_id"] == "s" * 16
+    assert (fields["host"], fields["pid"], fields["args"]) == ("worker-1", 77, [1, "x"])
+
+
+def test_large_records_are_compressed_and_small_ones_are_not() -> None:
+    big = event("failed", traceback='  File "/app/tasks.py", line 10, in run\n    raise ValueError\n' * 50)
+    blob = encode_record(big)
+    assert blob[1:2] == b"z" and len(blob) < len(big.traceback or "") / 5
+    small = encode_record(event("pending", enqueued_at=None))
+    assert small[1:2] == b"j" and decode_record(small)[1]["task_name"] == "tasks:send"
+
+
+def test_corrupt_blob_and_cursor_are_rejected_readably() -> None:
+    with pytest.raises(ValueError, match="not a history record"):
+        decode_record(b"?j[]")
+    with pytest.raises(ValueError, match="malformed cursor"):
+        decode_cursor("not-a-cursor")
+    member = encode_member("b" * 32, 1)
+    assert decode_cursor(encode_cursor(1_764_000_000_123, member)) == (1_764_000_000_123, member)
+
+
+def write(store: MemoryStore, events: list[TaskEvent]) -> None:
+    sink = StateSink(store.settings, writer=store)
+    store.write(WriteBatch(now=time.time(), ops=[sink._prepare(e) for e in events]))
+
+
+async def test_memory_store_pages_filters_and_keeps_the_latest_state() -> None:
+    store = MemoryStore(Settings())
+    now = time.time()
+    events = [
+        event("success" if i % 3 else "failed", f"{i:032x}", enqueued_at=now - 100 + i, duration_seconds=0.1)
+        for i in range(120)
+    ]
+    write(store, events)
+    write(store, [event("pending", f"{5:032x}", enqueued_at=now - 100 + 5)])  # late: must not go back
+    ids: list[str] = []
+    cursor = None
+    while True:
+        page = await store.history_page(HistoryQuery(statuses=frozenset({"failed"}), cursor=cursor, limit=7))
+        ids += [e.task_id for e in page.executions]
+        if page.next_cursor is None:
+            break
+        cursor = decode_cursor(page.next_cursor)
+    assert ids == [f"{i:032x}" for i in reversed(range(0, 120, 3))]
+    attempts = await store.history_attempts(f"{5:032x}")
+    assert [(a.attempt, a.status) for a in attempts] == [(1, "success")]
+    start, series = await store.history_series(5)
+    assert start == (int(time.time() // 60) - 4) * 60 and sum(series["tasks:send"]["failed"]) == 40
+
+
+async def test_memory_history_is_bounded_and_counts_evictions() -> None:
+    store = MemoryStore(Settings(history_max_executions=50, history_retention_days=1))
+    now = time.time()
+    write(store, [event(task_id=f"{i:032x}", enqueued_at=now - 3 * 86400 + i) for i in range(10)])  # too old
+    write(store, [event(task_id=f"{100 + i:032x}", enqueued_at=now - 60 + i / 10) for i in range(80)])
+    await store.history_expire_step()
+    size, evicted = store.history_counts_sync()
+    assert (size, evicted) == (50, {"age": 10, "count": 30})
+    newest = (await store.history_page(HistoryQuery(limit=50))).executions
+    assert [e.task_id for e in newest] == [f"{100 + i:032x}" for i in reversed(range(30, 80))]
+
+
+def test_memory_history_never_holds_more_than_its_cap() -> None:
+    store = MemoryStore(Settings())
+    now = time.time()
+    write(
+        store, [event(task_id=f"{i:032x}", enqueued_at=now - 100 + i / 1000) for i in range(MEMORY_HISTORY_CAP + 5000)]
+    )
+    assert store.history_counts_sync()[0] <= MEMORY_HISTORY_CAP * 1.1
