@@ -6,14 +6,15 @@ PY := $(VENV)/bin/python
 PYTHON ?= python3
 # binary:package pairs the test suite starts for real (on loopback ports, stopped by PID)
 SYSTEM_DEPS := redis-server:redis-server prometheus:prometheus promtool:prometheus \
-               prometheus-alertmanager:prometheus-alertmanager amtool:prometheus-alertmanager
+               prometheus-alertmanager:prometheus-alertmanager amtool:prometheus-alertmanager \
+               chromium:chromium
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 # make test-stress: the test suite with CPU hogs beside it (tools/stress.sh), e.g. STRESS_RUNS=3
 STRESS_HOGS ?= 2
 STRESS_RUNS ?= 1
 
-.PHONY: demo test test-stress taskiq-suite lint typecheck unit system-deps node-deps venv bench dashboards clean
+.PHONY: demo test test-stress taskiq-suite lint typecheck unit system-deps node-deps venv bench bench-ui dashboards screenshots clean
 
 venv: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
@@ -35,7 +36,7 @@ system-deps:
 	  echo "==> installing Debian packages:$$pkgs"; \
 	  $(SUDO) apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$pkgs >/dev/null; \
-	else echo "==> Debian packages present: redis-server, prometheus, promtool, alertmanager, amtool"; fi
+	else echo "==> Debian packages present: redis-server, prometheus, promtool, alertmanager, amtool, chromium"; fi
 
 demo: venv
 	$(VENV)/bin/taskiq-monitor demo $(DEMO_ARGS)
@@ -73,10 +74,18 @@ test-stress: system-deps node-deps venv
 	tools/stress.sh $(STRESS_HOGS) $(STRESS_RUNS) -- $(PY) -m pytest -p no:cacheprovider $(PYTEST_ARGS)
 
 unit: venv
-	$(PY) -m pytest --ignore=tests/integration $(PYTEST_ARGS)
+	$(PY) -m pytest --ignore=tests/integration --ignore=tests/browser $(PYTEST_ARGS)
 
 bench: venv
 	$(PY) benchmarks/bench_middleware.py
+
+# PNGs of the dashboard's views under docs/ (the in-memory demo, driven by Chromium)
+screenshots: system-deps venv
+	$(PY) tools/screenshots.py
+
+# Dashboard freshness and initial load in Chromium; BENCH_UI_ARGS="--scale --minutes 5" adds the 1,000 events/s run
+bench-ui: system-deps venv
+	$(PY) benchmarks/bench_ui.py $(BENCH_UI_ARGS)
 
 dashboards: venv
 	$(PY) grafana/generate.py

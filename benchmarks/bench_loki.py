@@ -104,7 +104,7 @@ def bench_throughput(receiver: Receiver, records: int, spool: Path) -> dict[str,
             duration_seconds=0.0123,
             args=[i],
             kwargs={"sim": {"sleep": 0.01}, "bot_token": "x"},
-            labels={"enqueued_at": time.time()},
+            labels={"taskiq_monitor_enqueued_at": time.time()},
         )
         redactor.apply(event)
         events.append(event)

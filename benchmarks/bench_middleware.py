@@ -1,13 +1,19 @@
 """Per-task overhead of monitoring, side by side in one process: bare taskiq, taskiq's PrometheusMiddleware,
-and taskiq-monitor's MonitoringMiddleware — with the multiprocess metrics directory active, as in production.
+and taskiq-monitor's MonitoringMiddleware — with the multiprocess metrics directory active, as in production —
+metrics only, then with task events on: 4. events into the state store (the in-process store: the live feed and
+history of an in-memory app), 5. events into the state store and shipped to a Loki double (a receiver in a
+separate process, so it does not share this process's CPU).
 
 Two paths are measured:
 
-* worker side: ``Receiver.callback(message_bytes)`` — what a worker process does per message;
-* end to end: ``.kiq()`` on ``InMemoryBroker(await_inplace=True)`` — send hooks + worker hooks.
+* worker side: ``Receiver.callback(message_bytes)`` — what a worker process does per message (2 events a task:
+  running, success);
+* end to end: ``.kiq()`` on ``InMemoryBroker(await_inplace=True)`` — send hooks + worker hooks (3 events a task).
 
-Configurations run interleaved in rounds (A B C A B C …) and the median round is reported, so that a noisy
-neighbour slows all three alike. Usage::
+Three figures per configuration: wall time; **loop CPU** (``time.thread_time`` of the event loop's thread: what a
+task pays on the loop); **total CPU** (``time.process_time`` until the sinks' threads have drained everything they
+were handed — serialisation, the store's writes, gzip and HTTP included). Configurations run interleaved in rounds
+(A B C D E A B …) and the median round is reported, so that a noisy neighbour slows all of them alike. Usage::
 
     python benchmarks/bench_middleware.py [--tasks 20000] [--rounds 7]
 """
@@ -39,10 +45,47 @@ from taskiq.receiver import Receiver  # noqa: E402
 from taskiq_monitor.middleware import MonitoringMiddleware  # noqa: E402
 from taskiq_monitor.settings import Settings  # noqa: E402
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench_loki import Receiver as LokiDouble  # noqa: E402
+
+BARE = "bare taskiq"
+PROMETHEUS = "taskiq PrometheusMiddleware"
+METRICS_ONLY = "MonitoringMiddleware, metrics only"
+EVENTS_STATE = "+ events: state store"
+EVENTS_STATE_LOKI = "+ events: state store + Loki"
+
+_LOKI: LokiDouble | None = None
+_HISTORY = True  # --history-off: the state store without the execution history (as before it existed)
+_SPOOL = tempfile.mkdtemp(prefix="bench-taskiq-monitor-spool-")
+
+
+def _events(loki: bool) -> list[Any]:
+    from taskiq_monitor.sinks.loki import LokiSink
+    from taskiq_monitor.sinks.state import StateSink
+
+    global _LOKI
+    settings = Settings(history_enabled=_HISTORY)
+    sinks: list[Any] = [StateSink(settings)]
+    if loki:
+        if _LOKI is None:
+            _LOKI = LokiDouble()
+        settings = Settings(
+            loki_url=_LOKI.url,
+            loki_spool_dir=_SPOOL,
+            loki_queue_max_records=1_000_000,
+            loki_batch_wait_seconds=0.2,
+            history_enabled=_HISTORY,
+        )
+        sinks.append(LokiSink(settings))
+    return [MonitoringMiddleware(settings, sinks=sinks)]
+
+
 CONFIGS: dict[str, Callable[[], list[Any]]] = {
-    "bare taskiq": lambda: [],
-    "taskiq PrometheusMiddleware": lambda: [PrometheusMiddleware(server_port=0)],
-    "taskiq-monitor MonitoringMiddleware": lambda: [MonitoringMiddleware(Settings(), sinks=[])],
+    BARE: lambda: [],
+    PROMETHEUS: lambda: [PrometheusMiddleware(server_port=0)],
+    METRICS_ONLY: lambda: [MonitoringMiddleware(Settings(), sinks=[])],
+    EVENTS_STATE: lambda: _events(loki=False),
+    EVENTS_STATE_LOKI: lambda: _events(loki=True),
 }
 
 
@@ -57,69 +100,108 @@ def build(config: str, await_inplace: bool) -> tuple[AsyncBroker, Any]:
     broker = InMemoryBroker(await_inplace=await_inplace).with_middlewares(*_INSTANCES[config])
 
     @broker.task(task_name="noop")
-    async def noop(x: int) -> int:
+    async def noop(x: int, options: dict[str, Any] | None = None) -> int:
         return x
 
     return broker, noop
 
 
-async def worker_side(config: str, n: int) -> float:
+def _drain(config: str) -> None:
+    """Wait until every sink's threads have handled what they were handed (their CPU belongs to the tasks)."""
+    for mw in _INSTANCES.get(config, []):
+        for sink in getattr(mw, "sinks", []):
+            flush = getattr(sink, "flush_sync", None) or getattr(sink, "stop", None)
+            if flush is not None:
+                flush()
+
+
+Sample = tuple[float, float, float]  # wall, loop CPU, total CPU — seconds per task
+
+
+async def worker_side(config: str, n: int) -> Sample:
     broker, _ = build(config, await_inplace=True)
     broker.is_worker_process = True
     receiver = Receiver(broker, run_startup=False)
     messages = [
         broker.formatter.dumps(
-            TaskiqMessage(task_id=f"t{i}", task_name="noop", labels={"enqueued_at": time.time()}, args=[i], kwargs={})
+            TaskiqMessage(
+                task_id=f"t{i}",
+                task_name="noop",
+                labels={"taskiq_monitor_enqueued_at": time.time()},
+                args=[i],
+                kwargs={"options": {"lang": "en", "retries": 2}},
+            )
         ).message
         for i in range(n)
     ]
     for mw in broker.middlewares:
         if isinstance(mw, MonitoringMiddleware):
             await mw.startup()  # no HTTP server: taskiq's PrometheusMiddleware.startup would bind a port
-    start = time.perf_counter()
+    cpu, loop_cpu, start = time.process_time(), time.thread_time(), time.perf_counter()
     for raw in messages:
         await receiver.callback(raw)
-    return (time.perf_counter() - start) / n
+    wall, loop_cpu = time.perf_counter() - start, time.thread_time() - loop_cpu
+    _drain(config)
+    return wall / n, loop_cpu / n, (time.process_time() - cpu) / n
 
 
-async def end_to_end(config: str, n: int) -> float:
+async def end_to_end(config: str, n: int) -> Sample:
     broker, noop = build(config, await_inplace=True)
     await broker.startup()
-    start = time.perf_counter()
+    options = {"lang": "en", "retries": 2}
+    cpu, loop_cpu, start = time.process_time(), time.thread_time(), time.perf_counter()
     for i in range(n):
-        await noop.kiq(i)
-    elapsed = time.perf_counter() - start
+        await noop.kiq(i, options=options)
+    wall, loop_cpu = time.perf_counter() - start, time.thread_time() - loop_cpu
+    _drain(config)
+    total = time.process_time() - cpu
     await broker.shutdown()
-    return elapsed / n
+    return wall / n, loop_cpu / n, total / n
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tasks", type=int, default=20_000)
     parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--history-off", action="store_true", help="events configurations without the history")
     args = parser.parse_args()
+    global _HISTORY
+    _HISTORY = not args.history_off
     logging.disable(logging.CRITICAL)
-    assert values.ValueClass is not values.MutexValue, "multiprocess mode must be active"
-    print(f"python {sys.version.split()[0]}, {args.tasks} tasks x {args.rounds} rounds, multiprocess dir active")
-    results: dict[str, dict[str, list[float]]] = {"worker side": {}, "end to end (.kiq)": {}}
-    for path, fn in (("worker side", worker_side), ("end to end (.kiq)", end_to_end)):
-        asyncio.run(fn("bare taskiq", 2000))  # warm-up
-        for _ in range(args.rounds):
+    if values.ValueClass is values.MutexValue:
+        raise SystemExit("multiprocess mode must be active")
+    print(
+        f"python {sys.version.split()[0]}, {args.tasks} tasks x {args.rounds} rounds, multiprocess dir active, "
+        f"execution history {'on' if _HISTORY else 'off'}"
+    )
+    results: dict[str, dict[str, list[Sample]]] = {"worker side": {}, "end to end (.kiq)": {}}
+    try:
+        for path, fn in (("worker side", worker_side), ("end to end (.kiq)", end_to_end)):
             for config in CONFIGS:
-                results[path].setdefault(config, []).append(asyncio.run(fn(config, args.tasks)))
+                asyncio.run(fn(config, 2000))  # warm-up (and the Loki double's start)
+            for _ in range(args.rounds):
+                for config in CONFIGS:
+                    results[path].setdefault(config, []).append(asyncio.run(fn(config, args.tasks)))
+    finally:
+        if _LOKI is not None:
+            _LOKI.stop()
     for path, per_config in results.items():
-        print(f"\n{path}:")
-        bare = statistics.median(per_config["bare taskiq"])
-        print(f"  {'configuration':38} {'µs/task':>9} {'tasks/s':>10} {'overhead µs':>12} {'throughput':>11}")
-        overheads = {}
-        for config, samples in per_config.items():
-            med = statistics.median(samples)
-            overheads[config] = med - bare
-            print(f"  {config:38} {med * 1e6:9.2f} {1 / med:10.0f} {(med - bare) * 1e6:12.2f} {bare / med:10.2f}x")
-        ours = overheads["taskiq-monitor MonitoringMiddleware"]
-        theirs = overheads["taskiq PrometheusMiddleware"]
-        print(f"  overhead ratio MonitoringMiddleware / PrometheusMiddleware: {ours / theirs:.2f}")
+        print(f"\n{path} (µs per task; overhead = minus bare taskiq; median of {args.rounds} rounds):")
+        med = {c: tuple(statistics.median(s[i] for s in runs) for i in range(3)) for c, runs in per_config.items()}
+        bare = med[BARE]
+        print(
+            f"  {'configuration':36} {'wall':>7} {'tasks/s':>8} {'loop CPU':>9} {'+loop':>7} {'total CPU':>10} "
+            f"{'+total':>7} {'÷ Prom +total':>14}"
+        )
+        prom_total = med[PROMETHEUS][2] - bare[2]
+        for config, (wall, loop, total) in med.items():
+            extra = total - bare[2]
+            print(
+                f"  {config:36} {wall * 1e6:7.2f} {1 / wall:8.0f} {loop * 1e6:9.2f} {(loop - bare[1]) * 1e6:7.2f} "
+                f"{total * 1e6:10.2f} {extra * 1e6:7.2f} {extra / prom_total:13.2f}x"
+            )
     shutil.rmtree(_METRICS_DIR, ignore_errors=True)
+    shutil.rmtree(_SPOOL, ignore_errors=True)
     return 0
 
 

@@ -2,18 +2,12 @@
 
 from __future__ import annotations
 
-from taskiq_monitor.events import TaskEvent
+from taskiq_monitor.events import EventSink, TaskEvent
 
 
-class RecordingSink:
+class RecordingSink(EventSink):
     def __init__(self) -> None:
         self.events: list[TaskEvent] = []
 
     def emit(self, event: TaskEvent) -> None:
         self.events.append(event)
-
-    async def start(self) -> None:
-        pass
-
-    async def close(self) -> None:
-        pass

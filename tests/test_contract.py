@@ -55,8 +55,17 @@ def test_every_monitor_error_component_is_declared() -> None:
     from taskiq_monitor.metrics import MONITOR_COMPONENTS
 
     source = "\n".join(p.read_text() for p in (Path(__file__).parents[1] / "exporter").rglob("*.py"))
-    used = set(re.findall(r'_failed\("(\w+)"\)', source)) | set(
+    used = set(re.findall(r'_count_failure\("(\w+)"\)', source)) | set(
         re.findall(r'monitor_errors\.labels\("(\w+)"\)', source)
     )
     assert used, "the pattern must find the components"
     assert used <= set(MONITOR_COMPONENTS), used - set(MONITOR_COMPONENTS)
+
+
+def test_log_results_are_counted_through_their_constants() -> None:
+    """``taskiq_monitor_log_records_total{result}`` values are spelled once (metrics.LOG_*), never as literals."""
+    from taskiq_monitor.metrics import LOG_RESULTS
+
+    source = "\n".join(p.read_text() for p in (Path(__file__).parents[1] / "exporter").rglob("*.py"))
+    literals = re.findall(r'_count\("(\w+)"', source) + re.findall(r'by_result\["(\w+)"\]', source)
+    assert literals == [], f"write metrics.LOG_* instead of {literals} ({LOG_RESULTS})"

@@ -11,7 +11,7 @@ from taskiq import AsyncBroker, Context, InMemoryBroker, SimpleRetryMiddleware, 
 from taskiq.exceptions import NoResultError
 
 from taskiq_monitor.events import TaskEvent
-from taskiq_monitor.middleware import ENQUEUED_AT_LABEL, MonitoringMiddleware
+from taskiq_monitor.middleware import ENQUEUED_AT_LABEL, LEGACY_ENQUEUED_AT_LABEL, MonitoringMiddleware
 from taskiq_monitor.settings import Settings
 from tests.recording_sink import RecordingSink
 
@@ -425,3 +425,107 @@ async def test_every_event_of_an_attempt_carries_the_redacted_parameters() -> No
         assert event.args == [event.args[0]] and event.args[0] in ("ann", "bob")
         assert event.kwargs["password"] == "[REDACTED]", event.status
         assert "hunter" not in repr(event)
+    failed = sink.events[4]
+    assert failed.error_type == "PermissionError" and failed.error_message == "denied"
+    # Redacted once per attempt: the finished events share the running event's redacted parameters.
+    assert sink.events[1].kwargs is sink.events[0].kwargs and sink.events[4].kwargs is sink.events[3].kwargs
+
+
+# -- issue 14 #11: the enqueue-time label is ours, in our namespace -------------------------------------------------
+
+
+async def test_a_users_own_enqueued_at_label_is_never_touched() -> None:
+    broker, _, reg, sink = make()
+    seen: list[Any] = []
+
+    @broker.task(task_name="labelled")
+    async def labelled(context: Context = TaskiqDepends()) -> None:
+        seen.append(context.message.labels.get("enqueued_at"))
+
+    await broker.startup()
+    await (await labelled.kicker().with_labels(enqueued_at="order-42").kiq()).wait_result()
+    assert seen == ["order-42"]
+    # Queue wait still measured, from the namespaced label.
+    assert value(reg, "taskiq_task_queue_wait_seconds_count", task_name="labelled") == 1
+    running = next(e for e in sink.events if e.status == "running")
+    assert running.labels["enqueued_at"] == "order-42"
+    assert isinstance(running.labels[ENQUEUED_AT_LABEL], float)
+    await broker.shutdown()
+
+
+def _queued_by_an_old_version(labels: dict[str, Any], labels_types: dict[str, int] | None = None) -> bytes:
+    from taskiq import TaskiqMessage
+    from taskiq.formatters.json_formatter import JSONFormatter
+
+    message = TaskiqMessage(
+        task_id="old", task_name="ok", labels=labels, labels_types=labels_types, args=[1], kwargs={}
+    )
+    return JSONFormatter().dumps(message).message
+
+
+async def test_legacy_enqueued_at_float_of_a_message_queued_before_an_upgrade_is_read() -> None:
+    import time
+
+    from taskiq.receiver import Receiver
+
+    broker, _, reg, sink = make()
+    define_tasks(broker)
+    await broker.startup()
+    raw = _queued_by_an_old_version({LEGACY_ENQUEUED_AT_LABEL: time.time() - 30.0})
+    await Receiver(broker, run_startup=False).callback(raw)
+    assert value(reg, "taskiq_task_queue_wait_seconds_count", task_name="ok") == 1
+    assert value(reg, "taskiq_task_queue_wait_seconds_sum", task_name="ok") >= 29.0
+    running = next(e for e in sink.events if e.status == "running")
+    assert running.queue_wait_seconds is not None and running.queue_wait_seconds >= 29.0
+    await broker.shutdown()
+
+
+async def test_a_typed_enqueued_at_label_is_the_users_and_not_read_as_enqueue_time() -> None:
+    import time
+
+    from taskiq.labels import LabelType
+    from taskiq.receiver import Receiver
+
+    broker, _, reg, _ = make()
+    define_tasks(broker)
+    await broker.startup()
+    # Set through .with_labels(enqueued_at=<float>): taskiq records its type; our pre_send never did.
+    raw = _queued_by_an_old_version(
+        {LEGACY_ENQUEUED_AT_LABEL: str(time.time() - 30.0)}, {LEGACY_ENQUEUED_AT_LABEL: LabelType.FLOAT.value}
+    )
+    await Receiver(broker, run_startup=False).callback(raw)
+    assert value(reg, "taskiq_tasks_started_total", task_name="ok") == 1
+    assert value(reg, "taskiq_task_queue_wait_seconds_count", task_name="ok") == 0
+    await broker.shutdown()
+
+
+async def test_a_duck_typed_sink_still_gets_the_broker_and_the_events() -> None:
+    class Duck:
+        """Not an EventSink subclass: the interface by shape, as earlier versions allowed."""
+
+        def __init__(self) -> None:
+            self.events: list[TaskEvent] = []
+            self.broker: Any = None
+
+        def attach_broker(self, broker: Any) -> None:
+            self.broker = broker
+
+        def emit(self, event: TaskEvent) -> None:
+            self.events.append(event)
+
+        async def start(self) -> None:
+            pass
+
+        async def close(self) -> None:
+            pass
+
+    duck = Duck()
+    registry = CollectorRegistry()
+    monitor = MonitoringMiddleware(Settings(), registry=registry, sinks=[duck])
+    broker = InMemoryBroker(await_inplace=True).with_middlewares(monitor)
+    tasks = define_tasks(broker)
+    await broker.startup()
+    await (await tasks["ok"].kiq(1)).wait_result()
+    assert duck.broker is broker
+    assert [e.status for e in duck.events] == ["running", "success", "pending"]
+    await broker.shutdown()

@@ -283,3 +283,86 @@ def test_settings_repr_masks_credentials_in_urls() -> None:
         assert "SECRET" not in text
         assert "https://tenant:***@loki.example" in text and "redis://:***@cache:6379/0" in text
     assert settings.loki_url == "https://tenant:loki-SECRET-1@loki.example"  # the value itself is untouched
+
+
+# -- issue 14 #8: shapes the defaults used to miss ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("key", ["auth", "bearer", "passphrase", "credentials", "private_key", "proxyAuth", "X-Auth"])
+def test_more_secret_keys_are_redacted(redactor: Redactor, key: str) -> None:
+    assert redactor.sanitize({key: "s3cr3t-value"}) == {key: REDACTED}
+
+
+def test_auth_tuple_is_redacted_as_a_whole(redactor: Redactor) -> None:
+    out = redactor.sanitize({"url": "https://api.example/x", "auth": ("ann", "hunter2")})
+    assert out == {"url": "https://api.example/x", "auth": REDACTED}
+    assert "hunter2" not in json.dumps(out)
+
+
+def test_auth_is_a_whole_word_so_author_is_kept(redactor: Redactor) -> None:
+    assert redactor.sanitize({"author": "ann", "authority": "x", "auth_user": "u"}) == {
+        "author": "ann",
+        "authority": "x",
+        "auth_user": REDACTED,
+    }
+
+
+def test_auth_given_positionally_is_redacted() -> None:
+    event = TaskEvent(status="running", task_id="t", task_name="fetch", timestamp=0.0, args=["u", ("ann", "pw")])
+    Redactor().apply(event, ("url", "auth"))
+    assert event.args == ["u", REDACTED]
+
+
+@pytest.mark.parametrize(
+    ("text", "secret", "expected"),
+    [
+        ("postgres://u:pa/ss@h/db", "pa/ss", "postgres://u:***@h/db"),
+        ("dsn postgres://u:p@ss/w@db.local:5432/app end", "p@ss/w", "dsn postgres://u:***@db.local:5432/app end"),
+        ("https://u:pw@api.example/x?email=a@b.example", "pw", "https://u:***@api.example/x?email=a@b.example"),
+    ],
+)
+def test_url_passwords_holding_slashes_and_ats_are_masked(
+    redactor: Redactor, text: str, secret: str, expected: str
+) -> None:
+    out = redactor.redact_text(text)
+    assert out == expected
+    assert secret not in out
+
+
+def test_password_flags_in_a_called_process_error_are_masked(redactor: Redactor) -> None:
+    import subprocess
+
+    as_list = subprocess.CalledProcessError(1, ["psql", "--password", "hunter2", "-p", "s3cret", "-U", "app"])
+    as_shell = subprocess.CalledProcessError(2, "mysqldump --password hunter2 -p s3cret --user app db")
+    for error in (as_list, as_shell):
+        out = redactor.redact_text(str(error))
+        assert "hunter2" not in out and "s3cret" not in out
+        assert "app" in out and "returned non-zero exit status" in out
+    assert redactor.redact_text("psql --password hunter2 --user app") == "psql --password *** --user app"
+
+
+def test_secret_xml_elements_are_masked(redactor: Redactor) -> None:
+    text = '<login><user>ann</user><password>hunter2</password><ns:token a="1">abc</ns:token></login>'
+    expected = '<login><user>ann</user><password>***</password><ns:token a="1">***</ns:token></login>'
+    assert redactor.redact_text(text) == expected
+
+
+def test_pem_private_key_bodies_are_masked(redactor: Redactor) -> None:
+    pem = "-----BEGIN RSA PRIVATE KEY-----\nMIIEpAIBAAKCAQEA\nq83x\n-----END RSA PRIVATE KEY-----"
+    out = redactor.redact_text(f"key={pem} loaded")
+    assert "MIIEpAIBAAKCAQEA" not in out and "q83x" not in out
+    assert out.endswith("-----END RSA PRIVATE KEY----- loaded")
+
+
+def test_new_shapes_are_redacted_in_events_error_text() -> None:
+    event = TaskEvent(
+        status="failed",
+        task_id="t",
+        task_name="backup",
+        timestamp=0.0,
+        error_type="CalledProcessError",
+        error_message="Command 'pg_dump postgres://u:pa/ss@h/db --password hunter2' returned non-zero exit status 1.",
+    )
+    Redactor().apply(event)
+    assert event.error_message is not None
+    assert "pa/ss" not in event.error_message and "hunter2" not in event.error_message

@@ -9,7 +9,8 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from taskiq_monitor.service.feed import Client, LiveFeed
+from taskiq_monitor.service.broadcast import Client
+from taskiq_monitor.service.feed import LiveFeed
 from taskiq_monitor.settings import Settings
 from taskiq_monitor.store import MemoryStore
 

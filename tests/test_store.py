@@ -86,8 +86,9 @@ def test_pending_running_finished_transitions(backend: tuple[Settings, Any, Stat
         assert (a.pending, a.running, b.pending, b.running) == (2, 1, 1, 0)
         assert snap.workers == 1  # the sink saw a running event: it executes tasks
         assert a.totals["success"] == 1 and a.totals["failed"] == 1
-        assert a.totals["dur_sum"] == pytest.approx(2.0)
-        assert a.window["success"] == 1 and a.window["dur_n"] == 2
+        # FR-013: average duration = sum(duration) / count(success): the failed attempt's 1.5 s is not in it.
+        assert a.totals["dur_sum"] == pytest.approx(0.5)
+        assert a.window["success"] == 1 and a.window["dur_n"] == 1
     finally:
         sink.stop()
     # A clean shutdown removes the worker and its running tasks.

@@ -53,3 +53,34 @@ def test_tail_asks_for_v2_and_sends_the_token_in_a_header_never_the_url() -> Non
     assert url.startswith("ws://127.0.0.1:9808/ws/events?v=2&") and "s3cret" not in url
     assert "task_name=a" in url and "status=failed" in url and "last_event_id=1-0" in url
     assert tail._headers() == {"Authorization": "Bearer s3cret"}
+
+
+def _failed(task_id: str, status: str = "failed") -> str:
+    event = TaskEvent(status=status, task_id=task_id, task_name="score_message_task", timestamp=0.0)
+    event.error_type, event.error_message = "ValueError", "bad input"
+    return format_event({"type": "event", "id": "1-0", "event": to_record(event)}, False, "http://h:9808/")
+
+
+def test_failed_event_line_links_to_the_error_detail_of_the_whole_task_id() -> None:
+    task_id = "0123456789abcdef0123456789abcdef"
+    line = _failed(task_id)
+    assert line.endswith(f"detail: GET http://h:9808/api/v1/executions/{task_id}")
+    assert task_id[:12] in line.split("detail:")[0] and task_id not in line.split("detail:")[0]
+    for status in ("success", "retried", "running"):
+        assert "/api/v1/executions/" not in _failed(task_id, status), status
+
+
+def test_error_detail_link_quotes_the_task_id_into_one_path_segment() -> None:
+    line = _failed("a/b?c#d e\x1b[2J")
+    assert line.endswith("/api/v1/executions/a%2Fb%3Fc%23d%20e%1B%5B2J")
+
+
+def test_error_detail_link_is_the_exporters_execution_route() -> None:
+    from taskiq_monitor.service.app import create_app
+    from taskiq_monitor.settings import Settings
+    from taskiq_monitor.tail import execution_url
+
+    app = create_app(Settings(redis_url="redis://127.0.0.1:1/0"))  # routes only: nothing connects
+    template = "/api/v1/executions/{task_id}"
+    assert "get" in app.openapi()["paths"][template]
+    assert execution_url("http://h:1/", "abc-123") == "http://h:1" + template.format(task_id="abc-123")

@@ -28,10 +28,22 @@ from pathlib import Path
 from taskiq_monitor.errors import ConfigError, UsageError
 from taskiq_monitor.multiproc import default_metrics_dir
 from taskiq_monitor.securedir import ensure_private_dir
-from taskiq_monitor.settings import Settings, load_settings
+from taskiq_monitor.settings import REDIS_URL_SCHEMES, Settings, load_settings
 
-logger = logging.getLogger("taskiq_monitor.cli")
+logger = logging.getLogger(__name__)
 EXIT_USAGE = 2
+
+
+def _parser(
+    command: str, description: str, prefix: str = "", host: str = "bind address", port: str = "port"
+) -> argparse.ArgumentParser:
+    """The parser of one command with its ``--host``/``--port`` (``--metrics-host``… with a prefix), their defaults
+    named from ``Settings``, where they live."""
+    parser = argparse.ArgumentParser(prog=f"taskiq-monitor {command}", description=description)
+    fields = Settings.model_fields
+    parser.add_argument(f"--{prefix}host", help=f"{host} (default {fields['host'].default})")
+    parser.add_argument(f"--{prefix}port", type=int, help=f"{port} (default {fields['port'].default})")
+    return parser
 
 
 # -- worker --
@@ -44,7 +56,8 @@ async def _run_worker(settings: Settings, taskiq_args: list[str]) -> int:
     from taskiq_monitor.service.app import create_app
     from taskiq_monitor.service.server import start_server
 
-    assert settings.metrics_dir is not None
+    if settings.metrics_dir is None:  # _settings() always sets it for the worker command
+        raise ConfigError("the worker command needs a metrics directory")
     # Bind first: a second start on the same port must fail before it touches the running instance's directory.
     server, serve_task = await start_server(create_app(settings), settings.host, settings.port)
     try:
@@ -97,13 +110,14 @@ async def _supervise(settings: Settings, taskiq_args: list[str]) -> int:
 
 
 def cmd_worker(argv: Sequence[str]) -> int:
-    parser = argparse.ArgumentParser(
-        prog="taskiq-monitor worker",
-        description="Run `taskiq worker` with one /metrics endpoint for all its processes. "
+    parser = _parser(
+        "worker",
+        "Run `taskiq worker` with one /metrics endpoint for all its processes. "
         "Every option not listed here is passed to `taskiq worker` unchanged.",
+        "metrics-",
+        host="address of /metrics",
+        port="port of /metrics",
     )
-    parser.add_argument("--metrics-host", help="address of /metrics (default 127.0.0.1)")
-    parser.add_argument("--metrics-port", type=int, help="port of /metrics (default 9808)")
     parser.add_argument(
         "--metrics-dir", type=Path, help="multiprocess directory, one per supervisor (metric files wiped at start)"
     )
@@ -137,13 +151,11 @@ async def _serve(settings: Settings) -> int:
 
 
 def cmd_serve(argv: Sequence[str]) -> int:
-    parser = argparse.ArgumentParser(
-        prog="taskiq-monitor serve",
-        description="Serve /metrics for the worker processes writing to a multiprocess directory (sidecar). "
+    parser = _parser(
+        "serve",
+        "Serve /metrics for the worker processes writing to a multiprocess directory (sidecar). "
         "Start your workers with PROMETHEUS_MULTIPROC_DIR set to the same, empty, directory.",
     )
-    parser.add_argument("--host", help="bind address (default 127.0.0.1)")
-    parser.add_argument("--port", type=int, help="port (default 9808)")
     parser.add_argument("--metrics-dir", type=Path, help="the workers' PROMETHEUS_MULTIPROC_DIR")
     args = parser.parse_args(argv)
     settings = load_settings(host=args.host, port=args.port, metrics_dir=args.metrics_dir)
@@ -157,13 +169,11 @@ def cmd_serve(argv: Sequence[str]) -> int:
 
 # -- demo --
 def cmd_demo(argv: Sequence[str]) -> int:
-    parser = argparse.ArgumentParser(
-        prog="taskiq-monitor demo",
-        description="Run 15 demo task types and the exporter. Without --broker everything runs in this process "
+    parser = _parser(
+        "demo",
+        "Run 15 demo task types and the exporter. Without --broker everything runs in this process "
         "(no external service); with --broker redis://… real worker processes consume from Redis.",
     )
-    parser.add_argument("--host", help="bind address (default 127.0.0.1)")
-    parser.add_argument("--port", type=int, help="port (default 9808)")
     parser.add_argument("--duration", type=float, default=None, help="stop after S seconds (default: run forever)")
     parser.add_argument("--rate", type=float, default=20.0, help="tasks enqueued per second (default 20)")
     parser.add_argument("--broker", help="redis://host:port/db to use a real Redis broker and worker processes")
@@ -174,7 +184,7 @@ def cmd_demo(argv: Sequence[str]) -> int:
         raise UsageError("--rate must be positive")
     if args.duration is not None and args.duration <= 0:
         raise UsageError("--duration must be positive")
-    if args.broker is not None and not args.broker.startswith(("redis://", "rediss://", "unix://")):
+    if args.broker is not None and not args.broker.startswith(REDIS_URL_SCHEMES):
         raise UsageError(f"--broker must be a redis:// URL, got {args.broker!r}")
     settings = load_settings(host=args.host, port=args.port, demo_broker_url=args.broker)
     from taskiq_monitor.demo.runner import run_demo

@@ -40,7 +40,7 @@ if TYPE_CHECKING:
 
     Writer = CoalescingWriter | DirectWriter
 
-logger = logging.getLogger("taskiq_monitor.exemplars")
+logger = logging.getLogger(__name__)
 
 EXEMPLAR_FILE_GLOB = "exemplars_*.json"
 FLUSH_INTERVAL = 1.0

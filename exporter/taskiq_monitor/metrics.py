@@ -27,15 +27,16 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+# Statuses live in events.TaskStatus; these names stay importable from here (public).
+from taskiq_monitor.events import COMPLETED_STATUSES as COMPLETED_STATUSES
+from taskiq_monitor.events import OTHER as OTHER
+from taskiq_monitor.events import STATUS_FAILED as STATUS_FAILED
+from taskiq_monitor.events import STATUS_RETRIED as STATUS_RETRIED
+from taskiq_monitor.events import STATUS_SUCCESS as STATUS_SUCCESS
+from taskiq_monitor.promclient import histogram_cells, registered_collector, value_cell
 from taskiq_monitor.settings import DEFAULT_DURATION_BUCKETS, DEFAULT_QUEUE_WAIT_BUCKETS
 
-logger = logging.getLogger("taskiq_monitor")
-
-# Statuses of a finished attempt. ``retried``: the attempt failed and a retry was scheduled; ``failed``: final.
-STATUS_SUCCESS = "success"
-STATUS_FAILED = "failed"
-STATUS_RETRIED = "retried"
-COMPLETED_STATUSES: tuple[str, ...] = (STATUS_SUCCESS, STATUS_FAILED, STATUS_RETRIED)
+logger = logging.getLogger(__name__)
 
 # Components that count their own failures in taskiq_monitor_errors_total; exported at zero from start-up so
 # that rate() and alert expressions have a series before the first failure.
@@ -50,8 +51,6 @@ MONITOR_COMPONENTS: tuple[str, ...] = (
     "in_flight_overflow",
 )
 
-# The label value that unbounded label sets fold into, so a bug that invents task names cannot explode series.
-OTHER = "other"
 
 # name -> (type, labels); the single source for the README table, the contract test, and the rules/dashboards
 # tests that prove they only use what the code emits.
@@ -75,6 +74,9 @@ METRICS: dict[str, tuple[str, tuple[str, ...]]] = {
     "taskiq_tasks_pending_expired_total": ("counter", ("task_name",)),
     "taskiq_monitor_state_up": ("gauge", ()),
     "taskiq_monitor_live_clients": ("gauge", ()),
+    # Execution history (service/history.py, from the store): queue-wide like the state above.
+    "taskiq_monitor_history_executions": ("gauge", ()),
+    "taskiq_monitor_history_evicted_total": ("counter", ("reason",)),
     # Written by every process's StateSink (sinks/state.py); result in {written, dropped}.
     "taskiq_monitor_state_events_total": ("counter", ("result",)),
 }
@@ -87,6 +89,8 @@ QUEUE_WIDE_METRICS: frozenset[str] = frozenset(
         "taskiq_task_oldest_pending_age_seconds",
         "taskiq_workers",
         "taskiq_tasks_pending_expired_total",
+        "taskiq_monitor_history_executions",
+        "taskiq_monitor_history_evicted_total",
     }
 )
 
@@ -101,9 +105,8 @@ LOG_RESULTS: tuple[str, ...] = (LOG_SHIPPED, LOG_SPOOLED, LOG_DROPPED)
 def _unregister_existing(registry: CollectorRegistry, names: Iterable[str]) -> None:
     # Building TaskMetrics twice on one registry (two brokers in one process, or a test re-creating the
     # middleware) must not raise "Duplicated timeseries": the newer instruments replace the older ones.
-    collectors = getattr(registry, "_names_to_collectors", {})
     for name in names:
-        collector = collectors.get(name)
+        collector = registered_collector(registry, name)
         if collector is not None:
             with contextlib.suppress(KeyError):
                 registry.unregister(collector)
@@ -116,9 +119,7 @@ class RawHistogram:
     __slots__ = ("bounds", "buckets", "sum")
 
     def __init__(self, child: Histogram) -> None:
-        self.bounds: list[float] = list(child._upper_bounds)
-        self.buckets: list[Any] = list(child._buckets)
-        self.sum: Any = child._sum
+        self.bounds, self.buckets, self.sum = histogram_cells(child)
 
 
 @dataclass(slots=True)
@@ -284,11 +285,11 @@ class TaskMetrics:
         if inst is None:
             inst = TaskInstruments(
                 label=label,
-                enqueued=self.enqueued.labels(label)._value,
-                started=self.started.labels(label)._value,
-                running=self.running.labels(label)._value,
+                enqueued=value_cell(self.enqueued.labels(label)),
+                started=value_cell(self.started.labels(label)),
+                running=value_cell(self.running.labels(label)),
                 queue_wait=RawHistogram(self.queue_wait.labels(label)),
-                completed={s: self.completed.labels(label, s)._value for s in COMPLETED_STATUSES},
+                completed={s: value_cell(self.completed.labels(label, s)) for s in COMPLETED_STATUSES},
                 duration={s: RawHistogram(self.duration.labels(label, s)) for s in COMPLETED_STATUSES},
             )
             self._instruments[label] = inst
@@ -299,7 +300,7 @@ class TaskMetrics:
     def error_cell(self, inst: TaskInstruments, error_type: str) -> Any:
         cell = inst.errors.get(error_type)
         if cell is None:
-            cell = self.errors.labels(inst.label, self.error_label(error_type))._value
+            cell = value_cell(self.errors.labels(inst.label, self.error_label(error_type)))
             inst.errors[error_type] = cell
         return cell
 

@@ -37,21 +37,28 @@ from dataclasses import dataclass
 from typing import Any
 
 from prometheus_client import CollectorRegistry
-from taskiq import TaskiqMessage, TaskiqMiddleware, TaskiqResult
+from taskiq import SimpleRetryMiddleware, SmartRetryMiddleware, TaskiqMessage, TaskiqMiddleware, TaskiqResult
 from taskiq.exceptions import NoResultError
 
-from taskiq_monitor.events import STATUS_PENDING, STATUS_RUNNING, EventSink, TaskEvent
+from taskiq_monitor.events import EventSink, TaskEvent, TaskStatus
 from taskiq_monitor.exemplars import DurationExemplars
-from taskiq_monitor.metrics import STATUS_FAILED, STATUS_RETRIED, STATUS_SUCCESS, TaskMetrics
+from taskiq_monitor.logs import WarnOnce
+from taskiq_monitor.metrics import TaskMetrics
 from taskiq_monitor.redaction import Redactor
 from taskiq_monitor.settings import Settings
 from taskiq_monitor.tracing import current_ids
 
-logger = logging.getLogger("taskiq_monitor")
+logger = logging.getLogger(__name__)
 
-# Label stamped in pre_send; travels with the message as a raw JSON float (verified with taskiq-redis 1.2.4).
-ENQUEUED_AT_LABEL = "enqueued_at"
+# Label stamped in pre_send; travels with the message as a raw JSON float (verified with taskiq-redis 1.2.4). In our
+# own namespace: a user's ``.with_labels(enqueued_at=…)`` is theirs, and is never read or written here.
+ENQUEUED_AT_LABEL = "taskiq_monitor_enqueued_at"
+# The name earlier builds stamped. Still read, for messages queued before an upgrade, but only when it is the
+# float our ``pre_send`` wrote: taskiq records a type in ``labels_types`` for every label set through a kicker
+# (``.with_labels``), never for one a middleware adds in ``pre_send`` — so a typed ``enqueued_at`` is the user's.
+LEGACY_ENQUEUED_AT_LABEL = "enqueued_at"
 RETRIES_LABEL = "_retries"  # set by taskiq's retry middlewares: 1, 2, … on re-kicks
+MAX_RETRIES_LABEL = "max_retries"  # read by taskiq's retry middlewares (default: their default_retry_count)
 
 
 # Attempts tracked at once per process. taskiq runs at most --max-async-tasks (default 100) per worker; records
@@ -71,8 +78,8 @@ class _InFlight:
     queue_wait: float | None
     error: BaseException | None = None
     resent: bool = False
-    # args/kwargs as redacted for the ``running`` event, reused by the ``success`` event of the same attempt.
-    safe_params: tuple[list[Any], dict[str, Any]] | None = None
+    # This attempt's ``running`` event: the finished event carries its parameters (redacted once, shared).
+    running: TaskEvent | None = None
 
 
 def _attempt(labels: dict[str, Any]) -> int:
@@ -80,6 +87,20 @@ def _attempt(labels: dict[str, Any]) -> int:
         return int(labels.get(RETRIES_LABEL, 0) or 0) + 1
     except (TypeError, ValueError):
         return 1
+
+
+def _enqueued_at(message: TaskiqMessage) -> float | None:
+    """The enqueue time stamped by ``pre_send`` (ours, or the legacy label of a message queued before an upgrade)."""
+    labels = message.labels
+    value = labels.get(ENQUEUED_AT_LABEL)
+    if value is None:
+        value = labels.get(LEGACY_ENQUEUED_AT_LABEL)
+        if type(value) is not float or LEGACY_ENQUEUED_AT_LABEL in (message.labels_types or ()):
+            return None
+        return value
+    if type(value) is float:  # the fast path: the float pre_send stamped
+        return value
+    return _as_float(value)
 
 
 def _as_float(value: Any) -> float | None:
@@ -112,11 +133,14 @@ class MonitoringMiddleware(TaskiqMiddleware):
             from taskiq_monitor.sinks import default_sinks
 
             sinks = default_sinks(self.settings)
-        self.sinks: list[EventSink] = list(sinks)
+        # A sink that does not subclass EventSink (duck-typed, as the Protocol of earlier versions allowed) is
+        # wrapped once here, so every hook can call the whole interface without probing.
+        self.sinks: list[EventSink] = [s if isinstance(s, EventSink) else _DuckSink(s) for s in sinks]
         # Sinks that want events now. A sink may be dormant (the state sink without Redis in a process whose store
         # nobody reads): then no event is built or redacted at all — that is most of the cost of an event.
         self._emitting: list[EventSink] = self._active(self.sinks)
-        # Applied once per event, before any sink: every sink gets the same redacted, size-capped record.
+        # Applied once per event, before any sink reads it: every sink gets the same redacted, size-capped record.
+        # The walk is deferred to the first reader (a sink's thread; TaskEvent.defer_redaction).
         self.redactor = Redactor(
             self.settings.redact_keys,
             max_field_bytes=self.settings.event_max_field_bytes,
@@ -130,40 +154,38 @@ class MonitoringMiddleware(TaskiqMiddleware):
         # ``_retries`` label (retry middlewares mutate the running message's labels dict) identifies an attempt.
         self._in_flight: dict[int, _InFlight] = {}
         self._host = socket.gethostname()
-        self._warned: set[str] = set()
+        self._warn = WarnOnce(logger)
 
     @staticmethod
     def _active(sinks: list[EventSink]) -> list[EventSink]:
-        return [sink for sink in sinks if getattr(sink, "active", True)]
+        return [sink for sink in sinks if sink.active]
 
     # -- guards ----------------------------------------------------------------------------------------------------
-    def _failed(self, component: str) -> None:
+    def _count_failure(self, component: str) -> None:
         """Count (and log once per component) a failure of monitoring itself; never propagate it."""
         try:
             self.metrics.monitor_errors.labels(component).inc()
-            if component not in self._warned:
-                self._warned.add(component)
-                logger.warning("taskiq-monitor %s failed; the task is unaffected", component, exc_info=True)
-            else:
-                logger.debug("taskiq-monitor %s failed", component, exc_info=True)
+            self._warn(component, "taskiq-monitor %s failed; the task is unaffected", component, exc_info=True)
         except Exception:  # pragma: no cover - the last line of defence must not raise either
             pass
+
+    def _redaction_failed(self) -> None:
+        # Called from whichever thread read the event first; the event then carries no parameters or error text.
+        self._count_failure("redaction")
 
     # -- lifecycle ---------------------------------------------------------------------------------------------------
     async def startup(self) -> None:
         try:
             self.metrics.register_tasks(self.broker.get_all_tasks())
         except Exception:
-            self._failed("startup")
+            self._count_failure("startup")
         for sink in self.sinks:
             try:
-                # Optional hook: a sink that needs the broker (worker or not, task names) gets it before start().
-                attach = getattr(sink, "attach_broker", None)
-                if attach is not None:
-                    attach(self.broker)
+                # A sink that needs the broker (worker or not, task names) gets it before start().
+                sink.attach_broker(self.broker)
                 await sink.start()
             except Exception:
-                self._failed("sink_start")
+                self._count_failure("sink_start")
         self._emitting = self._active(self.sinks)
 
     def flush(self) -> None:
@@ -176,12 +198,12 @@ class MonitoringMiddleware(TaskiqMiddleware):
             try:
                 await sink.close()
             except Exception:
-                self._failed("sink_close")
+                self._count_failure("sink_close")
 
     # -- hooks ---------------------------------------------------------------------------------------------------------
     def pre_send(self, message: TaskiqMessage) -> TaskiqMessage:
         try:
-            message.labels[ENQUEUED_AT_LABEL] = time.time()
+            message.labels[ENQUEUED_AT_LABEL] = time.time()  # a user's own ``enqueued_at`` label is left alone
             attempt = _attempt(message.labels)
             if attempt > 1:
                 # The same task id re-sent while an earlier attempt runs here: a retry middleware re-kicked it.
@@ -189,7 +211,7 @@ class MonitoringMiddleware(TaskiqMiddleware):
                     if running.task_id == message.task_id and running.attempt < attempt:
                         running.resent = True
         except Exception:
-            self._failed("middleware")
+            self._count_failure("middleware")
         return message
 
     def post_send(self, message: TaskiqMessage) -> None:
@@ -203,31 +225,31 @@ class MonitoringMiddleware(TaskiqMiddleware):
             w.add(m.for_task(message.task_name).enqueued)
             w.commit()
             if self._emitting:
-                enqueued_at = _as_float(message.labels.get(ENQUEUED_AT_LABEL))
+                enqueued_at = _enqueued_at(message)
                 self._emit(
                     TaskEvent(
-                        status=STATUS_PENDING,
-                        task_id=message.task_id,
-                        task_name=message.task_name,
-                        timestamp=enqueued_at if enqueued_at is not None else time.time(),
-                        attempt=_attempt(message.labels),
+                        TaskStatus.PENDING,
+                        message.task_id,
+                        message.task_name,
+                        enqueued_at if enqueued_at is not None else time.time(),
+                        _attempt(message.labels),
                         enqueued_at=enqueued_at,
+                        # Shallow copies: the message's containers may change after this hook (a retry middleware
+                        # bumps labels); their contents are copied by the deferred redaction.
                         args=list(message.args),
                         kwargs=dict(message.kwargs),
                         labels=dict(message.labels),
                     )
                 )
         except Exception:
-            self._failed("middleware")
+            self._count_failure("middleware")
 
     def pre_execute(self, message: TaskiqMessage) -> TaskiqMessage:
         try:
             perf = time.perf_counter()
             now = time.time()
             labels = message.labels
-            enqueued_at = labels.get(ENQUEUED_AT_LABEL)
-            if type(enqueued_at) is not float:  # the fast path is the float pre_send stamped
-                enqueued_at = _as_float(enqueued_at)
+            enqueued_at = _enqueued_at(message)
             # Wall clocks of the sending and executing hosts may differ slightly; never report negative waits.
             wait = max(0.0, now - enqueued_at) if enqueued_at is not None else None
             m = self.metrics
@@ -245,11 +267,11 @@ class MonitoringMiddleware(TaskiqMiddleware):
             self._in_flight[record.key] = record
             if self._emitting:
                 running = TaskEvent(
-                    status=STATUS_RUNNING,
-                    task_id=message.task_id,
-                    task_name=message.task_name,
-                    timestamp=now,
-                    attempt=attempt,
+                    TaskStatus.RUNNING,
+                    message.task_id,
+                    message.task_name,
+                    now,
+                    attempt,
                     enqueued_at=enqueued_at,
                     started_at=now,
                     queue_wait_seconds=wait,
@@ -258,9 +280,9 @@ class MonitoringMiddleware(TaskiqMiddleware):
                     labels=dict(labels),
                 )
                 self._emit(running)
-                record.safe_params = (running.args, running.kwargs)
+                record.running = running
         except Exception:
-            self._failed("middleware")
+            self._count_failure("middleware")
         return message
 
     def _find(self, message: TaskiqMessage) -> _InFlight | None:
@@ -280,7 +302,7 @@ class MonitoringMiddleware(TaskiqMiddleware):
         oldest = next(iter(self._in_flight.values()))
         self._forget(oldest)
         self.metrics.writer().add(self.metrics.for_task(oldest.task_name).running, -1.0)
-        self._failed("in_flight_overflow")
+        self._count_failure("in_flight_overflow")
 
     def on_error(self, message: TaskiqMessage, result: TaskiqResult[Any], exception: BaseException) -> None:
         try:
@@ -288,7 +310,7 @@ class MonitoringMiddleware(TaskiqMiddleware):
             if in_flight is not None:
                 in_flight.error = exception
         except Exception:
-            self._failed("middleware")
+            self._count_failure("middleware")
 
     def post_execute(self, message: TaskiqMessage, result: TaskiqResult[Any]) -> None:
         try:
@@ -301,17 +323,17 @@ class MonitoringMiddleware(TaskiqMiddleware):
             inst = m.for_task(message.task_name)
             error = in_flight.error if in_flight is not None else result.error
             if not result.is_err:
-                status = STATUS_SUCCESS
-            elif (in_flight is not None and in_flight.resent) or (
-                isinstance(result.error, NoResultError) and not isinstance(error, NoResultError)
-            ):
-                status = STATUS_RETRIED
+                status = TaskStatus.SUCCESS
+            elif (
+                in_flight is not None and (in_flight.resent or self._retry_scheduled(message, in_flight.attempt))
+            ) or (isinstance(result.error, NoResultError) and not isinstance(error, NoResultError)):
+                status = TaskStatus.RETRIED
             elif isinstance(error, NoResultError):
                 # The task itself raised NoResultError: "done, store nothing" — not a failure.
-                status = STATUS_SUCCESS
+                status = TaskStatus.SUCCESS
                 error = None
             else:
-                status = STATUS_FAILED
+                status = TaskStatus.FAILED
             if in_flight is not None:
                 duration = perf - in_flight.started_perf
                 w.add(inst.running, -1.0)
@@ -319,13 +341,45 @@ class MonitoringMiddleware(TaskiqMiddleware):
                 duration = float(result.execution_time)
             w.add(inst.completed[status])
             self._exemplars.observe(w, inst.duration[status], inst.label, status, duration)
-            if error is not None and status != STATUS_SUCCESS:
+            if error is not None and status != TaskStatus.SUCCESS:
                 w.add(m.error_cell(inst, type(error).__name__))
             w.commit()
             if self._emitting:
                 self._emit_finished(message, status, duration, in_flight, error)
         except Exception:
-            self._failed("middleware")
+            self._count_failure("middleware")
+
+    def _retry_scheduled(self, message: TaskiqMessage, attempt: int) -> bool:
+        """A retry middleware prepared attempt ``attempt + 1`` without sending it through this broker.
+
+        ``SmartRetryMiddleware(schedule_source=…)`` hands the retry to a schedule source (no ``pre_send`` here) and,
+        with ``no_result_on_retry=False``, leaves the real error in the result: the only trace is in the running
+        message's labels, which its kicker updates in place — ``_retries`` becomes ``attempt`` before the retry is
+        scheduled. ``SimpleRetryMiddleware`` bumps it on the final attempt too, but then ``_retries`` has reached
+        ``max_retries``: the same rule the retry middlewares apply (``retries < max_retries``) tells them apart.
+        """
+        labels = message.labels
+        try:
+            retries = int(labels.get(RETRIES_LABEL, 0) or 0)
+        except (TypeError, ValueError):
+            return False
+        if retries < attempt:  # not bumped during this attempt: no retry middleware acted
+            return False
+        max_retries = labels.get(MAX_RETRIES_LABEL)
+        if max_retries is None:
+            max_retries = self._default_retry_count()
+        try:
+            return max_retries is not None and retries < int(max_retries)
+        except (TypeError, ValueError):
+            return False
+
+    def _default_retry_count(self) -> int | None:
+        """``default_retry_count`` of the broker's retry middleware (what it uses without a ``max_retries`` label)."""
+        for middleware in getattr(getattr(self, "broker", None), "middlewares", ()):
+            count = getattr(middleware, "default_retry_count", None)
+            if isinstance(middleware, SimpleRetryMiddleware | SmartRetryMiddleware) and isinstance(count, int):
+                return count
+        return None
 
     # -- events ----------------------------------------------------------------------------------------------------
     def _emit_finished(
@@ -336,35 +390,29 @@ class MonitoringMiddleware(TaskiqMiddleware):
         in_flight: _InFlight | None,
         error: BaseException | None,
     ) -> None:
-        import traceback as tb
-
+        now = time.time()
+        # Not from the labels: a retry middleware has already bumped ``_retries`` in them by now.
+        attempt = in_flight.attempt if in_flight is not None else _attempt(message.labels)
         event = TaskEvent(
-            status=status,
-            task_id=message.task_id,
-            task_name=message.task_name,
-            timestamp=time.time(),
-            # Not from the labels: a retry middleware has already bumped ``_retries`` in them by now.
-            attempt=in_flight.attempt if in_flight is not None else _attempt(message.labels),
-            duration_seconds=duration,
-            args=list(message.args),
-            kwargs=dict(message.kwargs),
-            labels=dict(message.labels),
+            status, message.task_id, message.task_name, now, attempt, duration_seconds=duration, finished_at=now
         )
-        event.finished_at = event.timestamp
+        event.labels = dict(message.labels)
         if in_flight is not None:
             event.enqueued_at = in_flight.enqueued_at
             event.started_at = in_flight.started_at
             event.queue_wait_seconds = in_flight.queue_wait
-        if error is not None and status != STATUS_SUCCESS:
+        if error is not None and status != TaskStatus.SUCCESS:
+            import traceback as tb
+
             event.error_type = type(error).__name__
             event.error_message = str(error)
             event.traceback = "".join(tb.format_exception(error))
-        elif in_flight is not None and in_flight.safe_params is not None:
-            # The common case: the parameters were redacted for this attempt's ``running`` event already.
-            event.args, event.kwargs = in_flight.safe_params
-            self._emit(event, params_done=True)
-            return
-        self._emit(event)
+        # The parameters again (the execution history keeps the latest record of an attempt, and a Loki query for
+        # one status finds them), but redacted once per attempt: the ``running`` event's, shared.
+        running = in_flight.running if in_flight is not None else None
+        if running is None:
+            event.args, event.kwargs = list(message.args), dict(message.kwargs)
+        self._emit(event, params_from=running)
 
     def _positional_names(self, task_name: str) -> tuple[str, ...]:
         """Parameter names of the task function, so positional secrets are redacted by name too."""
@@ -384,20 +432,43 @@ class MonitoringMiddleware(TaskiqMiddleware):
                 self._positional[task_name] = names
         return names
 
-    def _emit(self, event: TaskEvent, *, params_done: bool = False) -> None:
+    def _emit(self, event: TaskEvent, *, params_from: TaskEvent | None = None) -> None:
         if event.trace_id is None:
             event.trace_id, event.span_id = current_ids()  # send span for pending, execute span for the others
         event.host = self._host
         event.pid = os.getpid()
-        try:
-            self.redactor.apply(event, self._positional_names(event.task_name), params_done=params_done)
-        except Exception:
-            # Never ship an unredacted record: without redaction the event carries no parameters or error text.
-            self._failed("redaction")
-            event.args, event.kwargs, event.labels = [], {}, {}
-            event.error_message = event.traceback = None
+        # Redacted on first read, by the sinks' threads: never on this loop, never after leaving the process.
+        event.defer_redaction(
+            self.redactor,
+            self._positional_names(event.task_name),
+            params_from=params_from,
+            on_error=self._redaction_failed,
+        )
         for sink in self._emitting:
             try:
                 sink.emit(event)
             except Exception:
-                self._failed("sink")
+                self._count_failure("sink")
+
+
+class _DuckSink(EventSink):
+    """An object with ``emit``/``start``/``close`` (and maybe ``active``, ``attach_broker``) as an EventSink."""
+
+    def __init__(self, sink: Any) -> None:
+        self.sink = sink
+        self.emit = sink.emit  # type: ignore[method-assign]  # the hot path: no extra call layer
+
+    @property
+    def active(self) -> bool:
+        return bool(getattr(self.sink, "active", True))
+
+    def attach_broker(self, broker: Any) -> None:
+        attach = getattr(self.sink, "attach_broker", None)
+        if attach is not None:
+            attach(broker)
+
+    async def start(self) -> None:
+        await self.sink.start()
+
+    async def close(self) -> None:
+        await self.sink.close()

@@ -18,13 +18,20 @@ What it guarantees, for any Python value:
 * **Redaction by key.** A value whose key (dict key, keyword argument, or positional parameter name) *contains*
   one of ``keys`` — case-insensitive, ``-`` read as ``_`` — becomes ``[REDACTED]``, at any depth: ``bot_token``,
   ``X-Api-Key``, ``DATABASE_DSN`` and ``accessToken`` all match. Substring matching errs on the safe side
-  (``max_tokens`` is redacted too); configure ``TASKIQ_MONITOR_REDACT_KEYS`` to change the list.
+  (``max_tokens`` is redacted too); configure ``TASKIQ_MONITOR_REDACT_KEYS`` to change the list. ``auth`` is
+  matched as a whole word only (``auth``, ``basic_auth``, ``proxyAuth``; not ``author``): its value — a
+  ``(user, password)`` tuple, a header string — is redacted as a whole, unless it is a mapping, whose own keys
+  then decide.
 * **Redaction of pairs given as sequences**: a 2-item list or tuple whose first item is a secret key is a key/value
   pair — ``[("Authorization", "Bearer x")]`` → ``[["Authorization", "[REDACTED]"]]``, ``["api_key", "k"]`` too.
 * **Redaction inside free text** (every string, error messages and tracebacks included): the password of URL
   credentials (``scheme://user:pass@host`` → ``scheme://user:***@host``; a userinfo without a colon, a token, as a
-  whole: ``https://ghp_x@github.com`` → ``https://***@github.com``), and ``key=value`` / ``key: value`` pairs
-  whose key matches (``?token=abc`` → ``?token=***``, ``Authorization: Bearer x`` → ``Authorization: ***``).
+  whole: ``https://ghp_x@github.com`` → ``https://***@github.com``; a password may hold ``/`` or ``@``:
+  ``postgres://u:pa/ss@h/db`` → ``postgres://u:***@h/db``); ``key=value`` / ``key: value`` pairs whose key matches
+  (``?token=abc`` → ``?token=***``, ``Authorization: Bearer x`` → ``Authorization: ***``); command-line flags
+  whose name matches, and ``-p``, with their next word (``--password pw``, and ``'--password', 'pw'`` in the
+  argument-list repr of a ``CalledProcessError``); XML-ish elements whose tag matches (``<password>x</password>``);
+  the body of PEM private keys (``-----BEGIN … PRIVATE KEY-----``).
 * **Size caps.** Each field of the record (args, kwargs, labels, error message, traceback) is cut to
   ``max_field_bytes`` and the record's fields together to ``max_record_bytes`` (UTF-8 bytes of the JSON text,
   approximately: escapes are not counted). A cut is marked: strings end in ``…[truncated 1234 bytes]``, lists get a
@@ -41,7 +48,7 @@ import enum
 import math
 import re
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence, Sized
 from decimal import Decimal
 from pathlib import PurePath
 from typing import Any
@@ -50,6 +57,11 @@ from taskiq_monitor.events import TaskEvent
 
 REDACTED = "[REDACTED]"
 MASK = "***"
+
+# What a key is, for redaction (Redactor.key_kind).
+NOT_SECRET = 0
+SECRET = 1  # the value is replaced as a whole
+SECRET_WORD = 2  # a whole-word key (``auth``): replaced as a whole unless it is a mapping, whose keys then decide
 
 # Key fragments treated as secrets (substring match, case-insensitive, '-' read as '_').
 DEFAULT_REDACT_KEYS: tuple[str, ...] = (
@@ -71,21 +83,48 @@ DEFAULT_REDACT_KEYS: tuple[str, ...] = (
     "access_key",
     "signature",
     "jwt",
+    "bearer",
+    "passphrase",
 )
+# Fragments matched only as a whole word of the key (words split at '_', '-', '.' and camelCase): as a substring
+# ``auth`` would hide ``author`` and ``authority``. A value under such a key is redacted as a whole unless it is a
+# mapping, whose own keys decide (``{"auth": {"user": "ann", "cookie": "c"}}`` keeps ``user``).
+DEFAULT_WORD_KEYS: tuple[str, ...] = ("auth",)
 DEFAULT_MAX_FIELD_BYTES = 16 * 1024
 DEFAULT_MAX_RECORD_BYTES = 64 * 1024
 DEFAULT_MAX_DEPTH = 8
 
-# scheme://user:password@host — the password part (up to the last '@' before the host) is masked.
-# A password may contain a raw '@': mask up to the last '@' before the path (over-masking is the safe side).
+# scheme://user:password@host — the password is masked up to the last '@' (before any '?', '#' or whitespace) that
+# is followed by a host name and the end of the authority (``/ : ? #``, whitespace, a quote or the end): a password
+# may hold a raw '/' or '@' (``postgres://u:pa/ss@h/db``), a query an '@' (``?email=a@b.c``). When a path holds an
+# '@' too (``/@scope/pkg``) the host is masked with it: over-masking is the safe side. Bounded to 512 characters.
 # scheme://token@host (userinfo without a colon, e.g. a GitHub token) — the whole userinfo is masked.
-_URL_CREDENTIALS = re.compile(r"(?P<head>\b[a-zA-Z][a-zA-Z0-9+.\-]*+://(?:[^\s:/@]*+:)?)(?P<secret>[^\s/]*)(?=@)")
+_URL_CREDENTIALS = re.compile(
+    r"(?P<head>\b[a-zA-Z][a-zA-Z0-9+.\-]*+://(?:[^\s:/@]*+:))(?P<secret>[^\s?#]{0,512})"
+    r"(?=@[^\s/@?#:'\"]*+(?:[/?#:\s'\"]|$))"
+    r"|(?P<thead>\b[a-zA-Z][a-zA-Z0-9+.\-]*+://)(?P<token>[^\s:/@]++)(?=@)"
+)
+# A command line flag whose name is a secret key, and its value as the next word: ``--password pw`` in a shell
+# string, ``'--password', 'pw'`` in the repr of an argument list (``CalledProcessError``'s message). ``-p`` is
+# the password flag of psql, mysql, redis-cli …; for tools where it is a port, masking a port is harmless.
+_FLAG = re.compile(r"(?<![\w\-])(?P<flag>--?+[A-Za-z][\w\-]*+)(?P<sep>['\"]?+,?+\s++['\"]?+)(?P<value>[^\s'\",\])]++)")
+# <password>…</password> in XML-ish text (SOAP bodies, config dumps); the tag decides, like a key.
+_XML_ELEMENT = re.compile(r"<(?P<tag>[A-Za-z_][\w.\-:]*+)(?:\s[^<>]*+)?>(?P<value>[^<]++)</(?P=tag)>")
+# PEM private keys anywhere in text: the body is masked, the armour kept so a reader knows what was there.
+_PEM_PRIVATE = re.compile(
+    r"(?P<begin>-----BEGIN (?P<kind>[A-Z0-9 ]*?)PRIVATE KEY-----)(?P<body>.*?)"
+    r"(?P<end>-----END (?P=kind)PRIVATE KEY-----|\Z)",
+    re.S,
+)
 # key=value, key: value, "key": "value", Authorization: Bearer x. Possessive/atomic parts keep it linear on long
 # strings; the key is checked against the redaction list in Python (cached).
 _PAIR = re.compile(r"(?<![\w.\-])(?P<key>[\w.\-]++)(?P<sep>['\"]?+\s*+[:=]\s*+(?P<quote>['\"]?+))")
 # The value after a secret key's separator: up to the closing quote, or a bare token ("Bearer x" as one value).
 _VALUE_QUOTED = {'"': re.compile(r'[^"]*+'), "'": re.compile(r"[^']*+")}
 _VALUE_BARE = re.compile(r"(?>(?i:bearer|basic|token|digest)\s+)?[^\s&'\",;)}\]]++")
+# Characters that nothing in redact_text reacts to and that JSON does not escape (see Redactor._string).
+_PLAIN = re.compile(r"[A-Za-z0-9_ .,!?()+*#$%&/|~^]*+").fullmatch
+_PLAIN_MAX = 256
 # Largest integer most JSON consumers (JavaScript, Grafana) read exactly.
 _MAX_SAFE_INT = 2**53
 # A string longer than 2x its cap (+ this many characters of context) is cut to its head (and tail) before the
@@ -96,12 +135,30 @@ _PRECUT_MARGIN = 1024
 def mask_url_credentials(text: str) -> str:
     """``scheme://user:pass@host`` → ``scheme://user:***@host``; ``scheme://token@host`` → ``scheme://***@host``."""
     if "@" in text and "://" in text:
-        return _URL_CREDENTIALS.sub(lambda m: m.group("head") + MASK, text)
+        return _URL_CREDENTIALS.sub(_mask_url, text)
     return text
+
+
+def _mask_url(match: re.Match[str]) -> str:
+    head = match.group("head")
+    return (head if head is not None else match.group("thead")) + MASK
+
+
+def _mask_pem(match: re.Match[str]) -> str:
+    return match.group("begin") + MASK + match.group("end")
 
 
 def _norm(key: str) -> str:
     return key.lower().replace("-", "_")
+
+
+_CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
+_WORD_SPLIT = re.compile(r"[_.\s]+")
+
+
+def _words(key: str) -> list[str]:
+    """``proxyAuth`` → ``['proxy', 'auth']``; ``X-Basic-Auth`` → ``['x', 'basic', 'auth']``."""
+    return _WORD_SPLIT.split(_norm(_CAMEL.sub("_", key)))
 
 
 def _json_len(text: str) -> int:
@@ -141,34 +198,72 @@ class Redactor:
         self,
         keys: Iterable[str] = DEFAULT_REDACT_KEYS,
         *,
+        word_keys: Iterable[str] = DEFAULT_WORD_KEYS,
         max_field_bytes: int = DEFAULT_MAX_FIELD_BYTES,
         max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES,
         max_depth: int = DEFAULT_MAX_DEPTH,
     ) -> None:
         self.keys = tuple(sorted({_norm(k) for k in keys if k}))
+        self.word_keys = frozenset(_norm(k) for k in word_keys if k)
         self.max_field_bytes = max_field_bytes
         self.max_record_bytes = max_record_bytes
         self.max_depth = max_depth
-        self._key_cache: dict[str, bool] = {}
+        self._key_cache: dict[str, int] = {}
+        self._names_cache: dict[tuple[str, ...], bool] = {}
 
     # -- keys and text ---------------------------------------------------------------------------------------------
-    def is_secret_key(self, key: Any) -> bool:
+    def key_kind(self, key: Any) -> int:
+        """``SECRET`` (a key fragment matches), ``SECRET_WORD`` (a whole-word key matches) or ``NOT_SECRET``."""
         if not isinstance(key, str):
-            return False
-        hit = self._key_cache.get(key)
-        if hit is None:
+            return NOT_SECRET
+        kind = self._key_cache.get(key)
+        if kind is None:
             norm = _norm(key)
-            hit = any(k in norm for k in self.keys)
+            if any(k in norm for k in self.keys):
+                kind = SECRET
+            elif self.word_keys and not self.word_keys.isdisjoint(_words(key)):
+                kind = SECRET_WORD
+            else:
+                kind = NOT_SECRET
             if len(self._key_cache) < 10_000:
-                self._key_cache[key] = hit
-        return hit
+                self._key_cache[key] = kind
+        return kind
+
+    def is_secret_key(self, key: Any) -> bool:
+        return self.key_kind(key) != NOT_SECRET
 
     def redact_text(self, text: str) -> str:
-        """Mask URL credentials and ``secret_key=value`` pairs inside free text."""
+        """Mask URL credentials, private keys, and the values of secret keys, flags and XML elements in free text."""
         text = mask_url_credentials(text)
-        if self.keys and ("=" in text or ":" in text):
-            text = self._mask_pairs(text)
+        if "PRIVATE KEY-----" in text:
+            text = _PEM_PRIVATE.sub(_mask_pem, text)
+        if self.keys or self.word_keys:
+            if "=" in text or ":" in text:
+                text = self._mask_pairs(text)
+            if "-" in text:
+                text = self._mask_flags(text)
+            if "</" in text:
+                text = _XML_ELEMENT.sub(self._mask_element, text)
         return text
+
+    def _mask_flags(self, text: str) -> str:
+        def repl(match: re.Match[str]) -> str:
+            flag = match.group("flag")
+            if flag != "-p" and not self.is_secret_key(flag.lstrip("-")):
+                return match.group(0)
+            if match.group("value") == MASK:
+                return match.group(0)
+            return flag + match.group("sep") + MASK
+
+        return _FLAG.sub(repl, text)
+
+    def _mask_element(self, match: re.Match[str]) -> str:
+        if not self.is_secret_key(match.group("tag").rpartition(":")[2]):
+            return match.group(0)
+        start, end = match.span("value")
+        whole = match.group(0)
+        offset = match.start()
+        return whole[: start - offset] + MASK + whole[end - offset :]
 
     def redact_capped(self, text: str, limit: int, *, keep_tail: bool = False) -> str:
         """``redact_text`` then cut to about ``limit`` JSON bytes (head, or head and tail), marking the cut.
@@ -225,6 +320,12 @@ class Redactor:
             return f"<unrepresentable {type(value).__name__}>"
 
     def _string(self, text: str, budget: list[int]) -> str:
+        # Most parameters are short plain words ("en", an id, a name): nothing in them can be redacted (no URL
+        # '@', no ':'/'=' of a pair, no '-' of a flag or PEM armour, no '<' of an element) and nothing needs
+        # escaping in JSON, so their size is their length. One C-level scan instead of the regexes.
+        if len(text) <= _PLAIN_MAX and budget[0] > _PLAIN_MAX + 2 and _PLAIN(text) is not None:
+            budget[0] -= len(text) + 2
+            return text
         text = self.redact_capped(text, budget[0] - 2)
         budget[0] -= _json_len(text) + 2
         return text
@@ -240,6 +341,9 @@ class Redactor:
                 budget[0] -= 8
                 return value
             return self._string(_safe_str(value), budget)
+        if cls is float:
+            budget[0] -= 12
+            return value if math.isfinite(value) else str(value)
         if (cls is dict or cls is list) and depth < self.max_depth:
             key = id(value)
             if key in path:
@@ -249,7 +353,7 @@ class Redactor:
             try:
                 if cls is dict:
                     return self._mapping(value.items(), depth, budget, path)
-                return self._container(value, depth, budget, path)
+                return self._list(value, depth, budget, path)
             finally:
                 path.discard(key)
         # The general path, for subclasses and every other type.
@@ -298,11 +402,14 @@ class Redactor:
             except Exception:
                 return self._string(_safe_repr(value), budget)
             return self._mapping(items, depth, budget, path)
-        if isinstance(value, list | tuple) and len(value) == 2 and self.is_secret_key(value[0]):
+        items_seq: Sequence[Any] = list(value) if isinstance(value, set | frozenset) else value
+        return self._list(items_seq, depth, budget, path)
+
+    def _list(self, items_seq: Sequence[Any], depth: int, budget: list[int], path: set[int]) -> list[Any]:
+        if len(items_seq) == 2 and self.is_secret_key(items_seq[0]):
             # A key/value pair as a sequence: ("Authorization", "Bearer x") in a header list, ["api_key", "k"].
             budget[0] -= len(REDACTED) + 5
-            return [self._string(value[0], budget), REDACTED]
-        items_seq: Sequence[Any] = list(value) if isinstance(value, set | frozenset) else value
+            return [self._string(items_seq[0], budget), REDACTED]
         out: list[Any] = []
         budget[0] -= 2
         for index, item in enumerate(items_seq):
@@ -316,18 +423,23 @@ class Redactor:
     def _mapping(self, items: Iterable[tuple[Any, Any]], depth: int, budget: list[int], path: set[int]) -> Any:
         out: dict[str, Any] = {}
         budget[0] -= 2
-        pairs = list(items)
+        pairs = items if isinstance(items, Sized) else list(items)
+        cache = self._key_cache
+        walk = self._walk
         for index, (key, item) in enumerate(pairs):
             if budget[0] <= 0:
                 out["…"] = f"[truncated {len(pairs) - index} keys]"
                 break
-            name = key if isinstance(key, str) else _safe_str(key)
+            name = key if type(key) is str else _safe_str(key)
             budget[0] -= len(name) + 4
-            if self.is_secret_key(name):
+            kind = cache.get(name)
+            if kind is None:
+                kind = self.key_kind(name)
+            if kind == NOT_SECRET or (kind == SECRET_WORD and isinstance(item, Mapping)):
+                out[name] = walk(item, depth + 1, budget, path)
+            else:
                 out[name] = REDACTED
                 budget[0] -= len(REDACTED) + 2
-            else:
-                out[name] = self._walk(item, depth + 1, budget, path)
         return out
 
     # -- events ----------------------------------------------------------------------------------------------------
@@ -338,33 +450,77 @@ class Redactor:
         ``save_telegram_message(update, "123:token")``) is redacted by its parameter name too. ``params_done``:
         ``args``/``kwargs`` already are the output of an earlier ``apply`` (the same attempt's ``running`` event).
         """
+        (
+            event.args,
+            event.kwargs,
+            event.labels,
+            event.error_message,
+            event.traceback,
+        ) = self.redact_fields(
+            event.args,
+            event.kwargs,
+            event.labels,
+            event.error_message,
+            event.traceback,
+            positional_names,
+            params_done=params_done,
+        )
+        event.error_type = None if event.error_type is None else self.cap_error_type(event.error_type)
+
+    @staticmethod
+    def cap_error_type(error_type: str) -> str:
+        return _truncate_text(error_type, 256)
+
+    def redact_fields(
+        self,
+        args: Any,
+        kwargs: Any,
+        labels: Any,
+        error_message: str | None,
+        traceback: str | None,
+        positional_names: Sequence[str] = (),
+        *,
+        params_done: bool = False,
+    ) -> tuple[list[Any], dict[str, Any], dict[str, Any], str | None, str | None]:
+        """The safe form of an event's free-form fields (see :meth:`apply`)."""
         remaining = self.max_record_bytes
         field = self.max_field_bytes
-        if event.error_message is not None:
-            event.error_message = self.redact_capped(event.error_message, min(field, remaining))
-            remaining -= _json_len(event.error_message) + 2
-        if event.traceback is not None:
-            event.traceback = self.redact_capped(event.traceback, min(field, remaining), keep_tail=True)
-            remaining -= _json_len(event.traceback) + 2
-        for name in ("labels",) if params_done else ("args", "kwargs", "labels"):
+        if error_message is not None:
+            error_message = self.redact_capped(error_message, min(field, remaining))
+            remaining -= _json_len(error_message) + 2
+        if traceback is not None:
+            traceback = self.redact_capped(traceback, min(field, remaining), keep_tail=True)
+            remaining -= _json_len(traceback) + 2
+        out: list[Any] = [args, kwargs, labels]
+        for index in (2,) if params_done else (0, 1, 2):
+            raw = out[index]
             limit = max(64, min(field, remaining))
-            before = limit
             budget = [limit]
-            raw = getattr(event, name)
             try:
-                if name == "args" and positional_names:
+                if index == 0 and self._any_secret(positional_names):
                     safe: Any = self._args(raw, positional_names, budget)
                 else:
                     safe = self._walk(raw, 0, budget, set())
             except Exception:
                 safe = f"<unrepresentable {type(raw).__name__}>"
-            if name == "args" and not isinstance(safe, list):
+            remaining -= limit - budget[0]
+            if index == 0 and not isinstance(safe, list):
                 safe = [safe]
-            elif name != "args" and not isinstance(safe, dict):
+            elif index != 0 and not isinstance(safe, dict):
                 safe = {"…": safe}
-            setattr(event, name, safe)
-            remaining -= before - budget[0]
-        event.error_type = None if event.error_type is None else _truncate_text(event.error_type, 256)
+            out[index] = safe
+        return out[0], out[1], out[2], error_message, traceback
+
+    def _any_secret(self, names: Sequence[str]) -> bool:
+        if not names:
+            return False
+        key = tuple(names)
+        hit = self._names_cache.get(key)
+        if hit is None:
+            hit = any(self.is_secret_key(name) for name in names)
+            if len(self._names_cache) < 10_000:
+                self._names_cache[key] = hit
+        return hit
 
     def _args(self, args: Any, names: Sequence[str], budget: list[int]) -> Any:
         if not isinstance(args, list | tuple):

@@ -40,6 +40,21 @@ ENV_PREFIX = "TASKIQ_MONITOR_"
 DEFAULT_PORT = 9808
 
 
+HTTP_URL_SCHEMES = ("http://", "https://")
+REDIS_URL_SCHEMES = ("redis://", "rediss://", "unix://")
+
+
+def _url(value: str | None, schemes: tuple[str, ...], problem: str, strip_slash: bool = False) -> str | None:
+    """A URL setting: blank is unset; else stripped of white space (and of trailing ``/`` with ``strip_slash``) and
+    checked to start with one of ``schemes``. ``problem`` never repeats the value: it may carry a password."""
+    if value is None or not value.strip():
+        return None
+    value = value.strip().rstrip("/") if strip_slash else value.strip()
+    if not value.startswith(schemes):
+        raise ValueError(problem)
+    return value
+
+
 class Settings(BaseSettings):
     """taskiq-monitor settings; see the README's configuration table for every variable."""
 
@@ -187,6 +202,13 @@ class Settings(BaseSettings):
     live_ping_seconds: float = Field(15.0, gt=0, description="Interval of ping frames on an idle WebSocket.")
     live_max_message_bytes: int = Field(4096, ge=64, description="Largest message a WebSocket client may send.")
 
+    # --- web dashboard --------------------------------------------------------------------------------------------
+    grafana_url: str | None = Field(
+        None,
+        description="Grafana's address (e.g. http://localhost:3000); when set, the dashboard's error detail links "
+        "to the Loki query and the trace of the task in Grafana Explore.",
+    )
+
     # --- demo -------------------------------------------------------------------------------------------------------
     demo_broker_url: str | None = Field(
         None, description="Broker of the demo tasks: unset = in-memory; redis://… = a real Redis broker."
@@ -227,23 +249,14 @@ class Settings(BaseSettings):
     @field_validator("loki_url")
     @classmethod
     def _loki_url(cls, value: str | None) -> str | None:
-        if value is None or not value.strip():
-            return None
-        value = value.strip().rstrip("/")
-        if not value.startswith(("http://", "https://")):
-            raise ValueError("must be an http:// or https:// URL")
-        return value
+        return _url(value, HTTP_URL_SCHEMES, "must be an http:// or https:// URL", strip_slash=True)
 
     @field_validator("redis_url")
     @classmethod
     def _redis_url(cls, value: str | None) -> str | None:
-        if value is None or not value.strip():
-            return None
-        value = value.strip()
-        if not value.startswith(("redis://", "rediss://", "unix://")):
-            # The value itself is not repeated: it may carry a password.
-            raise ValueError("must be a redis://, rediss:// or unix:// URL, e.g. redis://localhost:6379/0")
-        return value
+        return _url(
+            value, REDIS_URL_SCHEMES, "must be a redis://, rediss:// or unix:// URL, e.g. redis://localhost:6379/0"
+        )
 
     @field_validator("duration_buckets", "queue_wait_buckets")
     @classmethod

@@ -5,9 +5,11 @@ Usage::
     taskiq-monitor tail [--url http://127.0.0.1:9808] [--task-name NAME]... [--status STATUS]...
                         [--last-event-id ID] [--count N] [--summary] [--no-color]
 
-One line per event, coloured by status. The connection is resumed after a drop with the last event id seen, so no
-event is lost or shown twice (within the stream's retention). ``--summary`` prints one line per task type and exits;
-while tailing, type ``s`` + Enter for the same summary. The bearer token comes from ``TASKIQ_MONITOR_BEARER_TOKEN``.
+One line per event, coloured by status; a failed event ends with the URL of its error detail
+(``GET /api/v1/executions/{task_id}``: every attempt with its error and traceback). The connection is resumed after
+a drop with the last event id seen, so no event is lost or shown twice (within the stream's retention).
+``--summary`` prints one line per task type and exits; while tailing, type ``s`` + Enter for the same summary. The
+bearer token comes from ``TASKIQ_MONITOR_BEARER_TOKEN``.
 """
 
 from __future__ import annotations
@@ -60,7 +62,13 @@ def _clock(ts: Any) -> str:
         return "--:--:--"
 
 
-def format_event(frame: dict[str, Any], color: bool) -> str:
+def execution_url(base_url: str, task_id: Any) -> str:
+    """Where the error detail of a task lives: every attempt with its error and traceback (the history API)."""
+    return f"{base_url.rstrip('/')}/api/v1/executions/{urllib.parse.quote(str(task_id), safe='')}"
+
+
+def format_event(frame: dict[str, Any], color: bool, base_url: str | None = None) -> str:
+    """One line per event; with ``base_url``, a failed event ends with the link to its error detail."""
     ev = frame.get("event") or {}
     status = str(ev.get("status", "?"))
     ts = ev.get("timestamp")
@@ -78,6 +86,9 @@ def format_event(frame: dict[str, Any], color: bool) -> str:
     worker = ev.get("worker") or {}
     if worker.get("pid"):
         parts.append(f"[{clean(worker.get('host'))}:{clean(worker.get('pid'))}]")
+    if base_url and status == "failed" and ev.get("task_id"):
+        # The line shows 12 characters of the id; the link carries all of it (quoted: ids come from the tasks).
+        parts.append(f"detail: GET {clean(execution_url(base_url, ev['task_id']))}")
     line = "  ".join(parts)
     return f"{COLORS.get(status, '')}{line}{RESET}" if color else line
 
@@ -173,7 +184,7 @@ class Tail:
                         if kind in ("event", "events"):
                             for item in events_of(frame):
                                 self.last_event_id = item["id"]
-                                self.print(format_event(item, self.color))
+                                self.print(format_event(item, self.color, self.url))
                                 self.seen += 1
                                 if self.count is not None and self.seen >= self.count:
                                     return 0

@@ -35,7 +35,7 @@ from taskiq_monitor.settings import Settings
 if TYPE_CHECKING:
     from taskiq import AsyncBroker
 
-logger = logging.getLogger("taskiq_monitor.tracing")
+logger = logging.getLogger(__name__)
 
 NO_IDS: tuple[None, None] = (None, None)
 OTLP_TRACES_PATH = "/v1/traces"

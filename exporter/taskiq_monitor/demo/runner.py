@@ -23,7 +23,8 @@ from taskiq_monitor.settings import Settings
 def _banner(settings: Settings, mode: str) -> None:
     base = f"http://{settings.host}:{settings.port}"
     print(
-        f"taskiq-monitor demo ({mode}): 15 task types running.\n"
+        f"taskiq-monitor demo ({mode}): dashboard on {base}/  (open it in a browser)\n"
+        "  15 task types running.\n"
         f"  metrics:    {base}/metrics\n"
         f"  health:     {base}/api/v1/tasks  (per task type: pending, running, success rate, average duration)\n"
         f"  events:     {base}/api/v1/events?status=failed\n"

@@ -140,6 +140,12 @@ class Config:
     state_drop_window: str = "10m"
     state_drop_for: str = "2m"
 
+    # --- TaskiqHistoryEvictingByCount ---------------------------------------------------------------------------
+    # The history cap (TASKIQ_MONITOR_HISTORY_MAX_EXECUTIONS) deletes executions younger than the retention: the
+    # history holds less than TASKIQ_MONITOR_HISTORY_RETENTION_DAYS (FR-016). Not urgent, but it does not heal.
+    history_evict_window: str = "1h"
+    history_evict_for: str = "15m"
+
     @property
     def dashboard_uids(self) -> tuple[str, ...]:
         return (self.overview_uid, self.task_detail_uid, self.live_uid, self.history_uid)

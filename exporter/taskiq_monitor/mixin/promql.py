@@ -25,6 +25,12 @@ PENDING = "taskiq_tasks_pending"
 OLDEST_PENDING_AGE = "taskiq_task_oldest_pending_age_seconds"
 PENDING_EXPIRED = "taskiq_tasks_pending_expired_total"
 WORKERS = "taskiq_workers"
+HISTORY_EXECUTIONS = "taskiq_monitor_history_executions"
+HISTORY_EVICTED = "taskiq_monitor_history_evicted_total"
+# The monitoring's own health.
+LOG_RECORDS = "taskiq_monitor_log_records_total"
+STATE_EVENTS = "taskiq_monitor_state_events_total"
+STATE_UP = "taskiq_monitor_state_up"
 
 # Final outcomes: a retried attempt is not a finished task.
 FINAL = 'status=~"success|failed"'
@@ -87,6 +93,11 @@ def finished(selector: str, window: str, by: str = "task_name") -> str:
 def completed(status: str, selector: str, window: str, by: str = "task_name") -> str:
     """Attempts that ended in ``status`` over the window (a count, for stat panels and table cells)."""
     return total(COMPLETED, selector, window, extra=status_is(status), by=by, fn="increase")
+
+
+def dropped(metric: str, selector: str, window: str) -> str:
+    """Records the monitoring dropped over the window (``result="dropped"``), per exporter instance."""
+    return total(metric, selector, window, extra='result="dropped"', by="job, instance", fn="increase")
 
 
 def mean_duration(selector: str, window: str, by: str = "task_name") -> str:

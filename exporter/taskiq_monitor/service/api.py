@@ -14,18 +14,22 @@ import logging
 from datetime import UTC, datetime
 from typing import Any
 
-from fastapi import APIRouter, HTTPException, Query, status
+from fastapi import APIRouter, Depends, HTTPException, Query, status
 from pydantic import BaseModel, Field
 
-from taskiq_monitor.events import EVENT_STATUSES
-from taskiq_monitor.service.query import InputError, matches, parse_filters, parse_id, time_range
+from taskiq_monitor.service.query import FilterParams, InputError, filter_params, matches, parse_id
 from taskiq_monitor.settings import Settings
 from taskiq_monitor.store import Snapshot, StateStore, format_event_id
 
 logger = logging.getLogger(__name__)
 
 MAX_PAGE = 50
+EVENT_FILTERS = filter_params("recording time")  # task_name, status, since, until
 SCAN_CHUNK = 500
+# The documented 503 of every route over the store (this module's and the history API's).
+UNAVAILABLE_RESPONSE: dict[int | str, dict[str, Any]] = {
+    503: {"description": "The state store (Redis) is unavailable."}
+}
 _MAX_SCAN = 20_000  # stream entries examined per /api/v1/events request (filters may match rarely)
 
 
@@ -36,7 +40,9 @@ class WindowStats(BaseModel):
     failed: int
     retried: int
     success_rate: float | None = Field(description="success / (success + failed); null when nothing finished.")
-    avg_duration_seconds: float | None = Field(description="Mean duration of attempts finished in the window.")
+    avg_duration_seconds: float | None = Field(
+        description="FR-013: sum(duration) / count(success) of successful attempts in the window."
+    )
 
 
 class TaskHealth(BaseModel):
@@ -47,7 +53,7 @@ class TaskHealth(BaseModel):
     success_total: int
     failed_total: int
     retried_total: int
-    avg_duration_seconds: float | None = Field(description="Mean duration of all finished attempts.")
+    avg_duration_seconds: float | None = Field(description="FR-013: mean duration of all successful attempts.")
     pending_expired_total: int = Field(description="Pending entries expired by the horizon (lost messages).")
     window: WindowStats
 
@@ -127,7 +133,7 @@ def router(settings: Settings, store: StateStore, auth: Any) -> APIRouter:
         summary="Health snapshot of every task type",
         description="Pending, oldest pending age, running, finished counts, success rate and average duration "
         "over the stats window (TASKIQ_MONITOR_STATS_WINDOW_SECONDS), for every known task type.",
-        responses={503: {"description": "The state store (Redis) is unavailable."}},
+        responses=UNAVAILABLE_RESPONSE,
     )
     async def get_tasks() -> TasksResponse:
         try:
@@ -146,27 +152,24 @@ def router(settings: Settings, store: StateStore, auth: Any) -> APIRouter:
         "malformed ids (ASCII digits only) and since after until are rejected with 422.",
         responses={
             422: {"description": "Unknown filter value, malformed cursor, reversed time range, limit out of range."},
-            503: {"description": "The state store (Redis) is unavailable."},
+            **UNAVAILABLE_RESPONSE,
         },
     )
     async def get_events(
-        task_name: list[str] | None = Query(None, description="Task type(s)."),
-        status_: list[str] | None = Query(None, alias="status", description=f"One of {EVENT_STATUSES}."),
-        since: datetime | None = Query(None, description="Oldest recording time (inclusive; UTC if no timezone)."),
-        until: datetime | None = Query(None, description="Newest recording time (inclusive; UTC if no timezone)."),
+        params: FilterParams = Depends(EVENT_FILTERS),
         limit: int = Query(MAX_PAGE, ge=1, le=MAX_PAGE, description=f"Page size (at most {MAX_PAGE})."),
         cursor: str | None = Query(None, description="next_cursor of the previous page."),
     ) -> EventsPage:
         try:
-            names, statuses = parse_filters(task_name, status_, await known_tasks(store) if task_name else set())
-            since_ms, until_ms = time_range(since, until)
+            filters = params.parse(await known_tasks(store) if params.task_name else set())
+            names, statuses = filters.task_names, filters.statuses
             upper: tuple[int, int] | None = None
-            if until_ms is not None:
-                upper = (until_ms + 1, 0)
+            if filters.until_ms is not None:
+                upper = (filters.until_ms + 1, 0)
             if cursor is not None:
                 key = parse_id(cursor, "cursor")
                 upper = key if upper is None else min(upper, key)
-            lower = f"{since_ms}-0" if since_ms is not None else "-"
+            lower = f"{filters.since_ms}-0" if filters.since_ms is not None else "-"
         except InputError as exc:
             raise HTTPException(422, exc.message) from None
         items: list[EventItem] = []

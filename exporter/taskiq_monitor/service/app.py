@@ -109,6 +109,9 @@ def create_app(settings: Settings | None = None, extra_collectors: Iterable[Coll
     source = metrics_source(settings, extra_collectors)
     app.state.settings = settings
     app.state.live = feed
+    from taskiq_monitor.service.ui import include_ui
+
+    include_ui(app, settings)
 
     @app.get("/metrics", dependencies=[auth], response_class=Response, summary="Prometheus/OpenMetrics exposition")
     def metrics(request: Request) -> Response:
@@ -146,7 +149,7 @@ def metrics_asgi_app(settings: Settings | None = None) -> Any:
     # prometheus_client (imported before the variable was set) would be served empty while the counts stay here.
     directory = multiprocess_directory()
     if directory is None and settings.metrics_dir is not None:
-        logging.getLogger("taskiq_monitor").warning(
+        logging.getLogger(__name__).warning(
             "metrics directory %s is configured, but prometheus_client runs in single-process mode in this process "
             "(PROMETHEUS_MULTIPROC_DIR must be set before prometheus_client is imported); serving this process's "
             "registry",

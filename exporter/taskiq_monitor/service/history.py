@@ -15,16 +15,16 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Iterator
-from datetime import datetime
 from typing import Any
 
-from fastapi import APIRouter, FastAPI, HTTPException, Path, Query, status
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Path, Query, status
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 from pydantic import BaseModel, ConfigDict, Field
 
 from taskiq_monitor.events import EVENT_STATUSES
-from taskiq_monitor.service.query import InputError, parse_filters, time_range
+from taskiq_monitor.service.api import UNAVAILABLE_RESPONSE
+from taskiq_monitor.service.query import FilterParams, InputError, filter_params
 from taskiq_monitor.settings import Settings
 from taskiq_monitor.store import StateStore
 from taskiq_monitor.store.history import Execution, HistoryQuery, decode_cursor
@@ -32,6 +32,7 @@ from taskiq_monitor.store.history import Execution, HistoryQuery, decode_cursor
 logger = logging.getLogger(__name__)
 
 MAX_PAGE = 50
+EXECUTION_FILTERS = filter_params("first-recorded time")  # task_name, status, since, until
 MAX_SERIES_MINUTES = 1440
 _EXPIRE_INTERVAL = 10.0
 _EXPIRE_PAUSE = 0.05  # between two steps of a long expiry: writers and readers get Redis in between
@@ -91,7 +92,7 @@ def _error(code: str, message: str, http: int = 422) -> HTTPException:
 
 
 def _unavailable() -> HTTPException:
-    # The cause is logged, never returned: Redis errors name hosts and ports.
+    # As api.unavailable(), in this API's error shape ({"error": code, "message": ...}).
     logger.warning("taskiq-monitor: state store unavailable", exc_info=True)
     return _error("unavailable", "state store unavailable", status.HTTP_503_SERVICE_UNAVAILABLE)
 
@@ -154,15 +155,13 @@ class History:
             await asyncio.sleep(_EXPIRE_PAUSE if more else _EXPIRE_INTERVAL)
 
     def router(self, auth: Any) -> APIRouter:
-        router = APIRouter()
+        router = APIRouter(dependencies=[auth], tags=["history"])
         store = self.store
         settings = self.settings
 
         @router.get(
             "/api/v1/executions",
-            dependencies=[auth],
             response_model=ExecutionsPage,
-            tags=["history"],
             summary="Execution history, newest first, with cursor pagination",
             description="One entry per execution attempt, with its latest state. Filters combine with AND; task_name "
             "and status are repeatable or comma-separated; since/until (RFC 3339 or unix seconds) select by the time "
@@ -171,30 +170,26 @@ class History:
             "TASKIQ_MONITOR_HISTORY_MAX_EXECUTIONS.",
             responses={
                 422: {"description": "Unknown filter value, malformed cursor, bad time, limit out of range."},
-                503: {"description": "The state store (Redis) is unavailable."},
+                **UNAVAILABLE_RESPONSE,
             },
         )
         async def get_executions(
-            task_name: list[str] | None = Query(None, description="Task type(s)."),
-            status_: list[str] | None = Query(None, alias="status", description=f"One of {EVENT_STATUSES}."),
-            since: datetime | None = Query(None, description="Oldest first-recorded time (inclusive)."),
-            until: datetime | None = Query(None, description="Newest first-recorded time (inclusive)."),
+            params: FilterParams = Depends(EXECUTION_FILTERS),
             task_id: str | None = Query(None, max_length=512, description="Only the attempts of this task."),
             cursor: str | None = Query(None, max_length=1024, description="next_cursor of the previous page."),
             limit: int = Query(MAX_PAGE, ge=1, le=MAX_PAGE, description=f"Page size (at most {MAX_PAGE})."),
         ) -> ExecutionsPage:
             try:
-                known = set(await store.task_names()) if task_name else set()
+                known = set(await store.task_names()) if params.task_name else set()
             except Exception:
                 raise _unavailable() from None
             try:
-                names, statuses = parse_filters(task_name, status_, known)
-                since_ms, until_ms = time_range(since, until)
+                filters = params.parse(known)
                 query = HistoryQuery(
-                    task_names=names,
-                    statuses=statuses,
-                    since_ms=since_ms,
-                    until_ms=until_ms,
+                    task_names=filters.task_names,
+                    statuses=filters.statuses,
+                    since_ms=filters.since_ms,
+                    until_ms=filters.until_ms,
                     cursor=decode_cursor(cursor) if cursor else None,
                     limit=limit,
                 )
@@ -214,10 +209,8 @@ class History:
             )
 
         @router.get(
-            "/api/v1/executions/{task_id}",
-            dependencies=[auth],
+            "/api/v1/executions/{task_id:path}",
             response_model=TaskAttempts,
-            tags=["history"],
             summary="Every attempt of one task, with parameters and error detail",
             responses={404: {"description": "No attempt of this task is held."}},
         )
@@ -237,9 +230,7 @@ class History:
 
         @router.get(
             "/api/v1/tasks/series",
-            dependencies=[auth],
             response_model=TaskSeries,
-            tags=["history"],
             summary="Finished executions per minute and task type (sparklines)",
             description="From the per-minute counters of the state, kept for TASKIQ_MONITOR_STATS_WINDOW_SECONDS.",
         )

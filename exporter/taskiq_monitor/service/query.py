@@ -13,7 +13,11 @@ a 422, the feed into an ``error`` frame. Rules (documented in the README, "REST 
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
+
+from fastapi import Query
 
 from taskiq_monitor.events import EVENT_STATUSES
 from taskiq_monitor.store import parse_event_id
@@ -96,3 +100,44 @@ def time_range(since: datetime | None, until: datetime | None) -> tuple[int | No
 def matches(task_names: frozenset[str] | None, statuses: frozenset[str] | None, task_name: str, status: str) -> bool:
     """Whether an event passes the filters (``None`` = all)."""
     return (task_names is None or task_name in task_names) and (statuses is None or status in statuses)
+
+
+@dataclass(frozen=True, slots=True)
+class Filters:
+    """What a REST query selects (``None`` = all); times in milliseconds since the epoch."""
+
+    task_names: frozenset[str] | None
+    statuses: frozenset[str] | None
+    since_ms: int | None
+    until_ms: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class FilterParams:
+    """The filter parameters of a REST query as received; :meth:`parse` applies the rules above."""
+
+    task_name: list[str] | None
+    status: list[str] | None
+    since: datetime | None
+    until: datetime | None
+
+    def parse(self, known: set[str]) -> Filters:
+        """The filters, checked (``known``: the task names held, needed only when ``task_name`` is given)."""
+        names, statuses = parse_filters(self.task_name, self.status, known)
+        since_ms, until_ms = time_range(self.since, self.until)
+        return Filters(names, statuses, since_ms, until_ms)
+
+
+def filter_params(moment: str) -> Callable[..., FilterParams]:
+    """A FastAPI dependency declaring the filter parameters (``task_name``, ``status``, ``since``, ``until``) of a
+    route; ``moment`` names the time ``since``/``until`` select by."""
+
+    def dependency(
+        task_name: list[str] | None = Query(None, description="Task type(s)."),
+        status: list[str] | None = Query(None, description=f"One of {EVENT_STATUSES}."),
+        since: datetime | None = Query(None, description=f"Oldest {moment} (inclusive; UTC if no timezone)."),
+        until: datetime | None = Query(None, description=f"Newest {moment} (inclusive; UTC if no timezone)."),
+    ) -> FilterParams:
+        return FilterParams(task_name, status, since, until)
+
+    return dependency

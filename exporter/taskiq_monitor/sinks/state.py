@@ -27,7 +27,6 @@ Failure model:
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import socket
@@ -38,7 +37,8 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter
 
-from taskiq_monitor.events import STATUS_PENDING, STATUS_RUNNING, TaskEvent, to_record
+from taskiq_monitor.events import STATUS_PENDING, STATUS_RUNNING, EventSink, TaskEvent, record_json
+from taskiq_monitor.promclient import registered_collector
 from taskiq_monitor.settings import Settings
 from taskiq_monitor.store import RedisWriter, StateOp, StateWriter, WriteBatch, memory_store
 from taskiq_monitor.store.history import encode_member, encode_record, event_score
@@ -69,7 +69,7 @@ def _encodable(text: str) -> str:
     return text
 
 
-logger = logging.getLogger("taskiq_monitor.state")
+logger = logging.getLogger(__name__)
 
 RESULT_WRITTEN = "written"
 RESULT_DROPPED = "dropped"
@@ -95,7 +95,7 @@ def state_events_counter(registry: CollectorRegistry | None = None) -> Counter:
         if _COUNTER is None:
             from prometheus_client import REGISTRY
 
-            existing = getattr(REGISTRY, "_names_to_collectors", {}).get("taskiq_monitor_state_events_total")
+            existing = registered_collector(REGISTRY, "taskiq_monitor_state_events_total")
             _COUNTER = (
                 existing
                 if isinstance(existing, Counter)
@@ -108,11 +108,7 @@ def state_events_counter(registry: CollectorRegistry | None = None) -> Counter:
         return _COUNTER
 
 
-def _json_default(value: Any) -> str:
-    return repr(value)
-
-
-class StateSink:
+class StateSink(EventSink):
     """An ``EventSink`` for the shared state; see the module docstring."""
 
     def __init__(
@@ -267,7 +263,7 @@ class StateSink:
             enqueued_at=event.enqueued_at if event.enqueued_at is not None else event.timestamp,
             started_at=event.started_at if event.started_at is not None else event.timestamp,
             duration=event.duration_seconds,
-            payload=json.dumps(to_record(event), default=_json_default, separators=(",", ":")),
+            payload=record_json(event),  # shared with the other sinks: serialised once per event
             history_member=encode_member(event.task_id, event.attempt) if self._history else b"",
             history_record=encode_record(event) if self._history else b"",
             history_score=event_score(event),

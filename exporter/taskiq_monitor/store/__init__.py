@@ -45,7 +45,6 @@ from taskiq_monitor.store.memory import MemoryStore, memory_store
 from taskiq_monitor.store.model import (
     EVENT_ID_RE,
     FINISHED_STATUSES,
-    OTHER_TASK,
     Entry,
     Snapshot,
     StateOp,
@@ -63,7 +62,6 @@ __all__ = [
     "EVENT_ID_RE",
     "FINISHED_STATUSES",
     "MAX_BLOCK_MS",
-    "OTHER_TASK",
     "Entry",
     "MemoryStore",
     "RedisStore",

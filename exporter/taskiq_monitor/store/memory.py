@@ -10,12 +10,11 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 
-from taskiq_monitor.events import STATUS_PENDING, STATUS_RUNNING
+from taskiq_monitor.events import OTHER, STATUS_PENDING, STATUS_RUNNING
 from taskiq_monitor.settings import Settings
 from taskiq_monitor.store.history import Execution, HistoryPage, HistoryQuery
 from taskiq_monitor.store.history_memory import MemoryHistory
 from taskiq_monitor.store.model import (
-    OTHER_TASK,
     Entry,
     Snapshot,
     TaskState,
@@ -82,7 +81,7 @@ class MemoryStore:
         if len(self._unregistered) < self.settings.max_task_names:
             self._unregistered.add(name)
             return name
-        return OTHER_TASK
+        return OTHER
 
     def _next_id(self) -> tuple[int, int]:
         ms = int(time.time() * 1000)
@@ -131,7 +130,7 @@ class MemoryStore:
                 bucket = task.minutes.setdefault(minute_of(op.timestamp), {})
                 for target in (task.totals, bucket):
                     target[op.status] = target.get(op.status, 0) + 1
-                    if op.duration is not None:
+                    if op.duration is not None and op.status == "success":  # FR-013: mean of successful runs
                         target["dur_sum"] = target.get("dur_sum", 0.0) + op.duration
                         target["dur_n"] = target.get("dur_n", 0) + 1
             for name, member in batch.removals:

@@ -13,17 +13,16 @@ import uuid
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
-from taskiq_monitor.events import EVENT_STATUSES, STATUS_PENDING, STATUS_RUNNING
+from taskiq_monitor.events import COMPLETED_STATUSES
 
 if TYPE_CHECKING:
     from taskiq_monitor.store.history import Execution, HistoryPage, HistoryQuery
 
-FINISHED_STATUSES: tuple[str, ...] = tuple(s for s in EVENT_STATUSES if s not in (STATUS_PENDING, STATUS_RUNNING))
+FINISHED_STATUSES: tuple[str, ...] = COMPLETED_STATUSES
 
 # A stream entry id: "<milliseconds>-<sequence>" (Redis stream ids; the memory store mints the same shape).
 EVENT_ID_RE = re.compile(r"^(\d{1,20})-(\d{1,20})$")
 MAX_ID_PART = 2**64 - 1  # both parts of a Redis stream id are unsigned 64-bit integers
-OTHER_TASK = "other"  # task names beyond the cap fold into this one (as in the metrics)
 
 
 def parse_event_id(value: str) -> tuple[int, int]:

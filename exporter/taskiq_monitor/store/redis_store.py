@@ -101,7 +101,8 @@ class RedisWriter:
     def __init__(self, settings: Settings) -> None:
         import redis
 
-        assert settings.redis_url
+        if not settings.redis_url:
+            raise ValueError("a Redis state store needs settings.redis_url")
         self.settings = settings
         self.client = redis.Redis.from_url(settings.redis_url, **_redis_kwargs(settings))
         self.script = self.client.register_script(APPLY_LUA)
@@ -155,7 +156,8 @@ class RedisStore:
         import redis
         import redis.asyncio as aioredis
 
-        assert settings.redis_url
+        if not settings.redis_url:
+            raise ValueError("a Redis state store needs settings.redis_url")
         self.settings = settings
         self.prefix = key_prefix(settings)
         self.stream = f"{self.prefix}:events"

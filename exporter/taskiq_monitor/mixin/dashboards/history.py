@@ -13,7 +13,16 @@ from grafana_foundation_sdk.models import dashboard as dm
 from taskiq_monitor.events import EVENT_STATUSES
 from taskiq_monitor.mixin.config import CONFIG
 from taskiq_monitor.mixin.dashboards import variables
-from taskiq_monitor.mixin.dashboards.panels import assemble, base, dashboard_url, logql, loki_bars, loki_ds, trace_link
+from taskiq_monitor.mixin.dashboards.panels import (
+    assemble,
+    base,
+    dashboard_url,
+    logql,
+    logs_panel,
+    loki_bars,
+    loki_ds,
+    trace_link,
+)
 
 # ------------------------------------------------------------------------------------------------------------------
 # queries
@@ -87,28 +96,38 @@ def _organize(columns: list[str], hidden: list[str]) -> dm.DataTransformerConfig
 STATUS_COLOURS = {"success": "green", "failed": "red", "retried": "orange", "running": "blue", "pending": "text"}
 
 
+def _events_table(
+    title: str, expr: str, max_lines: int, columns: list[str], hidden: list[str], h: int, cells: cm.TableCellHeight
+) -> table.Panel:
+    """A full-width, paged table of Loki event records, one column per field (every field comes from ``| json``)."""
+    return (
+        table.Panel()
+        .title(title)
+        .datasource(loki_ds())
+        .with_target(logql(expr, max_lines=max_lines))
+        .with_transformation(_EXTRACT)
+        .with_transformation(_organize(columns, [*_ALWAYS_HIDDEN, *hidden]))
+        .span(24)
+        .height(h)
+        .cell_height(cells)
+        .filterable(True)
+        .footer(common.TableFooterOptions().show(False).reducer(["count"]).enable_pagination(True))
+        .override_by_name("trace_id", [dm.DynamicConfigValue(id_val="links", value=[trace_link()])])
+    )
+
+
 def history_table() -> table.Panel:
     own_events = dashboard_url(CONFIG.history_uid, "var-search=${__value.raw}&var-status=All")
     mapping = {s: {"color": c, "index": i} for i, (s, c) in enumerate(STATUS_COLOURS.items())}
+    hidden = ["args", "kwargs", "traceback"]
     return (
-        table.Panel()
-        .title("Task history")
+        _events_table("Task history", HISTORY, 5000, HISTORY_COLUMNS, hidden, 51, cm.TableCellHeight.SM)
         .description(
             "One row per state change. Filters: Task, Status, and the text box (task id or error). "
             "The table pages by panel height: sized for 50 rows a page."
         )
-        .datasource(loki_ds())
-        .with_target(logql(HISTORY, max_lines=5000))
-        .with_transformation(_EXTRACT)
-        .with_transformation(_organize(HISTORY_COLUMNS, [*_ALWAYS_HIDDEN, "args", "kwargs", "traceback"]))
-        .span(24)
-        .height(51)
-        .cell_height(cm.TableCellHeight.SM)
         .show_header(True)
-        .filterable(True)
-        .footer(common.TableFooterOptions().show(False).reducer(["count"]).enable_pagination(True))
         .sort_by([common.TableSortByFieldState().display_name("timestamp").desc(True)])
-        .override_by_name("trace_id", [dm.DynamicConfigValue(id_val="links", value=[trace_link()])])
         .override_by_name(
             "task_id",
             [dm.DynamicConfigValue(id_val="links", value=[{"title": "Show this task's events", "url": own_events}])],
@@ -126,18 +145,10 @@ def history_table() -> table.Panel:
 
 
 def errors_table() -> table.Panel:
+    hidden = ["status", "worker", "queue_wait_seconds"]
+    title = "Errors: message, parameters, traceback"
     return (
-        table.Panel()
-        .title("Errors: message, parameters, traceback")
-        .datasource(loki_ds())
-        .with_target(logql(ERRORS, max_lines=1000))
-        .with_transformation(_EXTRACT)
-        .with_transformation(_organize(ERROR_COLUMNS, [*_ALWAYS_HIDDEN, "status", "worker", "queue_wait_seconds"]))
-        .span(24)
-        .height(16)
-        .cell_height(cm.TableCellHeight.LG)
-        .filterable(True)
-        .footer(common.TableFooterOptions().show(False).reducer(["count"]).enable_pagination(True))
+        _events_table(title, ERRORS, 1000, ERROR_COLUMNS, hidden, 16, cm.TableCellHeight.LG)
         .override_by_name(
             "traceback",
             [
@@ -148,26 +159,17 @@ def errors_table() -> table.Panel:
         )
         .override_by_name("args", [dm.DynamicConfigValue(id_val="custom.inspect", value=True)])
         .override_by_name("kwargs", [dm.DynamicConfigValue(id_val="custom.inspect", value=True)])
-        .override_by_name("trace_id", [dm.DynamicConfigValue(id_val="links", value=[trace_link()])])
     )
 
 
 def error_detail_panel() -> logs.Panel:
-    return (
-        logs.Panel()
-        .title("Error detail (traceback and parameters)")
-        .description(
-            "Each failure rendered as message, parameters and the full stack trace. Expand a line: "
-            "trace_id links to the trace."
-        )
-        .datasource(loki_ds())
-        .with_target(logql(ERROR_DETAIL, max_lines=200))
-        .span(24)
-        .height(20)
-        .show_time(True)
-        .wrap_log_message(True)
-        .enable_log_details(True)
-        .sort_order(cm.LogsSortOrder.DESCENDING)
+    return logs_panel(
+        "Error detail (traceback and parameters)",
+        ERROR_DETAIL,
+        max_lines=200,
+        h=20,
+        description="Each failure rendered as message, parameters and the full stack trace. Expand a line: "
+        "trace_id links to the trace.",
     )
 
 

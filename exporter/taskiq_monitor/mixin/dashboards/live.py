@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from grafana_foundation_sdk.builders import dashboard as dash
 from grafana_foundation_sdk.builders import logs, stat
-from grafana_foundation_sdk.models import common as cm
 
 from taskiq_monitor.events import EVENT_STATUSES
 from taskiq_monitor.mixin import promql
@@ -18,9 +17,8 @@ from taskiq_monitor.mixin.dashboards.panels import (
     RETRIED_STEPS,
     assemble,
     base,
-    logql,
+    logs_panel,
     loki_bars,
-    loki_ds,
     stat_panel,
 )
 
@@ -61,19 +59,14 @@ def state_panels() -> list[stat.Panel]:
 
 
 def event_stream_panel() -> logs.Panel:
-    return (
-        logs.Panel()
-        .title("Recent events")
-        .description("Newest first. Expand a line for task_id / trace_id (structured metadata) and the trace link.")
-        .datasource(loki_ds())
-        .with_target(logql(EVENT_LINES, max_lines=500))
-        .span(24)
-        .height(18)
-        .show_time(True)
-        .show_labels(False)
-        .wrap_log_message(False)
-        .enable_log_details(True)
-        .sort_order(cm.LogsSortOrder.DESCENDING)
+    return logs_panel(
+        "Recent events",
+        EVENT_LINES,
+        max_lines=500,
+        h=18,
+        description="Newest first. Expand a line for task_id / trace_id (structured metadata) and the trace link.",
+        wrap=False,
+        labels=False,
     )
 
 

@@ -342,6 +342,27 @@ def monitoring_panels() -> list[timeseries.Panel]:
             description="Pending entries older than the pending horizon, expired: lost messages. Queue-wide "
             "(max over exporters).",
         ),
+        ts_panel(
+            "Execution history size",
+            [prom(f"max({promql.series(promql.HISTORY_EXECUTIONS, JOB)})", "executions held")],
+            description="Execution records held by the history store (GET /api/v1/executions). It levels off at "
+            "the retention (TASKIQ_MONITOR_HISTORY_RETENTION_DAYS) or the cap "
+            "(TASKIQ_MONITOR_HISTORY_MAX_EXECUTIONS). Queue-wide (max over exporters).",
+        ),
+        ts_panel(
+            "Execution history evictions by reason",
+            [
+                prom(
+                    f"max by (reason) (increase({promql.series(promql.HISTORY_EVICTED, JOB)}[{RI}]))",
+                    "{{reason}}",
+                )
+            ],
+            bars=True,
+            description="Executions deleted from the history: age = older than the retention (expected once the "
+            "history is full); count = the oldest beyond the cap, so the history holds less than the retention "
+            "(TaskiqHistoryEvictingByCount: raise the cap or size Redis, see docs/scaling.md). Queue-wide (max over "
+            "exporters).",
+        ),
     ]
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from grafana_foundation_sdk.builders import common, loki, prometheus, stat, timeseries
+from grafana_foundation_sdk.builders import common, logs, loki, prometheus, stat, timeseries
 from grafana_foundation_sdk.builders import dashboard as dash
 from grafana_foundation_sdk.cog import builder as cogbuilder
 from grafana_foundation_sdk.models import common as cm
@@ -262,6 +262,26 @@ def success_rate_stat(expr: str, window: str, **options: Any) -> stat.Panel:
 def loki_bars(title: str, expr: str, legend: str) -> timeseries.Panel:
     """A full-width stacked bar chart of a LogQL metric query (event counts over time)."""
     return ts_panel(title, [logql(expr, legend=legend, metric=True)], w=24, h=7, stack=True, bars=True, ds=loki_ds())
+
+
+def logs_panel(
+    title: str,
+    expr: str,
+    *,
+    max_lines: int,
+    h: int,
+    description: str = "",
+    wrap: bool = True,
+    labels: bool | None = None,
+) -> logs.Panel:
+    """A full-width Loki logs panel, newest first, each line expandable (structured metadata, the trace link)."""
+    p = logs.Panel().title(title)
+    if description:
+        p = p.description(description)
+    p = p.datasource(loki_ds()).with_target(logql(expr, max_lines=max_lines)).span(24).height(h).show_time(True)
+    if labels is not None:
+        p = p.show_labels(labels)
+    return p.wrap_log_message(wrap).enable_log_details(True).sort_order(cm.LogsSortOrder.DESCENDING)
 
 
 def assemble(d: dash.Dashboard, variables: list[Any], sections: list[tuple[str, list[Any]]]) -> dash.Dashboard:

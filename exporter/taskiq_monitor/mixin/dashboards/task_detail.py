@@ -21,8 +21,7 @@ from taskiq_monitor.mixin.dashboards.panels import (
     base,
     dashboard_url,
     data_link,
-    logql,
-    loki_ds,
+    logs_panel,
     prom,
     prom_ds,
     stat_panel,
@@ -135,18 +134,7 @@ def latency_panels() -> list[timeseries.Panel]:
 
 
 def failures_panel() -> logs.Panel:
-    return (
-        logs.Panel()
-        .title("Recent failures of $task_name")
-        .datasource(loki_ds())
-        .with_target(logql(FAILURES_LOG, max_lines=200))
-        .span(24)
-        .height(10)
-        .show_time(True)
-        .wrap_log_message(True)
-        .enable_log_details(True)
-        .sort_order(cm.LogsSortOrder.DESCENDING)
-    )
+    return logs_panel("Recent failures of $task_name", FAILURES_LOG, max_lines=200, h=10)
 
 
 # ------------------------------------------------------------------------------------------------------------------

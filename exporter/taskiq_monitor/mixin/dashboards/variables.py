@@ -8,71 +8,63 @@ from typing import Any
 from grafana_foundation_sdk.builders import dashboard as dash
 from grafana_foundation_sdk.models import dashboard as dm
 
+from taskiq_monitor.mixin import promql
 from taskiq_monitor.mixin.config import CONFIG
 from taskiq_monitor.mixin.dashboards.panels import prom_ds
+from taskiq_monitor.settings import Settings
 
 
-def var_datasource() -> dash.DatasourceVariable:
+# "All" selected: the default of every multi-value variable.
+def _all() -> dm.VariableOption:
+    return dm.VariableOption(selected=True, text=["All"], value=["$__all"])
+
+
+def _datasource(name: str, label: str, kind: str, uid: str) -> dash.DatasourceVariable:
     return (
-        dash.DatasourceVariable("datasource")
-        .label("Prometheus")
-        .type("prometheus")
-        .current(dm.VariableOption(selected=True, text="Prometheus", value=CONFIG.prometheus_datasource_uid))
+        dash.DatasourceVariable(name)
+        .label(label)
+        .type(kind)
+        .current(dm.VariableOption(selected=True, text=label, value=uid))
     )
 
 
+def var_datasource() -> dash.DatasourceVariable:
+    return _datasource("datasource", "Prometheus", "prometheus", CONFIG.prometheus_datasource_uid)
+
+
 def var_loki_datasource() -> dash.DatasourceVariable:
+    return _datasource("loki_datasource", "Loki", "loki", CONFIG.loki_datasource_uid)
+
+
+def _label_values(name: str, label: str, query: str) -> dash.QueryVariable:
+    """A variable listing the values of a label in Prometheus, sorted, refreshed with the time range."""
     return (
-        dash.DatasourceVariable("loki_datasource")
-        .label("Loki")
-        .type("loki")
-        .current(dm.VariableOption(selected=True, text="Loki", value=CONFIG.loki_datasource_uid))
+        dash.QueryVariable(name)
+        .label(label)
+        .datasource(prom_ds())
+        .query({"query": query, "refId": "PrometheusVariableQueryEditor-VariableQuery", "qryType": 1})
+        .refresh(dm.VariableRefresh.ON_TIME_RANGE_CHANGED)
+        .sort(dm.VariableSort.ALPHABETICAL_ASC)
     )
 
 
 def var_job() -> dash.QueryVariable:
     # Worker exporters scrape as job="taskiq", the app side (.kiq()) as job="taskiq-app".
-    q = 'label_values({__name__=~"taskiq_tasks_enqueued_total|taskiq_tasks_started_total"}, job)'
-    return (
-        dash.QueryVariable("job")
-        .label("Job")
-        .datasource(prom_ds())
-        .query({"query": q, "refId": "PrometheusVariableQueryEditor-VariableQuery", "qryType": 1})
-        .refresh(dm.VariableRefresh.ON_TIME_RANGE_CHANGED)
-        .multi(True)
-        .include_all(True)
-        .all_value(".*")
-        .sort(dm.VariableSort.ALPHABETICAL_ASC)
-        .current(dm.VariableOption(selected=True, text=["All"], value=["$__all"]))
-    )
+    q = f'label_values({{__name__=~"{promql.ENQUEUED}|{promql.STARTED}"}}, job)'
+    return _label_values("job", "Job", q).multi(True).include_all(True).all_value(".*").current(_all())
 
 
 def var_task_name(*, multi: bool = True) -> dash.QueryVariable:
     # taskiq_tasks_started_total: every registered task is exported with zeros from start.
-    q = 'label_values(taskiq_tasks_started_total{job=~"$job"}, task_name)'
-    v = (
-        dash.QueryVariable("task_name")
-        .label("Task")
-        .datasource(prom_ds())
-        .query({"query": q, "refId": "PrometheusVariableQueryEditor-VariableQuery", "qryType": 1})
-        .refresh(dm.VariableRefresh.ON_TIME_RANGE_CHANGED)
-        .sort(dm.VariableSort.ALPHABETICAL_ASC)
-        .multi(multi)
-        .include_all(multi)
-    )
+    q = f"label_values({promql.series(promql.STARTED, CONFIG.dashboard_job_selector)}, task_name)"
+    v = _label_values("task_name", "Task", q).multi(multi).include_all(multi)
     if multi:
-        v = v.all_value(".*").current(dm.VariableOption(selected=True, text=["All"], value=["$__all"]))
+        v = v.all_value(".*").current(_all())
     return v
 
 
 def var_status(values: Sequence[str]) -> dash.CustomVariable:
-    v = (
-        dash.CustomVariable("status")
-        .label("Status")
-        .values(",".join(values))
-        .multi(True)
-        .current(dm.VariableOption(selected=True, text=["All"], value=["$__all"]))
-    )
+    v = dash.CustomVariable("status").label("Status").values(",".join(values)).multi(True).current(_all())
     built = v.build()
     built.include_all = True
     built.all_value = ".*"
@@ -80,13 +72,14 @@ def var_status(values: Sequence[str]) -> dash.CustomVariable:
 
 
 def var_service_name() -> dash.CustomVariable:
+    service = Settings.model_fields["service_name"].default  # the exporter's default service_name label
     return (
         dash.CustomVariable("service_name")
         .label("Service")
-        .description("Loki service_name stream label (TASKIQ_MONITOR service name, default taskiq)")
-        .values("taskiq")
+        .description(f"Loki service_name stream label (TASKIQ_MONITOR service name, default {service})")
+        .values(service)
         .allow_custom_value(True)
-        .current(dm.VariableOption(selected=True, text="taskiq", value="taskiq"))
+        .current(dm.VariableOption(selected=True, text=service, value=service))
     )
 
 

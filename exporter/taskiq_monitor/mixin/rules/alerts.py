@@ -62,6 +62,7 @@ def alerting_rules(cfg: Config) -> list[dict[str, Any]]:
     uw = cfg.stuck_usual_window
     sw = cfg.stuck_window
     bw = cfg.backlog_growth_window
+    history_count_evictions = promql.series(promql.HISTORY_EVICTED, sel, 'reason="count"')
     timeout_re = "|".join(re.escape(t) for t in cfg.timeout_error_types)
     task_alerts = [
         _alert(
@@ -156,8 +157,8 @@ def alerting_rules(cfg: Config) -> list[dict[str, Any]]:
             cfg,
             "TaskiqTaskTimeoutsSpike",
             (
-                f'sum by (task_name) (increase(taskiq_task_errors_total{{{sel}, error_type=~"{timeout_re}"}}'
-                f"[{cfg.timeout_window}])) >= {cfg.timeout_min_count}"
+                promql.total(promql.ERRORS, sel, cfg.timeout_window, extra=f'error_type=~"{timeout_re}"', fn="increase")
+                + f" >= {cfg.timeout_min_count}"
             ),
             cfg.timeout_for,
             "warning",
@@ -199,10 +200,7 @@ def alerting_rules(cfg: Config) -> list[dict[str, Any]]:
         _alert(
             cfg,
             "TaskiqLogShippingDropping",
-            (
-                "sum by (job, instance) (increase(taskiq_monitor_log_records_total"
-                f'{{{sel}, result="dropped"}}[{cfg.log_drop_window}])) > 0'
-            ),
+            f"{promql.dropped(promql.LOG_RECORDS, sel, cfg.log_drop_window)} > 0",
             cfg.log_drop_for,
             "warning",
             "TaskIQ task event logs are being dropped before reaching Loki.",
@@ -215,7 +213,7 @@ def alerting_rules(cfg: Config) -> list[dict[str, Any]]:
         _alert(
             cfg,
             "TaskiqStateStoreDown",
-            f"taskiq_monitor_state_up{{{sel}}} == 0",
+            f"{promql.series(promql.STATE_UP, sel)} == 0",
             cfg.state_store_down_for,
             "warning",
             "A TaskIQ exporter cannot read the shared task state.",
@@ -229,10 +227,7 @@ def alerting_rules(cfg: Config) -> list[dict[str, Any]]:
         _alert(
             cfg,
             "TaskiqLiveStateDropping",
-            (
-                "sum by (job, instance) (increase(taskiq_monitor_state_events_total"
-                f'{{{sel}, result="dropped"}}[{cfg.state_drop_window}])) > 0'
-            ),
+            f"{promql.dropped(promql.STATE_EVENTS, sel, cfg.state_drop_window)} > 0",
             cfg.state_drop_for,
             "warning",
             "TaskIQ task state events are being dropped before reaching the state store.",
@@ -240,6 +235,24 @@ def alerting_rules(cfg: Config) -> list[dict[str, Any]]:
                 "{{ $labels.instance }} dropped {{ $value | humanize }} task state events in the last "
                 f"{cfg.state_drop_window} (state store unreachable, buffer full); the live feed has gaps and "
                 "queue depth may be off until the state resynchronises."
+            ),
+            _overview_dashboard(cfg),
+        ),
+        _alert(
+            cfg,
+            "TaskiqHistoryEvictingByCount",
+            (
+                # Queue-wide: every exporter sharing the Redis reports the same count, hence max.
+                f"max(increase({history_count_evictions}[{cfg.history_evict_window}])) > 0"
+            ),
+            cfg.history_evict_for,
+            "warning",
+            "The TaskIQ execution history is capped below its retention period.",
+            (
+                "{{ $value | humanize }} executions were deleted from the history by its cap "
+                f"(TASKIQ_MONITOR_HISTORY_MAX_EXECUTIONS) in the last {cfg.history_evict_window}, before the "
+                "retention (TASKIQ_MONITOR_HISTORY_RETENTION_DAYS) expired them: the history holds less than "
+                "the retention period."
             ),
             _overview_dashboard(cfg),
         ),

@@ -13,28 +13,9 @@ from taskiq_monitor.mixin import promql
 from taskiq_monitor.mixin.config import Config
 
 
-def status_rate(window: str) -> str:
-    return f"task_name_status:taskiq_tasks_completed:rate{window}"
-
-
-def completed_rate(window: str) -> str:
-    return f"task_name:taskiq_tasks_completed:rate{window}"
-
-
-def started_rate(window: str) -> str:
-    return f"task_name:taskiq_tasks_started:rate{window}"
-
-
-def success_ratio(window: str) -> str:
-    return f"task_name:taskiq_tasks_success:ratio_rate{window}"
-
-
-def failure_ratio(window: str) -> str:
-    return f"task_name:taskiq_tasks_failure:ratio_rate{window}"
-
-
-def mean_duration(window: str) -> str:
-    return f"task_name:taskiq_task_duration_seconds:mean{window}"
+def _name(metric: str, operations: str, level: str = "task_name") -> str:
+    """``level:metric:operations``; the metric without ``_total``, as the convention has it."""
+    return f"{level}:{metric.removesuffix('_total')}:{operations}"
 
 
 def _quantile_suffix(q: float) -> str:
@@ -43,24 +24,23 @@ def _quantile_suffix(q: float) -> str:
 
 def _window_group(cfg: Config, w: str) -> dict[str, Any]:
     sel = cfg.selector
+    by_status = _name(promql.COMPLETED, f"rate{w}", level="task_name_status")
     rules: list[dict[str, Any]] = [
         # Per status: success, failed (final outcomes) and retried (an attempt that will be retried).
-        {"record": status_rate(w), "expr": promql.total(promql.COMPLETED, sel, w, by="task_name, status")},
+        {"record": by_status, "expr": promql.total(promql.COMPLETED, sel, w, by="task_name, status")},
         # Throughput = final outcomes per second (retried attempts are not finished tasks).
-        {"record": completed_rate(w), "expr": f'sum by (task_name) ({status_rate(w)}{{status=~"success|failed"}})'},
+        {"record": _name(promql.COMPLETED, f"rate{w}"), "expr": f"sum by (task_name) ({by_status}{{{promql.FINAL}}})"},
         # Attempts started per second (every retry is a new attempt).
-        {"record": started_rate(w), "expr": promql.total(promql.STARTED, sel, w)},
+        {"record": _name(promql.STARTED, f"rate{w}"), "expr": promql.total(promql.STARTED, sel, w)},
         # success / (success + failed); 0 rather than missing when a status has no series yet;
         # no sample at all when nothing finished in the window (instead of NaN).
-        {"record": success_ratio(w), "expr": promql.success_ratio(sel, w)},
-        {"record": failure_ratio(w), "expr": promql.failure_ratio(sel, w)},
+        {"record": _name("taskiq_tasks_success", f"ratio_rate{w}"), "expr": promql.success_ratio(sel, w)},
+        {"record": _name("taskiq_tasks_failure", f"ratio_rate{w}"), "expr": promql.failure_ratio(sel, w)},
         # FR-013: average execution time = sum(duration of successful runs) / count(successful runs).
-        {"record": mean_duration(w), "expr": promql.mean_duration(sel, w)},
+        {"record": _name(promql.DURATION, f"mean{w}"), "expr": promql.mean_duration(sel, w)},
     ]
     if w == cfg.ratio_windows[0]:
-        rules.insert(
-            3, {"record": f"task_name:taskiq_tasks_enqueued:rate{w}", "expr": promql.total(promql.ENQUEUED, sel, w)}
-        )
+        rules.insert(3, {"record": _name(promql.ENQUEUED, f"rate{w}"), "expr": promql.total(promql.ENQUEUED, sel, w)})
     return {"name": f"taskiq.recording.{w}", "rules": rules}
 
 
@@ -69,7 +49,7 @@ def recording_rules(cfg: Config) -> list[dict[str, Any]]:
     qw = cfg.quantile_window
     quantile_rules = [
         {
-            "record": f"task_name:{metric}:{_quantile_suffix(q)}_rate{qw}",
+            "record": _name(metric, f"{_quantile_suffix(q)}_rate{qw}"),
             "expr": promql.quantile(q, metric, cfg.selector, qw, by="task_name"),
         }
         for metric in (promql.DURATION, promql.QUEUE_WAIT)

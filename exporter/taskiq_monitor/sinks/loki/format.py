@@ -19,7 +19,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from taskiq_monitor.events import TaskEvent, to_record
+import orjson
+
+from taskiq_monitor.events import TaskEvent, record_json
 from taskiq_monitor.metrics import OTHER
 
 PUSH_PATH = "/loki/api/v1/push"
@@ -40,7 +42,7 @@ def encode_push(entries: Sequence[PushEntry]) -> bytes:
             values = streams[labels] = []
         values.append([ts, line, metadata] if metadata else [ts, line])
     body = {"streams": [{"stream": dict(labels), "values": values} for labels, values in streams.items()]}
-    return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
+    return orjson.dumps(body)  # compact UTF-8 JSON; ~4x faster than json.dumps on the lines it escapes
 
 
 def decode_push(body: bytes) -> list[PushEntry]:
@@ -96,7 +98,7 @@ class EntryEncoder:
 
     def entry(self, event: TaskEvent) -> tuple[PushEntry, int]:
         """The entry of ``event`` and its approximate size in a push body (to bound batches by bytes)."""
-        line = json.dumps(to_record(event), ensure_ascii=False, separators=(",", ":"), default=str)
+        line = record_json(event)  # shared with the other sinks: serialised once per event
         metadata = {"task_id": str(event.task_id)}
         if event.trace_id:
             metadata["trace_id"] = str(event.trace_id)

@@ -47,7 +47,8 @@ import httpx
 from prometheus_client import CollectorRegistry
 
 from taskiq_monitor.errors import ConfigError
-from taskiq_monitor.events import TaskEvent
+from taskiq_monitor.events import EventSink, TaskEvent
+from taskiq_monitor.logs import WarnOnce
 from taskiq_monitor.metrics import LOG_DROPPED, LOG_SHIPPED, LOG_SPOOLED, LogShippingMetrics
 from taskiq_monitor.redaction import Redactor
 from taskiq_monitor.settings import Settings
@@ -56,7 +57,7 @@ from taskiq_monitor.sinks.loki.format import Batch, EntryEncoder, PushEntry, dec
 from taskiq_monitor.sinks.loki.spool import Spool, default_spool_dir
 from taskiq_monitor.sinks.loki.transport import Backoff, Outcome, Transport, isolate
 
-logger = logging.getLogger("taskiq_monitor.loki")
+logger = logging.getLogger(__name__)
 
 
 class _Run:
@@ -73,7 +74,7 @@ class _Run:
         self.collector_done = threading.Event()
 
 
-class LokiSink:
+class LokiSink(EventSink):
     """Event sink pushing to Loki; see the package docstring. ``emit`` never blocks and never raises."""
 
     OUTBOX_MAX = 4  # batches waiting in memory for the sender; beyond it, batches are spooled
@@ -90,7 +91,7 @@ class LokiSink:
         if not settings.loki_url:
             raise ValueError("LokiSink needs settings.loki_url")
         self.settings = settings
-        self._warned: set[str] = set()
+        self._warn = WarnOnce(logger)
         self.metrics = LogShippingMetrics(registry)
         self._http = Transport(settings, self._warn, transport)
         self.url = self._http.url
@@ -260,13 +261,6 @@ class LokiSink:
         self._http.open()
 
     # -- helpers -------------------------------------------------------------------------------------------------
-    def _warn(self, kind: str, message: str, *args: Any, exc_info: bool = False) -> None:
-        if kind not in self._warned:
-            self._warned.add(kind)
-            logger.warning(message, *args, exc_info=exc_info)
-        else:
-            logger.debug(message, *args, exc_info=exc_info)
-
     def _count(self, result: str, records: int) -> None:
         if records:
             self.metrics.by_result[result].inc(records)

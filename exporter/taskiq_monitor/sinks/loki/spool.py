@@ -28,7 +28,7 @@ from pathlib import Path
 from taskiq_monitor.securedir import ensure_private_dir, private_opener
 from taskiq_monitor.sinks.loki.format import Batch
 
-logger = logging.getLogger("taskiq_monitor.loki")
+logger = logging.getLogger(__name__)
 
 ADOPT_INTERVAL_SECONDS = 60.0
 

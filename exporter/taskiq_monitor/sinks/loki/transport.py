@@ -26,7 +26,7 @@ import httpx
 from taskiq_monitor.settings import Settings
 from taskiq_monitor.sinks.loki.format import PUSH_PATH, PushEntry, encode_push, gzip_body, retry_after_seconds
 
-logger = logging.getLogger("taskiq_monitor.loki")
+logger = logging.getLogger(__name__)
 
 # warn(kind, message, *args): log once per kind at WARNING, then at DEBUG (the sink's warn-once)
 Warn = Callable[..., None]

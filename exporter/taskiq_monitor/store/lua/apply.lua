@@ -108,7 +108,8 @@ local function apply(status, task, member, ts, enq, started, dur, payload, track
   redis.call('HINCRBY', totals, status, 1)
   redis.call('HINCRBY', bucket, status, 1)
   redis.call('HINCRBY', hour, status, 1)
-  if dur ~= '' then
+  -- FR-013: average duration = sum(duration) / count(success), as the dashboards' mean_duration.
+  if dur ~= '' and status == 'success' then
     redis.call('HINCRBYFLOAT', totals, 'dur_sum', dur)
     redis.call('HINCRBY', totals, 'dur_n', 1)
     redis.call('HINCRBYFLOAT', bucket, 'dur_sum', dur)

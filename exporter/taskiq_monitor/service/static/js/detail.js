@@ -1,0 +1,138 @@
+// Error detail of one task id: error type and message, traceback, redacted parameters, timings, every attempt,
+// and links to Grafana (Loki query, trace) when TASKIQ_MONITOR_GRAFANA_URL is set.
+import { ApiError, getJSON } from "./api.js";
+import { $, el, fmtDuration, fmtTime, setText, toUnix, worker } from "./dom.js";
+
+const SCAN_PAGES = 20; // events fallback: at most 1,000 events examined for one task id
+const ORDER = { pending: 0, running: 1, retried: 2, failed: 2, success: 2 };
+
+/** Attempts from raw events (the events API fallback): one per attempt, later state changes win. */
+export function attemptsFromEvents(events) {
+  const byAttempt = new Map();
+  for (const e of [...events].reverse()) { // oldest first
+    const current = byAttempt.get(e.attempt) || {};
+    const merged = { ...current };
+    for (const [k, v] of Object.entries(e)) if (v !== null && v !== undefined) merged[k] = v;
+    if ((ORDER[e.status] ?? 0) < (ORDER[current.status] ?? -1)) merged.status = current.status;
+    byAttempt.set(e.attempt, merged);
+  }
+  return [...byAttempt.values()].sort((a, b) => a.attempt - b.attempt);
+}
+
+function explore(base, datasource, expr) {
+  const left = { datasource, queries: [{ refId: "A", datasource: { uid: datasource }, expr, query: expr }],
+    range: { from: "now-7d", to: "now" } };
+  return `${base}/explore?orgId=1&left=${encodeURIComponent(JSON.stringify(left))}`;
+}
+
+export class Detail {
+  constructor(app) {
+    this.app = app;
+    this.current = null;
+  }
+
+  async show(taskId, params) {
+    this.current = taskId;
+    const root = $("#detail");
+    setText($("#detail-title"), taskId);
+    setText($("#detail-status"), "Loading…");
+    $("#detail-error").hidden = true;
+    $("#detail-links").replaceChildren();
+    $("#detail-timings").replaceChildren();
+    $("#detail-attempts").replaceChildren();
+    setText($('#detail [data-field="params"]'), "");
+    let attempts;
+    try {
+      attempts = await this.load(taskId, params.get("task_name"));
+    } catch (err) {
+      if (!(err instanceof ApiError)) throw err;
+      setText($("#detail-status"), err.status === 503 ? "The task state store (Redis) is unreachable."
+        : `Cannot load this task: ${err.message}`);
+      return;
+    }
+    if (this.current !== taskId) return;
+    if (!attempts.length) {
+      setText($("#detail-status"), "No execution with this task id is in the store (it may have been trimmed).");
+      return;
+    }
+    this.render(root, taskId, attempts);
+  }
+
+  async load(taskId, taskName) {
+    if (await this.app.hasExecutions()) {
+      try {
+        const body = await getJSON(`api/v1/executions/${encodeURIComponent(taskId)}`);
+        return body.attempts || [];
+      } catch (err) {
+        if (err instanceof ApiError && err.status === 404) return [];
+        throw err;
+      }
+    }
+    const found = [];
+    let cursor = null;
+    for (let page = 0; page < SCAN_PAGES; page += 1) {
+      const body = await getJSON("api/v1/events", { task_name: taskName, limit: 50, cursor });
+      for (const item of body.events) if (item.event.task_id === taskId) found.push(item.event);
+      cursor = body.next_cursor;
+      if (!cursor) break;
+    }
+    return attemptsFromEvents(found);
+  }
+
+  render(root, taskId, attempts) {
+    const last = attempts[attempts.length - 1];
+    const failed = [...attempts].reverse().find((a) => a.error_type || a.traceback) || null;
+    setText($("#detail-title"), `${last.task_name} · ${taskId}`);
+    setText($("#detail-status"), `${attempts.length} attempt${attempts.length === 1 ? "" : "s"}; last: ` +
+      `${last.status}`);
+    root.dataset.taskId = taskId;
+    root.dataset.status = last.status;
+    const box = $("#detail-error");
+    box.hidden = !failed;
+    if (failed) {
+      setText($('#detail [data-field="error_type"]'), failed.error_type || "Error");
+      setText($('#detail [data-field="error_message"]'), failed.error_message || "");
+      setText($('#detail [data-field="traceback"]'), failed.traceback || "(no traceback recorded)");
+    }
+    const shown = failed || last;
+    const params = { args: shown.args ?? [], kwargs: shown.kwargs ?? {} };
+    if (shown.labels && Object.keys(shown.labels).length) params.labels = shown.labels;
+    setText($('#detail [data-field="params"]'), JSON.stringify(params, null, 2));
+    const timings = $("#detail-timings");
+    const kv = (label, value) => [el("dt", {}, label), el("dd", {}, value)];
+    timings.replaceChildren(
+      ...kv("Enqueued", fmtTime(toUnix(shown.enqueued_at), true)),
+      ...kv("Started", fmtTime(toUnix(shown.started_at), true)),
+      ...kv("Finished", fmtTime(toUnix(shown.finished_at), true)),
+      ...kv("Queue wait", fmtDuration(shown.queue_wait_seconds)),
+      ...kv("Duration", fmtDuration(shown.duration_seconds)),
+      ...kv("Worker", worker(shown.worker)),
+      ...kv("Trace id", shown.trace_id || "–"),
+    );
+    $("#detail-attempts").replaceChildren(...attempts.map((a) => el(
+      "tr",
+      { "data-testid": "attempt-row", "data-attempt": a.attempt, "data-status": a.status },
+      el("td", { class: "num" }, a.attempt),
+      el("td", {}, el("span", { class: `pill ${a.status}` }, a.status)),
+      el("td", { class: "mono" }, fmtTime(toUnix(a.started_at), true)),
+      el("td", { class: "num" }, fmtDuration(a.duration_seconds)),
+      el("td", { class: "mono" }, worker(a.worker)),
+      el("td", { class: "msg" }, a.error_type ? `${a.error_type}: ${a.error_message || ""}` : ""),
+    )));
+    const grafana = this.app.config.grafana_url;
+    const links = $("#detail-links");
+    if (grafana) {
+      const selector = `{service_name=${JSON.stringify(this.app.config.service_name)}}`;
+      const { loki_datasource_uid: lokiUid, tempo_datasource_uid: tempoUid } = this.app.config;
+      const loki = explore(grafana, lokiUid, `${selector} | task_id=${JSON.stringify(taskId)}`);
+      const items = [el("a", { href: loki, target: "_blank", rel: "noopener noreferrer", "data-link": "loki" },
+        "Logs in Grafana (Loki)")];
+      const traceId = shown.trace_id || attempts.map((a) => a.trace_id).find(Boolean);
+      if (traceId) {
+        items.push(el("a", { href: explore(grafana, tempoUid, traceId), target: "_blank", rel: "noopener noreferrer",
+          "data-link": "trace" }, "Trace in Grafana (Tempo)"));
+      }
+      links.replaceChildren(...items);
+    }
+  }
+}

@@ -1,0 +1,95 @@
+// DOM helpers. Everything that came from a task is inserted as text (textContent / text nodes), never as HTML.
+
+/** el("td", {class: "num", "data-field": "x"}, "text", otherNode) */
+export function el(tag, attrs = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [name, value] of Object.entries(attrs)) {
+    if (value === null || value === undefined || value === false) continue;
+    node.setAttribute(name, value === true ? "" : String(value));
+  }
+  for (const child of children) append(node, child);
+  return node;
+}
+
+export function append(node, child) {
+  if (child === null || child === undefined || child === false) return;
+  node.append(child instanceof Node ? child : document.createTextNode(String(child)));
+}
+
+export function setText(node, value) {
+  node.textContent = value === null || value === undefined ? "" : String(value);
+}
+
+export const $ = (selector, root = document) => root.querySelector(selector);
+
+export function fmtDuration(seconds) {
+  if (seconds === null || seconds === undefined || Number.isNaN(seconds)) return "–";
+  if (seconds < 1) return `${Math.round(seconds * 1000)} ms`;
+  if (seconds < 60) return `${seconds.toFixed(seconds < 10 ? 2 : 1)} s`;
+  if (seconds < 3600) return `${Math.floor(seconds / 60)} min ${Math.round(seconds % 60)} s`;
+  return `${Math.floor(seconds / 3600)} h ${Math.round((seconds % 3600) / 60)} min`;
+}
+
+export function fmtAge(seconds) {
+  if (seconds === null || seconds === undefined) return "–";
+  return fmtDuration(seconds);
+}
+
+export function fmtRate(ratio) {
+  if (ratio === null || ratio === undefined) return "–";
+  return `${(ratio * 100).toFixed(ratio >= 0.9995 || ratio === 0 ? 0 : 1)} %`;
+}
+
+export function fmtWindow(seconds) {
+  if (seconds % 86400 === 0) return `${seconds / 86400} d`.replace(/^1 d$/, "24 h");
+  if (seconds % 3600 === 0) return `${seconds / 3600} h`;
+  return `${Math.round(seconds / 60)} min`;
+}
+
+/** unix seconds or RFC 3339 -> "HH:MM:SS.mmm" today, else "YYYY-MM-DD HH:MM:SS" (local time). */
+export function fmtTime(value, withMs = false) {
+  if (value === null || value === undefined) return "–";
+  const date = typeof value === "number" ? new Date(value * 1000) : new Date(value);
+  if (Number.isNaN(date.getTime())) return String(value);
+  const pad = (n, w = 2) => String(n).padStart(w, "0");
+  const time = `${pad(date.getHours())}:${pad(date.getMinutes())}:${pad(date.getSeconds())}` +
+    (withMs ? `.${pad(date.getMilliseconds(), 3)}` : "");
+  const today = new Date();
+  if (date.toDateString() === today.toDateString()) return time;
+  return `${date.getFullYear()}-${pad(date.getMonth() + 1)}-${pad(date.getDate())} ${time}`;
+}
+
+export function toUnix(value) {
+  if (value === null || value === undefined) return null;
+  if (typeof value === "number") return value;
+  const ms = Date.parse(value);
+  return Number.isNaN(ms) ? null : ms / 1000;
+}
+
+export function worker(w) {
+  if (!w || (!w.host && !w.pid)) return "–";
+  return `${w.host || "?"}:${w.pid || "?"}`;
+}
+
+/** Notices above the views, one per key (replaced or removed by key). */
+export function notice(key, level, text) {
+  const box = document.getElementById("notices");
+  let node = box.querySelector(`[data-notice="${key}"]`);
+  if (!text) {
+    if (node) node.remove();
+    return;
+  }
+  if (!node) {
+    node = el("p", { "data-notice": key, role: level === "error" ? "alert" : "status" });
+    box.append(node);
+  }
+  node.className = `notice ${level}`;
+  setText(node, text);
+}
+
+export function taskLink(taskId, taskName) {
+  const params = new URLSearchParams();
+  if (taskName) params.set("task_name", taskName);
+  const query = params.toString();
+  return `#/task/${encodeURIComponent(taskId)}${query ? `?${query}` : ""}`;
+}

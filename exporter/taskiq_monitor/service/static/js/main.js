@@ -1,0 +1,207 @@
+// Entry point: log-in, the router (#/, #/feed, #/history?…, #/task/<id>) and the shared live connection.
+import { ApiError, getJSON, sendJSON } from "./api.js";
+import { Detail } from "./detail.js";
+import { $, el, notice, setText } from "./dom.js";
+import { Feed } from "./feed.js";
+import { History } from "./history.js";
+import { CLOSE_SLOW_CONSUMER, CLOSE_UNAVAILABLE, LiveConnection } from "./live.js";
+import { Overview } from "./overview.js";
+
+const VIEWS = ["login", "overview", "feed", "history", "detail"];
+
+class App {
+  constructor() {
+    this.config = null;
+    this.live = new LiveConnection();
+    this.overview = new Overview(this);
+    this.feed = new Feed(this);
+    this.history = new History(this);
+    this.detail = new Detail(this);
+    this.taskNames = [];
+    this.executions = null;
+    this.view = null;
+    window.addEventListener("hashchange", () => this.route());
+    document.addEventListener("auth-required", () => this.showLogin());
+    $("#login-form").addEventListener("submit", (e) => this.login(e));
+    $("#logout").addEventListener("click", () => this.logout());
+    this.wireLive();
+  }
+
+  wireLive() {
+    const status = $('[data-testid="live-status"]');
+    this.live.addEventListener("state", (e) => {
+      status.dataset.state = e.detail;
+      setText(status, e.detail);
+      if (e.detail === "live") notice("live", null, null);
+      else if (e.detail === "offline") {
+        notice("live", "error", "The live feed is offline: the exporter cannot be reached. Retrying; events are " +
+          "resumed from the last one received, without loss.");
+      }
+    });
+    this.live.addEventListener("event", (e) => {
+      this.feed.addEvent(e.detail.id, e.detail.event);
+      this.overview.poke();
+    });
+    this.live.addEventListener("gap", (e) => this.feed.addGap(e.detail));
+    this.live.addEventListener("closed", (e) => {
+      const { code } = e.detail;
+      if (code === CLOSE_SLOW_CONSUMER) {
+        notice("live", "warn", "The live feed fell behind (the server closed it with 1013, slow consumer); " +
+          "resuming from the last event received.");
+      } else if (code === CLOSE_UNAVAILABLE) {
+        notice("live", "error", "The live feed stopped: the task state store (Redis) is unavailable. Retrying.");
+      } else if (code !== 4401 && this.live.state !== "offline") {
+        notice("live", "warn", "The live feed was disconnected; reconnecting…");
+      }
+    });
+    this.live.addEventListener("server-error", (e) => {
+      if (e.detail.code !== "slow_consumer" && e.detail.code !== "future_id") {
+        notice("live", "error", `Live feed: ${e.detail.message}`);
+      }
+    });
+  }
+
+  async start() {
+    try {
+      this.config = await getJSON("api/v1/ui/config");
+    } catch (err) {
+      if (err instanceof ApiError && err.status === 401) return; // the login form is shown
+      $("#loading").hidden = true;
+      notice("config", "error", `The exporter cannot be reached (${err.message}). Reload the page to retry.`);
+      return;
+    }
+    if (this.config.grafana_url && !/^https?:\/\//i.test(this.config.grafana_url)) this.config.grafana_url = null;
+    notice("config", null, null);
+    $("#logout").hidden = !this.config.auth_required;
+    await this.seedFeed();
+    this.live.start();
+    this.route();
+  }
+
+  /** The feed starts with the newest recorded events; the WebSocket then resumes right after the newest one. */
+  async seedFeed() {
+    if (this.live.lastId !== null) return;
+    try {
+      const page = await getJSON("api/v1/events", { limit: 50 });
+      for (const item of [...page.events].reverse()) this.live.accept(item.id, item.event);
+    } catch {
+      // no store, or Redis down: the views say so; the feed starts live
+    }
+  }
+
+  async hasExecutions() {
+    if (this.executions === null) {
+      try {
+        await getJSON("api/v1/executions", { limit: 1 });
+        this.executions = true;
+      } catch (err) {
+        if (err instanceof ApiError && (err.status === 404 || err.status === 405)) this.executions = false;
+        else return false; // unknown yet (Redis down…): ask again next time
+      }
+    }
+    return this.executions;
+  }
+
+  setTaskNames(names) {
+    const sorted = [...names].sort();
+    if (sorted.join("\n") === this.taskNames.join("\n")) return;
+    this.taskNames = sorted;
+    for (const id of ["#feed-task", "#history-task"]) {
+      const select = $(id);
+      const value = select.value;
+      select.replaceChildren(el("option", { value: "" }, "All"), ...sorted.map((n) => el("option", {}, n)));
+      if (value && !sorted.includes(value)) select.append(el("option", {}, value));
+      select.value = value;
+    }
+  }
+
+  async loadTaskNames() {
+    if (this.taskNames.length) return;
+    try {
+      const data = await getJSON("api/v1/tasks");
+      this.setTaskNames(data.tasks.map((t) => t.task_name));
+    } catch {
+      // the views say what is wrong
+    }
+  }
+
+  showView(name) {
+    $("#loading").hidden = true;
+    for (const view of VIEWS) $(`#view-${view}`).hidden = view !== name;
+    for (const link of document.querySelectorAll("[data-nav]")) {
+      const current = link.dataset.nav === name || (name === "detail" && link.dataset.nav === "history");
+      if (current) link.setAttribute("aria-current", "page");
+      else link.removeAttribute("aria-current");
+    }
+    if (this.view !== name) {
+      if (this.view === "overview") this.overview.hide();
+      if (this.view === "feed") this.feed.hide();
+      this.view = name;
+      if (name === "feed") this.feed.show();
+    }
+  }
+
+  route() {
+    if (!this.config) return;
+    const hash = location.hash.replace(/^#/, "") || "/";
+    const [path, query = ""] = hash.split("?");
+    const params = new URLSearchParams(query);
+    if (path === "/feed") {
+      this.showView("feed");
+      document.title = "Live feed · taskiq-monitor";
+      this.loadTaskNames();
+    } else if (path === "/history") {
+      this.showView("history");
+      document.title = "History · taskiq-monitor";
+      this.loadTaskNames();
+      this.history.show(params);
+    } else if (path.startsWith("/task/")) {
+      this.showView("detail");
+      document.title = "Task · taskiq-monitor";
+      this.detail.show(decodeURIComponent(path.slice("/task/".length)), params);
+    } else {
+      this.showView("overview");
+      document.title = "Overview · taskiq-monitor";
+      this.overview.show();
+    }
+  }
+
+  showLogin() {
+    this.live.stop();
+    this.overview.hide();
+    this.config = null;
+    this.showView("login");
+    document.title = "Log in · taskiq-monitor";
+    $("#logout").hidden = true;
+    $("#login-token").focus();
+  }
+
+  async login(event) {
+    event.preventDefault();
+    const input = $("#login-token");
+    const error = $("#login-error");
+    try {
+      await sendJSON("POST", "api/v1/session", { token: input.value });
+    } catch (err) {
+      error.hidden = false;
+      setText(error, err instanceof ApiError && err.status === 401 ? "Wrong token." : `Cannot log in: ${err.message}`);
+      input.select();
+      return;
+    }
+    input.value = "";
+    error.hidden = true;
+    await this.start();
+  }
+
+  async logout() {
+    try {
+      await sendJSON("DELETE", "api/v1/session");
+    } finally {
+      this.showLogin();
+    }
+  }
+}
+
+const app = new App();
+window.taskiqMonitor = app; // for benchmarks and debugging; not a contract
+app.start();

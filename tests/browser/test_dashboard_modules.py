@@ -1,0 +1,91 @@
+"""The page's own modules, run in Chromium: the health rule of docs/ui.md and the live frames adapter (v1 single
+event, v2 batch, duplicates after a resume)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from taskiq_monitor.service.ui import thresholds
+from tests.browser._browser import Exporter
+
+HEALTH = """async ([task, t]) => (await import('/static/js/health.js')).health(task, t)"""
+DEFAULTS = thresholds()
+
+
+def task(pending: int = 0, age: float | None = None, success: int = 0, failed: int = 0, retried: int = 0) -> dict:
+    return {
+        "task_name": "t",
+        "pending": pending,
+        "oldest_pending_age_seconds": age,
+        "window": {"success": success, "failed": failed, "retried": retried},
+    }
+
+
+def test_the_health_rule_follows_the_documented_thresholds(exporter: Exporter, page: Any) -> None:
+    page.goto(exporter.url + "/")
+
+    def level(t: dict[str, Any]) -> str:
+        return str(page.evaluate(HEALTH, [t, DEFAULTS])["level"])
+
+    assert DEFAULTS["success_ratio_warning"] == 0.9 and DEFAULTS["success_ratio_ok"] == 0.99
+    assert level(task()) == "healthy"  # nothing finished yet
+    assert level(task(success=99, failed=1)) == "healthy"  # 99 %: at the "ok" line
+    assert level(task(success=95, failed=5)) == "degraded"  # between 90 % and 99 %
+    assert level(task(success=90, failed=10)) == "degraded"  # exactly 90 %: not below the warning line
+    assert level(task(success=89, failed=11)) == "failing"
+    assert level(task(success=0, failed=1)) == "failing"
+    assert level(task(pending=100)) == "healthy" and level(task(pending=101)) == "degraded"  # backlog
+    assert level(task(pending=1, age=600)) == "healthy" and level(task(pending=1, age=601)) == "degraded"
+    assert level(task(pending=0, age=601)) == "healthy"  # an age without a pending task is stale
+    stricter = dict(DEFAULTS, success_ratio_warning=0.99)
+    assert page.evaluate(HEALTH, [task(success=97, failed=3), stricter])["level"] == "failing"
+
+
+ADAPTER = """async () => {
+  const { LiveConnection } = await import('/static/js/live.js');
+  const live = new LiveConnection();
+  const seen = [];
+  const gaps = [];
+  live.addEventListener('event', (e) => seen.push(e.detail.id));
+  live.addEventListener('gap', (e) => gaps.push(e.detail));
+  const send = (frame) => live.onFrame(JSON.stringify(frame));
+  send({type: 'event', id: '100-0', event: {task_name: 'a'}});
+  send({type: 'events', v: 2, events: [{id: '100-0', event: {}}, {id: '100-1', event: {}}, {id: '99-5', event: {}},
+                                        {id: '101-0', event: {}}]});
+  send({type: 'event', id: '101-0', event: {}});  // a resume overlapping what was already shown
+  send({type: 'gap', first_event_id: '200-0', message: 'trimmed'});
+  send({type: 'events', v: 2, events: [{id: '200-0', event: {}}]});
+  send({type: 'ping', ts: 1});
+  return { seen, gaps, last: live.lastId };
+}"""
+
+
+def test_the_frame_adapter_accepts_v1_and_v2_frames_and_drops_what_was_already_shown(
+    exporter: Exporter, page: Any
+) -> None:
+    page.goto(exporter.url + "/")
+    result = page.evaluate(ADAPTER)
+    assert result == {"seen": ["100-0", "100-1", "101-0", "200-0"], "gaps": ["trimmed"], "last": "200-0"}
+
+
+SPARKLINE = """async () => {
+  const { sparkline } = await import('/static/js/sparkline.js');
+  const svg = sparkline({success: [0, 2, 4, 2], failed: [0, 0, 1, 3], retried: [0, 0, 0, 1]}, '<b>t</b>');
+  const lines = [...svg.querySelectorAll('polyline')].map(l => [l.getAttribute('class'),
+    l.getAttribute('points').split(' ').map(p => Number(p.split(',')[1]))]);
+  const title = svg.querySelector('title').textContent;
+  return { tag: svg.tagName, title, lines, bold: svg.querySelectorAll('b').length };
+}"""
+
+
+def test_the_sparkline_draws_throughput_and_failures_scaled_to_the_busiest_minute(
+    exporter: Exporter, page: Any
+) -> None:
+    page.goto(exporter.url + "/")
+    result = page.evaluate(SPARKLINE)
+    assert result["tag"] == "svg" and result["bold"] == 0  # the label stays text
+    assert result["title"] == "<b>t</b>: 13 finished, 4 failed in the last 4 min"
+    (total_class, total), (failed_class, failed) = result["lines"]
+    assert (total_class, failed_class) == ("total", "failed")
+    assert min(total) == total[3] < total[2] < total[1] < total[0] == max(total)  # 6 is the top, 0 the baseline
+    assert failed[3] < failed[2] < failed[0]

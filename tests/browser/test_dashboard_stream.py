@@ -1,0 +1,215 @@
+"""The dashboard against `taskiq-monitor serve` on a Redis fed by a real StateSink: the live feed across an exporter
+restart, history filters and paging, and the bearer token."""
+
+from __future__ import annotations
+
+import threading
+import time
+import urllib.error
+import urllib.parse
+from typing import Any
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from taskiq_monitor.events import TaskEvent
+from taskiq_monitor.settings import Settings
+from taskiq_monitor.sinks.state import StateSink
+from tests.browser._browser import Exporter, api_get, feed_rows
+from tests.integration.servers import RedisServer, wait_for
+
+TOKEN = "s3cret-token-for-the-browser-test"
+
+
+def sink(redis_url: str) -> StateSink:
+    return StateSink(Settings(redis_url=redis_url), registry=CollectorRegistry())
+
+
+def event(task_id: str, status: str, task: str, **kw: Any) -> TaskEvent:
+    return TaskEvent(status=status, task_id=task_id, task_name=task, timestamp=time.time(), **kw)
+
+
+def emit_all(redis_url: str, events: list[TaskEvent]) -> None:
+    state = sink(redis_url)
+    for e in events:
+        while len(state._buffer) >= state._capacity:  # at Redis's pace: these tests want no drops
+            time.sleep(0.001)
+        state.emit(e)
+    wait_for(lambda: state.written == len(events), 30, f"{len(events)} events written ({state.written})")
+    state.stop()
+
+
+def test_killing_and_restarting_the_exporter_under_a_stream_leaves_every_event_once_in_the_feed(
+    redis_srv: RedisServer, exporter: Exporter, page: Any
+) -> None:
+    emit_all(redis_srv.url, [event("warmup", "success", "stream_task")])
+    page.goto(exporter.url + "/#/feed")
+    status = page.locator('[data-testid="live-status"]')
+    page.wait_for_selector('[data-testid="feed-row"][data-task-id="warmup"]')
+    state = sink(redis_srv.url)
+    sent: list[str] = []
+    stopping = threading.Event()
+
+    def stream() -> None:  # a continuous stream, ~100 events/s, throughout the outage
+        i = 0
+        while not stopping.is_set() and i < 450:
+            task_id = f"s{i:04d}"
+            state.emit(event(task_id, "success", "stream_task"))
+            sent.append(task_id)
+            i += 1
+            time.sleep(0.01)
+
+    producer = threading.Thread(target=stream)
+    producer.start()
+    try:
+        wait_for(lambda: len(sent) >= 80, 30, "the stream started")
+        exporter.kill()
+        wait_for(lambda: status.inner_text() in ("reconnecting", "offline"), 30, "the page noticed the outage")
+        wait_for(lambda: len(sent) >= 200, 30, "events sent while the exporter is down")
+        exporter.start()
+        wait_for(lambda: status.inner_text() == "live", 60, "the page reconnected")
+    finally:
+        producer.join(60)
+        stopping.set()
+    wait_for(lambda: state.written == len(sent), 30, "every event written")
+    state.stop()
+    wait_for(
+        lambda: sorted(r["task_id"] for r in feed_rows(page) if r["task_id"] != "warmup") == sent,
+        60,
+        "the feed holds every streamed event",
+    )
+    rows = [r for r in feed_rows(page) if r["task_id"] != "warmup"]
+    assert len(rows) == len(sent) == 450  # exactly once: no duplicate row
+    assert [r["task_id"] for r in reversed(rows)] == sent  # in order, newest on top
+    assert page.locator('[data-testid="feed-gap"]').count() == 0
+
+
+def test_history_filters_live_in_the_url_and_the_51st_match_is_on_page_2(
+    redis_srv: RedisServer, exporter: Exporter, page: Any
+) -> None:
+    events = []
+    for i in range(60):
+        events.append(event(f"a-fail-{i:02d}", "failed", "report_task", error_type="ValueError", error_message="x"))
+        if i % 3 == 0:
+            events.append(event(f"a-ok-{i:02d}", "success", "report_task"))
+            events.append(event(f"b-fail-{i:02d}", "failed", "other_task"))
+    emit_all(redis_srv.url, events)
+    page.goto(exporter.url + "/#/history")
+    page.wait_for_selector('[data-testid="history-row"]')
+    page.select_option("#history-task", "report_task")
+    page.select_option("#history-status", "failed")
+    page.click('#history-form button[type="submit"]')
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('[data-testid=\"history-row\"]')].every(r => "
+        "r.dataset.taskName === 'report_task' && r.dataset.status === 'failed')"
+        " && document.querySelectorAll('[data-testid=\"history-row\"]').length === 50"
+    )
+    query = urllib.parse.parse_qs(page.url.split("#/history?", 1)[1])
+    assert query["task_name"] == ["report_task"] and query["status"] == ["failed"]
+    first = page.eval_on_selector_all('[data-testid="history-row"]', "rs => rs.map(r => r.dataset.taskId)")
+    assert first == [f"a-fail-{i:02d}" for i in reversed(range(10, 60))]
+    page.click("#history-older")
+    page.wait_for_function("() => document.querySelector('#history-page').textContent === 'Page 2'")
+    page.wait_for_function("() => document.querySelectorAll('[data-testid=\"history-row\"]').length === 10")
+    second = page.eval_on_selector_all('[data-testid="history-row"]', "rs => rs.map(r => r.dataset.taskId)")
+    assert second[0] == "a-fail-09"  # the 51st match, newest first
+    assert second == [f"a-fail-{i:02d}" for i in reversed(range(10))]
+    assert page.is_disabled("#history-older")
+    # The URL is shareable: opened in a fresh page, it shows the same filtered page.
+    shared = page.url
+    other = page.context.new_page()
+    other.goto(shared)
+    other.wait_for_function("() => document.querySelectorAll('[data-testid=\"history-row\"]').length === 10")
+    assert other.eval_on_selector_all('[data-testid="history-row"]', "rs => rs.map(r => r.dataset.taskId)") == second
+    assert other.locator("#history-task").input_value() == "report_task"
+    page.click("#history-newer")
+    page.wait_for_function("() => document.querySelectorAll('[data-testid=\"history-row\"]').length === 50")
+    # A date range: nothing is recorded after 2100; everything before it.
+    page.fill('input[name="since"]', "2100-01-01T00:00:00")
+    page.click('#history-form button[type="submit"]')
+    page.wait_for_selector('#history-empty:has-text("No execution matches these filters")')
+    assert "since=" in page.url and "status=failed" in page.url
+    assert page.locator('[data-testid="history-row"]').count() == 0
+    page.fill('input[name="since"]', "")
+    page.fill('input[name="until"]', "2100-01-01T00:00:00")
+    page.click('#history-form button[type="submit"]')
+    page.wait_for_function("() => document.querySelectorAll('[data-testid=\"history-row\"]').length === 50")
+
+
+def test_a_token_protected_exporter_refuses_the_page_until_login_and_works_after(
+    redis_srv: RedisServer, page: Any
+) -> None:
+    emit_all(redis_srv.url, [event("t1", "success", "guarded_task")])
+    server = Exporter(redis_srv.url, TASKIQ_MONITOR_BEARER_TOKEN=TOKEN)
+    try:
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            api_get(server.url + "/api/v1/tasks")
+        assert refused.value.code == 401
+        page.goto(server.url + "/")
+        page.wait_for_selector("#view-login:not([hidden])")
+        assert page.locator('[data-testid="task-card"]').count() == 0
+        assert page.evaluate("() => fetch('api/v1/tasks').then(r => r.status)") == 401
+        page.fill("#login-token", "wrong")
+        page.click('#login-form button[type="submit"]')
+        page.wait_for_selector('#login-error:has-text("Wrong token")')
+        assert page.locator('[data-testid="task-card"]').count() == 0
+        page.fill("#login-token", TOKEN)
+        page.click('#login-form button[type="submit"]')
+        page.wait_for_selector('[data-testid="task-card"][data-task-name="guarded_task"]')
+        page.wait_for_selector('[data-testid="live-status"]:has-text("live")')  # the WebSocket took the cookie
+        emit_all(redis_srv.url, [event("t2", "failed", "guarded_task")])
+        page.click('a[data-nav="feed"]')
+        page.wait_for_selector('[data-testid="feed-row"][data-task-id="t2"]')
+        cookies = page.context.cookies()
+        session = [c for c in cookies if c["name"] == "taskiq_monitor_session"]
+        assert len(session) == 1 and session[0]["httpOnly"] and session[0]["sameSite"] == "Strict"
+        assert TOKEN not in session[0]["value"]
+        assert page.evaluate("() => document.cookie") == ""  # HttpOnly: not readable by scripts
+        assert page.evaluate("() => localStorage.length + sessionStorage.length") == 0
+        assert TOKEN not in page.url
+        page.click("#logout")
+        page.wait_for_selector("#view-login:not([hidden])")
+        assert page.evaluate("() => fetch('api/v1/tasks').then(r => r.status)") == 401
+    finally:
+        server.stop()
+
+
+def test_an_empty_store_no_workers_and_redis_down_get_clear_messages(
+    redis_srv: RedisServer, exporter: Exporter, page: Any
+) -> None:
+    page.goto(exporter.url + "/")
+    page.wait_for_selector('#cards-empty:has-text("No task type is registered yet")')
+    page.wait_for_selector('[data-notice="workers"]:has-text("No worker is alive")')
+    redis_srv.stop()
+    page.wait_for_selector('[data-notice="state"]:has-text("(Redis) is unreachable")')
+    redis_srv.start()
+    emit_all(redis_srv.url, [event("back", "success", "after_outage_task")])
+    page.wait_for_selector('[data-testid="task-card"][data-task-name="after_outage_task"]')
+    page.wait_for_selector('[data-notice="state"]', state="detached")
+    assert page.locator("#cards-empty").is_hidden()
+
+
+def test_the_error_detail_links_to_grafana_when_its_address_is_set(redis_srv: RedisServer, page: Any) -> None:
+    emit_all(
+        redis_srv.url,
+        [
+            event("g1", "failed", "linked_task", error_type="KeyError", error_message="'k'", trace_id="ab" * 16),
+            event("g2", "failed", "linked_task", error_type="KeyError", error_message="'k'"),
+        ],
+    )
+    server = Exporter(redis_srv.url, TASKIQ_MONITOR_GRAFANA_URL="http://grafana.example:3000/")
+    try:
+        page.goto(server.url + "/#/task/g1?task_name=linked_task")
+        loki = page.locator('[data-testid="error-detail"] a[data-link="loki"]')
+        loki.wait_for()
+        href = urllib.parse.unquote(loki.get_attribute("href"))
+        assert href.startswith("http://grafana.example:3000/explore?")
+        assert '| task_id=\\"g1\\"' in href and '"datasource":"loki"' in href
+        trace = urllib.parse.unquote(page.locator('a[data-link="trace"]').get_attribute("href"))
+        assert "ab" * 16 in trace and '"datasource":"tempo"' in trace
+        page.goto(server.url + "/#/task/g2?task_name=linked_task")
+        page.wait_for_selector('#detail-title:has-text("g2")')
+        page.locator('a[data-link="loki"]').wait_for()
+        assert page.locator('a[data-link="trace"]').count() == 0  # no trace id recorded
+    finally:
+        server.stop()

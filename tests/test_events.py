@@ -1,0 +1,127 @@
+"""TaskEvent: deferred redaction (on first read, once, from any thread) and the shared record encoding."""
+
+from __future__ import annotations
+
+import json
+import threading
+from typing import Any
+
+from taskiq_monitor.events import TaskEvent, record_json, to_record
+from taskiq_monitor.redaction import REDACTED, Redactor
+
+
+class CountingRedactor(Redactor):
+    """A real Redactor that also counts how often the fields of an event were redacted."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls = 0
+
+    def redact_fields(self, *args: Any, **kwargs: Any) -> Any:
+        self.calls += 1
+        return super().redact_fields(*args, **kwargs)
+
+
+def _event(**kwargs: Any) -> TaskEvent:
+    return TaskEvent("running", "t1", "login", 1.0, **kwargs)
+
+
+def test_deferred_fields_are_redacted_on_first_read_and_only_once() -> None:
+    redactor = CountingRedactor()
+    event = _event(args=["ann", "hunter2"], kwargs={"password": "hunter2"}, labels={"x": 1})
+    event.defer_redaction(redactor, ("user", "password"))
+    assert redactor.calls == 0  # nothing on the emitting side
+    assert event.kwargs == {"password": REDACTED}
+    assert event.args == ["ann", REDACTED]
+    assert "hunter2" not in repr(event) and "hunter2" not in record_json(event)
+    assert redactor.calls == 1
+
+
+def test_concurrent_first_readers_only_ever_see_redacted_values() -> None:
+    redactor = Redactor()
+    events = []
+    for i in range(300):
+        event = _event(kwargs={"token": f"s3cret-{i}", "nested": [{"api_key": "k"}] * 20})
+        event.defer_redaction(redactor)
+        events.append(event)
+    seen: list[str] = []
+
+    def read() -> None:
+        for event in events:
+            seen.append(json.dumps(event.kwargs) + record_json(event))
+
+    threads = [threading.Thread(target=read) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(seen) == 4 * 300
+    assert not any("s3cret" in text or '"k"' in text for text in seen)
+
+
+def test_failed_event_reuses_the_running_events_redacted_parameters() -> None:
+    redactor = CountingRedactor()
+    running = _event(args=["ann"], kwargs={"password": "hunter2"})
+    running.defer_redaction(redactor)
+    failed = TaskEvent("failed", "t1", "login", 2.0, error_message="login failed: password=hunter2")
+    failed.defer_redaction(redactor, params_from=running)
+    assert failed.kwargs == {"password": REDACTED} and failed.args == ["ann"]
+    assert failed.error_message == "login failed: password=***"
+    assert failed.kwargs is running.kwargs  # the same object: the walk ran once for the attempt
+    assert redactor.calls == 2
+
+
+def test_a_failing_redaction_empties_the_fields_and_reports() -> None:
+    class Broken(Redactor):
+        def redact_fields(self, *args: Any, **kwargs: Any) -> Any:
+            raise RuntimeError("boom")
+
+    reported: list[bool] = []
+    event = _event(args=["hunter2"], kwargs={"x": "hunter2"}, error_message="hunter2", traceback="hunter2")
+    event.defer_redaction(Broken(), on_error=lambda: reported.append(True))
+    record = to_record(event)
+    assert (record["args"], record["kwargs"], record["error_message"], record["traceback"]) == ([], {}, None, None)
+    assert reported == [True]
+
+
+def test_encoded_record_is_the_record_as_compact_json_and_computed_once() -> None:
+    event = _event(args=["é", 1.5], kwargs={"n": None}, host="h", pid=7)
+    line = record_json(event)
+    assert json.loads(line) == to_record(event)
+    assert "é" in line and " " not in line
+    assert record_json(event) is line
+
+
+def test_a_lone_surrogate_is_escaped_not_fatal() -> None:
+    event = _event(args=["x"], host="h")
+    event.task_id = "abc\ud800"
+    assert json.loads(record_json(event))["task_id"] == "abc\ud800"
+
+
+def test_statuses_have_one_home_and_keep_their_values() -> None:
+    from taskiq_monitor import events, metrics
+    from taskiq_monitor.events import EVENT_STATUSES, TaskStatus
+
+    assert [str(s) for s in EVENT_STATUSES] == ["pending", "running", "success", "failed", "retried"]
+    assert metrics.COMPLETED_STATUSES == (TaskStatus.SUCCESS, TaskStatus.FAILED, TaskStatus.RETRIED)
+    assert (metrics.STATUS_SUCCESS, events.STATUS_PENDING) == ("success", "pending")  # the public names stay
+    assert json.loads(record_json(TaskEvent(TaskStatus.RETRIED, "t", "x", 0.0)))["status"] == "retried"
+
+
+async def test_event_sink_base_gives_defaults_for_the_optional_parts() -> None:
+    from taskiq_monitor.events import EventSink
+
+    class Minimal(EventSink):
+        def __init__(self) -> None:
+            self.got: list[TaskEvent] = []
+
+        def emit(self, event: TaskEvent) -> None:
+            self.got.append(event)
+
+    sink = Minimal()
+    assert sink.active is True
+    sink.attach_broker(object())
+    await sink.start()
+    await sink.close()
+    sink.emit(_event())
+    assert len(sink.got) == 1

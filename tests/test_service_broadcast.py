@@ -1,0 +1,68 @@
+"""The live feed's fan-out: bounded client queues, one shared batch per filter group, slow clients cut off."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+from taskiq_monitor.service.broadcast import Broadcaster, Client
+from taskiq_monitor.settings import Settings
+from taskiq_monitor.store import Entry, MemoryStore
+
+
+def test_client_queue_is_bounded_by_bytes_too() -> None:
+    async def run() -> None:
+        broadcaster = Broadcaster(MemoryStore(Settings()), 10_000)
+        client = Client(10_000, None, None, max_bytes=10_000)
+        broadcaster.register(client)
+        payload = '{"blob":"' + "x" * 3000 + '"}'
+        broadcaster.dispatch([Entry(f"1-{i}", "a", "pending", payload) for i in range(3)])
+        assert not client.overflowed and client.queued_bytes > 9000
+        broadcaster.dispatch([Entry("1-3", "a", "pending", payload)])
+        assert client.overflowed and client not in broadcaster.clients
+
+    asyncio.run(run())
+
+
+def _entries(n: int, start: int = 0, task: str = "a", status: str = "pending") -> list[Entry]:
+    return [Entry(f"1-{i}", task, status, f'{{"i":{i}}}') for i in range(start, start + n)]
+
+
+def test_one_dispatch_is_one_shared_batch_per_filter_group() -> None:
+    async def run() -> None:
+        broadcaster = Broadcaster(MemoryStore(Settings()), 10_000)
+        everyone = [Client(100, None, None) for _ in range(3)]
+        only_failed = Client(100, None, frozenset({"failed"}))
+        for client in [*everyone, only_failed]:
+            broadcaster.register(client)
+        assert len(broadcaster.groups) == 2
+        broadcaster.dispatch([*_entries(3), *_entries(2, 3, status="failed")])
+        batches = [client.queue[0] for client in everyone]
+        assert all(len(client.queue) == 1 for client in everyone)
+        assert batches[0] is batches[1] is batches[2]  # encoded once for the whole group
+        frame = json.loads(batches[0].frames[0])
+        assert frame["type"] == "events" and frame["v"] == 2
+        assert [item["id"] for item in frame["events"]] == [f"1-{i}" for i in range(5)]
+        assert [item["event"]["i"] for item in frame["events"]] == list(range(5))
+        failed = json.loads(only_failed.queue[0].frames[0])
+        assert [item["id"] for item in failed["events"]] == ["1-3", "1-4"]
+        assert [json.loads(f)["id"] for f in only_failed.queue[0].singles] == ["1-3", "1-4"]  # v1 frames
+
+    asyncio.run(run())
+
+
+def test_slow_client_is_cut_off_and_others_keep_everything() -> None:
+    async def run() -> None:
+        broadcaster = Broadcaster(MemoryStore(Settings()), 10_000)
+        slow, fast = Client(5, None, None), Client(5, None, None)
+        broadcaster.register(slow)
+        broadcaster.register(fast)
+        got: list[str] = []
+        for start in range(0, 12, 3):
+            broadcaster.dispatch(_entries(3, start))
+            got += [item for batch in fast.take() for item in batch.items]  # the fast one reads every tick
+        assert slow.overflowed and slow not in broadcaster.clients and slow.wake.is_set()
+        assert not fast.overflowed and fast in broadcaster.clients
+        assert [json.loads(item)["id"] for item in got] == [f"1-{i}" for i in range(12)]
+
+    asyncio.run(run())
