@@ -24,7 +24,7 @@ Loki, or the spool), their start, restart and shutdown.
   (serialisation and spool writes slower than the event rate, e.g. a stalled disk). ``emit`` never waits, so it
   cannot spill to disk itself.
 
-Why one module of ~570 lines: the collector, the sender and ``close()`` share one small protocol — the queue, the
+Why one module of ~560 lines: the collector, the sender and ``close()`` share one small protocol — the queue, the
 outbox, the condition ``_cond``, the ``_Run`` of the current start (stop, deadline, abandon) — and every way a
 record can be lost or sent twice is a question about that protocol. It reads best in one place; what is not part of
 it (the push format, the spool, HTTP and backoff, the process hooks) lives in the sibling modules.
