@@ -14,7 +14,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 STRESS_HOGS ?= 2
 STRESS_RUNS ?= 1
 
-.PHONY: demo test test-stress lint typecheck unit system-deps node-deps venv bench bench-ui dashboards screenshots clean
+.PHONY: demo test test-stress taskiq-suite lint typecheck unit system-deps node-deps venv bench bench-ui dashboards screenshots clean
 
 venv: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
@@ -58,6 +58,17 @@ test: system-deps node-deps venv lint typecheck
 	$(PY) grafana/generate.py --check
 	$(PY) prometheus/rules/generate.py --check
 	$(PY) -m pytest $(PYTEST_ARGS)
+	$(MAKE) --no-print-directory taskiq-suite
+
+# taskiq's own test suite with MonitoringMiddleware attached to every broker (tools/taskiq_suite/run.py);
+# TASKIQ_SUITE_ARGS="--position all --sinks all" runs every combination.
+taskiq-suite: venv $(VENV)/.taskiq-suite
+	$(PY) tools/taskiq_suite/run.py $(TASKIQ_SUITE_ARGS)
+
+$(VENV)/.taskiq-suite: tools/taskiq_suite/requirements.txt $(VENV)/.installed
+	@echo "==> installing what taskiq's test suite needs (tools/taskiq_suite/requirements.txt)"
+	$(PY) -m pip install --quiet -r tools/taskiq_suite/requirements.txt
+	@touch $@
 
 test-stress: system-deps node-deps venv
 	tools/stress.sh $(STRESS_HOGS) $(STRESS_RUNS) -- $(PY) -m pytest -p no:cacheprovider $(PYTEST_ARGS)
