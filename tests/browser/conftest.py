@@ -43,15 +43,6 @@ def page(browser: Any) -> Iterator[Any]:
 
 
 @pytest.fixture
-def redis_srv() -> Iterator[RedisServer]:
-    server = RedisServer()
-    try:
-        yield server
-    finally:
-        server.cleanup()
-
-
-@pytest.fixture
 def exporter(redis_srv: RedisServer) -> Iterator[Exporter]:
     """``taskiq-monitor serve`` on the test's Redis (no token)."""
     server = Exporter(redis_srv.url)

@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import time
 import urllib.parse
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -24,15 +23,6 @@ from tests.integration.servers import RedisServer, wait_for
 
 DAY = 86400.0
 TYPES = [f"tasks:type_{i}" for i in range(15)]
-
-
-@pytest.fixture
-def redis_srv() -> Iterator[RedisServer]:
-    server = RedisServer()
-    try:
-        yield server
-    finally:
-        server.cleanup()
 
 
 def finished(i: int, at: float, task: str = "tasks:type_0", status: str = "success", **kw: Any) -> TaskEvent:

@@ -11,7 +11,6 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -26,15 +25,6 @@ from taskiq_monitor.settings import Settings
 from taskiq_monitor.sinks.state import StateSink
 from tests.integration._servers import child_env, worker_process
 from tests.integration.servers import RedisServer, wait_for
-
-
-@pytest.fixture
-def redis_srv() -> Iterator[RedisServer]:
-    server = RedisServer()
-    try:
-        yield server
-    finally:
-        server.cleanup()
 
 
 def emit_events(url: str, events: list[TaskEvent], **settings: Any) -> StateSink:

@@ -6,7 +6,7 @@ import asyncio
 import json
 import time
 import urllib.request
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -22,15 +22,6 @@ from tests.integration._servers import WorkerProcess, worker_process
 from tests.integration.servers import RedisServer
 
 A, B = "score_message_task", "detect_language_task"
-
-
-@pytest.fixture
-def redis_srv() -> Iterator[RedisServer]:
-    server = RedisServer()
-    try:
-        yield server
-    finally:
-        server.cleanup()
 
 
 @pytest.fixture

@@ -16,15 +16,6 @@ from tests.integration.test_live_api import emit_events, event
 
 
 @pytest.fixture
-def redis_srv() -> Iterator[RedisServer]:
-    server = RedisServer()
-    try:
-        yield server
-    finally:
-        server.cleanup()
-
-
-@pytest.fixture
 def tokyo_local_time(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     # The exporter host's timezone must not change what a query means.
     monkeypatch.setenv("TZ", "Asia/Tokyo")

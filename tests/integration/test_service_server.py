@@ -26,15 +26,6 @@ from tests.integration.servers import RedisServer
 from tests.integration.test_live_api import emit_events, event
 
 
-@pytest.fixture
-def redis_srv() -> Iterator[RedisServer]:
-    server = RedisServer()
-    try:
-        yield server
-    finally:
-        server.cleanup()
-
-
 class _Server(uvicorn.Server):
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:  # pytest owns the signals
