@@ -136,6 +136,36 @@ def test_history_filters_live_in_the_url_and_the_51st_match_is_on_page_2(
     page.wait_for_function("() => document.querySelectorAll('[data-testid=\"history-row\"]').length === 50")
 
 
+def test_the_skip_link_focuses_the_content_and_keeps_the_view_and_its_filters(
+    redis_srv: RedisServer, exporter: Exporter, page: Any
+) -> None:
+    emit_all(redis_srv.url, [event("skip-1", "failed", "report_task", error_type="ValueError", error_message="x")])
+    page.goto(exporter.url + "/#/history?status=failed")
+    page.wait_for_selector('[data-testid="history-row"]')
+    before = page.url
+    page.keyboard.press("Tab")  # the skip link is the first stop
+    assert page.evaluate("document.activeElement.className") == "skip"
+    page.keyboard.press("Enter")
+    page.wait_for_function("() => document.activeElement && document.activeElement.id === 'main'")
+    assert page.url == before and page.title().startswith("History")
+    assert page.is_visible('[data-testid="history-row"]')
+
+
+def test_the_error_detail_fits_a_phone_width_and_its_attempts_table_takes_focus(
+    redis_srv: RedisServer, exporter: Exporter, page: Any
+) -> None:
+    task_id = "f" * 32
+    emit_all(redis_srv.url, [event(task_id, "failed", "score_message_task", error_type="KeyError", error_message="k")])
+    page.set_viewport_size({"width": 390, "height": 844})
+    page.goto(exporter.url + f"/#/task/{task_id}")
+    page.wait_for_selector('[data-testid="error-detail"]')
+    page.wait_for_function("() => document.querySelector('#detail-title').textContent.includes('score_message_task')")
+    # No sideways scrolling at a phone width, whatever the length of the task id in the title.
+    assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
+    # A region that scrolls must be reachable by keyboard (WCAG 2.1.1; axe-core's scrollable-region-focusable).
+    assert page.get_attribute("#detail-attempts-title + .table-wrap", "tabindex") == "0"
+
+
 def test_a_token_protected_exporter_refuses_the_page_until_login_and_works_after(
     redis_srv: RedisServer, page: Any
 ) -> None:

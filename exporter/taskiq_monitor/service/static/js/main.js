@@ -21,6 +21,11 @@ class App {
     this.executions = null;
     this.view = null;
     window.addEventListener("hashchange", () => this.route());
+    // The skip link moves focus only: following its "#main" would replace the view's route (and its filters).
+    $("a.skip").addEventListener("click", (e) => {
+      e.preventDefault();
+      $("#main").focus();
+    });
     document.addEventListener("auth-required", () => this.showLogin());
     $("#login-form").addEventListener("submit", (e) => this.login(e));
     $("#logout").addEventListener("click", () => this.logout());
