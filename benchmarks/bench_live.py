@@ -15,10 +15,12 @@ What one cell does:
 3. once every client got its ``live`` frame, a producer process drives ``MonitoringMiddleware`` hooks (pre_send,
    post_send, pre_execute, post_execute: three state changes per task) at ``--rate`` events per second through the
    real ``StateSink`` -> Redis, for ``--seconds``;
-4. each client counts the events it receives (nothing lost: every client must get every event) and, per frame,
-   receipt time minus the ``timestamp`` of the frame's oldest event (the moment its hook ran; same host, same
-   clock). That latency is counted for every event of the frame: an upper bound per event. p50/p99/max over
-   all events of all clients; exporter CPU from /proc over the producer's run.
+4. each client counts the events it receives (nothing lost: every client must get every event). Every
+   ``--exact-every``-th client (default 50) times each event itself: receipt time minus the event's ``timestamp``
+   (the moment its hook ran; same host, same clock), split at the moment it entered the stream (its id's
+   milliseconds). Every client also times each frame by its *oldest* event and counts that for every event of the
+   frame (the "frame-bound" column: an upper bound per event, this script's only measure before). p50/p99/max
+   over events; exporter CPU from /proc over the producer's run.
 """
 
 from __future__ import annotations
@@ -73,15 +75,25 @@ from datetime import datetime
 
 urls = sys.argv[1].split(",")
 n = int(sys.argv[2])
+every = int(sys.argv[3])  # every n-th client measures each event exactly
 KEY = b"GET %s HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" \
       b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
 hist = {}
+exact = {}
+to_stream = {}
+from_stream = {}
 live = 0
 
 
+def add(h, ms):
+    bucket = round(ms, 1)
+    h[bucket] = h.get(bucket, 0) + 1
+
+
 class Client(asyncio.Protocol):
-    def __init__(self, path):
+    def __init__(self, path, exact):
         self.path, self.buf, self.upgraded, self.events, self.transport = path, bytearray(), False, 0, None
+        self.exact = exact
 
     def connection_made(self, transport):
         self.transport = transport
@@ -135,6 +147,18 @@ class Client(asyncio.Protocol):
         bucket = round((now - stamp) * 1000, 1)
         hist[bucket] = hist.get(bucket, 0) + count
         self.events += count
+        if self.exact:
+            # Each event's own latency, split at the moment it entered the stream (the id's milliseconds).
+            i = off
+            while (i := buf.find(b'{"id":"', i, end)) >= 0:
+                dash = buf.index(b"-", i + 7, end)
+                added = int(buf[i + 7 : dash]) / 1000
+                t = buf.index(b'"timestamp":"', dash, end) + 13
+                i = buf.index(b'"', t, end)
+                stamp = datetime.fromisoformat(buf[t:i].decode()).timestamp()
+                add(exact, (now - stamp) * 1000)
+                add(to_stream, (added - stamp) * 1000)
+                add(from_stream, (now - added) * 1000)
 
 
 async def main():
@@ -142,7 +166,7 @@ async def main():
     clients = []
     for i in range(n):
         host, port, path = urls[i % len(urls)].split("|")
-        _, proto = await loop.create_connection(lambda p=path: Client(p), host, int(port))
+        _, proto = await loop.create_connection(lambda p=path, x=i % every == 0: Client(p, x), host, int(port))
         clients.append(proto)
     while live < n:
         await asyncio.sleep(0.05)
@@ -151,7 +175,14 @@ async def main():
     deadline = time.monotonic() + 30
     while any(c.events < expected for c in clients) and time.monotonic() < deadline:
         await asyncio.sleep(0.05)
-    result = {"counts": [c.events for c in clients], "hist": list(hist.items()), "cpu": time.process_time()}
+    result = {
+        "counts": [c.events for c in clients],
+        "hist": list(hist.items()),
+        "exact": list(exact.items()),
+        "to_stream": list(to_stream.items()),
+        "from_stream": list(from_stream.items()),
+        "cpu": time.process_time(),
+    }
     print(json.dumps(result), flush=True)
 
 
@@ -188,7 +219,14 @@ def cpu_seconds(pid: int) -> float:
 
 
 def run_cell(
-    env: dict[str, str], ports: list[int], pids: list[int], clients: int, rate: float, seconds: float, version: int
+    env: dict[str, str],
+    ports: list[int],
+    pids: list[int],
+    clients: int,
+    rate: float,
+    seconds: float,
+    version: int,
+    exact_every: int = 50,
 ) -> dict[str, float]:
     """One cell of the grid: ``clients`` spread over the exporters on ``ports``; see the module docstring."""
     urls = ",".join(f"127.0.0.1|{port}|/ws/events?v={version}" for port in ports)
@@ -196,7 +234,7 @@ def run_cell(
     shares = [clients // nprocs + (1 if i < clients % nprocs else 0) for i in range(nprocs)]
     procs = [
         subprocess.Popen(
-            [sys.executable, "-c", CLIENTS, urls, str(share)],
+            [sys.executable, "-c", CLIENTS, urls, str(share), str(exact_every)],
             env=env,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
@@ -214,7 +252,7 @@ def run_cell(
         )
         expected = int(out.stdout.split()[-1])
         counts: list[int] = []
-        hist: dict[float, int] = {}
+        hists: dict[str, dict[float, int]] = {name: {} for name in HISTOGRAMS}
         client_cpu = 0.0
         for proc in procs:
             assert proc.stdin is not None and proc.stdout is not None
@@ -223,8 +261,9 @@ def run_cell(
             result = json.loads(proc.stdout.readline())
             counts += result["counts"]
             client_cpu += result["cpu"]
-            for bucket, n in result["hist"]:
-                hist[bucket] = hist.get(bucket, 0) + n
+            for name, hist in hists.items():
+                for bucket, n in result[name]:
+                    hist[bucket] = hist.get(bucket, 0) + n
         # From the first event to the last delivery: the exporter's work may outlast the producer.
         wall = time.monotonic() - started
         cpu = [(cpu_seconds(pid) - c0) / wall * 100 for pid, c0 in zip(pids, cpu0, strict=True)]
@@ -232,6 +271,27 @@ def run_cell(
         for proc in procs:
             proc.kill()
             proc.wait()
+    out = {
+        "expected": expected * clients,
+        "received": sum(counts),
+        "short_clients": sum(1 for c in counts if c < expected),
+        "cpu": max(cpu),
+        "client_cpu": client_cpu / wall * 100,
+    }
+    for name, hist in hists.items():
+        for q, value in quantiles(hist).items():
+            out[f"{name}_{q}"] = value
+    return out
+
+
+# Latency histograms (ms buckets) the clients return: "hist" counts every event of a frame at the age of the
+# frame's oldest event (an upper bound, every client); the others measure each event itself, on every
+# --exact-every-th client: hook to receipt, hook to the stream (the id's milliseconds: the worker's flusher), and
+# stream to receipt (the exporter's read, tick and write, and the client's own wait for a core).
+HISTOGRAMS = ("hist", "exact", "to_stream", "from_stream")
+
+
+def quantiles(hist: dict[float, int]) -> dict[str, float]:
     ordered = sorted(hist.items())
     total = sum(n for _, n in ordered)
 
@@ -243,16 +303,7 @@ def run_cell(
                 return bucket
         return float("nan")
 
-    return {
-        "expected": expected * clients,
-        "received": sum(counts),
-        "short_clients": sum(1 for c in counts if c < expected),
-        "p50": quantile(0.5),
-        "p99": quantile(0.99),
-        "max": ordered[-1][0] if ordered else float("nan"),
-        "cpu": max(cpu),
-        "client_cpu": client_cpu / wall * 100,
-    }
+    return {"p50": quantile(0.5), "p99": quantile(0.99), "max": ordered[-1][0] if ordered else float("nan")}
 
 
 def hot_path(redis_url: str) -> dict[str, float]:
@@ -316,6 +367,9 @@ def main() -> int:
     parser.add_argument("--clients", type=int, default=1, help="WebSocket clients (default 1)")
     parser.add_argument("--exporters", type=int, default=1, choices=(1, 2), help="exporters serving them")
     parser.add_argument("--protocol", type=int, default=2, choices=(1, 2), help="feed protocol version")
+    parser.add_argument(
+        "--exact-every", type=int, default=50, help="every n-th client times each event itself (default 50)"
+    )
     parser.add_argument("--grid", action="store_true", help="1,10,100,500,1000 clients x 200,1000 events/s x 1,2")
     parser.add_argument("--hot-path", action="store_true", help="measure StateSink.emit and the hooks instead")
     args = parser.parse_args()
@@ -354,10 +408,10 @@ def main() -> int:
             cells = [(args.clients, args.rate, args.exporters)]
         print(f"protocol v{args.protocol}, {args.seconds:.0f} s per cell, {os.cpu_count()} CPUs")
         print(
-            "| clients | events/s | exporters | p50 ms | p99 ms | max ms | received / expected | exporter CPU % "
-            "| clients' CPU % |"
+            "| clients | events/s | exporters | p50 ms | p99 ms | max ms | frame-bound p50 / p99 ms "
+            "| to stream p99 ms | from stream p99 ms | received / expected | exporter CPU % | clients' CPU % |"
         )
-        print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+        print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
         for clients, rate, count in cells:
             serving = exporters[:count]
             cell = run_cell(
@@ -368,10 +422,13 @@ def main() -> int:
                 rate,
                 args.seconds,
                 args.protocol,
+                args.exact_every,
             )
             lost = "" if cell["received"] == cell["expected"] else f" ({cell['short_clients']:.0f} clients short)"
             print(
-                f"| {clients} | {rate:.0f} | {count} | {cell['p50']:.1f} | {cell['p99']:.1f} | {cell['max']:.1f} | "
+                f"| {clients} | {rate:.0f} | {count} | {cell['exact_p50']:.1f} | {cell['exact_p99']:.1f} | "
+                f"{cell['exact_max']:.1f} | {cell['hist_p50']:.1f} / {cell['hist_p99']:.1f} | "
+                f"{cell['to_stream_p99']:.1f} | {cell['from_stream_p99']:.1f} | "
                 f"{cell['received']:.0f} / {cell['expected']:.0f}{lost} | {cell['cpu']:.0f} | "
                 f"{cell['client_cpu']:.0f} |",
                 flush=True,

@@ -13,7 +13,9 @@
   the same for every client of a filter group. ASGI ``websocket.send`` would encode the text, frame it and join
   the output again per client (three copies of tens of KiB per client and tick); the same extension offers
   ``write(frame_bytes)``, which waits for the transport to be writable (uvicorn's own flow control) and writes the
-  prepared frame as is. :func:`text_frame` builds it.
+  prepared frame as is. :func:`text_frame` builds it. ``write_now(frames)`` writes without waiting, or returns
+  False when the transport is paused (above its high-water mark) or closing: the broadcaster then writes an idle
+  client's batch in its own loop, instead of waking that client's task (see ``service/broadcast.py``).
 * No per-message deflate: compressing every frame once per client was the feed's main cost (50–330 µs per frame
   and client, see ``docs/benchmarks.md``).
 * Tokens never reach a log line: uvicorn logs WebSocket handshakes and (when enabled) requests with their query
@@ -58,13 +60,26 @@ def websocket_protocol() -> type[Any]:
             super().handle_connect(event)
             scope = getattr(self, "scope", None)
             if scope is not None:  # the app task starts after this returns: it sees the extension
-                scope["extensions"][CONNECTION_EXTENSION] = {"abort": self.transport.abort, "write": self.write_frame}
+                scope["extensions"][CONNECTION_EXTENSION] = {
+                    "abort": self.transport.abort,
+                    "write": self.write_frame,
+                    "write_now": self.write_now,
+                }
 
         async def write_frame(self, frame: bytes) -> None:
             await self.writable.wait()
             if self.disconnected or self.close_sent or self.transport.is_closing():
                 raise WebSocketDisconnected("the connection is closed")
             self.transport.write(frame)
+
+        def write_now(self, frames: list[bytes]) -> bool:
+            # Written at once only while the transport takes data (below its high-water mark); otherwise the
+            # caller queues them and the connection's sender waits for writable, as uvicorn's own sends do.
+            if not self.writable.is_set() or self.disconnected or self.close_sent or self.transport.is_closing():
+                return False
+            for frame in frames:
+                self.transport.write(frame)
+            return True
 
     return AbortableWebSocketProtocol
 
