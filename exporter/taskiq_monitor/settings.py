@@ -197,7 +197,7 @@ class Settings(BaseSettings):
         ge=0,
         le=1,
         description="Longest tick of the live feed: events due to a WebSocket client are sent together, once per tick "
-        "(protocol v2: one frame per tick). The tick is 25 µs per connected client, at most this; 0 = no pacing.",
+        "(protocol v2: one frame per tick). The tick is 50 µs per connected client, at most this; 0 = no pacing.",
     )
     live_ping_seconds: float = Field(15.0, gt=0, description="Interval of ping frames on an idle WebSocket.")
     live_max_message_bytes: int = Field(4096, ge=64, description="Largest message a WebSocket client may send.")

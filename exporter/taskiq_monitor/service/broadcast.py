@@ -6,7 +6,7 @@ Why the fan-out looks like this (measured in ``benchmarks/bench_live.py``): send
 exporter at ~20k frames/s (100 clients × 200 events/s). Here each event is encoded once, clients with the same
 filter share one group (the filter runs once per group, not per client), and a client gets one frame per tick
 holding every event it is due — the same bytes, framed once, for the whole group. The tick grows with the number
-of clients (25 µs each, at most ``live_batch_seconds``): a few viewers get events at once, a thousand get 40 frames
+of clients (50 µs each, at most ``live_batch_seconds``): a few viewers get events at once, a thousand get 20 frames
 a second. Deflate is off at the server (``ws_per_message_deflate``): compressing per client is what made frames
 expensive.
 
@@ -35,11 +35,12 @@ _READ_BLOCK_MS = 1000
 # (64 KiB by default) could otherwise hold hundreds of MiB per slow client. 32 MiB is ~100 000 typical events.
 CLIENT_QUEUE_BYTES = 32 * 1024 * 1024
 # Pacing of the reader: after a read, the next waits at least this long per connected client (at most
-# live_batch_seconds). The exporter then sends at most ~40,000 frames a second in all, whatever the number of
-# clients (a frame written by the broadcaster's loop costs it ~5 µs), and a few clients still get each event within
-# a millisecond or so. 50 µs measured p99 76 ms for 1,000 clients × 1,000 events/s, 25 µs 42 ms, at 18 % and 22 %
-# of a core (docs/benchmarks.md).
-TICK_PER_CLIENT = 25e-6
+# live_batch_seconds). The exporter then sends at most ~20,000 frames a second in all, whatever the number of
+# clients (a frame written by the broadcaster's loop costs it ~10 µs, mostly the kernel's), and a few clients still
+# get each event within a millisecond or so. For 1,000 clients × 1,000 events/s, 25 µs gave p99 42 ms on a quiet
+# machine but 200–260 ms beside another process's load, where 50 µs gave 78–82 ms: twice the frames cost the
+# clients and the kernel more than the shorter wait saves (docs/benchmarks.md).
+TICK_PER_CLIENT = 50e-6
 
 FilterKey = tuple[frozenset[str] | None, frozenset[str] | None]
 
