@@ -166,7 +166,8 @@ async def main():
     clients = []
     for i in range(n):
         host, port, path = urls[i % len(urls)].split("|")
-        _, proto = await loop.create_connection(lambda p=path, x=i % every == 0: Client(p, x), host, int(port))
+        timed = (i // len(urls)) % every == 0  # the same share of each exporter's clients
+        _, proto = await loop.create_connection(lambda p=path, x=timed: Client(p, x), host, int(port))
         clients.append(proto)
     while live < n:
         await asyncio.sleep(0.05)
