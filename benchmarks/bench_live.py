@@ -10,8 +10,9 @@ What one cell does:
 
 1. starts a throw-away redis-server and ``--exporters`` × ``taskiq-monitor serve`` on free ports;
 2. starts client processes holding ``--clients`` WebSocket clients of ``/ws/events?v=2`` (spread evenly over the
-   exporters). The clients are minimal (raw frames on an asyncio protocol, no deflate offered): a frame costs
-   them a few µs, so the client side is not what is measured;
+   exporters). The clients are minimal (an asyncio BufferedProtocol reading raw frames into a buffer of its own,
+   no deflate offered): a frame costs them ~10 µs of Python, so the client side is not what is measured, though
+   on one machine their reads (the kernel's copies) compete with the exporter for the same cores;
 3. once every client got its ``live`` frame, a producer process drives ``MonitoringMiddleware`` hooks (pre_send,
    post_send, pre_execute, post_execute: three state changes per task) at ``--rate`` events per second through the
    real ``StateSink`` -> Redis, for ``--seconds``;
@@ -90,37 +91,53 @@ def add(h, ms):
     h[bucket] = h.get(bucket, 0) + 1
 
 
-class Client(asyncio.Protocol):
+class Client(asyncio.BufferedProtocol):
+    # Reads into one buffer of its own (recv_into): a plain Protocol gets a fresh bytes object per read, which
+    # asyncio allocates at 256 KiB (an mmap and munmap per read) and the parser then copies again.
     def __init__(self, path, exact):
-        self.path, self.buf, self.upgraded, self.events, self.transport = path, bytearray(), False, 0, None
+        self.path, self.upgraded, self.events, self.transport = path, False, 0, None
+        self.buf = bytearray(1 << 20)
+        self.view = memoryview(self.buf)
+        self.start = self.end = 0
         self.exact = exact
 
     def connection_made(self, transport):
         self.transport = transport
         transport.write(KEY % self.path.encode())
 
-    def data_received(self, data):
-        global live
-        buf = self.buf
-        buf += data
+    def get_buffer(self, sizehint):
+        if len(self.buf) - self.end < 65536:  # keep room for a full read: move what is left to the front
+            rest = self.end - self.start
+            if rest + 65536 > len(self.buf):  # a frame larger than the buffer: grow it
+                grown = bytearray(max(2 * len(self.buf), rest + 65536))
+                grown[:rest] = self.view[self.start : self.end]
+                self.view.release()
+                self.buf, self.view = grown, memoryview(grown)
+            else:
+                self.buf[:rest] = bytes(self.view[self.start : self.end])  # may overlap: copy first
+            self.start, self.end = 0, rest
+        return self.view[self.end :]
+
+    def buffer_updated(self, nbytes):
+        buf, pos, stop = self.buf, self.start, self.end + nbytes
+        self.end = stop
         if not self.upgraded:
-            end = buf.find(b"\r\n\r\n")
-            if end < 0:
+            head = buf.find(b"\r\n\r\n", pos, stop)
+            if head < 0:
                 return
-            del buf[: end + 4]
+            pos = head + 4
             self.upgraded = True
-        pos = 0
-        while len(buf) - pos >= 2:
+        while stop - pos >= 2:
             size, off = buf[pos + 1] & 0x7F, pos + 2
             if size == 126:
-                if len(buf) - pos < 4:
+                if stop - pos < 4:
                     break
                 size, off = int.from_bytes(buf[pos + 2 : pos + 4], "big"), pos + 4
             elif size == 127:
-                if len(buf) - pos < 10:
+                if stop - pos < 10:
                     break
                 size, off = int.from_bytes(buf[pos + 2 : pos + 10], "big"), pos + 10
-            if len(buf) < off + size:
+            if stop < off + size:
                 break
             opcode, end = buf[pos] & 0x0F, off + size
             if opcode == 9:  # ping: answer (client frames are masked; a zero mask keeps the payload)
@@ -129,7 +146,10 @@ class Client(asyncio.Protocol):
             elif opcode == 1:
                 self.text(buf, off, end)  # scanned in place: no copy of the payload
             pos = end
-        del buf[:pos]
+        if pos == stop:
+            self.start = self.end = 0
+        else:
+            self.start = pos
 
     def text(self, buf, off, end):
         global live
