@@ -71,14 +71,17 @@ print(n * 3, flush=True)
 
 
 CLIENTS = r"""
-import asyncio, json, sys, time
+import asyncio, json, sys, time, zlib
 from datetime import datetime
 
 urls = sys.argv[1].split(",")
 n = int(sys.argv[2])
 every = int(sys.argv[3])  # every n-th client measures each event exactly
+deflate = sys.argv[4] == "1"  # offer permessage-deflate, as browsers do, and inflate what comes compressed
 KEY = b"GET %s HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" \
-      b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+      b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n" + \
+      (b"Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n" if deflate else b"") + b"\r\n"
+received_bytes = 0
 hist = {}
 exact = {}
 to_stream = {}
@@ -100,6 +103,7 @@ class Client(asyncio.BufferedProtocol):
         self.view = memoryview(self.buf)
         self.start = self.end = 0
         self.exact = exact
+        self.inflater = zlib.decompressobj(-15)
 
     def connection_made(self, transport):
         self.transport = transport
@@ -119,6 +123,8 @@ class Client(asyncio.BufferedProtocol):
         return self.view[self.end :]
 
     def buffer_updated(self, nbytes):
+        global received_bytes
+        received_bytes += nbytes
         buf, pos, stop = self.buf, self.start, self.end + nbytes
         self.end = stop
         if not self.upgraded:
@@ -143,6 +149,9 @@ class Client(asyncio.BufferedProtocol):
             if opcode == 9:  # ping: answer (client frames are masked; a zero mask keeps the payload)
                 payload = bytes(buf[off:end])
                 self.transport.write(bytes([0x8A, 0x80 | len(payload)]) + b"\0\0\0\0" + payload)
+            elif opcode == 1 and buf[pos] & 0x40:  # compressed (RSV1): inflate, then scan
+                text = self.inflater.decompress(bytes(buf[off:end]) + b"\0\0\xff\xff")
+                self.text(text, 0, len(text))
             elif opcode == 1:
                 self.text(buf, off, end)  # scanned in place: no copy of the payload
             pos = end
@@ -203,6 +212,7 @@ async def main():
         "to_stream": list(to_stream.items()),
         "from_stream": list(from_stream.items()),
         "cpu": time.process_time(),
+        "bytes": received_bytes,
     }
     print(json.dumps(result), flush=True)
 
@@ -248,6 +258,7 @@ def run_cell(
     seconds: float,
     version: int,
     exact_every: int = 50,
+    deflate: bool = False,
 ) -> dict[str, float]:
     """One cell of the grid: ``clients`` spread over the exporters on ``ports``; see the module docstring."""
     urls = ",".join(f"127.0.0.1|{port}|/ws/events?v={version}" for port in ports)
@@ -255,7 +266,7 @@ def run_cell(
     shares = [clients // nprocs + (1 if i < clients % nprocs else 0) for i in range(nprocs)]
     procs = [
         subprocess.Popen(
-            [sys.executable, "-c", CLIENTS, urls, str(share), str(exact_every)],
+            [sys.executable, "-c", CLIENTS, urls, str(share), str(exact_every), "1" if deflate else "0"],
             env=env,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
@@ -275,6 +286,7 @@ def run_cell(
         counts: list[int] = []
         hists: dict[str, dict[float, int]] = {name: {} for name in HISTOGRAMS}
         client_cpu = 0.0
+        received_bytes = 0
         for proc in procs:
             assert proc.stdin is not None and proc.stdout is not None
             proc.stdin.write(f"{expected}\n")
@@ -282,6 +294,7 @@ def run_cell(
             result = json.loads(proc.stdout.readline())
             counts += result["counts"]
             client_cpu += result["cpu"]
+            received_bytes += result["bytes"]
             for name, hist in hists.items():
                 for bucket, n in result[name]:
                     hist[bucket] = hist.get(bucket, 0) + n
@@ -298,6 +311,7 @@ def run_cell(
         "short_clients": sum(1 for c in counts if c < expected),
         "cpu": max(cpu),
         "client_cpu": client_cpu / wall * 100,
+        "bytes_per_event": received_bytes / max(1, sum(counts)),
     }
     for name, hist in hists.items():
         for q, value in quantiles(hist).items():
@@ -391,6 +405,11 @@ def main() -> int:
     parser.add_argument(
         "--exact-every", type=int, default=50, help="every n-th client times each event itself (default 50)"
     )
+    parser.add_argument(
+        "--deflate",
+        action="store_true",
+        help="exporters with TASKIQ_MONITOR_LIVE_COMPRESSION=true, clients offering permessage-deflate (and inflating)",
+    )
     parser.add_argument("--grid", action="store_true", help="1,10,100,500,1000 clients x 200,1000 events/s x 1,2")
     parser.add_argument("--hot-path", action="store_true", help="measure StateSink.emit and the hooks instead")
     args = parser.parse_args()
@@ -407,6 +426,8 @@ def main() -> int:
     )
     redis_url = f"redis://127.0.0.1:{rport}/0"
     env = dict(os.environ, TASKIQ_MONITOR_REDIS_URL=redis_url)
+    if args.deflate:
+        env["TASKIQ_MONITOR_LIVE_COMPRESSION"] = "true"
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT / "exporter"), env.get("PYTHONPATH")]))
     procs: list[subprocess.Popen[bytes]] = [redis]
     try:
@@ -427,12 +448,14 @@ def main() -> int:
             cells = [(c, r, e) for e in (1, 2) for r in (200.0, 1000.0) for c in (1, 10, 100, 500, 1000)]
         else:
             cells = [(args.clients, args.rate, args.exporters)]
-        print(f"protocol v{args.protocol}, {args.seconds:.0f} s per cell, {os.cpu_count()} CPUs")
+        compression = "per-message deflate" if args.deflate else "no compression"
+        print(f"protocol v{args.protocol}, {compression}, {args.seconds:.0f} s per cell, {os.cpu_count()} CPUs")
         print(
             "| clients | events/s | exporters | p50 ms | p99 ms | max ms | frame-bound p50 / p99 ms "
-            "| to stream p99 ms | from stream p99 ms | received / expected | exporter CPU % | clients' CPU % |"
+            "| to stream p99 ms | from stream p99 ms | received / expected | exporter CPU % | clients' CPU % "
+            "| wire bytes / event |"
         )
-        print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+        print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
         for clients, rate, count in cells:
             serving = exporters[:count]
             cell = run_cell(
@@ -444,6 +467,7 @@ def main() -> int:
                 args.seconds,
                 args.protocol,
                 args.exact_every,
+                args.deflate,
             )
             lost = "" if cell["received"] == cell["expected"] else f" ({cell['short_clients']:.0f} clients short)"
             print(
@@ -451,7 +475,7 @@ def main() -> int:
                 f"{cell['exact_max']:.1f} | {cell['hist_p50']:.1f} / {cell['hist_p99']:.1f} | "
                 f"{cell['to_stream_p99']:.1f} | {cell['from_stream_p99']:.1f} | "
                 f"{cell['received']:.0f} / {cell['expected']:.0f}{lost} | {cell['cpu']:.0f} | "
-                f"{cell['client_cpu']:.0f} |",
+                f"{cell['client_cpu']:.0f} | {cell['bytes_per_event']:.0f} |",
                 flush=True,
             )
     finally:

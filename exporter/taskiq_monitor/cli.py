@@ -59,7 +59,9 @@ async def _run_worker(settings: Settings, taskiq_args: list[str]) -> int:
     if settings.metrics_dir is None:  # _settings() always sets it for the worker command
         raise ConfigError("the worker command needs a metrics directory")
     # Bind first: a second start on the same port must fail before it touches the running instance's directory.
-    server, serve_task = await start_server(create_app(settings), settings.host, settings.port)
+    server, serve_task = await start_server(
+        create_app(settings), settings.host, settings.port, settings.live_compression
+    )
     try:
         # Locked until this supervisor ends: a second supervisor on the same directory is refused, not wiped into it.
         claim = claim_directory(settings.metrics_dir, wipe=True)
@@ -154,7 +156,9 @@ async def _serve(settings: Settings) -> int:
     from taskiq_monitor.service.app import create_app
     from taskiq_monitor.service.server import start_server
 
-    server, serve_task = await start_server(create_app(settings), settings.host, settings.port)
+    server, serve_task = await start_server(
+        create_app(settings), settings.host, settings.port, settings.live_compression
+    )
     print(f"taskiq-monitor: serving {_base_url(settings)}/metrics", file=sys.stderr, flush=True)
     _print_dashboard(settings)
     loop = asyncio.get_running_loop()

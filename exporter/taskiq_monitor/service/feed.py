@@ -210,10 +210,15 @@ class LiveFeed:
         ping = self.settings.live_ping_seconds
         write = _raw_writer(ws) if client.version == 2 else None
         write_now = _raw_now_writer(ws) if client.version == 2 else None
+        deflate = _extension(ws, "deflate")
+        deflated = callable(deflate) and deflate() is True
+
+        def wire(batch: Batch) -> list[bytes]:
+            return batch.wire_deflated if deflated else batch.wire
 
         def direct(batch: Batch) -> bool:
             # Called by the broadcaster while this sender is idle: frames go out in the order they were read.
-            if batch.keys[0] <= client.sent or write_now is None or not write_now(batch.wire):
+            if batch.keys[0] <= client.sent or write_now is None or not write_now(wire(batch)):
                 return False
             client.sent = batch.keys[-1]
             return True
@@ -236,8 +241,8 @@ class LiveFeed:
                 if batch.keys[-1] <= sent:  # exactly once: the backlog may overlap what was queued meanwhile
                     continue
                 if batch.keys[0] > sent and write is not None:
-                    for wire in batch.wire:
-                        await write(wire)
+                    for prepared in wire(batch):
+                        await write(prepared)
                     client.sent = batch.keys[-1]
                     continue
                 if batch.keys[0] > sent:
