@@ -201,8 +201,8 @@ class Settings(BaseSettings):
     )
     live_compression: bool = Field(
         False,
-        description="Per-message deflate on the live feed, for clients that offer it (browsers do): each v2 batch is "
-        "compressed once for all clients of a filter group (~8x fewer bytes, for viewers on slow links). Off: "
+        description="Per-message deflate on the live feed, for clients that offer it (browsers do): each batch is "
+        "compressed once for all clients of a filter group (v2: ~16x fewer bytes, for viewers on slow links). Off: "
         "nothing is compressed (on one host the copies are cheaper than the compression).",
     )
     live_ping_seconds: float = Field(15.0, gt=0, description="Interval of ping frames on an idle WebSocket.")

@@ -208,13 +208,13 @@ class LiveFeed:
             client.sent = await self._send_backlog(ws, client, resume, live_from)
         await ws.send_text(json.dumps({"type": "live", "last_event_id": format_event_id(client.sent)}))
         ping = self.settings.live_ping_seconds
-        write = _raw_writer(ws) if client.version == 2 else None
-        write_now = _raw_now_writer(ws) if client.version == 2 else None
+        write = _raw_writer(ws)
+        write_now = _raw_now_writer(ws)
         deflate = _extension(ws, "deflate")
         deflated = callable(deflate) and deflate() is True
 
         def wire(batch: Batch) -> list[bytes]:
-            return batch.wire_deflated if deflated else batch.wire
+            return batch.wire(client.version, deflated)
 
         def direct(batch: Batch) -> bool:
             # Called by the broadcaster while this sender is idle: frames go out in the order they were read.

@@ -3,7 +3,7 @@ the :class:`Batch` of one tick that every client of a filter group shares.
 
 Pure string work, no I/O. An event record is stored as JSON and embedded in the frame as is: it is never decoded
 and encoded again, so a frame costs one join however many clients receive it (the wire bytes of a batch are built
-once too, :attr:`Batch.wire`). The frame shapes are the protocol of ``service/feed.py``.
+once too, :meth:`Batch.wire`). The frame shapes are the protocol of ``service/feed.py``.
 """
 
 from __future__ import annotations
@@ -57,8 +57,7 @@ class Batch:
     singles: list[str]  # version 1 frames, one per event
     nbytes: int
     _frames: list[str] | None = None
-    _wire: list[bytes] | None = None
-    _deflated: list[bytes] | None = None
+    _prepared: dict[tuple[int, bool], list[bytes]] | None = None
 
     @classmethod
     def of(cls, keys: list[tuple[int, int]], items: list[str]) -> Batch:
@@ -71,16 +70,15 @@ class Batch:
             self._frames = batch_frames(self.items)
         return self._frames
 
-    @property
-    def wire(self) -> list[bytes]:
-        """The v2 frames as WebSocket frames on the wire (built once for the group)."""
-        if self._wire is None:
-            self._wire = [text_frame(frame.encode()) for frame in self.frames]
-        return self._wire
-
-    @property
-    def wire_deflated(self) -> list[bytes]:
-        """The v2 frames compressed for clients that negotiated per-message deflate (compressed once for the group)."""
-        if self._deflated is None:
-            self._deflated = [deflated_text_frame(frame.encode()) for frame in self.frames]
-        return self._deflated
+    def wire(self, version: int, deflated: bool) -> list[bytes]:
+        """The frames of ``version`` as WebSocket frames on the wire — compressed for clients that negotiated
+        per-message deflate — built once for the group, on first use."""
+        if self._prepared is None:
+            self._prepared = {}
+        key = (version, deflated)
+        prepared = self._prepared.get(key)
+        if prepared is None:
+            frame = deflated_text_frame if deflated else text_frame
+            prepared = [frame(text.encode()) for text in (self.frames if version == 2 else self.singles)]
+            self._prepared[key] = prepared
+        return prepared
