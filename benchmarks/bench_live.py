@@ -179,9 +179,9 @@ class Client(asyncio.BufferedProtocol):
         if self.exact:
             # Each event's own latency, split at the moment it entered the stream (the id's milliseconds).
             i = off
-            while (i := buf.find(b'{"id":"', i, end)) >= 0:
-                dash = buf.index(b"-", i + 7, end)
-                added = int(buf[i + 7 : dash]) / 1000
+            while (i := buf.find(b'"id":"', i, end)) >= 0:  # v2 items and v1 frames alike
+                dash = buf.index(b"-", i + 6, end)
+                added = int(buf[i + 6 : dash]) / 1000
                 t = buf.index(b'"timestamp":"', dash, end) + 13
                 i = buf.index(b'"', t, end)
                 stamp = datetime.fromisoformat(buf[t:i].decode()).timestamp()

@@ -119,24 +119,29 @@ class RawWs(FakeWs):
         self.writable.set()
         self.scope = {"extensions": {CONNECTION_EXTENSION: {"write": self.write, "write_now": self.write_now}}}
 
-    async def write(self, frame: bytes) -> None:
+    async def write(self, data: bytes) -> None:
         await self.writable.wait()
-        self.wire.append(("sender", _payload(frame)))
+        self.wire += [("sender", payload) for payload in _payloads(data)]
 
-    def write_now(self, frames: list[bytes]) -> bool:
+    def write_now(self, prepared: list[bytes]) -> bool:
         if not self.writable.is_set():
             return False
-        self.wire += [("direct", _payload(frame)) for frame in frames]
+        self.wire += [("direct", payload) for data in prepared for payload in _payloads(data)]
         return True
 
 
-def _payload(frame: bytes) -> dict[str, Any]:
-    assert frame[0] == 0x81  # one unmasked text frame
-    size, offset = frame[1], 2
-    if size == 126:
-        size, offset = int.from_bytes(frame[2:4], "big"), 4
-    payload: dict[str, Any] = json.loads(frame[offset : offset + size])
-    return payload
+def _payloads(data: bytes) -> list[dict[str, Any]]:
+    """The JSON payloads of the unmasked text frames in ``data``."""
+    out: list[dict[str, Any]] = []
+    pos = 0
+    while pos < len(data):
+        assert data[pos] == 0x81  # an unmasked text frame
+        size, offset = data[pos + 1], pos + 2
+        if size == 126:
+            size, offset = int.from_bytes(data[pos + 2 : pos + 4], "big"), pos + 4
+        out.append(json.loads(data[offset : offset + size]))
+        pos = offset + size
+    return out
 
 
 @pytest.mark.parametrize("version", [1, 2])

@@ -79,6 +79,7 @@ class Batch:
         prepared = self._prepared.get(key)
         if prepared is None:
             frame = deflated_text_frame if deflated else text_frame
-            prepared = [frame(text.encode()) for text in (self.frames if version == 2 else self.singles)]
+            # Frames delimit themselves: joined, they go out in one write (one syscall per client, not per frame).
+            prepared = [b"".join(frame(text.encode()) for text in (self.frames if version == 2 else self.singles))]
             self._prepared[key] = prepared
         return prepared
