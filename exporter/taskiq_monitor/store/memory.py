@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import bisect
 import contextlib
+import itertools
 import threading
 import time
 from collections import deque
@@ -52,7 +53,10 @@ class MemoryStore:
         self._workers: dict[str, float] = {}
         self._running: dict[str, dict[str, tuple[str, float]]] = {}  # worker -> member -> (task, started)
         cap = min(self.settings.stream_max_events, MEMORY_STREAM_CAP)
-        self._events: deque[Entry] = deque(maxlen=cap)
+        # (task name, status, payload) per entry, beside its id in _keys. Plain tuples of strings, not Entry objects:
+        # the cyclic GC stops tracking such tuples, and these live long — 20,000 tracked objects replaced at the
+        # event rate made full collections frequent in the process that runs the tasks. Entries are built on read.
+        self._events: deque[tuple[str, str, str]] = deque(maxlen=cap)
         self._keys: deque[tuple[int, int]] = deque(maxlen=cap)
         self._last: tuple[int, int] = (0, 0)
         self._listeners: list[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = []
@@ -109,7 +113,7 @@ class MemoryStore:
             for op in batch.ops:
                 name = self._fold(op.task_name)
                 key = self._next_id()
-                self._events.append(Entry(format_event_id(key), name, op.status, op.payload))
+                self._events.append((name, op.status, op.payload))
                 self._keys.append(key)
                 task = self._task(name)
                 if op.history_member:
@@ -209,7 +213,8 @@ class MemoryStore:
             keys = list(self._keys)
             start = bisect.bisect_right(keys, after)
             end = len(keys) if until is None else bisect.bisect_right(keys, until)
-            return list(self._events)[start : min(end, start + count)]
+            stop = min(end, start + count)
+            return _entries(keys[start:stop], list(itertools.islice(self._events, start, stop)))
 
     async def read_after(self, after: str, count: int, block_ms: int) -> list[Entry]:
         key = parse_event_id(after)
@@ -246,7 +251,9 @@ class MemoryStore:
                 end = bisect.bisect_right(keys, parse_event_id(before))
             floor = 0 if since == "-" else bisect.bisect_left(keys, parse_event_id(since))
             start = max(floor, end - count)
-            return list(reversed(list(self._events)[start:end])) if end > start else []
+            if end <= start:
+                return []
+            return _entries(keys[start:end], list(itertools.islice(self._events, start, end)))[::-1]
 
     async def last_id(self) -> str:
         with self._lock:
@@ -290,6 +297,10 @@ class MemoryStore:
 
     async def aclose(self) -> None:
         pass
+
+
+def _entries(keys: list[tuple[int, int]], rows: list[tuple[str, str, str]]) -> list[Entry]:
+    return [Entry(format_event_id(key), name, status, payload) for key, (name, status, payload) in zip(keys, rows, strict=True)]
 
 
 _MEMORY: MemoryStore | None = None

@@ -93,7 +93,8 @@ class EntryEncoder:
                 self._task_names.add(name)
             else:
                 name = OTHER
-        labels = (*self._base_labels, ("task_name", name), ("status", event.status))
+        # str(): a TaskStatus member is an object the cyclic GC tracks, and so would be every entry holding it.
+        labels = (*self._base_labels, ("task_name", name), ("status", str(event.status)))
         return (*labels, ("env", self._env)) if self._env else labels
 
     def entry(self, event: TaskEvent) -> tuple[PushEntry, int]:
