@@ -300,7 +300,10 @@ class MemoryStore:
 
 
 def _entries(keys: list[tuple[int, int]], rows: list[tuple[str, str, str]]) -> list[Entry]:
-    return [Entry(format_event_id(key), name, status, payload) for key, (name, status, payload) in zip(keys, rows, strict=True)]
+    return [
+        Entry(format_event_id(key), name, status, payload)
+        for key, (name, status, payload) in zip(keys, rows, strict=True)
+    ]
 
 
 _MEMORY: MemoryStore | None = None
