@@ -260,6 +260,13 @@ class TaskEvent:
     def traceback(self, value: str | None) -> None:
         self._traceback = value
 
+    def redacted_fields(self) -> tuple[list[Any], dict[str, Any], dict[str, Any], str | None, str | None]:
+        """``(args, kwargs, labels, error_message, traceback)``, redacted: one call where five reads would each check
+        for pending redaction (the flusher reads them for every record)."""
+        if self._pending is not None:
+            self._settle()
+        return self._args, self._kwargs, self._labels, self._error_message, self._traceback
+
     def __repr__(self) -> str:
         fields = ", ".join(f"{name}={getattr(self, name)!r}" for name in self.FIELDS)
         return f"TaskEvent({fields})"
