@@ -129,7 +129,7 @@ _VALUE_BARE = re.compile(r"(?>(?i:bearer|basic|token|digest)\s+)?[^\s&'\",;)}\]]
 # Characters that nothing in redact_text reacts to and that JSON does not escape (see Redactor._string).
 _PLAIN = re.compile(r"[A-Za-z0-9_ .,!?()+*#$%&/|~^]*+").fullmatch
 _PLAIN_MAX = 256
-_DICT_ITEMS = type({}.items())
+_DICT_ITEMS: type[Any] = type({}.items())
 # Largest integer most JSON consumers (JavaScript, Grafana) read exactly.
 _MAX_SAFE_INT = 2**53
 # A string longer than 2x its cap (+ this many characters of context) is cut to its head (and tail) before the
