@@ -52,10 +52,10 @@ import enum
 import math
 import re
 import uuid
-from collections.abc import Iterable, Mapping, Sequence, Sized
+from collections.abc import Collection, Iterable, Mapping, Sequence, Sized
 from decimal import Decimal
 from pathlib import PurePath
-from typing import Any
+from typing import Any, cast
 
 from taskiq_monitor.events import TaskEvent
 
@@ -430,7 +430,8 @@ class Redactor:
         budget[0] -= 2
         # dict views first, by exact type: an isinstance check against the Sized ABC costs more than the loop below
         # for a small mapping.
-        pairs = items if type(items) is _DICT_ITEMS or isinstance(items, Sized) else list(items)
+        sized = type(items) is _DICT_ITEMS or isinstance(items, Sized)
+        pairs = cast("Collection[tuple[Any, Any]]", items) if sized else list(items)
         cache = self._key_cache
         walk = self._walk
         for index, (key, item) in enumerate(pairs):
