@@ -7,6 +7,8 @@ import uuid
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from taskiq_monitor.events import TaskEvent
 from taskiq_monitor.settings import Settings
@@ -15,6 +17,7 @@ from taskiq_monitor.store import MemoryStore, WriteBatch
 from taskiq_monitor.store.history import (
     FIELDS,
     HistoryQuery,
+    _us,
     decode_cursor,
     decode_member,
     decode_record,
@@ -234,3 +237,16 @@ def test_memory_history_evicts_the_oldest_by_score_whatever_the_arrival_order(se
     kept = [t for t in sorted(scores, key=lambda t: scores[t]) if scores[t] >= now - 86400][-40:]
     assert sorted(store.history.records) == sorted(encode_member(t, 1) for t in kept)
     assert store.history_counts_sync()[0] == 40
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.floats(min_value=-1e12, max_value=1e12, allow_nan=False))
+def test_record_times_are_kept_to_the_microsecond_as_round_does(value: float) -> None:
+    stored = _us(value)
+    assert stored is not None and abs(stored - round(value, 6)) <= 1.0000001e-6 * max(1.0, abs(value) / 1e9)
+
+
+def test_non_finite_times_are_encoded_as_they_were() -> None:
+    record = event("success", enqueued_at=float("inf"), started_at=float("nan"), duration_seconds=float("-inf"))
+    status, fields = decode_record(encode_record(record))
+    assert status == "success" and fields["enqueued_at"] is None and fields["duration_seconds"] is None

