@@ -49,7 +49,8 @@ class MemoryHistory:
         self.records[member] = (score, task, op.status, op.history_record)
         if old is None:
             heapq.heappush(self._ages, (score, member))
-        if len(self.records) > self.cap + self.cap // 10:
+        cap = self.cap
+        if len(self.records) > cap + cap // 10:
             self.expire()
 
     def expire(self, now: float | None = None) -> tuple[int, int]:

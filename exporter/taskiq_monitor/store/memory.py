@@ -87,12 +87,6 @@ class MemoryStore:
             return name
         return OTHER
 
-    def _next_id(self) -> tuple[int, int]:
-        ms = int(time.time() * 1000)
-        key = (ms, 0) if ms > self._last[0] else (self._last[0], self._last[1] + 1)
-        self._last = key
-        return key
-
     # -- writer ------------------------------------------------------------------------------------------------
     def write(self, batch: WriteBatch) -> int:
         now = batch.now
@@ -110,33 +104,52 @@ class MemoryStore:
             if batch.resync_running is not None and running is not None:
                 running.clear()
                 running.update({m: (self._fold(t), at) for m, (t, at) in batch.resync_running.items()})
+            # Locals and one clock read per batch: this loop runs for every event of the process (the flusher thread).
+            events, keys, history = self._events, self._keys, self.history
+            last_ms, seq = self._last
+            batch_ms = int(time.time() * 1000)
+            names: dict[str, tuple[str, _MemTask]] = {}  # task name -> (folded name, its state)
             for op in batch.ops:
-                name = self._fold(op.task_name)
-                key = self._next_id()
-                self._events.append((name, op.status, op.payload))
-                self._keys.append(key)
-                task = self._task(name)
+                folded = names.get(op.task_name)
+                if folded is None:
+                    name = self._fold(op.task_name)
+                    folded = names[op.task_name] = (name, self._task(name))
+                name, task = folded
+                # Stream ids as Redis mints them: milliseconds, then a sequence within the same millisecond.
+                if batch_ms > last_ms:
+                    last_ms, seq = batch_ms, 0
+                else:
+                    seq += 1
+                events.append((name, op.status, op.payload))
+                keys.append((last_ms, seq))
+                status, member = op.status, op.member
                 if op.history_member:
-                    self.history.record(name, op)
-                if op.status == STATUS_PENDING:
-                    if op.member not in task.seen:
-                        task.pending[op.member] = op.enqueued_at
+                    history.record(name, op)
+                if status == STATUS_PENDING:
+                    if member not in task.seen:
+                        task.pending[member] = op.enqueued_at
                     continue
-                task.pending.pop(op.member, None)
-                task.seen.pop(op.member, None)  # re-inserted at the end: "seen" stays ordered by time
-                task.seen[op.member] = now
-                if op.status == STATUS_RUNNING:
+                task.pending.pop(member, None)
+                seen = task.seen
+                seen.pop(member, None)  # re-inserted at the end: "seen" stays ordered by time
+                seen[member] = now
+                if status == STATUS_RUNNING:
                     if running is not None and op.track_running:
-                        running[op.member] = (name, op.started_at)
+                        running[member] = (name, op.started_at)
                     continue
                 if running is not None and op.track_running:
-                    running.pop(op.member, None)
-                bucket = task.minutes.setdefault(minute_of(op.timestamp), {})
+                    running.pop(member, None)
+                minute = minute_of(op.timestamp)
+                bucket = task.minutes.get(minute)
+                if bucket is None:
+                    bucket = task.minutes[minute] = {}
+                duration = op.duration if status == "success" else None  # FR-013: mean of successful runs
                 for target in (task.totals, bucket):
-                    target[op.status] = target.get(op.status, 0) + 1
-                    if op.duration is not None and op.status == "success":  # FR-013: mean of successful runs
-                        target["dur_sum"] = target.get("dur_sum", 0.0) + op.duration
+                    target[status] = target.get(status, 0) + 1
+                    if duration is not None:
+                        target["dur_sum"] = target.get("dur_sum", 0.0) + duration
                         target["dur_n"] = target.get("dur_n", 0) + 1
+            self._last = (last_ms, seq)
             for name, member in batch.removals:
                 task = self._task(self._fold(name))
                 task.pending.pop(member, None)
