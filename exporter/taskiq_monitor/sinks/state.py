@@ -62,6 +62,8 @@ def is_transient(exc: BaseException) -> bool:
 
 def _encodable(text: str) -> str:
     """``text``, or with unencodable characters (lone surrogates) escaped: Redis takes UTF-8 only."""
+    if text.isascii():  # nearly always; no copy made
+        return text
     try:
         text.encode()
     except UnicodeEncodeError:
@@ -274,21 +276,24 @@ class StateSink(EventSink):
 
     # -- flusher thread -----------------------------------------------------------------------------------------
     def _prepare(self, event: TaskEvent, *, history: bool = True) -> StateOp:
-        member = _encodable(f"{event.task_id}:{event.attempt}")
+        task_id, attempt, timestamp = event.task_id, event.attempt, event.timestamp
+        enqueued_at, started_at = event.enqueued_at, event.started_at
         history = history and self._history
+        # Positional (StateOp's field order): this runs for every event.
         return StateOp(
             # A plain str, not the TaskStatus member: the stores keep it in tuples the cyclic GC then need not track.
-            status=str(event.status),
-            task_name=_encodable(event.task_name),
-            member=member,
-            timestamp=event.timestamp,
-            enqueued_at=event.enqueued_at if event.enqueued_at is not None else event.timestamp,
-            started_at=event.started_at if event.started_at is not None else event.timestamp,
-            duration=event.duration_seconds,
-            payload=record_json(event),  # shared with the other sinks: serialised once per event
-            history_member=encode_member(event.task_id, event.attempt) if history else b"",
-            history_record=encode_record(event) if history else b"",
-            history_score=event_score(event),
+            str(event.status),
+            _encodable(event.task_name),
+            _encodable(f"{task_id}:{attempt}"),
+            timestamp,
+            enqueued_at if enqueued_at is not None else timestamp,
+            started_at if started_at is not None else timestamp,
+            event.duration_seconds,
+            record_json(event),  # shared with the other sinks: serialised once per event
+            True,
+            encode_member(task_id, attempt) if history else b"",
+            encode_record(event) if history else b"",
+            event_score(event),
         )
 
     def _run(self) -> None:
