@@ -140,3 +140,33 @@ def test_worker_refuses_a_loki_spool_dir_others_can_write(tmp_path: Path) -> Non
     assert len(lines) == 1 and "Traceback" not in result.stderr
     assert f"Loki spool directory {spool} is writable by other users (mode 0777)" in lines[0]
     assert not (tmp_path / "metrics").exists(), "refused before anything was created"
+
+
+def test_serve_prints_the_dashboard_address_and_it_answers(tmp_path: Path) -> None:
+    import re
+    import socket
+    import urllib.request
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT / "exporter"), os.environ.get("PYTHONPATH", "")]))
+    env.pop("TASKIQ_MONITOR_REDIS_URL", None)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "taskiq_monitor.cli", "serve", "--port", str(port), "--metrics-dir", str(tmp_path)],
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        assert proc.stderr is not None
+        lines = [proc.stderr.readline() for _ in range(2)]
+        found = re.search(r"web dashboard on (http://\S+/)", lines[1])
+        assert found is not None, lines
+        assert found.group(1) == f"http://127.0.0.1:{port}/"
+        assert "TASKIQ_MONITOR_REDIS_URL" in lines[1]  # why it would be empty, said up front
+        with urllib.request.urlopen(found.group(1), timeout=30) as response:
+            assert response.status == 200 and b'data-testid="live-status"' in response.read()
+    finally:
+        proc.terminate()
+        proc.wait(30)

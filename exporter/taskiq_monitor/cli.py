@@ -59,7 +59,9 @@ async def _run_worker(settings: Settings, taskiq_args: list[str]) -> int:
     if settings.metrics_dir is None:  # _settings() always sets it for the worker command
         raise ConfigError("the worker command needs a metrics directory")
     # Bind first: a second start on the same port must fail before it touches the running instance's directory.
-    server, serve_task = await start_server(create_app(settings), settings.host, settings.port)
+    server, serve_task = await start_server(
+        create_app(settings), settings.host, settings.port, settings.live_compression
+    )
     try:
         # Locked until this supervisor ends: a second supervisor on the same directory is refused, not wiped into it.
         claim = claim_directory(settings.metrics_dir, wipe=True)
@@ -77,11 +79,12 @@ async def _run_worker(settings: Settings, taskiq_args: list[str]) -> int:
 
 async def _supervise(settings: Settings, taskiq_args: list[str]) -> int:
     print(
-        f"taskiq-monitor: metrics of all worker processes on http://{settings.host}:{settings.port}/metrics "
+        f"taskiq-monitor: metrics of all worker processes on {_base_url(settings)}/metrics "
         f"(directory {settings.metrics_dir})",
         file=sys.stderr,
         flush=True,
     )
+    _print_dashboard(settings)
     loop = asyncio.get_running_loop()
     child: list[asyncio.subprocess.Process] = []
     received: list[int] = []
@@ -107,6 +110,18 @@ async def _supervise(settings: Settings, taskiq_args: list[str]) -> int:
         for sig in FORWARDED_SIGNALS:
             loop.remove_signal_handler(sig)
     return code
+
+
+def _base_url(settings: Settings) -> str:
+    host = f"[{settings.host}]" if ":" in settings.host else settings.host
+    return f"http://{host}:{settings.port}"
+
+
+def _print_dashboard(settings: Settings) -> None:
+    # The first thing a new user looks for; without Redis it cannot see other processes' tasks, and says so here
+    # rather than as an empty page.
+    note = "" if settings.redis_url else " (set TASKIQ_MONITOR_REDIS_URL to see the workers' tasks there)"
+    print(f"taskiq-monitor: web dashboard on {_base_url(settings)}/{note}", file=sys.stderr, flush=True)
 
 
 def cmd_worker(argv: Sequence[str]) -> int:
@@ -141,8 +156,11 @@ async def _serve(settings: Settings) -> int:
     from taskiq_monitor.service.app import create_app
     from taskiq_monitor.service.server import start_server
 
-    server, serve_task = await start_server(create_app(settings), settings.host, settings.port)
-    print(f"taskiq-monitor: serving http://{settings.host}:{settings.port}/metrics", file=sys.stderr, flush=True)
+    server, serve_task = await start_server(
+        create_app(settings), settings.host, settings.port, settings.live_compression
+    )
+    print(f"taskiq-monitor: serving {_base_url(settings)}/metrics", file=sys.stderr, flush=True)
+    _print_dashboard(settings)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, lambda: setattr(server, "should_exit", True))

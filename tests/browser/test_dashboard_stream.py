@@ -243,3 +243,35 @@ def test_the_error_detail_links_to_grafana_when_its_address_is_set(redis_srv: Re
         assert page.locator('a[data-link="trace"]').count() == 0  # no trace id recorded
     finally:
         server.stop()
+
+
+def test_with_live_compression_the_browser_negotiates_deflate_and_the_feed_holds_every_event(
+    redis_srv: RedisServer, page: Any
+) -> None:
+    server = Exporter(redis_srv.url, TASKIQ_MONITOR_LIVE_COMPRESSION="true")
+    try:
+        handshakes: list[dict[str, Any]] = []
+        cdp = page.context.new_cdp_session(page)
+        cdp.send("Network.enable")
+        cdp.on("Network.webSocketHandshakeResponseReceived", lambda e: handshakes.append(e["response"]["headers"]))
+        emit_all(redis_srv.url, [event("warmup", "success", "deflate_task")])
+        page.goto(server.url + "/#/feed")
+        page.wait_for_selector('[data-testid="feed-row"][data-task-id="warmup"]')
+        sent = [f"z{i:04d}" for i in range(300)]
+        emit_all(redis_srv.url, [event(task_id, "success", "deflate_task", kwargs={"n": task_id}) for task_id in sent])
+        wait_for(
+            lambda: sorted(r["task_id"] for r in feed_rows(page) if r["task_id"] != "warmup") == sent,
+            60,
+            "the feed holds every event",
+        )
+        rows = [r["task_id"] for r in feed_rows(page) if r["task_id"] != "warmup"]
+        assert list(reversed(rows)) == sent  # in order, once
+        extensions = [
+            value
+            for headers in handshakes
+            for name, value in headers.items()
+            if name.lower() == "sec-websocket-extensions"
+        ]
+        assert extensions and "permessage-deflate" in extensions[0] and "server_no_context_takeover" in extensions[0]
+    finally:
+        server.stop()

@@ -33,13 +33,13 @@ class _Server(uvicorn.Server):
 
 
 @contextlib.asynccontextmanager
-async def serve(settings: Settings, **config: Any) -> AsyncIterator[tuple[_Server, int, Any]]:
+async def serve(settings: Settings, compress: bool = False, **config: Any) -> AsyncIterator[tuple[_Server, int, Any]]:
     """The exporter app on a socket of its own (as ``taskiq-monitor worker`` serves it), in this event loop."""
     sock = listening_socket("127.0.0.1", 0)
     port = int(sock.getsockname()[1])
     app = create_app(settings)
     options = {"log_level": "warning", "access_log": False, "lifespan": "on", **config}
-    server = _Server(uvicorn.Config(app, **uvicorn_options(), **options))
+    server = _Server(uvicorn.Config(app, **uvicorn_options(compress), **options))
     task = asyncio.create_task(server.serve(sockets=[sock]))
     deadline = time.monotonic() + 30
     while not server.started:
@@ -224,3 +224,60 @@ async def test_two_exporters_serve_the_same_stream_to_their_clients(redis_srv: R
         finally:
             for ws in clients:
                 await ws.close()
+
+
+async def test_compressed_batches_interleave_with_the_librarys_frames_and_plain_clients_get_plain_ones(
+    redis_srv: RedisServer,
+) -> None:
+    # Batches are compressed once per group and written as prepared bytes between frames the websockets library
+    # compresses itself (live, filter and pong replies): only valid if neither side's stream depends on the other.
+    settings = Settings(redis_url=redis_srv.url, live_compression=True)
+    n = 600
+    blob = "abc" * 500  # compressible: a batch shrinks well below its plain size
+    async with serve(settings, compress=True) as (_server, port, _app):
+        url = f"ws://127.0.0.1:{port}/ws/events?v=2"
+        deflating = await connect(url)  # the websockets client offers permessage-deflate, as browsers do
+        plain = await connect(url, compression=None)
+        try:
+            negotiated = deflating.response.headers.get("Sec-WebSocket-Extensions") if deflating.response else None
+            assert negotiated is not None and "permessage-deflate" in negotiated
+            assert "server_no_context_takeover" in negotiated
+            assert plain.response is not None and "Sec-WebSocket-Extensions" not in plain.response.headers
+            # What arrives on the wire: (compressed?, bytes) of every data frame the deflating client decodes.
+            wire: list[tuple[bool, int]] = []
+            extension = deflating.protocol.extensions[0]
+            decode = extension.decode
+
+            def recording_decode(frame: Any, *, max_size: int | None = None) -> Any:
+                wire.append((frame.rsv1, len(frame.data)))
+                return decode(frame, max_size=max_size)
+
+            extension.decode = recording_decode  # type: ignore[method-assign]
+            for ws in (deflating, plain):
+                assert json.loads(await asyncio.wait_for(ws.recv(), 10))["type"] == "live"
+            producer = asyncio.create_task(
+                asyncio.to_thread(emit_events, redis_srv.url, [event(i, kwargs={"blob": blob}) for i in range(n)])
+            )
+            got: dict[str, list[str]] = {"deflating": [], "plain": []}
+            replies: list[str] = []
+            while len(got["deflating"]) < n:
+                if len(got["deflating"]) % 100 == 0:  # library-compressed replies between the batches
+                    await deflating.send(json.dumps({"type": "ping"}))
+                frame = json.loads(await asyncio.wait_for(deflating.recv(), 30))
+                if frame["type"] == "events":
+                    got["deflating"] += [item["event"]["task_id"] for item in frame["events"]]
+                else:
+                    replies.append(frame["type"])
+            while len(got["plain"]) < n:
+                frame = json.loads(await asyncio.wait_for(plain.recv(), 30))
+                if frame["type"] == "events":
+                    got["plain"] += [item["event"]["task_id"] for item in frame["events"]]
+            (await producer).stop()
+            assert got["deflating"] == got["plain"] == [f"id{i}" for i in range(n)]
+            assert "pong" in replies
+            batches = [size for compressed, size in wire if compressed and size > 200]
+            assert batches and all(compressed for compressed, _ in wire)  # every batch arrived compressed
+            assert sum(batches) < n * len(blob) // 4
+        finally:
+            await deflating.close()
+            await plain.close()

@@ -29,7 +29,9 @@ async def run_producer(settings: Settings, *, rate: float, duration: float | Non
     from taskiq_monitor.service.app import create_app
     from taskiq_monitor.service.server import start_server
 
-    server, serve_task = await start_server(create_app(settings), settings.host, settings.port)
+    server, serve_task = await start_server(
+        create_app(settings), settings.host, settings.port, settings.live_compression
+    )
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

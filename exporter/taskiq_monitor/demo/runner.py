@@ -57,7 +57,9 @@ async def _run_in_memory(settings: Settings, duration: float | None, rate: float
     from taskiq_monitor.service.app import create_app
     from taskiq_monitor.service.server import start_server
 
-    server, serve_task = await start_server(create_app(settings), settings.host, settings.port)
+    server, serve_task = await start_server(
+        create_app(settings), settings.host, settings.port, settings.live_compression
+    )
     _banner(settings, "in-memory")
     try:
         sent = await _produce_until_stopped(duration, rate, rng)

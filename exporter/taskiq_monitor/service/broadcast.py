@@ -10,8 +10,9 @@ of clients (50 µs each, at most ``live_batch_seconds``): a few viewers get even
 a second. Deflate is off at the server (``ws_per_message_deflate``): compressing per client is what made frames
 expensive.
 
-Nothing here waits for a client: :meth:`Broadcaster.dispatch` offers each tick's batch to every client's queue and
-moves on; a client that would exceed its bounds is cut off (``service/feed.py`` then closes it with 1013).
+Nothing here waits for a client: :meth:`Broadcaster.dispatch` writes each tick's batch to every idle client whose
+socket takes data (``Client.direct``, one loop over the group, no task switch per client) and queues it for the
+others; a client that would exceed its bounds is cut off (``service/feed.py`` then closes it with 1013).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import asyncio
 import contextlib
 import logging
 from collections import deque
+from collections.abc import Callable
 
 from taskiq_monitor.service.frames import Batch, event_item
 from taskiq_monitor.service.query import matches
@@ -34,7 +36,10 @@ _READ_BLOCK_MS = 1000
 CLIENT_QUEUE_BYTES = 32 * 1024 * 1024
 # Pacing of the reader: after a read, the next waits at least this long per connected client (at most
 # live_batch_seconds). The exporter then sends at most ~20,000 frames a second in all, whatever the number of
-# clients (a frame costs it ~10–25 µs), and a few clients still get each event within a millisecond or so.
+# clients (a frame written by the broadcaster's loop costs it ~10 µs, mostly the kernel's), and a few clients still
+# get each event within a millisecond or so. For 1,000 clients × 1,000 events/s, 25 µs gave p99 42 ms on a quiet
+# machine but 200–260 ms beside another process's load, where 50 µs gave 78–82 ms: twice the frames cost the
+# clients and the kernel more than the shorter wait saves (docs/benchmarks.md).
 TICK_PER_CLIENT = 50e-6
 
 FilterKey = tuple[frozenset[str] | None, frozenset[str] | None]
@@ -44,6 +49,7 @@ class Client:
     """One WebSocket client: its filter, protocol version and a bounded queue of batches."""
 
     __slots__ = (
+        "direct",
         "dropped",
         "group",
         "max_bytes",
@@ -52,6 +58,7 @@ class Client:
         "queue",
         "queued_bytes",
         "queued_events",
+        "sent",
         "size",
         "statuses",
         "task_names",
@@ -80,6 +87,11 @@ class Client:
         # Set when cut off: the connection's handler waits on it, as the sender may be blocked on a full socket.
         self.dropped = asyncio.Event()
         self.group: FilterKey | None = None
+        # The last stream id written to the client; the sender and the direct path both advance it.
+        self.sent: tuple[int, int] = (0, 0)
+        # Set by the connection's sender while it is idle (nothing queued, nothing being written): writes a batch's
+        # wire frames at once and returns True, or False when the transport is paused and the batch must queue.
+        self.direct: Callable[[Batch], bool] | None = None
 
     @property
     def filter_key(self) -> FilterKey:
@@ -92,6 +104,7 @@ class Client:
         """Queue ``batch``; False (and nothing queued) when that would exceed the client's bounds."""
         if self.queued_events + len(batch.keys) > self.size or self.queued_bytes + batch.nbytes > self.max_bytes:
             self.overflowed = True
+            self.direct = None
             self.wake.set()
             self.dropped.set()
             return False
@@ -225,6 +238,11 @@ class Broadcaster:
             if batch is None:
                 continue
             for client in list(group):
+                # An idle client is written to here, in one loop over the group: waking a task per client and tick
+                # cost more than the write itself, and the last of a thousand clients got its frame tens of ms late.
+                direct = client.direct
+                if direct is not None and not client.queue and direct(batch):
+                    continue
                 if not client.offer(batch):
                     self.unregister(client)
 

@@ -50,7 +50,7 @@ from starlette.websockets import WebSocketDisconnected
 
 from taskiq_monitor.service.auth import websocket_authorized
 from taskiq_monitor.service.broadcast import SCAN_CHUNK, Broadcaster, Client
-from taskiq_monitor.service.frames import batch_frames, event_frame, event_item
+from taskiq_monitor.service.frames import Batch, batch_frames, event_frame, event_item
 from taskiq_monitor.service.query import InputError, parse_filters, parse_id
 from taskiq_monitor.service.transport import CONNECTION_EXTENSION
 from taskiq_monitor.settings import Settings
@@ -203,28 +203,47 @@ class LiveFeed:
     async def _send(
         self, ws: WebSocket, client: Client, resume: tuple[int, int] | None, live_from: tuple[int, int]
     ) -> None:
-        sent = resume if resume is not None else live_from
+        client.sent = resume if resume is not None else live_from
         if resume is not None:
-            sent = await self._send_backlog(ws, client, resume, live_from)
-        await ws.send_text(json.dumps({"type": "live", "last_event_id": format_event_id(sent)}))
+            client.sent = await self._send_backlog(ws, client, resume, live_from)
+        await ws.send_text(json.dumps({"type": "live", "last_event_id": format_event_id(client.sent)}))
         ping = self.settings.live_ping_seconds
         write = _raw_writer(ws) if client.version == 2 else None
+        write_now = _raw_now_writer(ws) if client.version == 2 else None
+        deflate = _extension(ws, "deflate")
+        deflated = callable(deflate) and deflate() is True
+
+        def wire(batch: Batch) -> list[bytes]:
+            return batch.wire_deflated if deflated else batch.wire
+
+        def direct(batch: Batch) -> bool:
+            # Called by the broadcaster while this sender is idle: frames go out in the order they were read.
+            if batch.keys[0] <= client.sent or write_now is None or not write_now(wire(batch)):
+                return False
+            client.sent = batch.keys[-1]
+            return True
+
         while True:
             if not client.queue and not client.overflowed:
+                client.direct = direct if write_now is not None else None
                 try:
                     await asyncio.wait_for(client.wake.wait(), ping)
                 except TimeoutError:
+                    client.direct = None
                     await ws.send_text(json.dumps({"type": "ping", "ts": time.time()}))
                     continue
+                finally:
+                    client.direct = None
             if client.overflowed:
                 return
             for batch in client.take():
+                sent = client.sent
                 if batch.keys[-1] <= sent:  # exactly once: the backlog may overlap what was queued meanwhile
                     continue
                 if batch.keys[0] > sent and write is not None:
-                    for wire in batch.wire:
-                        await write(wire)
-                    sent = batch.keys[-1]
+                    for prepared in wire(batch):
+                        await write(prepared)
+                    client.sent = batch.keys[-1]
                     continue
                 if batch.keys[0] > sent:
                     frames = batch.frames if client.version == 2 else batch.singles
@@ -237,7 +256,7 @@ class LiveFeed:
                     )
                 for frame in frames:
                     await ws.send_text(frame)
-                sent = batch.keys[-1]
+                client.sent = batch.keys[-1]
 
     async def _send_backlog(
         self, ws: WebSocket, client: Client, resume: tuple[int, int], live_from: tuple[int, int]
@@ -347,9 +366,19 @@ def _short(kind: Any) -> str:
 
 def _raw_writer(ws: WebSocket) -> Callable[[bytes], Awaitable[None]] | None:
     """The server's ``write(frame_bytes)`` (see ``service/transport.py``), or None under other servers."""
-    extension = ws.scope.get("extensions", {}).get(CONNECTION_EXTENSION)
-    write = extension.get("write") if isinstance(extension, dict) else None
+    write = _extension(ws, "write")
     return write if callable(write) else None
+
+
+def _raw_now_writer(ws: WebSocket) -> Callable[[list[bytes]], bool] | None:
+    """The server's ``write_now(frames)`` (see ``service/transport.py``), or None under other servers."""
+    write_now = _extension(ws, "write_now")
+    return write_now if callable(write_now) else None
+
+
+def _extension(ws: WebSocket, name: str) -> Any:
+    extension = ws.scope.get("extensions", {}).get(CONNECTION_EXTENSION)
+    return extension.get(name) if isinstance(extension, dict) else None
 
 
 def abort_connection(ws: WebSocket) -> bool:

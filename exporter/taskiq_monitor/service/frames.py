@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from taskiq_monitor.service.transport import text_frame
+from taskiq_monitor.service.transport import deflated_text_frame, text_frame
 from taskiq_monitor.store import Entry
 
 # One v2 frame holds at most this much (more events are split over several frames): under the 1 MiB default
@@ -58,6 +58,7 @@ class Batch:
     nbytes: int
     _frames: list[str] | None = None
     _wire: list[bytes] | None = None
+    _deflated: list[bytes] | None = None
 
     @classmethod
     def of(cls, keys: list[tuple[int, int]], items: list[str]) -> Batch:
@@ -76,3 +77,10 @@ class Batch:
         if self._wire is None:
             self._wire = [text_frame(frame.encode()) for frame in self.frames]
         return self._wire
+
+    @property
+    def wire_deflated(self) -> list[bytes]:
+        """The v2 frames compressed for clients that negotiated per-message deflate (compressed once for the group)."""
+        if self._deflated is None:
+            self._deflated = [deflated_text_frame(frame.encode()) for frame in self.frames]
+        return self._deflated

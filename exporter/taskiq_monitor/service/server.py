@@ -18,7 +18,7 @@ from taskiq_monitor.service.transport import listening_socket, uvicorn_options
 __all__ = ["start_server"]
 
 
-def _server(app: Any, host: str, port: int) -> Any:
+def _server(app: Any, host: str, port: int, live_compression: bool) -> Any:
     import uvicorn
 
     class _Server(uvicorn.Server):
@@ -27,18 +27,26 @@ def _server(app: Any, host: str, port: int) -> Any:
             yield
 
     config = uvicorn.Config(
-        app, host=host, port=port, log_level="warning", lifespan="on", access_log=False, **uvicorn_options()
+        app,
+        host=host,
+        port=port,
+        log_level="warning",
+        lifespan="on",
+        access_log=False,
+        **uvicorn_options(live_compression),
     )
     return _Server(config)
 
 
-async def start_server(app: Any, host: str, port: int) -> tuple[Any, asyncio.Task[None]]:
+async def start_server(
+    app: Any, host: str, port: int, live_compression: bool = False
+) -> tuple[Any, asyncio.Task[None]]:
     """Bind first (a busy port is a user-facing error, not uvicorn's exit code 3), then serve in the background."""
     try:
         sock = listening_socket(host, port)
     except OSError as exc:
         raise UsageError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
-    server = _server(app, host, port)
+    server = _server(app, host, port, live_compression)
     task = asyncio.create_task(server.serve(sockets=[sock]))
     while not server.started:
         if task.done():

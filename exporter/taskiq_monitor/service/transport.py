@@ -13,9 +13,13 @@
   the same for every client of a filter group. ASGI ``websocket.send`` would encode the text, frame it and join
   the output again per client (three copies of tens of KiB per client and tick); the same extension offers
   ``write(frame_bytes)``, which waits for the transport to be writable (uvicorn's own flow control) and writes the
-  prepared frame as is. :func:`text_frame` builds it.
-* No per-message deflate: compressing every frame once per client was the feed's main cost (50–330 µs per frame
-  and client, see ``docs/benchmarks.md``).
+  prepared frame as is. :func:`text_frame` builds it. ``write_now(frames)`` writes without waiting, or returns
+  False when the transport is paused (above its high-water mark) or closing: the broadcaster then writes an idle
+  client's batch in its own loop, instead of waking that client's task (see ``service/broadcast.py``).
+* No per-message deflate by default: compressing every frame once per client was the feed's main cost (50–330 µs
+  per frame and client, see ``docs/benchmarks.md``). With ``live_compression`` it is negotiated without server
+  context takeover, so that a batch compressed once (:func:`deflated_text_frame`) is valid for every client; the
+  ``deflate`` entry of the extension says whether this connection negotiated it.
 * Tokens never reach a log line: uvicorn logs WebSocket handshakes and (when enabled) requests with their query
   string, and older clients pass ``?token=``. :func:`install_log_redaction` masks it in uvicorn's records.
 """
@@ -25,11 +29,16 @@ from __future__ import annotations
 import logging
 import re
 import socket
+import zlib
 from typing import Any
 
 from starlette.websockets import WebSocketDisconnected
 
 CONNECTION_EXTENSION = "taskiq_monitor.connection"
+# As uvicorn's own deflate settings: a 4 KiB window and small zlib state, as every message is compressed afresh.
+DEFLATE_WINDOW_BITS = 12
+DEFLATE_MEM_LEVEL = 5
+_EMPTY_BLOCK = b"\x00\x00\xff\xff"  # a sync flush ends with it; permessage-deflate drops it
 _TOKEN_RE = re.compile(r"((?:[?&]|%3[Ff]|%26)(?:token|access_token)(?:=|%3[Dd]))[^&\s\"']*", re.IGNORECASE)
 REDACTED = "[redacted]"
 
@@ -49,16 +58,41 @@ def listening_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
-def websocket_protocol() -> type[Any]:
-    """uvicorn's WebSocket protocol, plus the abort extension in the scope of each connection."""
+def websocket_protocol(compress: bool = False) -> type[Any]:
+    """uvicorn's WebSocket protocol, plus the abort extension in the scope of each connection; with ``compress``,
+    per-message deflate without server context takeover for the clients that offer it."""
     from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+    from websockets.extensions.permessage_deflate import PerMessageDeflate, ServerPerMessageDeflateFactory
+    from websockets.server import ServerProtocol
 
     class AbortableWebSocketProtocol(WebSocketsSansIOProtocol):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            if compress:
+                # Every server message compressed on its own (no context takeover): a batch compressed once can
+                # then go to many clients, between the messages the library compresses itself.
+                factory = ServerPerMessageDeflateFactory(
+                    server_no_context_takeover=True,
+                    server_max_window_bits=DEFLATE_WINDOW_BITS,
+                    client_max_window_bits=DEFLATE_WINDOW_BITS,
+                    compress_settings={"memLevel": DEFLATE_MEM_LEVEL},
+                )
+                self.conn = ServerProtocol(extensions=[factory], max_size=self.config.ws_max_size, logger=self.logger)
+
         def handle_connect(self, event: Any) -> None:
             super().handle_connect(event)
             scope = getattr(self, "scope", None)
             if scope is not None:  # the app task starts after this returns: it sees the extension
-                scope["extensions"][CONNECTION_EXTENSION] = {"abort": self.transport.abort, "write": self.write_frame}
+                scope["extensions"][CONNECTION_EXTENSION] = {
+                    "abort": self.transport.abort,
+                    "write": self.write_frame,
+                    "write_now": self.write_now,
+                    "deflate": self.deflate_negotiated,
+                }
+
+        def deflate_negotiated(self) -> bool:
+            # Known once the handshake is answered (the app's accept).
+            return any(isinstance(ext, PerMessageDeflate) for ext in self.conn.extensions)
 
         async def write_frame(self, frame: bytes) -> None:
             await self.writable.wait()
@@ -66,24 +100,43 @@ def websocket_protocol() -> type[Any]:
                 raise WebSocketDisconnected("the connection is closed")
             self.transport.write(frame)
 
+        def write_now(self, frames: list[bytes]) -> bool:
+            # Written at once only while the transport takes data (below its high-water mark); otherwise the
+            # caller queues them and the connection's sender waits for writable, as uvicorn's own sends do.
+            if not self.writable.is_set() or self.disconnected or self.close_sent or self.transport.is_closing():
+                return False
+            for frame in frames:
+                self.transport.write(frame)
+            return True
+
     return AbortableWebSocketProtocol
 
 
-def text_frame(payload: bytes) -> bytes:
-    """One unmasked, unfragmented WebSocket text frame (RFC 6455 §5.2), as a server sends it."""
+def text_frame(payload: bytes, rsv1: bool = False) -> bytes:
+    """One unmasked, unfragmented WebSocket text frame (RFC 6455 §5.2), as a server sends it; ``rsv1`` marks a
+    compressed one."""
+    first = 0xC1 if rsv1 else 0x81
     size = len(payload)
     if size < 126:
-        header = bytes((0x81, size))
+        header = bytes((first, size))
     elif size < 1 << 16:
-        header = bytes((0x81, 126)) + size.to_bytes(2, "big")
+        header = bytes((first, 126)) + size.to_bytes(2, "big")
     else:
-        header = bytes((0x81, 127)) + size.to_bytes(8, "big")
+        header = bytes((first, 127)) + size.to_bytes(8, "big")
     return header + payload
 
 
-def uvicorn_options() -> dict[str, Any]:
+def deflated_text_frame(payload: bytes) -> bytes:
+    """One text frame compressed as permessage-deflate without context takeover (RFC 7692 §7.2.1): readable by
+    every client that negotiated it with :func:`websocket_protocol`, whatever it received before."""
+    encoder = zlib.compressobj(wbits=-DEFLATE_WINDOW_BITS, memLevel=DEFLATE_MEM_LEVEL)
+    data = encoder.compress(payload) + encoder.flush(zlib.Z_SYNC_FLUSH)
+    return text_frame(data[:-4] if data.endswith(_EMPTY_BLOCK) else data, rsv1=True)
+
+
+def uvicorn_options(compress: bool = False) -> dict[str, Any]:
     """Keyword arguments for ``uvicorn.Config`` of the exporter."""
-    return {"ws": websocket_protocol(), "ws_per_message_deflate": False}
+    return {"ws": websocket_protocol(compress), "ws_per_message_deflate": False}
 
 
 def redact_tokens(text: str) -> str:
