@@ -118,7 +118,8 @@ def _history_kept(events: list[TaskEvent]) -> set[int]:
     ``success`` of a short task, nearly always — the records the store would overwrite within the same write are
     neither encoded nor written: encoding a record is the flusher's largest cost per event (store/history.py). The
     stream entries of those events are written as before. Every event's record carries the same score (its
-    enqueue time, or start time), so the surviving record lands where the first one would have.
+    enqueue time, or start time), so the surviving record lands where the first one would have. One edge: should
+    the store refuse the surviving event for good (``_isolate`` drops it), the attempt gets no record from this batch.
     """
     best: dict[tuple[str, int], tuple[int, int]] = {}  # (task_id, attempt) -> (rank, position)
     for index, event in enumerate(events):
