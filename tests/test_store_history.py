@@ -7,6 +7,8 @@ import uuid
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from taskiq_monitor.events import TaskEvent
 from taskiq_monitor.settings import Settings
@@ -15,6 +17,7 @@ from taskiq_monitor.store import MemoryStore, WriteBatch
 from taskiq_monitor.store.history import (
     FIELDS,
     HistoryQuery,
+    _us,
     decode_cursor,
     decode_member,
     decode_record,
@@ -164,3 +167,86 @@ def test_memory_history_never_holds_more_than_its_cap() -> None:
         store, [event(task_id=f"{i:032x}", enqueued_at=now - 100 + i / 1000) for i in range(MEMORY_HISTORY_CAP + 5000)]
     )
     assert store.history_counts_sync()[0] <= MEMORY_HISTORY_CAP * 1.1
+
+
+def batch_of(store: MemoryStore, events: list[TaskEvent]) -> WriteBatch:
+    """The batch the state sink's flusher builds from ``events`` (buffered in this order)."""
+    sink = StateSink(store.settings, writer=store)
+    sink._buffer.extend(events)
+    sink._seq += len(events)
+    return sink._next_batch()
+
+
+async def test_a_batch_encodes_only_the_history_record_that_survives_it() -> None:
+    store = MemoryStore(Settings())
+    now = time.time()
+    done, running_only = f"{1:032x}", f"{2:032x}"
+    params: dict[str, Any] = {"args": [7], "kwargs": {"lang": "en"}}
+    # An in-place broker's order: the attempt runs and finishes inside .kiq(), so its pending event comes last.
+    events = [
+        event("running", done, enqueued_at=now - 2, started_at=now - 1, timestamp=now - 1, **params),
+        event("success", done, enqueued_at=now - 2, started_at=now - 1, finished_at=now, timestamp=now, **params),
+        event("pending", done, enqueued_at=now - 2, timestamp=now - 2, **params),
+        event("running", running_only, enqueued_at=now - 3, started_at=now - 1, timestamp=now - 1),
+    ]
+    batch = batch_of(store, events)
+    assert [(op.status, bool(op.history_record)) for op in batch.ops] == [
+        ("running", False),
+        ("success", True),
+        ("pending", False),
+        ("running", True),
+    ]
+    store.write(batch)
+    # The live feed still gets every event; the history holds what it held when every record was written.
+    assert [e.status for e in await store.range_asc("0-0", "99999999999999-0", 10)] == [e.status for e in events]
+    reference = MemoryStore(Settings())
+    write(reference, events)
+    for task_id in (done, running_only):
+        got, want = await store.history_attempts(task_id), await reference.history_attempts(task_id)
+        assert [(e.status, e.score, e.detail()) for e in got] == [(e.status, e.score, e.detail()) for e in want]
+    assert (await store.history_attempts(done))[0].detail()["kwargs"] == {"lang": "en"}
+
+
+async def test_an_attempt_split_across_batches_keeps_its_latest_record() -> None:
+    store = MemoryStore(Settings())
+    now = time.time()
+    task_id = f"{3:032x}"
+    store.write(batch_of(store, [event("running", task_id, started_at=now - 1, timestamp=now - 1)]))
+    assert [e.status for e in await store.history_attempts(task_id)] == ["running"]
+    failed = event("failed", task_id, started_at=now - 1, finished_at=now, error_type="ValueError", timestamp=now)
+    store.write(batch_of(store, [failed, event("pending", task_id, timestamp=now - 2)]))
+    [attempt] = await store.history_attempts(task_id)
+    assert (attempt.status, attempt.fields["error_type"]) == ("failed", "ValueError")
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_memory_history_evicts_the_oldest_by_score_whatever_the_arrival_order(seed: int) -> None:
+    import random
+
+    rng = random.Random(seed)
+    store = MemoryStore(Settings(history_max_executions=40, history_retention_days=1))
+    now = time.time()
+    scores = {f"{i:032x}": now - rng.uniform(0, 2 * 86400) for i in range(150)}  # some beyond the retention
+    ids = list(scores)
+    rng.shuffle(ids)
+    for start in range(0, len(ids), 7):  # arrivals in random order, several batches, latest status last
+        chunk = ids[start : start + 7]
+        write(store, [event("running", t, enqueued_at=scores[t]) for t in chunk])
+        write(store, [event("success", t, enqueued_at=scores[t]) for t in chunk])
+    store.history.expire(now)
+    kept = [t for t in sorted(scores, key=lambda t: scores[t]) if scores[t] >= now - 86400][-40:]
+    assert sorted(store.history.records) == sorted(encode_member(t, 1) for t in kept)
+    assert store.history_counts_sync()[0] == 40
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.floats(min_value=-1e12, max_value=1e12, allow_nan=False))
+def test_record_times_are_kept_to_the_microsecond_as_round_does(value: float) -> None:
+    stored = _us(value)
+    assert stored is not None and abs(stored - round(value, 6)) <= 1.0000001e-6 * max(1.0, abs(value) / 1e9)
+
+
+def test_non_finite_times_are_encoded_as_they_were() -> None:
+    record = event("success", enqueued_at=float("inf"), started_at=float("nan"), duration_seconds=float("-inf"))
+    status, fields = decode_record(encode_record(record))
+    assert status == "success" and fields["enqueued_at"] is None and fields["duration_seconds"] is None

@@ -90,7 +90,10 @@ class TaskEvent:
         "_kwargs",
         "_labels",
         "_line",
+        "_names",
+        "_on_error",
         "_pending",
+        "_source",
         "_traceback",
         "attempt",
         "duration_seconds",
@@ -152,7 +155,12 @@ class TaskEvent:
         self._traceback = traceback
         self.trace_id = trace_id
         self.span_id = span_id
-        self._pending: _Deferred | None = None
+        # Deferred redaction (defer_redaction): the redactor while pending, then None. Slots, not a tuple: every object
+        # a queued event holds is one more for the cyclic GC to track and promote.
+        self._pending: Redactor | None = None
+        self._names: Sequence[str] = ()
+        self._source: TaskEvent | None = None
+        self._on_error: Callable[[], None] | None = None
         self._line: str | None = None
 
     # -- deferred redaction ----------------------------------------------------------------------------------------
@@ -170,14 +178,17 @@ class TaskEvent:
         attempt's parameters are redacted once. ``on_error`` runs when redaction fails; the fields are then emptied
         (never an unredacted record).
         """
-        self._pending = (redactor, positional_names, params_from, on_error)
+        self._names, self._source, self._on_error = positional_names, params_from, on_error
+        self._pending = redactor
 
     def _settle(self) -> None:
         with _SETTLE_LOCK:
-            pending = self._pending
-            if pending is None:
+            redactor = self._pending
+            if redactor is None:
                 return
-            redactor, names, source, on_error = pending
+            names, source, on_error = self._names, self._source, self._on_error
+            # Released now: a settled event no longer keeps its attempt's running event (or a callback) alive.
+            self._source = self._on_error = None
             try:
                 if source is not None:
                     args, kwargs = source.args, source.kwargs  # settles the source (this lock is reentrant)
@@ -249,6 +260,13 @@ class TaskEvent:
     def traceback(self, value: str | None) -> None:
         self._traceback = value
 
+    def redacted_fields(self) -> tuple[list[Any], dict[str, Any], dict[str, Any], str | None, str | None]:
+        """``(args, kwargs, labels, error_message, traceback)``, redacted: one call where five reads would each check
+        for pending redaction (the flusher reads them for every record)."""
+        if self._pending is not None:
+            self._settle()
+        return self._args, self._kwargs, self._labels, self._error_message, self._traceback
+
     def __repr__(self) -> str:
         fields = ", ".join(f"{name}={getattr(self, name)!r}" for name in self.FIELDS)
         return f"TaskEvent({fields})"
@@ -259,9 +277,6 @@ class TaskEvent:
         return all(getattr(self, name) == getattr(other, name) for name in self.FIELDS)
 
     __hash__ = None  # type: ignore[assignment]  # mutable, like the dataclass it replaces
-
-
-_Deferred = tuple["Redactor", Sequence[str], TaskEvent | None, Callable[[], None] | None]
 
 
 def to_record(event: TaskEvent) -> dict[str, Any]:

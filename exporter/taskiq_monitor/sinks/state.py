@@ -41,7 +41,7 @@ from taskiq_monitor.events import STATUS_PENDING, STATUS_RUNNING, EventSink, Tas
 from taskiq_monitor.promclient import registered_collector
 from taskiq_monitor.settings import Settings
 from taskiq_monitor.store import RedisWriter, StateOp, StateWriter, WriteBatch, memory_store
-from taskiq_monitor.store.history import encode_member, encode_record, event_score
+from taskiq_monitor.store.history import STATUS_RANK, encode_member, encode_record, event_score
 
 # Redis replies that mean "not now" rather than "never": retried like connection errors.
 _TRANSIENT_REPLIES = ("OOM", "BUSY", "LOADING", "MASTERDOWN", "TRYAGAIN", "NOREPLICAS", "READONLY", "CLUSTERDOWN")
@@ -62,6 +62,8 @@ def is_transient(exc: BaseException) -> bool:
 
 def _encodable(text: str) -> str:
     """``text``, or with unencodable characters (lone surrogates) escaped: Redis takes UTF-8 only."""
+    if text.isascii():  # nearly always; no copy made
+        return text
     try:
         text.encode()
     except UnicodeEncodeError:
@@ -106,6 +108,27 @@ def state_events_counter(registry: CollectorRegistry | None = None) -> Counter:
                 )
             )
         return _COUNTER
+
+
+def _history_kept(events: list[TaskEvent]) -> set[int]:
+    """Positions of the events whose execution-history record survives this batch.
+
+    The history keeps one record per attempt: the one of highest status rank, the latest among equals (the stores
+    apply that rule, ``STATUS_RANK``). When a batch holds several events of one attempt — ``running`` then
+    ``success`` of a short task, nearly always — the records the store would overwrite within the same write are
+    neither encoded nor written: encoding a record is the flusher's largest cost per event (store/history.py). The
+    stream entries of those events are written as before. Every event's record carries the same score (its
+    enqueue time, or start time), so the surviving record lands where the first one would have. One edge: should
+    the store refuse the surviving event for good (``_isolate`` drops it), the attempt gets no record from this batch.
+    """
+    best: dict[tuple[str, int], tuple[int, int]] = {}  # (task_id, attempt) -> (rank, position)
+    for index, event in enumerate(events):
+        key = (event.task_id, event.attempt)
+        rank = STATUS_RANK.get(event.status, 0)
+        seen = best.get(key)
+        if seen is None or rank >= seen[0]:
+            best[key] = (rank, index)
+    return {index for _rank, index in best.values()}
 
 
 class StateSink(EventSink):
@@ -253,20 +276,25 @@ class StateSink(EventSink):
             self._dropped.inc(n)
 
     # -- flusher thread -----------------------------------------------------------------------------------------
-    def _prepare(self, event: TaskEvent) -> StateOp:
-        member = _encodable(f"{event.task_id}:{event.attempt}")
+    def _prepare(self, event: TaskEvent, *, history: bool = True) -> StateOp:
+        task_id, attempt, timestamp = event.task_id, event.attempt, event.timestamp
+        enqueued_at, started_at = event.enqueued_at, event.started_at
+        history = history and self._history
+        # Positional (StateOp's field order): this runs for every event.
         return StateOp(
-            status=event.status,
-            task_name=_encodable(event.task_name),
-            member=member,
-            timestamp=event.timestamp,
-            enqueued_at=event.enqueued_at if event.enqueued_at is not None else event.timestamp,
-            started_at=event.started_at if event.started_at is not None else event.timestamp,
-            duration=event.duration_seconds,
-            payload=record_json(event),  # shared with the other sinks: serialised once per event
-            history_member=encode_member(event.task_id, event.attempt) if self._history else b"",
-            history_record=encode_record(event) if self._history else b"",
-            history_score=event_score(event),
+            # A plain str, not the TaskStatus member: the stores keep it in tuples the cyclic GC then need not track.
+            str(event.status),
+            _encodable(event.task_name),
+            _encodable(f"{task_id}:{attempt}"),
+            timestamp,
+            enqueued_at if enqueued_at is not None else timestamp,
+            started_at if started_at is not None else timestamp,
+            event.duration_seconds,
+            record_json(event),  # shared with the other sinks: serialised once per event
+            True,
+            encode_member(task_id, attempt) if history else b"",
+            encode_record(event) if history else b"",
+            event_score(event),
         )
 
     def _run(self) -> None:
@@ -389,11 +417,14 @@ class StateSink(EventSink):
         limit = self.settings.state_batch_events
         buffer = self._buffer
         snap_seq = self._snap_seq
-        while buffer and len(batch.ops) < limit:
-            event = buffer.popleft()
+        events: list[TaskEvent] = []
+        while buffer and len(events) < limit:
+            events.append(buffer.popleft())
+        kept = _history_kept(events) if self._history else None
+        for index, event in enumerate(events):
             self._popped += 1
             try:
-                op = self._prepare(event)
+                op = self._prepare(event, history=kept is None or index in kept)
             except Exception:
                 self._count_dropped(1)
                 continue

@@ -6,6 +6,7 @@ filter and sort what it holds, which is cheap at that size. Callers hold the sto
 
 from __future__ import annotations
 
+import heapq
 import time
 
 from taskiq_monitor.settings import Settings
@@ -29,6 +30,10 @@ class MemoryHistory:
         self.settings = settings
         # member -> (score, folded task name, status, blob)
         self.records: dict[bytes, tuple[int, str, str, bytes]] = {}
+        # (score, member) of every record, oldest first: a member's score never changes, and records leave only
+        # through expire(), so the heap and the records agree. Eviction pops the oldest in O(log n) each; sorting all
+        # records instead cost ~12 ms per 2,000 new executions at the cap (~6 µs per task, in the flusher thread).
+        self._ages: list[tuple[int, bytes]] = []
         self.evicted = {"age": 0, "count": 0}
 
     @property
@@ -42,26 +47,27 @@ class MemoryHistory:
             return
         score = old[0] if old is not None else op.history_score
         self.records[member] = (score, task, op.status, op.history_record)
-        if len(self.records) > self.cap + self.cap // 10:
+        if old is None:
+            heapq.heappush(self._ages, (score, member))
+        cap = self.cap
+        if len(self.records) > cap + cap // 10:
             self.expire()
 
     def expire(self, now: float | None = None) -> tuple[int, int]:
         """Delete by age, then the oldest beyond the cap; returns (by age, by count)."""
         now = time.time() if now is None else now
         cutoff = int((now - self.settings.history_retention_days * 86400) * 1000)
-        old = [m for m, r in self.records.items() if r[0] < cutoff]
-        for member in old:
-            del self.records[member]
-        excess = len(self.records) - self.cap
-        counted = 0
-        if excess > 0:
-            oldest = sorted(self.records, key=lambda m: (self.records[m][0], m))[:excess]
-            for member in oldest:
-                del self.records[member]
-            counted = len(oldest)
-        self.evicted["age"] += len(old)
+        records, ages = self.records, self._ages
+        aged = counted = 0
+        while ages and ages[0][0] < cutoff:
+            del records[heapq.heappop(ages)[1]]
+            aged += 1
+        while len(records) > self.cap:
+            del records[heapq.heappop(ages)[1]]
+            counted += 1
+        self.evicted["age"] += aged
         self.evicted["count"] += counted
-        return len(old), counted
+        return aged, counted
 
     def page(self, query: HistoryQuery) -> HistoryPage:
         matches: list[tuple[int, bytes]] = []

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import bisect
 import contextlib
+import itertools
 import threading
 import time
 from collections import deque
@@ -52,7 +53,10 @@ class MemoryStore:
         self._workers: dict[str, float] = {}
         self._running: dict[str, dict[str, tuple[str, float]]] = {}  # worker -> member -> (task, started)
         cap = min(self.settings.stream_max_events, MEMORY_STREAM_CAP)
-        self._events: deque[Entry] = deque(maxlen=cap)
+        # (task name, status, payload) per entry, beside its id in _keys. Plain tuples of strings, not Entry objects:
+        # the cyclic GC stops tracking such tuples, and these live long — 20,000 tracked objects replaced at the
+        # event rate made full collections frequent in the process that runs the tasks. Entries are built on read.
+        self._events: deque[tuple[str, str, str]] = deque(maxlen=cap)
         self._keys: deque[tuple[int, int]] = deque(maxlen=cap)
         self._last: tuple[int, int] = (0, 0)
         self._listeners: list[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = []
@@ -83,12 +87,6 @@ class MemoryStore:
             return name
         return OTHER
 
-    def _next_id(self) -> tuple[int, int]:
-        ms = int(time.time() * 1000)
-        key = (ms, 0) if ms > self._last[0] else (self._last[0], self._last[1] + 1)
-        self._last = key
-        return key
-
     # -- writer ------------------------------------------------------------------------------------------------
     def write(self, batch: WriteBatch) -> int:
         now = batch.now
@@ -106,33 +104,52 @@ class MemoryStore:
             if batch.resync_running is not None and running is not None:
                 running.clear()
                 running.update({m: (self._fold(t), at) for m, (t, at) in batch.resync_running.items()})
+            # Locals and one clock read per batch: this loop runs for every event of the process (the flusher thread).
+            events, keys, history = self._events, self._keys, self.history
+            last_ms, seq = self._last
+            batch_ms = int(time.time() * 1000)
+            names: dict[str, tuple[str, _MemTask]] = {}  # task name -> (folded name, its state)
             for op in batch.ops:
-                name = self._fold(op.task_name)
-                key = self._next_id()
-                self._events.append(Entry(format_event_id(key), name, op.status, op.payload))
-                self._keys.append(key)
-                task = self._task(name)
+                folded = names.get(op.task_name)
+                if folded is None:
+                    name = self._fold(op.task_name)
+                    folded = names[op.task_name] = (name, self._task(name))
+                name, task = folded
+                # Stream ids as Redis mints them: milliseconds, then a sequence within the same millisecond.
+                if batch_ms > last_ms:
+                    last_ms, seq = batch_ms, 0
+                else:
+                    seq += 1
+                events.append((name, op.status, op.payload))
+                keys.append((last_ms, seq))
+                status, member = op.status, op.member
                 if op.history_member:
-                    self.history.record(name, op)
-                if op.status == STATUS_PENDING:
-                    if op.member not in task.seen:
-                        task.pending[op.member] = op.enqueued_at
+                    history.record(name, op)
+                if status == STATUS_PENDING:
+                    if member not in task.seen:
+                        task.pending[member] = op.enqueued_at
                     continue
-                task.pending.pop(op.member, None)
-                task.seen.pop(op.member, None)  # re-inserted at the end: "seen" stays ordered by time
-                task.seen[op.member] = now
-                if op.status == STATUS_RUNNING:
+                task.pending.pop(member, None)
+                seen = task.seen
+                seen.pop(member, None)  # re-inserted at the end: "seen" stays ordered by time
+                seen[member] = now
+                if status == STATUS_RUNNING:
                     if running is not None and op.track_running:
-                        running[op.member] = (name, op.started_at)
+                        running[member] = (name, op.started_at)
                     continue
                 if running is not None and op.track_running:
-                    running.pop(op.member, None)
-                bucket = task.minutes.setdefault(minute_of(op.timestamp), {})
+                    running.pop(member, None)
+                minute = minute_of(op.timestamp)
+                bucket = task.minutes.get(minute)
+                if bucket is None:
+                    bucket = task.minutes[minute] = {}
+                duration = op.duration if status == "success" else None  # FR-013: mean of successful runs
                 for target in (task.totals, bucket):
-                    target[op.status] = target.get(op.status, 0) + 1
-                    if op.duration is not None and op.status == "success":  # FR-013: mean of successful runs
-                        target["dur_sum"] = target.get("dur_sum", 0.0) + op.duration
+                    target[status] = target.get(status, 0) + 1
+                    if duration is not None:
+                        target["dur_sum"] = target.get("dur_sum", 0.0) + duration
                         target["dur_n"] = target.get("dur_n", 0) + 1
+            self._last = (last_ms, seq)
             for name, member in batch.removals:
                 task = self._task(self._fold(name))
                 task.pending.pop(member, None)
@@ -209,7 +226,8 @@ class MemoryStore:
             keys = list(self._keys)
             start = bisect.bisect_right(keys, after)
             end = len(keys) if until is None else bisect.bisect_right(keys, until)
-            return list(self._events)[start : min(end, start + count)]
+            stop = min(end, start + count)
+            return _entries(keys[start:stop], list(itertools.islice(self._events, start, stop)))
 
     async def read_after(self, after: str, count: int, block_ms: int) -> list[Entry]:
         key = parse_event_id(after)
@@ -246,7 +264,9 @@ class MemoryStore:
                 end = bisect.bisect_right(keys, parse_event_id(before))
             floor = 0 if since == "-" else bisect.bisect_left(keys, parse_event_id(since))
             start = max(floor, end - count)
-            return list(reversed(list(self._events)[start:end])) if end > start else []
+            if end <= start:
+                return []
+            return _entries(keys[start:end], list(itertools.islice(self._events, start, end)))[::-1]
 
     async def last_id(self) -> str:
         with self._lock:
@@ -290,6 +310,13 @@ class MemoryStore:
 
     async def aclose(self) -> None:
         pass
+
+
+def _entries(keys: list[tuple[int, int]], rows: list[tuple[str, str, str]]) -> list[Entry]:
+    return [
+        Entry(format_event_id(key), name, status, payload)
+        for key, (name, status, payload) in zip(keys, rows, strict=True)
+    ]
 
 
 _MEMORY: MemoryStore | None = None

@@ -63,3 +63,17 @@ def test_task_names_beyond_the_cap_fold_into_other_in_the_label_but_not_in_the_l
     assert dict(labels)["task_name"] == OTHER and json.loads(line)["task_name"] == "one_too_many"
     (labels, *_), _ = encoder.entry(event(-2, task="task_0"))
     assert dict(labels)["task_name"] == "task_0"  # a name seen before the cap keeps its stream
+
+
+def test_each_task_and_status_gets_its_own_label_set_whatever_came_before() -> None:
+    from taskiq_monitor.events import TaskStatus
+
+    encoder = EntryEncoder("taskiq", "prod")
+    seen = []
+    for status in ("running", TaskStatus.SUCCESS, "custom-status", TaskStatus.RUNNING, "success", "custom-status"):
+        for task in ("a", "b"):
+            labels = dict(encoder.labels(event(0, status=status, task=task)))
+            seen.append(labels)
+            assert labels == {"service_name": "taskiq", "task_name": task, "status": str(status), "env": "prod"}
+            assert type(labels["status"]) is str
+    assert len({tuple(sorted(s.items())) for s in seen}) == 6

@@ -45,6 +45,25 @@ def test_close_flushes_queued_records_without_waiting_for_the_batch_timer(loki: 
     assert len(loki.entries) == 10 and counted(registry, "shipped") == 10 and counted(registry, "spooled") == 0
 
 
+def test_queued_events_are_encoded_promptly_and_still_shipped_as_one_batch_when_due(
+    loki: LokiPushDouble, make_sink: Any
+) -> None:
+    # A queued event holds objects the cyclic GC tracks; the collector encodes them into entries (strings) as soon
+    # as PROMPT_RECORDS are queued, while the batch keeps waiting for its timer (or for max records).
+    sink, registry = make_sink(loki_batch_wait_seconds=1.5, loki_batch_max_records=1000)
+    n = LokiSink.PROMPT_RECORDS + 10
+    for i in range(n):
+        sink.emit(event(i))
+    wait(lambda: len(sink._queue) < n - LokiSink.PROMPT_RECORDS + 1 and len(sink._building) >= LokiSink.PROMPT_RECORDS)
+    assert sink.pending() == n  # encoded, not yet handed over: still counted as pending
+    loki.wait_for(lambda d: len(d.entries) == n, 20)
+    assert len(loki.raw_bodies) == 1 and sorted(r["task_id"] for r in loki.records()) == sorted(
+        f"task-{i}" for i in range(n)
+    )
+    wait(lambda: counted(registry, "shipped") == n)
+    assert sink.pending() == 0
+
+
 def test_close_during_outage_spools_within_the_timeout_and_next_start_replays(
     loki: LokiPushDouble, make_sink: Any
 ) -> None:

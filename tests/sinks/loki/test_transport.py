@@ -152,3 +152,13 @@ def test_push_headers_carry_json_gzip_and_the_configured_credentials() -> None:
     assert isinstance(auth, httpx.BasicAuth)
     request = next(auth.auth_flow(httpx.Request("POST", basic.url)))
     assert request.headers["Authorization"] == "Basic dTpw"  # base64("u:p")
+
+
+def test_clients_share_one_verifying_tls_context_per_process() -> None:
+    import ssl
+
+    from taskiq_monitor.sinks.loki.transport import _tls_context
+
+    context = _tls_context()
+    assert context is _tls_context()  # built once: loading the CA bundle costs ~20-40 ms per client otherwise
+    assert context.verify_mode == ssl.CERT_REQUIRED and context.check_hostname

@@ -21,13 +21,14 @@ from typing import Any
 
 import orjson
 
-from taskiq_monitor.events import TaskEvent, record_json
+from taskiq_monitor.events import EVENT_STATUSES, TaskEvent, record_json
 from taskiq_monitor.metrics import OTHER
 
 PUSH_PATH = "/loki/api/v1/push"
 GZIP_LEVEL = 1  # push bodies are JSON: level 1 already compresses ~10x; higher levels cost CPU for little gain
 MAX_STREAM_TASK_NAMES = 200  # task_name label values per process before folding into "other" (the line keeps it)
 
+_STATUSES = frozenset(EVENT_STATUSES)
 StreamLabels = tuple[tuple[str, str], ...]
 # One value of a stream, with its stream's labels: (labels, timestamp ns as string, line, structured metadata).
 PushEntry = tuple[StreamLabels, str, str, dict[str, str]]
@@ -85,16 +86,27 @@ class EntryEncoder:
         self._base_labels: StreamLabels = (("service_name", service_name),)
         self._env = env
         self._task_names: set[str] = set()
+        # (task name, status) -> its label set, built once: every entry of a stream shares one tuple. Bounded: task
+        # names fold into "other" beyond MAX_STREAM_TASK_NAMES, and a status outside the known ones is not cached.
+        self._streams: dict[tuple[str, str], StreamLabels] = {}
 
     def labels(self, event: TaskEvent) -> StreamLabels:
-        name = event.task_name
+        name, status = event.task_name, event.status
+        cached = self._streams.get((name, status))
+        if cached is not None:
+            return cached
         if name not in self._task_names:
             if len(self._task_names) < MAX_STREAM_TASK_NAMES:
                 self._task_names.add(name)
             else:
                 name = OTHER
-        labels = (*self._base_labels, ("task_name", name), ("status", event.status))
-        return (*labels, ("env", self._env)) if self._env else labels
+        # str(): a TaskStatus member is an object the cyclic GC tracks, and so would be every entry holding it.
+        labels = (*self._base_labels, ("task_name", name), ("status", str(status)))
+        if self._env:
+            labels = (*labels, ("env", self._env))
+        if status in _STATUSES and name != OTHER:
+            self._streams[(event.task_name, str(status))] = labels
+        return labels
 
     def entry(self, event: TaskEvent) -> tuple[PushEntry, int]:
         """The entry of ``event`` and its approximate size in a push body (to bound batches by bytes)."""

@@ -78,6 +78,7 @@ class LokiSink(EventSink):
     """Event sink pushing to Loki; see the package docstring. ``emit`` never blocks and never raises."""
 
     OUTBOX_MAX = 4  # batches waiting in memory for the sender; beyond it, batches are spooled
+    PROMPT_RECORDS = 128  # queued events that wake the collector to encode them (see _collect)
     ABORT_GRACE_SECONDS = 0.5  # after the flush budget: abort the in-flight push, spool the rest, let threads end
     ERROR_PAUSE_SECONDS = 0.1  # after an unexpected error in a shipper thread, before its loop continues
 
@@ -112,6 +113,10 @@ class LokiSink(EventSink):
         self._spool: Spool | None = None
         self._carry: tuple[PushEntry, int] | None = None  # collector: the record that did not fit the last batch
         self._building: list[PushEntry] = []  # collector: the batch being built (counted as dropped on an error)
+        self._building_size = 0  # collector: its approximate size in a push body
+        self._due: float | None = None  # collector: when the batch being built must be handed over (monotonic)
+        # The collector encodes queued events once this many are waiting (see _collect), or when a batch is due.
+        self._wake_at = min(self.PROMPT_RECORDS, settings.loki_batch_max_records)
         self._sending: Batch | None = None  # sender: the batch being pushed
         self._seq = 0
         self._down = False
@@ -131,7 +136,7 @@ class LokiSink(EventSink):
                     self._overflow += 1
                 return
             queue.append(event)
-            if len(queue) >= self.settings.loki_batch_max_records:
+            if len(queue) >= self._wake_at and not self._wake_collector.is_set():
                 self._wake_collector.set()
         except Exception:  # pragma: no cover - emit must never raise
             logger.debug("taskiq-monitor: loki emit failed", exc_info=True)
@@ -158,7 +163,7 @@ class LokiSink(EventSink):
             if collector is None or not collector.is_alive() or collector in self._ended:
                 if collector is not None:  # died holding a batch in the making
                     self._count(LOG_DROPPED, len(self._building) + (self._carry is not None))
-                self._carry, self._building = None, []
+                self._carry, self._building, self._building_size, self._due = None, [], 0, None
                 self._collector_thread = self._thread(self._collector, run, "collector")
             if sender is None or not sender.is_alive() or sender in self._ended:
                 self._sending = None  # its batch is still in the outbox or the spool
@@ -240,6 +245,7 @@ class LokiSink(EventSink):
         self._wake_collector = threading.Event()
         self._http.forget_after_fork()
         self._carry, self._building, self._sending = None, [], None
+        self._building_size, self._due = 0, None
         if self._spool is not None:
             self._spool.forget_after_fork()
             self._spool = None
@@ -280,7 +286,7 @@ class LokiSink(EventSink):
             if lost:
                 self._warn("spool_lost", "taskiq-monitor: %d spooled Loki records were deleted from disk", lost)
                 self._count(LOG_DROPPED, lost)
-        queued = len(self._queue) + sum(b.records for b in list(self._outbox))
+        queued = len(self._queue) + len(self._building) + sum(b.records for b in list(self._outbox))
         self.metrics.queue.set(queued)
         self.metrics.spool_bytes.set(spool.own_bytes if spool is not None else 0)
 
@@ -346,30 +352,38 @@ class LokiSink(EventSink):
                     return
             except Exception:
                 lost = len(self._building) + (self._carry is not None)
-                self._building, self._carry = [], None
+                self._building, self._building_size, self._carry = [], 0, None
                 self._count(LOG_DROPPED, lost)
                 self._warn("collector", "taskiq-monitor: Loki collector error; %d records dropped", lost, exc_info=True)
                 time.sleep(self.ERROR_PAUSE_SECONDS)
 
     def _collect(self, run: _Run) -> bool:
-        """One round: wait for records (or the batch timer), turn them into batches. True when stopped and drained."""
+        """One round: wait for records (or the batch timer), encode them, hand over the batches that are full or due.
+        True when stopped and drained.
+
+        Records are encoded as soon as ``PROMPT_RECORDS`` are queued, not when their batch is due: a queued event
+        holds a dozen objects the cyclic garbage collector tracks (the event, its parameters and their redacted
+        copies), and waiting a whole ``loki_batch_wait_seconds`` in the queue promoted them all to the oldest
+        generation, which made full collections — paid by the task's event loop as much as by this thread —
+        frequent. An encoded entry is strings and a tuple: nothing for the collector to scan.
+        """
         max_records = self.settings.loki_batch_max_records
         max_bytes = self.settings.loki_batch_max_bytes
+        if self._due is None:  # a new batch period: its first record waits at most loki_batch_wait_seconds
+            self._due = time.monotonic() + self.settings.loki_batch_wait_seconds
         stopping = run.stop.is_set()
-        if not stopping and len(self._queue) < max_records and self._carry is None:
-            self._wake_collector.wait(self.settings.loki_batch_wait_seconds)
+        if not stopping and len(self._queue) < self._wake_at and self._carry is None:
+            self._wake_collector.wait(max(0.0, self._due - time.monotonic()))
             self._wake_collector.clear()
         stopping = run.stop.is_set()
         self._count_overflow()
-        while self._queue or self._carry is not None:
-            entries: list[PushEntry] = []
-            self._building = entries
-            size = 0
-            if self._carry is not None:
+        while True:
+            entries = self._building
+            if self._carry is not None and not entries:
                 entries.append(self._carry[0])
-                size = self._carry[1]
+                self._building_size = self._carry[1]
                 self._carry = None
-            while self._queue and len(entries) < max_records:
+            while self._queue and len(entries) < max_records and self._carry is None:
                 try:
                     event = self._queue.popleft()
                 except IndexError:
@@ -380,20 +394,21 @@ class LokiSink(EventSink):
                     self._warn("encode", "taskiq-monitor: a task event could not be encoded for Loki")
                     self._count(LOG_DROPPED, 1)
                     continue
-                if entries and size + entry_size > max_bytes:
+                if entries and self._building_size + entry_size > max_bytes:
                     self._carry = (entry, entry_size)
                     break
                 entries.append(entry)
-                size += entry_size
-            if not entries:
-                break
+                self._building_size += entry_size
+            full = len(entries) >= max_records or self._carry is not None
+            if not entries or not (full or stopping or time.monotonic() >= self._due):
+                break  # a partial batch waits for more records (encoded already) until it is due
             self._hand_over(self._new_batch(entries), run)
-            self._building = []
-            # A partial batch waits for more records unless stopping (the time bound has already passed).
-            if not stopping and len(self._queue) < max_records and self._carry is None:
-                break
+            self._building, self._building_size = [], 0
+            self._due = time.monotonic() + self.settings.loki_batch_wait_seconds
+        if not self._building and time.monotonic() >= self._due:
+            self._due = None
         self._update_gauges()
-        return stopping and not self._queue and self._carry is None
+        return stopping and not self._queue and self._carry is None and not self._building
 
     def _hand_over(self, batch: Batch, run: _Run) -> None:
         spool_busy = self._spool is not None and len(self._spool) > 0
@@ -558,7 +573,7 @@ class LokiSink(EventSink):
 
     def pending(self) -> int:
         """Records not yet accepted by Loki or spooled (queue + in-memory batches)."""
-        return len(self._queue) + sum(b.records for b in list(self._outbox))
+        return len(self._queue) + len(self._building) + sum(b.records for b in list(self._outbox))
 
     def spooled_files(self) -> Iterator[Path]:
         return iter([item[1] for item in self._spool.files] if self._spool is not None else [])
