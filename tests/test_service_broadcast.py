@@ -6,6 +6,7 @@ import asyncio
 import json
 
 from taskiq_monitor.service.broadcast import Broadcaster, Client
+from taskiq_monitor.service.frames import Batch
 from taskiq_monitor.settings import Settings
 from taskiq_monitor.store import Entry, MemoryStore
 
@@ -64,5 +65,29 @@ def test_slow_client_is_cut_off_and_others_keep_everything() -> None:
         assert slow.overflowed and slow not in broadcaster.clients and slow.wake.is_set()
         assert not fast.overflowed and fast in broadcaster.clients
         assert [json.loads(item)["id"] for item in got] == [f"1-{i}" for i in range(12)]
+
+    asyncio.run(run())
+
+
+def test_a_failing_direct_write_queues_the_batch_and_the_other_clients_still_get_it() -> None:
+    async def run() -> None:
+        broadcaster = Broadcaster(MemoryStore(Settings()), 10_000)
+        broken, healthy = Client(100, None, None), Client(100, None, None)
+        written: list[str] = []
+
+        def explode(batch: Batch) -> bool:
+            raise OSError("transport gone")
+
+        def write(batch: Batch) -> bool:
+            written.extend(batch.items)
+            return True
+
+        broken.direct, healthy.direct = explode, write
+        broadcaster.register(broken)
+        broadcaster.register(healthy)
+        broadcaster.dispatch(_entries(3))
+        assert len(broken.queue) == 1 and broken.wake.is_set()  # its sender takes it from here
+        assert [json.loads(item)["id"] for item in written] == ["1-0", "1-1", "1-2"]
+        assert not healthy.queue
 
     asyncio.run(run())

@@ -241,10 +241,20 @@ class Broadcaster:
                 # An idle client is written to here, in one loop over the group: waking a task per client and tick
                 # cost more than the write itself, and the last of a thousand clients got its frame tens of ms late.
                 direct = client.direct
-                if direct is not None and not client.queue and direct(batch):
+                if direct is not None and not client.queue and _written(direct, batch):
                     continue
                 if not client.offer(batch):
                     self.unregister(client)
+
+
+def _written(direct: Callable[[Batch], bool], batch: Batch) -> bool:
+    # One client's broken transport must not end the reader that feeds every client: its batch is queued instead,
+    # and its own sender meets the failure.
+    try:
+        return direct(batch)
+    except Exception:
+        logger.warning("taskiq-monitor live feed: a direct write failed; the batch is queued", exc_info=True)
+        return False
 
 
 def _select(
