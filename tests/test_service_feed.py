@@ -26,6 +26,16 @@ class FakeWs:
         self.frames.append(json.loads(text))
 
 
+def _feed_with_events(n: int) -> tuple[LiveFeed, list[Entry]]:
+    """A feed over an in-process store holding ``n`` events (``{"i": 0..n-1}``), and those entries."""
+    settings = Settings(stream_max_events=1000)
+    mem = MemoryStore(settings)
+    now = time.time()
+    ops = [StateOp("pending", "a", f"g{i}:1", now, now, now, None, f'{{"i":{i}}}') for i in range(n)]
+    mem.write(WriteBatch(now=now, ops=ops))
+    return LiveFeed(settings, mem), asyncio.run(mem.read_after("0-0", 1000, 0))
+
+
 def test_gap_is_reported_when_the_stream_is_trimmed_while_the_backlog_is_sent() -> None:
     settings = Settings(stream_max_events=1000)
     mem = MemoryStore(settings)
@@ -74,13 +84,7 @@ def test_gap_is_reported_when_the_stream_is_trimmed_while_the_backlog_is_sent() 
 
 
 def test_v2_client_gets_backlog_and_live_events_batched_exactly_once() -> None:
-    settings = Settings(stream_max_events=1000)
-    mem = MemoryStore(settings)
-    now = time.time()
-    ops = [StateOp("pending", "a", f"g{i}:1", now, now, now, None, f'{{"i":{i}}}') for i in range(20)]
-    mem.write(WriteBatch(now=now, ops=ops))
-    entries = asyncio.run(mem.read_after("0-0", 1000, 0))
-    feed = LiveFeed(settings, mem)
+    feed, entries = _feed_with_events(20)
     ws = FakeWs()
 
     async def run() -> None:
@@ -123,10 +127,10 @@ class RawWs(FakeWs):
         await self.writable.wait()
         self.wire += [("sender", payload) for payload in _payloads(data)]
 
-    def write_now(self, prepared: list[bytes]) -> bool:
+    def write_now(self, data: bytes) -> bool:
         if not self.writable.is_set():
             return False
-        self.wire += [("direct", payload) for data in prepared for payload in _payloads(data)]
+        self.wire += [("direct", payload) for payload in _payloads(data)]
         return True
 
 
@@ -146,13 +150,7 @@ def _payloads(data: bytes) -> list[dict[str, Any]]:
 
 @pytest.mark.parametrize("version", [1, 2])
 def test_an_idle_client_is_written_by_the_broadcaster_and_a_paused_one_queues_in_order(version: int) -> None:
-    settings = Settings(stream_max_events=1000)
-    mem = MemoryStore(settings)
-    now = time.time()
-    ops = [StateOp("pending", "a", f"g{i}:1", now, now, now, None, f'{{"i":{i}}}') for i in range(40)]
-    mem.write(WriteBatch(now=now, ops=ops))
-    entries = asyncio.run(mem.read_after("0-0", 1000, 0))
-    feed = LiveFeed(settings, mem)
+    feed, entries = _feed_with_events(40)
     ws = RawWs()
 
     async def until(condition: Any, what: str) -> None:

@@ -7,8 +7,8 @@ exporter at ~20k frames/s (100 clients × 200 events/s). Here each event is enco
 filter share one group (the filter runs once per group, not per client), and a client gets one frame per tick
 holding every event it is due — the same bytes, framed once, for the whole group. The tick grows with the number
 of clients (50 µs each, at most ``live_batch_seconds``): a few viewers get events at once, a thousand get 20 frames
-a second. Deflate is off at the server (``ws_per_message_deflate``): compressing per client is what made frames
-expensive.
+a second. Deflate is off by default: compressing per client is what made frames expensive; with
+``live_compression`` each batch is compressed once for its group (``service/transport.py``).
 
 Nothing here waits for a client: :meth:`Broadcaster.dispatch` writes each tick's batch to every idle client whose
 socket takes data (``Client.direct``, one loop over the group, no task switch per client) and queues it for the

@@ -213,7 +213,7 @@ class LiveFeed:
         deflate = _extension(ws, "deflate")
         deflated = callable(deflate) and deflate() is True
 
-        def wire(batch: Batch) -> list[bytes]:
+        def wire(batch: Batch) -> bytes:
             return batch.wire(client.version, deflated)
 
         def direct(batch: Batch) -> bool:
@@ -241,8 +241,7 @@ class LiveFeed:
                 if batch.keys[-1] <= sent:  # exactly once: the backlog may overlap what was queued meanwhile
                     continue
                 if batch.keys[0] > sent and write is not None:
-                    for prepared in wire(batch):
-                        await write(prepared)
+                    await write(wire(batch))
                     client.sent = batch.keys[-1]
                     continue
                 if batch.keys[0] > sent:
@@ -370,7 +369,7 @@ def _raw_writer(ws: WebSocket) -> Callable[[bytes], Awaitable[None]] | None:
     return write if callable(write) else None
 
 
-def _raw_now_writer(ws: WebSocket) -> Callable[[list[bytes]], bool] | None:
+def _raw_now_writer(ws: WebSocket) -> Callable[[bytes], bool] | None:
     """The server's ``write_now(frames)`` (see ``service/transport.py``), or None under other servers."""
     write_now = _extension(ws, "write_now")
     return write_now if callable(write_now) else None

@@ -57,7 +57,7 @@ class Batch:
     singles: list[str]  # version 1 frames, one per event
     nbytes: int
     _frames: list[str] | None = None
-    _prepared: dict[tuple[int, bool], list[bytes]] | None = None
+    _prepared: dict[tuple[int, bool], bytes] | None = None
 
     @classmethod
     def of(cls, keys: list[tuple[int, int]], items: list[str]) -> Batch:
@@ -70,16 +70,16 @@ class Batch:
             self._frames = batch_frames(self.items)
         return self._frames
 
-    def wire(self, version: int, deflated: bool) -> list[bytes]:
+    def wire(self, version: int, deflated: bool) -> bytes:
         """The frames of ``version`` as WebSocket frames on the wire — compressed for clients that negotiated
-        per-message deflate — built once for the group, on first use."""
+        per-message deflate — built once for the group, on first use. Frames delimit themselves: joined, they go
+        out in one write (one syscall per client, not per frame)."""
         if self._prepared is None:
             self._prepared = {}
         key = (version, deflated)
         prepared = self._prepared.get(key)
         if prepared is None:
             frame = deflated_text_frame if deflated else text_frame
-            # Frames delimit themselves: joined, they go out in one write (one syscall per client, not per frame).
-            prepared = [b"".join(frame(text.encode()) for text in (self.frames if version == 2 else self.singles))]
+            prepared = b"".join(frame(text.encode()) for text in (self.frames if version == 2 else self.singles))
             self._prepared[key] = prepared
         return prepared

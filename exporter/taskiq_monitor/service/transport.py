@@ -100,13 +100,12 @@ def websocket_protocol(compress: bool = False) -> type[Any]:
                 raise WebSocketDisconnected("the connection is closed")
             self.transport.write(frame)
 
-        def write_now(self, frames: list[bytes]) -> bool:
+        def write_now(self, frames: bytes) -> bool:
             # Written at once only while the transport takes data (below its high-water mark); otherwise the
             # caller queues them and the connection's sender waits for writable, as uvicorn's own sends do.
             if not self.writable.is_set() or self.disconnected or self.close_sent or self.transport.is_closing():
                 return False
-            for frame in frames:
-                self.transport.write(frame)
+            self.transport.write(frames)
             return True
 
     return AbortableWebSocketProtocol
