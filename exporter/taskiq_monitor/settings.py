@@ -151,6 +151,13 @@ class Settings(BaseSettings):
         10_000, ge=1, description="Events a process buffers in memory for Redis; beyond it they are dropped (counted)."
     )
     state_batch_events: int = Field(500, ge=1, description="Events written per Redis round trip (one pipeline).")
+    state_flush_interval_seconds: float = Field(
+        0.01,
+        gt=0,
+        le=1,
+        description="While events flow, how often the state flusher writes what is buffered: each event reaches the "
+        "live feed at most this much later, and the task's loop never wakes the flusher event by event.",
+    )
     stream_max_events: int = Field(
         100_000, ge=1, description="Approximate length of the capped event stream: the live feed's resume window."
     )
