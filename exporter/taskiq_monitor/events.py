@@ -196,6 +196,7 @@ class TaskEvent:
                     if self._error_message is None and self._traceback is None and self._labels == labels:
                         # Nearly always: the labels did not change during the attempt (a retry middleware bumps
                         # them only on a failure) and were already safe as they were (equal to a redacted copy).
+                        safe: tuple[list[Any], dict[str, Any], dict[str, Any], str | None, str | None]
                         safe = (args, kwargs, labels, None, None)
                     else:
                         safe = redactor.redact_fields(
