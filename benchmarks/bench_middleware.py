@@ -2,7 +2,8 @@
 and taskiq-monitor's MonitoringMiddleware — with the multiprocess metrics directory active, as in production —
 metrics only, then with task events on: 4. events into the state store (the in-process store: the live feed and
 history of an in-memory app), 5. events into the state store and shipped to a Loki double (a receiver in a
-separate process, so it does not share this process's CPU), 6. the same with the state in a real redis-server (a
+separate process, so it does not share this process's CPU), 6. the same with plain JSON pushes
+(``loki_compression="none"``), 7. with the state in a real redis-server (a
 throw-away one on a free port, when ``redis-server`` is on the PATH; its own CPU is not counted: the figure is
 what the worker process pays — encoding the script's arguments, the round trip's system calls).
 
@@ -39,7 +40,7 @@ import subprocess  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 from collections.abc import Callable  # noqa: E402
-from typing import Any  # noqa: E402
+from typing import Any, Literal  # noqa: E402
 
 from prometheus_client import values  # noqa: E402
 from taskiq import AsyncBroker, InMemoryBroker, TaskiqMessage  # noqa: E402
@@ -57,6 +58,7 @@ PROMETHEUS = "taskiq PrometheusMiddleware"
 METRICS_ONLY = "MonitoringMiddleware, metrics only"
 EVENTS_STATE = "+ events: state store"
 EVENTS_STATE_LOKI = "+ events: state store + Loki"
+EVENTS_STATE_LOKI_PLAIN = "+ events: state + Loki, no gzip"
 EVENTS_REDIS_LOKI = "+ events: Redis state + Loki"
 
 _LOKI: LokiDouble | None = None
@@ -91,7 +93,7 @@ def _start_redis() -> tuple[subprocess.Popen[bytes], str] | None:
     return None
 
 
-def _events(loki: bool, redis_url: str | None = None) -> list[Any]:
+def _events(loki: bool, redis_url: str | None = None, compression: Literal["gzip", "none"] = "gzip") -> list[Any]:
     from taskiq_monitor.sinks.loki import LokiSink
     from taskiq_monitor.sinks.state import StateSink
 
@@ -104,6 +106,7 @@ def _events(loki: bool, redis_url: str | None = None) -> list[Any]:
         settings = Settings(
             redis_url=redis_url,
             loki_url=_LOKI.url,
+            loki_compression=compression,
             loki_spool_dir=_SPOOL,
             loki_queue_max_records=1_000_000,
             loki_batch_wait_seconds=0.2,
@@ -119,6 +122,7 @@ CONFIGS: dict[str, Callable[[], list[Any]]] = {
     METRICS_ONLY: lambda: [MonitoringMiddleware(Settings(), sinks=[])],
     EVENTS_STATE: lambda: _events(loki=False),
     EVENTS_STATE_LOKI: lambda: _events(loki=True),
+    EVENTS_STATE_LOKI_PLAIN: lambda: _events(loki=True, compression="none"),
     EVENTS_REDIS_LOKI: lambda: _events(loki=True, redis_url=_REDIS_URL),
 }
 
