@@ -2,7 +2,10 @@
 and taskiq-monitor's MonitoringMiddleware — with the multiprocess metrics directory active, as in production —
 metrics only, then with task events on: 4. events into the state store (the in-process store: the live feed and
 history of an in-memory app), 5. events into the state store and shipped to a Loki double (a receiver in a
-separate process, so it does not share this process's CPU).
+separate process, so it does not share this process's CPU), 6. the same with plain JSON pushes
+(``loki_compression="none"``), 7. with the state in a real redis-server (a
+throw-away one on a free port, when ``redis-server`` is on the PATH; its own CPU is not counted: the figure is
+what the worker process pays — encoding the script's arguments, the round trip's system calls).
 
 Two paths are measured:
 
@@ -15,7 +18,7 @@ task pays on the loop); **total CPU** (``time.process_time`` until the sinks' th
 were handed — serialisation, the store's writes, gzip and HTTP included). Configurations run interleaved in rounds
 (A B C D E A B …) and the median round is reported, so that a noisy neighbour slows all of them alike. Usage::
 
-    python benchmarks/bench_middleware.py [--tasks 20000] [--rounds 7]
+    python benchmarks/bench_middleware.py [--tasks 20000] [--rounds 7] [--no-redis]
 """
 
 from __future__ import annotations
@@ -31,11 +34,13 @@ import argparse  # noqa: E402
 import asyncio  # noqa: E402
 import logging  # noqa: E402
 import shutil  # noqa: E402
+import socket  # noqa: E402
 import statistics  # noqa: E402
+import subprocess  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 from collections.abc import Callable  # noqa: E402
-from typing import Any  # noqa: E402
+from typing import Any, Literal  # noqa: E402
 
 from prometheus_client import values  # noqa: E402
 from taskiq import AsyncBroker, InMemoryBroker, TaskiqMessage  # noqa: E402
@@ -53,24 +58,55 @@ PROMETHEUS = "taskiq PrometheusMiddleware"
 METRICS_ONLY = "MonitoringMiddleware, metrics only"
 EVENTS_STATE = "+ events: state store"
 EVENTS_STATE_LOKI = "+ events: state store + Loki"
+EVENTS_STATE_LOKI_PLAIN = "+ events: state + Loki, no gzip"
+EVENTS_REDIS_LOKI = "+ events: Redis state + Loki"
 
 _LOKI: LokiDouble | None = None
 _HISTORY = True  # --history-off: the state store without the execution history (as before it existed)
 _SPOOL = tempfile.mkdtemp(prefix="bench-taskiq-monitor-spool-")
+_REDIS_URL: str | None = None  # set by main() when it started a redis-server
 
 
-def _events(loki: bool) -> list[Any]:
+def _start_redis() -> tuple[subprocess.Popen[bytes], str] | None:
+    """A throw-away redis-server on a free loopback port (no persistence), or None without the binary."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        return None
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL,
+        cwd=tempfile.gettempdir(),
+    )
+    url = f"redis://127.0.0.1:{port}/0"
+    import redis
+
+    for _ in range(200):
+        try:
+            redis.Redis.from_url(url).ping()
+            return server, url
+        except redis.ConnectionError:
+            time.sleep(0.05)
+    server.kill()
+    return None
+
+
+def _events(loki: bool, redis_url: str | None = None, compression: Literal["gzip", "none"] = "gzip") -> list[Any]:
     from taskiq_monitor.sinks.loki import LokiSink
     from taskiq_monitor.sinks.state import StateSink
 
     global _LOKI
-    settings = Settings(history_enabled=_HISTORY)
+    settings = Settings(history_enabled=_HISTORY, redis_url=redis_url)
     sinks: list[Any] = [StateSink(settings)]
     if loki:
         if _LOKI is None:
             _LOKI = LokiDouble()
         settings = Settings(
+            redis_url=redis_url,
             loki_url=_LOKI.url,
+            loki_compression=compression,
             loki_spool_dir=_SPOOL,
             loki_queue_max_records=1_000_000,
             loki_batch_wait_seconds=0.2,
@@ -86,6 +122,8 @@ CONFIGS: dict[str, Callable[[], list[Any]]] = {
     METRICS_ONLY: lambda: [MonitoringMiddleware(Settings(), sinks=[])],
     EVENTS_STATE: lambda: _events(loki=False),
     EVENTS_STATE_LOKI: lambda: _events(loki=True),
+    EVENTS_STATE_LOKI_PLAIN: lambda: _events(loki=True, compression="none"),
+    EVENTS_REDIS_LOKI: lambda: _events(loki=True, redis_url=_REDIS_URL),
 }
 
 
@@ -164,7 +202,14 @@ def main() -> int:
     parser.add_argument("--tasks", type=int, default=20_000)
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--history-off", action="store_true", help="events configurations without the history")
+    parser.add_argument("--no-redis", action="store_true", help="skip the configuration with a real redis-server")
     args = parser.parse_args()
+    global _REDIS_URL
+    redis_server = None if args.no_redis else _start_redis()
+    if redis_server is None:
+        CONFIGS.pop(EVENTS_REDIS_LOKI)
+    else:
+        _REDIS_URL = redis_server[1]
     global _HISTORY
     _HISTORY = not args.history_off
     logging.disable(logging.CRITICAL)
@@ -185,6 +230,9 @@ def main() -> int:
     finally:
         if _LOKI is not None:
             _LOKI.stop()
+        if redis_server is not None:
+            redis_server[0].terminate()
+            redis_server[0].wait(10)
     for path, per_config in results.items():
         print(f"\n{path} (µs per task; overhead = minus bare taskiq; median of {args.rounds} rounds):")
         med = {c: tuple(statistics.median(s[i] for s in runs) for i in range(3)) for c, runs in per_config.items()}

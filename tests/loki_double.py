@@ -134,6 +134,7 @@ class LokiPushDouble:
         self.entries: list[Entry] = []
         self.duplicates = 0
         self.raw_bodies: list[bytes] = []  # decompressed, as received (accepted or not)
+        self.encodings: list[str] = []  # the Content-Encoding of every push ("" when plain)
         self.stats = Stats()
         self._seen: set[tuple[Any, ...]] = set()
         self._lock = threading.Lock()
@@ -235,6 +236,8 @@ class LokiPushDouble:
             if headers.get("content-type", "").split(";")[0].strip() != "application/json":
                 raise PushSchemaError(f"unsupported Content-Type {headers.get('content-type')!r}")
             encoding = headers.get("content-encoding", "")
+            with self._lock:
+                self.encodings.append(encoding)
             if encoding == "gzip":
                 data = gzip.decompress(data)
             elif encoding:

@@ -71,6 +71,31 @@ def test_failed_event_reuses_the_running_events_redacted_parameters() -> None:
     assert redactor.calls == 2
 
 
+def test_a_finished_event_with_its_attempts_labels_reuses_them_without_another_walk() -> None:
+    redactor = CountingRedactor()
+    labels = {"taskiq_monitor_enqueued_at": 1.5, "queue": "default"}
+    running = _event(args=[1], kwargs={"x": "y"}, labels=dict(labels))
+    running.defer_redaction(redactor)
+    success = TaskEvent("success", "t1", "login", 2.0, labels=dict(labels))
+    success.defer_redaction(redactor, params_from=running)
+    assert success.labels == labels and success.labels is running.labels
+    assert redactor.calls == 1  # the running event's walk only
+
+
+def test_a_finished_events_labels_are_walked_when_they_changed_or_held_a_secret() -> None:
+    redactor = CountingRedactor()
+    running = _event(labels={"session": "s3cret"})
+    running.defer_redaction(redactor)
+    # Equal raw labels, but the running event's were redacted: not equal to its safe copy, so walked again.
+    same = TaskEvent("success", "t1", "login", 2.0, labels={"session": "s3cret"})
+    same.defer_redaction(redactor, params_from=running)
+    assert same.labels == {"session": REDACTED}
+    changed = TaskEvent("failed", "t1", "login", 2.0, labels={"session": "other", "_retries": "1"})
+    changed.defer_redaction(redactor, params_from=running)
+    assert changed.labels == {"session": REDACTED, "_retries": "1"}
+    assert redactor.calls == 3
+
+
 def test_a_failing_redaction_empties_the_fields_and_reports() -> None:
     class Broken(Redactor):
         def redact_fields(self, *args: Any, **kwargs: Any) -> Any:

@@ -520,3 +520,96 @@ def test_parse_event_id_rejects_parts_beyond_64_bits() -> None:
     for bad in (f"{2**64}-0", f"0-{2**64}", "99999999999999999999-0"):
         with pytest.raises(ValueError, match="at most"):
             parse_event_id(bad)
+
+
+# -- the flusher gathers events while they flow --------------------------------------------------------------------
+class CountingWriter:
+    """A real in-process store that counts the batches written to it."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.store = MemoryStore(settings)
+        self.sizes: list[int] = []
+
+    def write(self, batch: WriteBatch) -> int:
+        if batch.ops:
+            self.sizes.append(len(batch.ops))
+        return self.store.write(batch)
+
+    def close(self) -> None:
+        pass
+
+
+def test_flowing_events_are_gathered_into_a_few_writes_not_one_per_event() -> None:
+    settings = Settings(state_flush_interval_seconds=1.0)
+    writer = CountingWriter(settings)
+    sink = make_sink(settings, writer)
+    try:
+        for i in range(100):
+            sink.emit(ev("pending", f"t{i}"))
+            time.sleep(0.002)  # the GIL is free between events: a flusher woken by each would write each alone
+        flushed(sink, 100)
+        # The first event wakes the idle flusher; the others wait for the end of an interval, together (one or two
+        # intervals pass while they are emitted, three on a very loaded machine).
+        assert sum(writer.sizes) == 100
+        assert len(writer.sizes) <= 4, writer.sizes
+    finally:
+        sink.stop()
+
+
+def test_the_first_event_after_a_quiet_spell_wakes_the_idle_flusher() -> None:
+    # Neither a heartbeat nor a gathering interval would write it within the deadline: only the wake from emit.
+    settings = Settings(heartbeat_seconds=600, worker_ttl_seconds=1800)
+    writer = CountingWriter(settings)
+    sink = make_sink(settings, writer)
+    try:
+        sink.emit(ev("pending", "first"))
+        flushed(sink, 1)
+        wait_for(lambda: sink._idle, 10, "the flusher idle after a quiet interval")
+        sink.emit(ev("pending", "second"))
+        flushed(sink, 2)
+    finally:
+        sink.stop()
+
+
+def test_a_full_batch_wakes_a_gathering_flusher_before_its_interval() -> None:
+    settings = Settings(state_batch_events=50, heartbeat_seconds=600, worker_ttl_seconds=1800)
+    writer = CountingWriter(settings)
+    sink = make_sink(settings, writer)
+    sink._interval = 3600.0  # once gathering, only a full batch can wake the flusher within the test
+    try:
+        sink.emit(ev("pending", "first"))  # wakes the idle flusher, which then gathers for an hour
+        flushed(sink, 1)
+        for i in range(120):
+            sink.emit(ev("pending", f"t{i}"))
+        flushed(sink, 101)  # two full batches, long before the hour
+        assert writer.sizes[1:3] == [50, 50], writer.sizes
+    finally:
+        sink.stop()
+
+
+def test_the_in_process_store_keeps_history_records_uncompressed_and_redis_compressed(
+    redis_srv: RedisServer,
+) -> None:
+    from taskiq_monitor.store.history import FORMAT_JSON, FORMAT_ZLIB, encode_member
+
+    redis_srv.client().flushall()
+    traceback = "Traceback (most recent call last):\n" + "  File 'x.py', line 1, in f\n" * 20
+    for settings, writer in (
+        (Settings(), MemoryStore(Settings())),
+        (Settings(redis_url=redis_srv.url), None),
+    ):
+        sink = make_sink(settings, writer)
+        try:
+            sink.emit(ev("failed", "h1", error_type="ValueError", error_message="bad", traceback=traceback))
+            flushed(sink, 1)
+        finally:
+            sink.stop()
+        member = encode_member("h1", 1)
+        if writer is not None:
+            blob = writer.history.records[member][3]
+            assert blob[1:2] == FORMAT_JSON.encode(), blob[:2]
+        else:
+            (key,) = redis_srv.client().keys("*h:rec")
+            blob = redis_srv.client().hget(key, member)
+            assert blob[1:2] == FORMAT_ZLIB.encode(), blob[:2]
+        assert blob[:1] == b"f"

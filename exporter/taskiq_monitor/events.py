@@ -192,9 +192,16 @@ class TaskEvent:
             try:
                 if source is not None:
                     args, kwargs = source.args, source.kwargs  # settles the source (this lock is reentrant)
-                    safe = redactor.redact_fields(
-                        args, kwargs, self._labels, self._error_message, self._traceback, names, params_done=True
-                    )
+                    labels = source._labels
+                    if self._error_message is None and self._traceback is None and self._labels == labels:
+                        # Nearly always: the labels did not change during the attempt (a retry middleware bumps
+                        # them only on a failure) and were already safe as they were (equal to a redacted copy).
+                        safe: tuple[list[Any], dict[str, Any], dict[str, Any], str | None, str | None]
+                        safe = (args, kwargs, labels, None, None)
+                    else:
+                        safe = redactor.redact_fields(
+                            args, kwargs, self._labels, self._error_message, self._traceback, names, params_done=True
+                        )
                 else:
                     safe = redactor.redact_fields(
                         self._args, self._kwargs, self._labels, self._error_message, self._traceback, names

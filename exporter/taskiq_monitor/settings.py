@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -106,6 +106,11 @@ class Settings(BaseSettings):
         1024 * 1024, ge=1024, description="Uncompressed JSON bytes per push at most (Loki's default burst is 6 MB)."
     )
     loki_batch_wait_seconds: float = Field(1.0, gt=0, description="Longest time a record waits for its batch.")
+    loki_compression: Literal["gzip", "none"] = Field(
+        "gzip",
+        description="Content-Encoding of pushes: gzip (~10x fewer bytes on the wire) or none (saves the worker ~2 µs "
+        "of CPU per record; for a Loki on the same host or network). Spooled batches are gzip either way.",
+    )
     loki_connect_timeout_seconds: float = Field(3.0, gt=0, description="HTTP connect timeout of a push.")
     loki_timeout_seconds: float = Field(10.0, gt=0, description="HTTP read/write timeout of a push.")
     loki_retries: int = Field(
@@ -151,6 +156,13 @@ class Settings(BaseSettings):
         10_000, ge=1, description="Events a process buffers in memory for Redis; beyond it they are dropped (counted)."
     )
     state_batch_events: int = Field(500, ge=1, description="Events written per Redis round trip (one pipeline).")
+    state_flush_interval_seconds: float = Field(
+        0.01,
+        gt=0,
+        le=1,
+        description="While events flow, how often the state flusher writes what is buffered: each event reaches the "
+        "live feed at most this much later, and the task's loop never wakes the flusher event by event.",
+    )
     stream_max_events: int = Field(
         100_000, ge=1, description="Approximate length of the capped event stream: the live feed's resume window."
     )

@@ -1,9 +1,12 @@
 """``StateSink``: feeds the shared task state, the live-feed stream and the execution history (see
 ``taskiq_monitor.store``).
 
-The hot path (``emit``, on the task's event loop) only appends the event to a bounded deque and, if the flusher
-sleeps, wakes it: no I/O, no JSON, no locks beyond the GIL. A daemon thread drains the deque in batches and applies
-each batch in one Redis round trip (one Lua script: stream entries and state changes together).
+The hot path (``emit``, on the task's event loop) only appends the event to a bounded deque: no I/O, no JSON. A
+daemon thread drains the deque in batches and applies each batch in one Redis round trip (one Lua script: stream
+entries and state changes together). While events flow, the thread gathers them for ``state_flush_interval_seconds``
+between writes; the loop wakes it only from its idle sleep (the first event after a quiet spell) or when a full
+batch is waiting. Woken for every event instead, at thousands of events a second, the thread wrote batches of one or
+two events, and every wake cost both threads a futex round trip.
 
 Failure model:
 
@@ -162,6 +165,12 @@ class StateSink(EventSink):
         self._buffer: deque[TaskEvent] = deque()
         self._capacity = settings.state_buffer_events
         self._wake = threading.Event()
+        # True while the flusher sleeps for want of events (emit must wake it); False while it gathers a batch.
+        self._idle = False
+        self._interval = settings.state_flush_interval_seconds
+        # Buffered events that wake a gathering flusher early: a full batch, or a full buffer (then emit drops).
+        self._full = min(settings.state_batch_events, settings.state_buffer_events)
+        self._compress_history = bool(getattr(writer, "compress_history", True))
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._thread_lock = threading.Lock()
@@ -257,8 +266,10 @@ class StateSink(EventSink):
                     self._buffer.append(event)
             if not buffered:
                 self._drop(event)
-            if not self._wake.is_set():
-                self._wake.set()
+            if self._idle or len(self._buffer) >= self._full:
+                self._idle = False
+                if not self._wake.is_set():
+                    self._wake.set()
         except Exception:  # emit must never raise
             self.dropped += 1
 
@@ -293,7 +304,7 @@ class StateSink(EventSink):
             record_json(event),  # shared with the other sinks: serialised once per event
             True,
             encode_member(task_id, attempt) if history else b"",
-            encode_record(event) if history else b"",
+            encode_record(event, compress=self._compress_history) if history else b"",
             event_score(event),
         )
 
@@ -334,8 +345,14 @@ class StateSink(EventSink):
                 if batch.ops and len(batch.ops) > rejected:
                     self.written += len(batch.ops) - rejected
                     self._written.inc(len(batch.ops) - rejected)
+                wrote = bool(batch.ops)
                 batch = None
-                if self._buffer or self._retry:
+                if self._retry or len(self._buffer) >= self._full or (stopping and self._buffer):
+                    continue
+                if wrote and not stopping:
+                    # Events flow: gather the next batch for one interval (emit wakes us early for a full one).
+                    self._wake.wait(self._interval)
+                    self._wake.clear()
                     continue
             else:
                 batch = None
@@ -344,9 +361,14 @@ class StateSink(EventSink):
                     continue
                 self._leave()
                 return
+            self._idle = True
+            if self._buffer:  # appended before emit could see _idle
+                self._idle = False
+                continue
             wait = heartbeat - (time.monotonic() - self._last_write) if self._worker_flag else heartbeat
             self._wake.wait(max(0.0, wait))
             self._wake.clear()
+            self._idle = False
 
     def _lose_all(self, batch: WriteBatch) -> None:
         """Shutdown while Redis is down: what is left is lost — count it."""

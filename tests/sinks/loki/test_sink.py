@@ -272,3 +272,39 @@ def test_exit_hook_flushes_every_live_sink(loki: LokiPushDouble, make_sink: Any)
         sink.emit(event(index))
     hooks.flush_all_sinks()
     assert len(loki.entries) == 3
+
+
+def test_pushes_are_gzip_by_default_and_plain_json_when_compression_is_off(
+    loki: LokiPushDouble, make_sink: Any
+) -> None:
+    gzip_sink, _ = make_sink()
+    for i in range(5):
+        gzip_sink.emit(event(i))
+    gzip_sink.flush_sync()
+    assert len(loki.entries) == 5 and set(loki.encodings) == {"gzip"}
+    plain_sink, registry = make_sink(loki_compression="none")
+    for i in range(5, 10):
+        plain_sink.emit(event(i))
+    plain_sink.flush_sync()
+    assert len(loki.entries) == 10 and loki.encodings[-1] == "" and counted(registry, "shipped") == 5
+    assert sorted(r["task_id"] for r in loki.records()) == sorted(f"task-{i}" for i in range(10))
+
+
+def test_batches_spooled_without_compression_are_gzip_on_disk_and_replayed(
+    loki: LokiPushDouble, make_sink: Any, tmp_path: Path
+) -> None:
+    loki.set_mode("hang")
+    first, registry = make_sink(
+        loki_compression="none", loki_batch_wait_seconds=60, loki_flush_timeout_seconds=1.0, loki_timeout_seconds=3600
+    )
+    for i in range(50):
+        first.emit(event(i))
+    flush_within(first, 30)
+    assert counted(registry, "spooled") == 50
+    files = list((tmp_path / "spool").glob("*.gz"))
+    assert files and all(f.read_bytes()[:2] == b"\x1f\x8b" for f in files)  # the spool's cap counts gzip bytes
+    loki.set_mode("ok")
+    second, _ = make_sink(loki_compression="none")
+    second.emit(event(999))
+    loki.wait_for(lambda d: len(d.entries) == 51, 10)
+    assert loki.duplicates == 0 and "gzip" in loki.encodings and "" in loki.encodings

@@ -4,8 +4,8 @@ threads, nothing shared.
 A record is one JSON line (``events.to_record``) in a stream labelled ``service_name``, ``task_name``, ``status``
 (and ``env`` when configured); ``task_id`` and ``trace_id`` travel as structured metadata, never as labels, which
 must stay bounded (tens of values). A push body is ``{"streams": [{"stream": {labels}, "values": [[ts_ns, line,
-{metadata}], ...]}]}``, sent gzip-compressed; ``decode_push`` reads one back, to split a spooled batch that Loki
-rejected with 400.
+{metadata}], ...]}]}``, sent gzip-compressed (or plain, ``loki_compression``); ``decode_push`` reads one back, to
+split a spooled batch that Loki rejected with 400.
 """
 
 from __future__ import annotations
@@ -61,6 +61,16 @@ def decode_push(body: bytes) -> list[PushEntry]:
 
 def gzip_body(raw: bytes) -> bytes:
     return zlib.compress(raw, GZIP_LEVEL, wbits=31)
+
+
+def is_gzip(body: bytes) -> bool:
+    """A gzip push body (a plain one is JSON: it starts with ``{``)."""
+    return body[:2] == b"\x1f\x8b"
+
+
+def gzipped(body: bytes) -> bytes:
+    """``body`` as gzip (the spool keeps gzip bodies only)."""
+    return body if is_gzip(body) else gzip_body(body)
 
 
 @dataclass(order=True, slots=True)

@@ -53,7 +53,15 @@ from taskiq_monitor.metrics import LOG_DROPPED, LOG_SHIPPED, LOG_SPOOLED, LogShi
 from taskiq_monitor.redaction import Redactor
 from taskiq_monitor.settings import Settings
 from taskiq_monitor.sinks.loki import hooks
-from taskiq_monitor.sinks.loki.format import Batch, EntryEncoder, PushEntry, decode_push, encode_push, gzip_body
+from taskiq_monitor.sinks.loki.format import (
+    Batch,
+    EntryEncoder,
+    PushEntry,
+    decode_push,
+    encode_push,
+    gzip_body,
+    gzipped,
+)
 from taskiq_monitor.sinks.loki.spool import Spool, default_spool_dir
 from taskiq_monitor.sinks.loki.transport import Backoff, Outcome, Transport, isolate
 
@@ -97,6 +105,7 @@ class LokiSink(EventSink):
         self._http = Transport(settings, self._warn, transport)
         self.url = self._http.url
         self._encoder = EntryEncoder(settings.service_name, settings.env)
+        self._gzip = settings.loki_compression == "gzip"
         self._queue: deque[TaskEvent] = deque()
         self._queue_max = settings.loki_queue_max_records
         self._overflow = 0  # records refused by a full queue, not yet counted as dropped (under _overflow_lock)
@@ -295,12 +304,17 @@ class LokiSink(EventSink):
 
     def _new_batch(self, entries: list[PushEntry]) -> Batch:
         self._seq += 1
-        return Batch((time.time_ns(), self._seq), len(entries), gzip_body(encode_push(entries)), entries)
+        raw = encode_push(entries)
+        return Batch((time.time_ns(), self._seq), len(entries), gzip_body(raw) if self._gzip else raw, entries)
 
     def _spool_write(self, batch: Batch) -> None:
         """Spool ``batch`` or count it as dropped; never raises."""
         spool = self._spool
         try:
+            if spool is not None:
+                # The spool holds gzip bodies only: its cap counts bytes, and a batch spooled while Loki is down
+                # waits on disk, where ten times fewer bytes matter more than the CPU of compressing it then.
+                batch.body = gzipped(batch.body)
             kept = spool is not None and spool.write(batch)
         except Exception as exc:
             self._warn(

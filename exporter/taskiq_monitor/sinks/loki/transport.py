@@ -25,7 +25,7 @@ from typing import Any
 import httpx
 
 from taskiq_monitor.settings import Settings
-from taskiq_monitor.sinks.loki.format import PUSH_PATH, PushEntry, encode_push, gzip_body, retry_after_seconds
+from taskiq_monitor.sinks.loki.format import PUSH_PATH, PushEntry, encode_push, gzip_body, is_gzip, retry_after_seconds
 
 logger = logging.getLogger(__name__)
 
@@ -56,6 +56,9 @@ def _tls_context() -> ssl.SSLContext:
     return context
 
 
+_GZIP = {"Content-Encoding": "gzip"}  # per push: a spooled body is gzip whatever loki_compression says
+
+
 class Transport:
     """One HTTP client to Loki's push endpoint, created in the sender thread and dropped after a fork."""
 
@@ -75,7 +78,7 @@ class Transport:
             self._client = self._new_client()
 
     def post(self, body: bytes, *, deadline: float | None = None, abandoned: bool = False) -> tuple[str, float | None]:
-        """Push a gzip body: its :class:`Outcome` and the ``Retry-After`` delay, if any.
+        """Push a body (gzip, or plain JSON): its :class:`Outcome` and the ``Retry-After`` delay, if any.
 
         With ``deadline`` (monotonic; a shutdown's flush budget), the push waits no longer than until then.
         """
@@ -93,10 +96,11 @@ class Transport:
             if client is None:
                 client = self._client = self._new_client()
             extensions = {"trace": self._trace}
+            headers = _GZIP if is_gzip(body) else None
             if timeout is not None:
-                response = client.post(self.url, content=body, timeout=timeout, extensions=extensions)
+                response = client.post(self.url, content=body, headers=headers, timeout=timeout, extensions=extensions)
             else:
-                response = client.post(self.url, content=body, extensions=extensions)
+                response = client.post(self.url, content=body, headers=headers, extensions=extensions)
         except httpx.HTTPError as exc:
             logger.debug("taskiq-monitor: Loki push failed: %s", type(exc).__name__)
             return Outcome.RETRY, None
@@ -149,7 +153,7 @@ class Transport:
                 self._sockets.add(sock)
 
     def headers(self) -> dict[str, str]:
-        headers = {"Content-Type": "application/json", "Content-Encoding": "gzip", "User-Agent": "taskiq-monitor"}
+        headers = {"Content-Type": "application/json", "User-Agent": "taskiq-monitor"}
         if self.settings.loki_bearer_token is not None:
             headers["Authorization"] = f"Bearer {self.settings.loki_bearer_token.get_secret_value()}"
         if self.settings.loki_tenant_id:
