@@ -39,6 +39,13 @@ What it guarantees, for any Python value:
   *and* tail (the final exception is at the end). A string longer than twice its cap is cut to about twice the cap
   (head, and tail for tracebacks) *before* redaction, so the cost is bounded whatever the input's size.
 
+**Fast path.** Most task parameters are plain JSON (a JSON-decoded message) holding nothing to redact, cap or
+convert. :meth:`Redactor.redact_fields` first serialises them with orjson, under options that refuse every
+non-JSON-native value, and proves from the text (cached by its shape) that the walk would return them unchanged:
+then their copy is ``orjson.loads`` of that text — equal to the walk's output, at a fraction of its cost (figures in
+``benchmarks/bench_redaction.py``). Any doubt — a key fragment, a flag, a URL, PEM armour, nesting, size — and the
+walk runs, as before.
+
 Why one module of ~570 lines: it is one policy — what counts as a secret — and the key rules, the free-text
 patterns and the walk that applies them under one size budget must be read and reviewed together; a secret that
 one part lets through is a leak whichever part it is in. The patterns are module constants, compiled once.
@@ -51,11 +58,14 @@ import datetime as dt
 import enum
 import math
 import re
+import string
 import uuid
 from collections.abc import Collection, Iterable, Mapping, Sequence, Sized
 from decimal import Decimal
 from pathlib import PurePath
 from typing import Any, cast
+
+import orjson
 
 from taskiq_monitor.events import TaskEvent
 
@@ -136,6 +146,29 @@ _MAX_SAFE_INT = 2**53
 # regexes run: they cost time linear in the input, and a 5 MB argument must not stall the worker's event loop.
 _PRECUT_MARGIN = 1024
 
+# The fast path of Redactor.redact_fields (see _plain_fields). Under these options orjson.dumps raises for every value
+# the walk would convert: subclasses of str/int/dict/list (the walk may keep or str() them), datetimes, dataclasses,
+# integers beyond 53 bits, non-str keys, sets, bytes, cycles, lone surrogates. What it still renders natively — a
+# tuple, an Enum, a UUID, an orjson.Fragment, NaN/inf as null — is caught by comparing orjson.loads of the text with
+# the input (a tuple is not a list, a UUID not a str, null not NaN).
+_PLAIN_JSON_OPTIONS = (
+    orjson.OPT_PASSTHROUGH_SUBCLASS
+    | orjson.OPT_PASSTHROUGH_DATETIME
+    | orjson.OPT_PASSTHROUGH_DATACLASS
+    | orjson.OPT_STRICT_INTEGER
+)
+_ASCII_LOWER = bytes.maketrans(string.ascii_uppercase.encode(), string.ascii_lowercase.encode())
+_JSON_STRING = re.compile(rb'"(?:[^"\\]++|\\.)*+"')
+# Brackets only, '{' read as '[': the text of a value's nesting.
+_BRACKETS = bytes.maketrans(b"{}", b"[]")
+_NOT_BRACKETS = bytes(c for c in range(256) if c not in b"[]{}")
+# A value's walk budget exceeds its JSON text by at most this many bytes (a float costs 12, its text "0.0" is 3 bytes;
+# an int 8 for "1"; None/bool 5 for "null"; a container 1 more than its brackets and commas; a string never more).
+_VALUE_EXCESS = 9
+# Shapes (a text with its digits deleted) whose verdict is cached; bounded: the cache is cleared when full.
+_SHAPES_MAX = 1024
+_SHAPE_MAX_BYTES = 2048
+
 
 def mask_url_credentials(text: str) -> str:
     """``scheme://user:pass@host`` → ``scheme://user:***@host``; ``scheme://token@host`` → ``scheme://***@host``."""
@@ -215,6 +248,15 @@ class Redactor:
         self.max_depth = max_depth
         self._key_cache: dict[str, int] = {}
         self._names_cache: dict[tuple[str, ...], bool] = {}
+        # The fast path's key fragments: a fragment containing another is implied by it. JSON escapes '"', '\\' and
+        # control characters, so a fragment holding one would not appear in the text as it is: no fast path then.
+        fragments = set(self.keys) | self.word_keys
+        self._fragments = tuple(sorted(f for f in fragments if not any(g != f and g in f for g in fragments)))
+        self._fast_path = all(ch not in '"\\' and ch >= " " for fragment in fragments for ch in fragment)
+        # Digits are deleted from the text before the shape cache lookup (an id or a timestamp must not make every
+        # message a new shape) — except those a fragment holds: deleting one could hide the fragment.
+        self._shape_delete = bytes(d for d in string.digits.encode() if not any(chr(d) in f for f in fragments))
+        self._shapes: dict[bytes, int] = {}
 
     # -- keys and text ---------------------------------------------------------------------------------------------
     def key_kind(self, key: Any) -> int:
@@ -499,6 +541,18 @@ class Redactor:
         if traceback is not None:
             traceback = self.redact_capped(traceback, min(field, remaining), keep_tail=True)
             remaining -= _json_len(traceback) + 2
+        if self._fast_path and type(labels) is dict:
+            try:
+                if params_done:
+                    plain = self._plain_fields([labels], remaining)
+                    if plain is not None:
+                        return args, kwargs, plain[0], error_message, traceback
+                elif type(args) is list and type(kwargs) is dict and not self._any_secret(positional_names):
+                    plain = self._plain_fields([args, kwargs, labels], remaining)
+                    if plain is not None:
+                        return plain[0], plain[1], plain[2], error_message, traceback
+            except Exception:  # defensive: the walk below decides
+                pass
         out: list[Any] = [args, kwargs, labels]
         for index in (2,) if params_done else (0, 1, 2):
             raw = out[index]
@@ -518,6 +572,64 @@ class Redactor:
                 safe = {"…": safe}
             out[index] = safe
         return out[0], out[1], out[2], error_message, traceback
+
+    def _plain_fields(self, fields: list[Any], remaining: int) -> list[Any] | None:
+        """What the walk returns for ``fields`` (each under its own budget), when it provably returns them unchanged.
+
+        ``None`` when that is not proven. The proof, on orjson's text of ``fields`` (see ``_PLAIN_JSON_OPTIONS``):
+
+        * no key fragment, no ``-p`` flag, no ``://`` with ``@``, no ``private key``, no ``</`` anywhere in the
+          lower-cased text (``-`` read as ``_``): every key is ``NOT_SECRET`` and ``redact_text`` changes no string;
+        * nesting at most ``max_depth``, and ``len(text) + 9 * values`` (a bound of the walk's budget arithmetic)
+          small enough that no field, string or record cap can apply, whatever ``remaining`` the fields share;
+        * ``orjson.loads(text) == fields``: only str/int/float/bool/None/list/dict with str keys were there.
+
+        The copy returned is ``orjson.loads(text)``, not the input: like the walk's output it shares no container
+        with the message, which the task may still mutate (a key added later would never have been checked), and
+        orjson's text is a snapshot taken under the GIL. Its one difference from the walk: an ``IntEnum``/``StrEnum``
+        member (an int or str subclass orjson renders by value) comes back as the plain int or str, equal to it and
+        rendered the same in JSON.
+        """
+        text = orjson.dumps(fields, option=_PLAIN_JSON_OPTIONS)
+        shape = text.translate(_ASCII_LOWER, self._shape_delete)
+        values = self._shapes.get(shape)
+        if values is None:
+            values = self._shape_values(shape)
+            if len(shape) <= _SHAPE_MAX_BYTES:
+                if len(self._shapes) >= _SHAPES_MAX:
+                    self._shapes.clear()
+                self._shapes[shape] = values
+        if values < 0:
+            return None
+        # Each field's walk charges at most `bound` of its budget, so while `remaining - bound >= field` every field's
+        # limit is the whole field cap, and the budget before any string stays above the plain-string threshold
+        # (_PLAIN_MAX) and above that string's size: nothing is cut, no list or dict truncated.
+        bound = len(text) + _VALUE_EXCESS * (values + 1)
+        field = self.max_field_bytes
+        if bound + _PLAIN_MAX + 4 > field or remaining - bound < field:
+            return None
+        copy = orjson.loads(text)
+        return copy if copy == fields else None
+
+    def _shape_values(self, shape: bytes) -> int:
+        """How many values ``shape`` (a lowered JSON text of a list of fields) holds at most; -1: the walk decides."""
+        if (b"://" in shape and b"@" in shape) or b"-p" in shape or b"private key" in shape or b"</" in shape:
+            return -1
+        norm = shape.decode("utf-8").lower().replace("-", "_")  # what _norm does to each key in it
+        if any(fragment in norm for fragment in self._fragments):
+            return -1
+        structure = _JSON_STRING.sub(b"", shape)
+        brackets = structure.translate(_BRACKETS, _NOT_BRACKETS)
+        # Each pass deletes the innermost (empty) pairs: passes = nesting. The outer list of fields is one level.
+        passes = 0
+        while brackets:
+            passes += 1
+            shorter = brackets.replace(b"[]", b"")
+            if passes > self.max_depth + 1 or len(shorter) == len(brackets):
+                return -1
+            brackets = shorter
+        # A value is the first item of a container, or follows a comma (the outer list adds 1 and 2 of them).
+        return structure.count(b",") + structure.count(b"[") + structure.count(b"{")
 
     def _any_secret(self, names: Sequence[str]) -> bool:
         if not names:
