@@ -595,12 +595,14 @@ def test_the_walk_decides_when_anything_could_be_redacted_capped_or_converted(
 
 
 @pytest.mark.parametrize("max_depth", [3, 8])
-def test_nesting_up_to_max_depth_takes_the_fast_path_one_more_level_the_walk(max_depth: int) -> None:
+@pytest.mark.parametrize("leaf", ["leaf", '[[[{{ \\" ]]', "]]]] }}", '\\\\"[[[[[[[[[[[['])
+def test_nesting_up_to_max_depth_takes_the_fast_path_one_more_level_the_walk(max_depth: int, leaf: str) -> None:
+    # Brackets, quotes and backslashes inside strings must not count as nesting, either way.
     redactor = _CountingRedactor(max_depth=max_depth)
-    kwargs = {"a": _nest(max_depth - 1, "leaf")}  # kwargs itself is the first level
+    kwargs = {"a": _nest(max_depth - 1, leaf), "b": [leaf, {"c": leaf}]}  # kwargs itself is the first level
     assert redactor.redact_fields([], kwargs, {}, None, None)[1] == kwargs
     assert redactor.walks == 0
-    deeper = {"a": _nest(max_depth, "leaf")}
+    deeper = {"a": _nest(max_depth, leaf)}
     out = redactor.redact_fields([], deeper, {}, None, None)
     assert redactor.walks > 0
     assert "[max depth]" in json.dumps(out)
