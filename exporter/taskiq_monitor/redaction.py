@@ -41,14 +41,16 @@ What it guarantees, for any Python value:
 
 **Fast path.** Most task parameters are plain JSON (a JSON-decoded message) holding nothing to redact, cap or
 convert. :meth:`Redactor.redact_fields` first serialises them with orjson, under options that refuse every
-non-JSON-native value, and proves from the text (cached by its shape) that the walk would return them unchanged:
-then their copy is ``orjson.loads`` of that text — equal to the walk's output, at a fraction of its cost (figures in
-``benchmarks/bench_redaction.py``). Any doubt — a key fragment, a flag, a URL, PEM armour, nesting, size — and the
-walk runs, as before.
+non-JSON-native value, and proves from that text that the walk would return them unchanged (the verdict is cached
+by the text's shape: its digits deleted, so an id or a timestamp makes no new shape); its copy is then
+``orjson.loads`` of the text — equal to the walk's output, in about 0.3x its time for a typical task's parameters
+(``benchmarks/bench_redaction.py``). Any doubt — a key fragment in any case or spelling, a ``-p``, a URL with an
+``@``, PEM armour, a ``</``, nesting, size, a value that is not plain JSON — and the walk decides, as before.
 
-Why one module of ~570 lines: it is one policy — what counts as a secret — and the key rules, the free-text
-patterns and the walk that applies them under one size budget must be read and reviewed together; a secret that
-one part lets through is a leak whichever part it is in. The patterns are module constants, compiled once.
+Why one module of ~720 lines: it is one policy — what counts as a secret — and the key rules, the free-text
+patterns, the walk that applies them under one size budget, and the fast path's proof that they would change nothing
+must be read and reviewed together; a secret that one part lets through is a leak whichever part it is in. The
+patterns are module constants, compiled once.
 """
 
 from __future__ import annotations
@@ -162,9 +164,9 @@ _ASCII_LOWER = bytes.maketrans(string.ascii_uppercase.encode(), string.ascii_low
 _BRACKETS = bytes.maketrans(b"{}", b"[]")
 _NOT_BRACKETS = bytes(c for c in range(256) if c not in b"[]{}")
 _NOT_BRACKETS_OR_QUOTES = bytes(c for c in range(256) if c not in b'[]{}"')
-# A value's walk budget exceeds its JSON text by at most this many bytes (a float costs 12, its text "0.0" is 3 bytes;
-# an int 8 for "1"; None/bool 5 for "null"; a container 1 more than its brackets and commas; a string never more).
-_VALUE_EXCESS = 9
+# A value's walk budget exceeds its JSON text by at most this many bytes: no scalar costs more (a float 12, an int 8,
+# None/bool 5), a string never more than its JSON text, a container 1 more than its brackets and commas.
+_VALUE_EXCESS = 12
 # Shapes (a text with its digits deleted) whose verdict is cached, at most this many and this many bytes together (a
 # shape is shorter than a field cap): the cache is cleared when full.
 _SHAPES_MAX = 1024
@@ -582,7 +584,7 @@ class Redactor:
 
         * no key fragment, no ``-p`` flag, no ``://`` with ``@``, no ``private key``, no ``</`` anywhere in the
           lower-cased text (``-`` read as ``_``): every key is ``NOT_SECRET`` and ``redact_text`` changes no string;
-        * nesting at most ``max_depth``, and ``len(text) + 9 * values`` (a bound of the walk's budget arithmetic)
+        * nesting at most ``max_depth``, and ``len(text) + 12 * values`` (a bound of the walk's budget arithmetic)
           small enough that no field, string or record cap can apply, whatever ``remaining`` the fields share;
         * ``orjson.loads(text) == fields``: only str/int/float/bool/None/list/dict with str keys were there.
 
