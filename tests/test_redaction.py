@@ -639,3 +639,12 @@ def test_the_shape_cache_is_bounded() -> None:
     for index in range(_SHAPES_MAX + 10):
         redactor.redact_fields([], {f"k{'x' * (index % 50)}{'y' * (index // 50)}": 1}, {}, None, None)
     assert 0 < len(redactor._shapes) <= _SHAPES_MAX
+
+
+def test_a_payload_over_the_size_bound_is_walked_and_its_shape_not_judged() -> None:
+    # 2,000 ints: 8 KB of JSON, but 12 bytes of budget a value could exceed the 16 KiB field cap.
+    redactor = _CountingRedactor()
+    out = redactor.redact_fields([list(range(2_000))], {}, {}, None, None)
+    assert redactor.walks > 0
+    assert redactor._shapes == {}
+    assert out == _walker().redact_fields([list(range(2_000))], {}, {}, None, None)
