@@ -2,16 +2,20 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import enum
 import json
+import math
 import uuid
 from decimal import Decimal
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pydantic import BaseModel
 
 from taskiq_monitor.events import TaskEvent, to_record
-from taskiq_monitor.redaction import REDACTED, Redactor
+from taskiq_monitor.redaction import _SHAPES_MAX, DEFAULT_REDACT_KEYS, REDACTED, Redactor
 from taskiq_monitor.settings import Settings
 
 
@@ -366,3 +370,281 @@ def test_new_shapes_are_redacted_in_events_error_text() -> None:
     Redactor().apply(event)
     assert event.error_message is not None
     assert "pa/ss" not in event.error_message and "hunter2" not in event.error_message
+
+
+# -- the fast path of redact_fields ----------------------------------------------------------------------------------
+class _CountingRedactor(Redactor):
+    """Counts the walk's calls: zero calls means the fast path gave the result."""
+
+    walks = 0
+
+    def _walk(self, value: Any, depth: int, budget: list[int], path: set[int]) -> Any:
+        self.walks += 1
+        return super()._walk(value, depth, budget, path)
+
+
+def _walker(**config: Any) -> Redactor:
+    redactor = Redactor(**config)
+    redactor._fast_path = False
+    return redactor
+
+
+def _typed(value: Any) -> Any:
+    """``value`` with every node's type made visible, so that equal outputs must also have the same types.
+
+    The one documented difference: an IntEnum/StrEnum member the walk keeps comes back from the fast path as the
+    plain int/str (equal, and the same JSON).
+    """
+    if isinstance(value, enum.Enum):
+        value = value.value
+    if isinstance(value, dict):
+        return ("dict", [(type(k).__name__, k, _typed(v)) for k, v in value.items()])
+    if isinstance(value, list | tuple):
+        return (type(value).__name__, [_typed(v) for v in value])
+    return (type(value).__name__, value)
+
+
+class _Colour(enum.Enum):
+    RED = 1
+
+
+class _Level(enum.IntEnum):
+    HIGH = 3
+
+
+class _Mode(enum.StrEnum):
+    FAST = "fast"
+
+
+_PEM = "-----BEGIN RSA PRIVATE KEY-----\nMIIEow\n-----END RSA PRIVATE KEY-----"
+_PLAIN_WORDS = ["user", "lang", "en", "options", "retries", "id", "name", "items", "chat", "Hello world", "", "a.b"]
+
+
+def _key_variants(fragment: str) -> list[str]:
+    camel = "".join(part.capitalize() for part in fragment.split("_"))
+    return [fragment, fragment.upper(), fragment.replace("_", "-"), "x_" + fragment, camel, "my" + camel]
+
+
+_SECRET_KEYS = [variant for key in (*DEFAULT_REDACT_KEYS, "auth") for variant in _key_variants(key)]
+_TRICKY_KEYS = ["author", "max_tokens", "proxyAuth", "X-Basic-Auth", "TO\u212aEN", "passwordHint", "p"]
+_TRIGGER_TEXTS = [
+    "postgres://app:hunter2@db/app",
+    "https://ghp_x@github.com/o/r",
+    "psql -p s3cret",
+    "run --password pw now",
+    "GET /cb?token=abc&page=2",
+    "Authorization: Bearer x.y",
+    "<password>x</password>",
+    _PEM,
+    "TO\u212aEN=abc",
+    "x" * 20_000,
+    "line\n" * 3_000,
+    'quote " and \\ backslash',
+    "mail a@b.c from https://host/x",
+]
+_keys = (
+    st.sampled_from(_PLAIN_WORDS) | st.sampled_from(_SECRET_KEYS) | st.sampled_from(_TRICKY_KEYS) | st.text(max_size=12)
+)
+_scalars = (
+    st.sampled_from(_PLAIN_WORDS)
+    | st.sampled_from(_TRIGGER_TEXTS)
+    | st.sampled_from(_SECRET_KEYS)
+    | st.text(max_size=40)
+    | st.integers(min_value=-(2**60), max_value=2**60)
+    | st.sampled_from([2**53, -(2**53), 2**53 - 1, 2**64])
+    | st.floats()
+    | st.booleans()
+    | st.none()
+    | st.sampled_from([_Colour.RED, _Level.HIGH, _Mode.FAST, uuid.UUID(int=7), dt.datetime(2026, 12, 1, 17, 0)])
+)
+
+
+def _nest(depth: int, leaf: Any) -> Any:
+    for level in range(depth):
+        leaf = [leaf] if level % 2 else {"k": leaf}
+    return leaf
+
+
+_values = st.recursive(
+    _scalars,
+    lambda children: (
+        st.lists(children, max_size=5)
+        | st.dictionaries(_keys, children, max_size=5)
+        | st.lists(children, max_size=3).map(tuple)
+        | children.map(lambda item: ["api_key", item])
+        | st.tuples(st.integers(1, 12), children).map(lambda nested: _nest(*nested))
+    ),
+    max_leaves=25,
+)
+_CONFIGS = [{}, {"max_field_bytes": 300, "max_record_bytes": 700, "max_depth": 3}, {"keys": ["s3cret", "x-Tra"]}]
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    config=st.sampled_from(_CONFIGS),
+    args=st.lists(_values, max_size=4),
+    kwargs=st.dictionaries(_keys, _values, max_size=4),
+    labels=st.dictionaries(_keys, _values, max_size=3),
+    error=st.none() | st.sampled_from(["boom", "password=x", "e" * 40_000]),
+    names=st.sampled_from([(), ("update", "lang"), ("update", "bot_token"), ("url", "auth")]),
+    params_done=st.booleans(),
+)
+def test_redact_fields_with_the_fast_path_equals_the_walk(
+    config: dict[str, Any],
+    args: list[Any],
+    kwargs: dict[str, Any],
+    labels: dict[str, Any],
+    error: str | None,
+    names: tuple[str, ...],
+    params_done: bool,
+) -> None:
+    fast = Redactor(**config).redact_fields(args, kwargs, labels, error, error, names, params_done=params_done)
+    walk = _walker(**config).redact_fields(args, kwargs, labels, error, error, names, params_done=params_done)
+    assert fast == walk
+    assert _typed(fast) == _typed(walk)
+
+
+_plain_scalars = (
+    st.sampled_from(_PLAIN_WORDS)
+    | st.integers(min_value=-(2**53) + 1, max_value=2**53 - 1)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.booleans()
+    | st.none()
+)
+_plain_values = st.recursive(
+    _plain_scalars,
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.sampled_from(_PLAIN_WORDS), children, max_size=4)
+    ),
+    max_leaves=30,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    args=st.lists(_plain_values, max_size=4),
+    kwargs=st.dictionaries(st.sampled_from(_PLAIN_WORDS), _plain_values, max_size=4),
+    labels=st.dictionaries(st.sampled_from(_PLAIN_WORDS), _plain_values, max_size=3),
+)
+def test_plain_json_parameters_take_the_fast_path_and_equal_the_walk(
+    args: list[Any], kwargs: dict[str, Any], labels: dict[str, Any]
+) -> None:
+    redactor = _CountingRedactor()
+    fast = redactor.redact_fields(args, kwargs, labels, None, None, ("update", "lang"))
+    assert redactor.walks == 0
+    walk = _walker().redact_fields(args, kwargs, labels, None, None, ("update", "lang"))
+    assert fast == walk
+    assert _typed(fast) == _typed(walk)
+
+
+_TYPICAL = ([12345], {"options": {"lang": "en", "retries": 2}}, {"taskiq_monitor_enqueued_at": 1764612345.12})
+
+
+def test_typical_parameters_take_the_fast_path_and_share_no_container_with_the_message() -> None:
+    redactor = _CountingRedactor()
+    args, kwargs, labels = _TYPICAL
+    out = redactor.redact_fields(args, kwargs, labels, "boom", "Traceback …", ("user_id",))
+    assert redactor.walks == 0
+    assert out == (args, kwargs, labels, "boom", "Traceback …")
+    assert out[0] is not args and out[1] is not kwargs and out[2] is not labels
+    assert out[1]["options"] is not kwargs["options"]  # a task mutating its kwargs later changes nothing checked
+    done = redactor.redact_fields(out[0], out[1], {"_retries": 1, **labels}, None, None, params_done=True)
+    assert redactor.walks == 0
+    assert done[0] is out[0] and done[1] is out[1]
+    assert done[2] == {"_retries": 1, **labels}
+
+
+@pytest.mark.parametrize(
+    ("args", "kwargs", "secret"),
+    [
+        ([], {"db": "postgres://app:hunter2@db/app"}, "hunter2"),
+        ([], {"repo": "https://ghp_t0k@github.com/o/r"}, "ghp_t0k"),
+        (["psql -p s3cretpw"], {}, "s3cretpw"),
+        (["run --password s3cretpw"], {}, "s3cretpw"),
+        ([], {"url": "/cb?token=s3cretpw"}, "s3cretpw"),
+        ([], {"x": "<password>s3cretpw</password>"}, "s3cretpw"),
+        ([], {"key": _PEM}, "MIIEow"),
+        ([], {"accessToken": "s3cretpw"}, "s3cretpw"),
+        ([], {"X-Api-Key": "s3cretpw"}, "s3cretpw"),
+        ([], {"DB_PASSWORD": "s3cretpw"}, "s3cretpw"),
+        ([], {"proxyAuth": "s3cretpw"}, "s3cretpw"),
+        ([], {"TO\u212aEN": "s3cretpw"}, "s3cretpw"),  # a Kelvin sign: str.lower() makes it 'token', bytes.lower() not
+        ([["Authorization", "Bearer s3cretpw"]], {}, "s3cretpw"),
+        ([], {"n": 2**53}, None),
+        ([], {"f": math.nan}, None),
+        ([], {"c": _Colour.RED}, None),
+        ([], {"u": uuid.UUID(int=7)}, None),
+        ([], {"d": dt.date(2026, 12, 1)}, None),
+        ([], {"t": (1, 2)}, None),
+        ([], {"s": {1, 2}}, None),
+        ([], {1: "int key"}, None),
+        ([], {"deep": _nest(9, 1)}, None),
+        ([], {"long": "x" * 20_000}, None),
+        ([], {"many": list(range(3_000))}, None),
+    ],
+)
+def test_the_walk_decides_when_anything_could_be_redacted_capped_or_converted(
+    args: list[Any], kwargs: dict[Any, Any], secret: str | None
+) -> None:
+    redactor = _CountingRedactor()
+    out = redactor.redact_fields(args, kwargs, {}, None, None)
+    assert redactor.walks > 0
+    assert out == _walker().redact_fields(args, kwargs, {}, None, None)
+    if secret is not None:
+        assert secret not in json.dumps(out)
+
+
+@pytest.mark.parametrize("max_depth", [3, 8])
+@pytest.mark.parametrize("leaf", ["leaf", '[[[{{ \\" ]]', "]]]] }}", '\\\\"[[[[[[[[[[[['])
+def test_nesting_up_to_max_depth_takes_the_fast_path_one_more_level_the_walk(max_depth: int, leaf: str) -> None:
+    # Brackets, quotes and backslashes inside strings must not count as nesting, either way.
+    redactor = _CountingRedactor(max_depth=max_depth)
+    kwargs = {"a": _nest(max_depth - 1, leaf), "b": [leaf, {"c": leaf}]}  # kwargs itself is the first level
+    assert redactor.redact_fields([], kwargs, {}, None, None)[1] == kwargs
+    assert redactor.walks == 0
+    deeper = {"a": _nest(max_depth, leaf)}
+    out = redactor.redact_fields([], deeper, {}, None, None)
+    assert redactor.walks > 0
+    assert "[max depth]" in json.dumps(out)
+    assert out == _walker(max_depth=max_depth).redact_fields([], deeper, {}, None, None)
+
+
+def test_a_secret_positional_name_makes_the_walk_decide() -> None:
+    redactor = _CountingRedactor()
+    out = redactor.redact_fields(["update", "123:abc"], {}, {}, None, None, ("update", "bot_token"))
+    assert redactor.walks > 0
+    assert out[0] == ["update", REDACTED]
+
+
+def test_a_record_near_its_cap_makes_the_walk_decide() -> None:
+    # The error message and traceback leave less than a field cap for the parameters: the walk's arithmetic decides.
+    redactor = _CountingRedactor(max_field_bytes=1000, max_record_bytes=2500)
+    args, kwargs, labels = _TYPICAL
+    out = redactor.redact_fields(args, kwargs, labels, "e" * 900, "t" * 900, ())
+    assert redactor.walks > 0
+    assert out == _walker(max_field_bytes=1000, max_record_bytes=2500).redact_fields(
+        args, kwargs, labels, "e" * 900, "t" * 900, ()
+    )
+
+
+def test_a_configured_key_with_a_digit_is_still_found() -> None:
+    # Digits are deleted from the cached shape, except those a key holds.
+    redactor = _CountingRedactor(keys=["s3cret"])
+    assert redactor.redact_fields([], {"my_s3cret": "v"}, {}, None, None)[1] == {"my_s3cret": REDACTED}
+    assert redactor.walks > 0
+
+
+def test_the_shape_cache_is_bounded() -> None:
+    redactor = Redactor()
+    for index in range(_SHAPES_MAX + 10):
+        redactor.redact_fields([], {f"k{'x' * (index % 50)}{'y' * (index // 50)}": 1}, {}, None, None)
+    assert 0 < len(redactor._shapes) <= _SHAPES_MAX
+
+
+def test_a_payload_over_the_size_bound_is_walked_and_its_shape_not_judged() -> None:
+    # 2,000 ints: 8 KB of JSON, but 12 bytes of budget a value could exceed the 16 KiB field cap.
+    redactor = _CountingRedactor()
+    out = redactor.redact_fields([list(range(2_000))], {}, {}, None, None)
+    assert redactor.walks > 0
+    assert redactor._shapes == {}
+    assert out == _walker().redact_fields([list(range(2_000))], {}, {}, None, None)
