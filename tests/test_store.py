@@ -587,29 +587,49 @@ def test_a_full_batch_wakes_a_gathering_flusher_before_its_interval() -> None:
         sink.stop()
 
 
-def test_the_in_process_store_keeps_history_records_uncompressed_and_redis_compressed(
+def test_the_in_process_store_keeps_the_event_line_as_the_record_and_reads_it_as_redis_reads_its_blob(
     redis_srv: RedisServer,
 ) -> None:
-    from taskiq_monitor.store.history import FORMAT_JSON, FORMAT_ZLIB, encode_member
+    from taskiq_monitor.store.history import FORMAT_ZLIB, encode_member
 
     redis_srv.client().flushall()
     traceback = "Traceback (most recent call last):\n" + "  File 'x.py', line 1, in f\n" * 20
-    for settings, writer in (
-        (Settings(), MemoryStore(Settings())),
-        (Settings(redis_url=redis_srv.url), None),
-    ):
+    failed = ev(
+        "failed",
+        "h1",
+        enqueued_at=1_764_000_000.25,
+        started_at=1_764_000_001.5,
+        finished_at=1_764_000_002.75,
+        duration_seconds=1.25,
+        queue_wait_seconds=1.25,
+        args=[1, "a"],
+        kwargs={"user": "ann"},
+        labels={"queue": "q"},
+        error_type="ValueError",
+        error_message="bad",
+        traceback=traceback,
+        host="h",
+        pid=7,
+        trace_id="ab" * 16,
+    )
+    member = encode_member("h1", 1)
+    memory = MemoryStore(Settings())
+    details = []
+    for settings, writer in ((Settings(), memory), (Settings(redis_url=redis_srv.url), None)):
         sink = make_sink(settings, writer)
         try:
-            sink.emit(ev("failed", "h1", error_type="ValueError", error_message="bad", traceback=traceback))
+            sink.emit(failed)
             flushed(sink, 1)
         finally:
             sink.stop()
-        member = encode_member("h1", 1)
-        if writer is not None:
-            blob = writer.history.records[member][3]
-            assert blob[1:2] == FORMAT_JSON.encode(), blob[:2]
-        else:
-            (key,) = redis_srv.client().keys("*h:rec")
-            blob = redis_srv.client().hget(key, member)
-            assert blob[1:2] == FORMAT_ZLIB.encode(), blob[:2]
-        assert blob[:1] == b"f"
+        store: Any = memory if writer is not None else RedisStore(settings)
+        (execution,) = asyncio.run(store.history_attempts("h1"))
+        details.append(execution.detail())
+    # In process: the very string of the stream entry, not an encoded copy of it.
+    line = memory.history.records[member][3]
+    assert isinstance(line, str) and any(payload is line for _name, _status, payload in memory._events)
+    # In Redis: an encoded, compressed blob.
+    (key,) = redis_srv.client().keys("*h:rec")
+    blob = redis_srv.client().hget(key, member)
+    assert blob[:2] == b"f" + FORMAT_ZLIB.encode()
+    assert details[0] == details[1] and details[0]["status"] == "failed" and details[0]["kwargs"] == {"user": "ann"}

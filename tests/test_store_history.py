@@ -177,8 +177,15 @@ def batch_of(store: MemoryStore, events: list[TaskEvent]) -> WriteBatch:
     return sink._next_batch()
 
 
-async def test_a_batch_encodes_only_the_history_record_that_survives_it() -> None:
-    store = MemoryStore(Settings())
+class EncodingMemoryStore(MemoryStore):
+    """The in-process store handed encoded records, as the Redis writer is (the flusher encodes them)."""
+
+    history_from_payload = False
+
+
+@pytest.mark.parametrize("store_class", [MemoryStore, EncodingMemoryStore])
+async def test_a_batch_records_only_the_history_entry_that_survives_it(store_class: type[MemoryStore]) -> None:
+    store = store_class(Settings())
     now = time.time()
     done, running_only = f"{1:032x}", f"{2:032x}"
     params: dict[str, Any] = {"args": [7], "kwargs": {"lang": "en"}}
@@ -190,16 +197,19 @@ async def test_a_batch_encodes_only_the_history_record_that_survives_it() -> Non
         event("running", running_only, enqueued_at=now - 3, started_at=now - 1, timestamp=now - 1),
     ]
     batch = batch_of(store, events)
-    assert [(op.status, bool(op.history_record)) for op in batch.ops] == [
+    assert [(op.status, bool(op.history_member)) for op in batch.ops] == [
         ("running", False),
         ("success", True),
         ("pending", False),
         ("running", True),
     ]
+    # Only a surviving entry is encoded, and only for a store that takes encoded records.
+    encoded = [bool(op.history_record) for op in batch.ops]
+    assert encoded == ([False, True, False, True] if store_class is EncodingMemoryStore else [False] * 4)
     store.write(batch)
     # The live feed still gets every event; the history holds what it held when every record was written.
     assert [e.status for e in await store.range_asc("0-0", "99999999999999-0", 10)] == [e.status for e in events]
-    reference = MemoryStore(Settings())
+    reference = store_class(Settings())
     write(reference, events)
     for task_id in (done, running_only):
         got, want = await store.history_attempts(task_id), await reference.history_attempts(task_id)

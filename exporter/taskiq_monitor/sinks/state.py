@@ -171,6 +171,8 @@ class StateSink(EventSink):
         # Buffered events that wake a gathering flusher early: a full batch, or a full buffer (then emit drops).
         self._full = min(settings.state_batch_events, settings.state_buffer_events)
         self._compress_history = bool(getattr(writer, "compress_history", True))
+        # A store that keeps the event line as the record (the in-process one) gets no encoded record.
+        self._encode_history = not getattr(writer, "history_from_payload", False)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._thread_lock = threading.Lock()
@@ -304,7 +306,7 @@ class StateSink(EventSink):
             record_json(event),  # shared with the other sinks: serialised once per event
             True,
             encode_member(task_id, attempt) if history else b"",
-            encode_record(event, compress=self._compress_history) if history else b"",
+            encode_record(event, compress=self._compress_history) if history and self._encode_history else b"",
             event_score(event),
         )
 

@@ -256,9 +256,25 @@ class Execution:
         }
 
 
-def execution(member: bytes, blob: bytes, score: int) -> Execution:
+def decode_line(line: str) -> tuple[str, dict[str, Any]]:
+    """An event's record JSON (``events.record_json``) -> ``(status, fields)``, as ``decode_record`` gives them.
+
+    The in-process store keeps the line of an execution's latest event as its record (the very string of its
+    stream entry): no second encoding, no second copy while the stream holds it. Times to the microsecond, as in a
+    blob."""
+    record = json.loads(line)
+    worker = record.get("worker") or {}
+    fields = {name: record.get(name) for name in FIELDS}
+    fields["host"], fields["pid"] = worker.get("host"), worker.get("pid")
+    for name in ("enqueued_at", "started_at", "finished_at", "duration_seconds", "queue_wait_seconds"):
+        fields[name] = _us(fields[name])
+    return str(record.get("status", "pending")), fields
+
+
+def execution(member: bytes, blob: bytes | str, score: int) -> Execution:
+    """``blob``: an encoded record (``encode_record``), or an event's record JSON (``decode_line``)."""
     task_id, attempt = decode_member(member)
-    status, fields = decode_record(blob)
+    status, fields = decode_line(blob) if isinstance(blob, str) else decode_record(blob)
     return Execution(task_id, attempt, status, score, fields)
 
 

@@ -28,8 +28,9 @@ MEMORY_HISTORY_CAP = 20_000
 class MemoryHistory:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        # member -> (score, folded task name, status, blob)
-        self.records: dict[bytes, tuple[int, str, str, bytes]] = {}
+        # member -> (score, folded task name, status, record): the record is the event's JSON line (the string its
+        # stream entry holds too) unless the writer was handed an encoded one.
+        self.records: dict[bytes, tuple[int, str, str, bytes | str]] = {}
         # (score, member) of every record, oldest first: a member's score never changes, and records leave only
         # through expire(), so the heap and the records agree. Eviction pops the oldest in O(log n) each; sorting all
         # records instead cost ~12 ms per 2,000 new executions at the cap (~6 µs per task, in the flusher thread).
@@ -46,7 +47,7 @@ class MemoryHistory:
         if old is not None and STATUS_RANK.get(old[2], 0) > STATUS_RANK.get(op.status, 0):
             return
         score = old[0] if old is not None else op.history_score
-        self.records[member] = (score, task, op.status, op.history_record)
+        self.records[member] = (score, task, op.status, op.history_record or op.payload)
         if old is None:
             heapq.heappush(self._ages, (score, member))
         cap = self.cap

@@ -43,9 +43,10 @@ class _MemTask:
 class MemoryStore:
     """The same state in this process (thread-safe): for the in-memory demo and unit tests."""
 
-    # History records stay uncompressed here: at most MEMORY_HISTORY_CAP of them (~2 MB more), while compressing
-    # one costs the flusher thread ~4.5 µs — most of it zlib's fixed cost per call, whatever the level.
-    compress_history = False
+    # History records are not encoded for this store: it keeps an execution's latest event line, the string its
+    # stream entry holds too (store/history.py, decode_line). Encoding one costs the flusher ~1.5 µs, compressing it
+    # ~4.5 more (zlib's fixed cost per call, whatever the level); at most MEMORY_HISTORY_CAP lines are kept.
+    history_from_payload = True
 
     def __init__(self, settings: Settings | None = None) -> None:
         self.settings = settings if settings is not None else Settings()
