@@ -170,7 +170,6 @@ class StateSink(EventSink):
         self._interval = settings.state_flush_interval_seconds
         # Buffered events that wake a gathering flusher early: a full batch, or a full buffer (then emit drops).
         self._full = min(settings.state_batch_events, settings.state_buffer_events)
-        self._compress_history = bool(getattr(writer, "compress_history", True))
         # A store that keeps the event line as the record (the in-process one) gets no encoded record.
         self._encode_history = not getattr(writer, "history_from_payload", False)
         self._stop = threading.Event()
@@ -306,7 +305,7 @@ class StateSink(EventSink):
             record_json(event),  # shared with the other sinks: serialised once per event
             True,
             encode_member(task_id, attempt) if history else b"",
-            encode_record(event, compress=self._compress_history) if history and self._encode_history else b"",
+            encode_record(event) if history and self._encode_history else b"",
             event_score(event),
         )
 

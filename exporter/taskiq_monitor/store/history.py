@@ -137,13 +137,12 @@ def _packer(wbits: int) -> Any:
     return template.copy()
 
 
-def encode_record(event: TaskEvent, *, compress: bool = True) -> bytes:
+def encode_record(event: TaskEvent) -> bytes:
     """The blob of an event's execution record (status letter, format letter, payload).
 
     Times are stored as one absolute base and short offsets from it (``0.153``, not ``1764000000.153``): digits do
     not compress. Only finished records are compressed (and large ones): pending and running records are replaced
-    soon, and compressing costs the flusher thread ~4 µs a record. ``compress=False``: never (a store bounded by
-    count, where memory matters less than the flusher's time)."""
+    soon, and compressing costs the flusher thread ~4 µs a record."""
     # Straight-line code, no generators: this runs for every record the flusher writes.
     enqueued, started, finished = event.enqueued_at, event.started_at, event.finished_at
     if enqueued is not None:
@@ -185,7 +184,7 @@ def encode_record(event: TaskEvent, *, compress: bool = True) -> bytes:
             "utf-8", "backslashreplace"
         )
     head = STATUS_CODE.get(event.status, "p").encode()
-    if compress and len(raw) >= COMPRESS_MIN and (STATUS_RANK.get(event.status, 0) == 2 or len(raw) >= COMPRESS_ALWAYS):
+    if len(raw) >= COMPRESS_MIN and (STATUS_RANK.get(event.status, 0) == 2 or len(raw) >= COMPRESS_ALWAYS):
         # A window just large enough for the dictionary and the record finds every match a 32 KiB one would (a
         # match cannot reach before the dictionary), and its small tables are allocated in place: the default
         # 256 KiB of zlib state were mmapped and page-faulted afresh for every record (~70 µs each in the

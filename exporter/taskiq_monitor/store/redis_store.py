@@ -98,9 +98,6 @@ def _redis_kwargs(settings: Settings) -> dict[str, Any]:
 class RedisWriter:
     """Applies batches with one EVALSHA (a pipeline of one command); used by the sink's flusher thread."""
 
-    # Records are kept for days (history_retention_days): compressed, they take ~40 % less Redis memory.
-    compress_history = True
-
     def __init__(self, settings: Settings) -> None:
         import redis
 
