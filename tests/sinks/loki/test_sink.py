@@ -24,6 +24,17 @@ from tests.loki_double import LokiPushDouble, validate_push
 from tests.sinks.loki.helpers import FAST, counted, event, flush_within, wait
 
 
+def replayed_by_a_new_sink(loki: LokiPushDouble, make_sink: Any, expected: int, **overrides: Any) -> None:
+    """Loki back up: the next start of a sink ships the spool and one new record, each record once."""
+    loki.set_mode("ok")
+    second, registry = make_sink(**overrides)
+    second.emit(event(999))
+    loki.wait_for(lambda d: len(d.entries) == expected, 10)
+    # The double has the entries before the sender has read the response and counted them.
+    wait(lambda: counted(registry, "shipped") >= expected)
+    assert loki.duplicates == 0 and counted(registry, "shipped") == expected
+
+
 def test_batches_are_bounded_by_records_and_bytes(loki: LokiPushDouble, make_sink: Any) -> None:
     sink, _ = make_sink(loki_batch_max_records=100, loki_batch_max_bytes=20_000, loki_batch_wait_seconds=0.5)
     for i in range(1000):
@@ -74,13 +85,7 @@ def test_close_during_outage_spools_within_the_timeout_and_next_start_replays(
         first.emit(event(i))
     flush_within(first, 30)  # 10x the budget (1 s) plus the abort grace; the timing target is in bench_loki.py
     assert counted(registry, "spooled") == 200 and len(loki.entries) == 0
-    loki.set_mode("ok")
-    second, registry2 = make_sink()
-    second.emit(event(999))
-    loki.wait_for(lambda d: len(d.entries) == 201, 10)
-    # The double has the entries before the sender has read the response and counted them.
-    wait(lambda: counted(registry2, "shipped") >= 201)
-    assert loki.duplicates == 0 and counted(registry2, "shipped") == 201
+    replayed_by_a_new_sink(loki, make_sink, 201)
 
 
 def test_default_sinks_register_loki_only_when_configured(tmp_path: Path) -> None:
@@ -165,13 +170,7 @@ def test_close_while_a_push_hangs_spools_everything_within_taskiqs_shutdown_time
     assert loki.stats.by_status == {0: 1}  # one push, never answered: it was aborted, not timed out and retried
     assert counted(registry, "spooled") == 200 and counted(registry, "dropped") == 0
     assert first.pending() == 0
-    loki.set_mode("ok")
-    second, registry2 = make_sink()
-    second.emit(event(999))
-    loki.wait_for(lambda d: len(d.entries) == 201, 10)
-    # The double has the entries before the sender has read the response and counted them.
-    wait(lambda: counted(registry2, "shipped") >= 201)
-    assert loki.duplicates == 0 and counted(registry2, "shipped") == 201
+    replayed_by_a_new_sink(loki, make_sink, 201)
 
 
 class _SlowCounterSink(LokiSink):
@@ -303,8 +302,5 @@ def test_batches_spooled_without_compression_are_gzip_on_disk_and_replayed(
     assert counted(registry, "spooled") == 50
     files = list((tmp_path / "spool").glob("*.gz"))
     assert files and all(f.read_bytes()[:2] == b"\x1f\x8b" for f in files)  # the spool's cap counts gzip bytes
-    loki.set_mode("ok")
-    second, _ = make_sink(loki_compression="none")
-    second.emit(event(999))
-    loki.wait_for(lambda d: len(d.entries) == 51, 10)
-    assert loki.duplicates == 0 and "gzip" in loki.encodings and "" in loki.encodings
+    replayed_by_a_new_sink(loki, make_sink, 51, loki_compression="none")
+    assert "gzip" in loki.encodings and "" in loki.encodings
