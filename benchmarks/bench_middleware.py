@@ -3,7 +3,9 @@ and taskiq-monitor's MonitoringMiddleware — with the multiprocess metrics dire
 metrics only, then with task events on: 4. events into the state store (the in-process store: the live feed and
 history of an in-memory app), 5. events into the state store and shipped to a Loki double (a receiver in a
 separate process, so it does not share this process's CPU), 6. the same with plain JSON pushes
-(``loki_compression="none"``), 7. with the state in a real redis-server (a
+(``loki_compression="none"``), 7. the same with every state change its own record (``events_coalesce=False``; by
+default a sink records an attempt that finished before its thread took the running event as its final event only),
+8. with the state in a real redis-server (a
 throw-away one on a free port, when ``redis-server`` is on the PATH; its own CPU is not counted: the figure is
 what the worker process pays — encoding the script's arguments, the round trip's system calls).
 
@@ -59,6 +61,7 @@ METRICS_ONLY = "MonitoringMiddleware, metrics only"
 EVENTS_STATE = "+ events: state store"
 EVENTS_STATE_LOKI = "+ events: state store + Loki"
 EVENTS_STATE_LOKI_PLAIN = "+ events: state + Loki, no gzip"
+EVENTS_STATE_LOKI_ALL = "+ events: state + Loki, no coalescing"
 EVENTS_REDIS_LOKI = "+ events: Redis state + Loki"
 
 _LOKI: LokiDouble | None = None
@@ -93,12 +96,17 @@ def _start_redis() -> tuple[subprocess.Popen[bytes], str] | None:
     return None
 
 
-def _events(loki: bool, redis_url: str | None = None, compression: Literal["gzip", "none"] = "gzip") -> list[Any]:
+def _events(
+    loki: bool,
+    redis_url: str | None = None,
+    compression: Literal["gzip", "none"] = "gzip",
+    coalesce: bool = True,
+) -> list[Any]:
     from taskiq_monitor.sinks.loki import LokiSink
     from taskiq_monitor.sinks.state import StateSink
 
     global _LOKI
-    settings = Settings(history_enabled=_HISTORY, redis_url=redis_url)
+    settings = Settings(history_enabled=_HISTORY, redis_url=redis_url, events_coalesce=coalesce)
     sinks: list[Any] = [StateSink(settings)]
     if loki:
         if _LOKI is None:
@@ -111,6 +119,7 @@ def _events(loki: bool, redis_url: str | None = None, compression: Literal["gzip
             loki_queue_max_records=1_000_000,
             loki_batch_wait_seconds=0.2,
             history_enabled=_HISTORY,
+            events_coalesce=coalesce,
         )
         sinks.append(LokiSink(settings))
     return [MonitoringMiddleware(settings, sinks=sinks)]
@@ -123,6 +132,7 @@ CONFIGS: dict[str, Callable[[], list[Any]]] = {
     EVENTS_STATE: lambda: _events(loki=False),
     EVENTS_STATE_LOKI: lambda: _events(loki=True),
     EVENTS_STATE_LOKI_PLAIN: lambda: _events(loki=True, compression="none"),
+    EVENTS_STATE_LOKI_ALL: lambda: _events(loki=True, coalesce=False),
     EVENTS_REDIS_LOKI: lambda: _events(loki=True, redis_url=_REDIS_URL),
 }
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from taskiq_monitor.events import EventSink, TaskEvent
+from taskiq_monitor.events import EventSink, QueuedEvent, TaskEvent
 
 
 class RecordingSink(EventSink):
@@ -11,3 +11,16 @@ class RecordingSink(EventSink):
 
     def emit(self, event: TaskEvent) -> None:
         self.events.append(event)
+
+
+class HandleSink(EventSink):
+    """A sink that builds its events in its own thread (``deferred``): keeps what the middleware hands it — events
+    built on the loop (``pending``) and the handles of attempts (StartedAttempt, FinishedAttempt)."""
+
+    deferred = True
+
+    def __init__(self) -> None:
+        self.items: list[QueuedEvent] = []
+
+    def emit(self, event: QueuedEvent) -> None:
+        self.items.append(event)

@@ -6,7 +6,17 @@ import json
 import threading
 from typing import Any
 
-from taskiq_monitor.events import TaskEvent, record_json, to_record
+import pytest
+
+from taskiq_monitor.events import (
+    EventContext,
+    FinishedAttempt,
+    StartedAttempt,
+    TaskEvent,
+    record_json,
+    resolve,
+    to_record,
+)
 from taskiq_monitor.redaction import REDACTED, Redactor
 
 
@@ -150,3 +160,36 @@ async def test_event_sink_base_gives_defaults_for_the_optional_parts() -> None:
     await sink.close()
     sink.emit(_event())
     assert len(sink.got) == 1
+
+
+def test_threads_resolving_one_handle_at_once_share_one_event_redacted_once() -> None:
+    redactor = CountingRedactor()
+    context = EventContext(redactor, lambda task: ("user", "password"), None, coalesce=True)
+    for _ in range(20):
+        started = StartedAttempt("t1", "login", 1, 10.0, 9.5, 0.5)
+        started.defer(context, "host", 1, ["ann", "hunter2"], {}, {"x": 1}, None, None)
+        finished = FinishedAttempt(started, "success", 11.0, 1.0, {"x": 1}, None, None)
+        started.done = True
+        barrier = threading.Barrier(4)
+        got: list[Any] = []
+
+        def take(item: Any, barrier: threading.Barrier, got: list[Any]) -> None:
+            barrier.wait()
+            got.append(resolve(item))
+
+        threads = [threading.Thread(target=take, args=(finished, barrier, got)) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert len({id(event) for event in got}) == 1
+        event = got[0]
+        assert event.args == ["ann", REDACTED] and (event.started_at, event.queue_wait_seconds) == (10.0, 0.5)
+        assert resolve(started) is None  # coalesced into the final event
+    assert redactor.calls == 20
+
+
+def test_a_handle_without_its_context_is_an_error_not_an_unredacted_event() -> None:
+    started = StartedAttempt("t1", "login", 1, 10.0, None, None)
+    with pytest.raises(RuntimeError):
+        resolve(started)

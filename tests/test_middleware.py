@@ -10,10 +10,18 @@ from prometheus_client import CollectorRegistry
 from taskiq import AsyncBroker, Context, InMemoryBroker, SimpleRetryMiddleware, SmartRetryMiddleware, TaskiqDepends
 from taskiq.exceptions import NoResultError
 
-from taskiq_monitor.events import TaskEvent
+from taskiq_monitor.events import (
+    EventContext,
+    FinishedAttempt,
+    QueuedEvent,
+    StartedAttempt,
+    TaskEvent,
+    record_json,
+    resolve,
+)
 from taskiq_monitor.middleware import ENQUEUED_AT_LABEL, LEGACY_ENQUEUED_AT_LABEL, MonitoringMiddleware
 from taskiq_monitor.settings import Settings
-from tests.recording_sink import RecordingSink
+from tests.recording_sink import HandleSink, RecordingSink
 
 
 class FatalSignal(BaseException):
@@ -529,3 +537,152 @@ async def test_a_duck_typed_sink_still_gets_the_broker_and_the_events() -> None:
     assert duck.broker is broker
     assert [e.status for e in duck.events] == ["running", "success", "pending"]
     await broker.shutdown()
+
+
+# -- issue 11 part 3: sinks that build events in their own thread get handles; short attempts coalesce --------------
+
+
+def make_deferred(settings: Settings | None = None) -> tuple[AsyncBroker, HandleSink]:
+    sink = HandleSink()
+    monitor = MonitoringMiddleware(settings or Settings(), registry=CollectorRegistry(), sinks=[sink])
+    broker = InMemoryBroker(await_inplace=True).with_middlewares(monitor)
+
+    @broker.task(task_name="login")
+    async def login(user: str, password: str, fail: bool = False, context: Context = TaskiqDepends()) -> None:
+        if fail:
+            raise PermissionError(f"denied for password={password}")
+
+    return broker, sink
+
+
+async def test_a_deferred_sink_gets_handles_and_no_event_is_built_on_the_loop() -> None:
+    broker, sink = make_deferred()
+    login = broker.find_task("login")
+    assert login is not None
+    await broker.startup()
+    await login.kiq("ann", password="hunter2")
+    await login.kiq("bob", password="hunter3", fail=True)
+    # pending: sent from here, built on the loop as always; running and final: handles
+    expected = [StartedAttempt, FinishedAttempt, TaskEvent] * 2
+    assert len(sink.items) == len(expected)
+    assert all(isinstance(item, kind) for item, kind in zip(sink.items, expected, strict=True)), sink.items
+    handles = [item for item in sink.items if not isinstance(item, TaskEvent)]
+    assert all(handle._event is None for handle in handles)  # nothing built, nothing redacted yet
+    # The sinks' threads then resolve them: each running handle finished before it was taken, so it is coalesced,
+    # and its final event carries what the running event would have.
+    events = [resolve(item) for item in sink.items]
+    assert events[0] is None and events[3] is None
+    success, failed = events[1], events[4]
+    assert success is not None and failed is not None
+    assert (success.status, success.args, success.kwargs["password"]) == ("success", ["ann"], "[REDACTED]")
+    assert success.started_at == handles[0].started_at and success.queue_wait_seconds is not None
+    assert success.duration_seconds is not None and success.finished_at == success.timestamp
+    assert (failed.status, failed.error_type, failed.args) == ("failed", "PermissionError", ["bob"])
+    assert failed.error_message == "denied for password=***" and "hunter3" not in (failed.traceback or "")
+    assert "hunter" not in record_json(success) + record_json(failed)
+
+
+async def test_without_coalescing_a_deferred_sink_gets_every_state_change_redacted_once() -> None:
+    broker, sink = make_deferred(Settings(events_coalesce=False))
+    login = broker.find_task("login")
+    assert login is not None
+    await broker.startup()
+    await login.kiq("ann", password="hunter2")
+    running, success = resolve(sink.items[0]), resolve(sink.items[1])
+    assert running is not None and success is not None
+    assert (running.status, success.status) == ("running", "success")
+    assert running.kwargs["password"] == "[REDACTED]"
+    assert success.kwargs is running.kwargs  # the attempt's parameters, redacted once
+
+
+async def test_a_running_handle_taken_while_its_task_runs_is_a_running_event_whatever_the_setting() -> None:
+    sink = HandleSink()
+    monitor = MonitoringMiddleware(Settings(), registry=CollectorRegistry(), sinks=[sink])
+    broker = InMemoryBroker(await_inplace=True).with_middlewares(monitor)
+    taken: list[Any] = []
+
+    @broker.task(task_name="work")
+    async def work(token: str) -> None:
+        taken.append(resolve(sink.items[-1]))  # what a sink's thread does when it takes the handle now
+
+    await broker.startup()
+    await work.kiq(token="s3cret")
+    running, success = taken[0], resolve(sink.items[1])
+    assert running is not None and running.status == "running" and running.kwargs == {"token": "[REDACTED]"}
+    assert success is not None and success.status == "success" and success.kwargs is running.kwargs
+    assert resolve(sink.items[0]) is running  # built once, whoever asks
+
+
+async def test_any_sink_that_is_not_deferred_makes_the_loop_build_events_for_all() -> None:
+    deferred, plain = HandleSink(), RecordingSink()
+    monitor = MonitoringMiddleware(Settings(), registry=CollectorRegistry(), sinks=[deferred, plain])
+    broker = InMemoryBroker(await_inplace=True).with_middlewares(monitor)
+
+    @broker.task(task_name="ok")
+    async def ok() -> None:
+        pass
+
+    await broker.startup()
+    await ok.kiq()
+    assert all(isinstance(item, TaskEvent) for item in deferred.items)
+    assert [e.status for e in deferred.items] == [e.status for e in plain.events] == ["running", "success", "pending"]
+
+
+class RefusingFinalSink(HandleSink):
+    """A deferred sink whose queue is full when an attempt's final handle comes (what a full buffer does)."""
+
+    def emit(self, event: QueuedEvent) -> None:
+        if isinstance(event, FinishedAttempt):
+            event.refused = True
+            return
+        super().emit(event)
+
+
+async def test_a_final_handle_a_sink_could_not_queue_leaves_the_running_event_to_be_recorded() -> None:
+    refusing, accepting = RefusingFinalSink(), HandleSink()
+    monitor = MonitoringMiddleware(Settings(), registry=CollectorRegistry(), sinks=[accepting, refusing])
+    broker = InMemoryBroker(await_inplace=True).with_middlewares(monitor)
+
+    @broker.task(task_name="ok")
+    async def ok() -> None:
+        pass
+
+    await broker.startup()
+    await ok.kiq()
+    started = refusing.items[0]
+    assert isinstance(started, StartedAttempt) and not started.done
+    # Not coalesced: the attempt keeps its running event where the final one was lost (counted there as dropped).
+    running = resolve(started)
+    assert running is not None and running.status == "running"
+    final = resolve(accepting.items[1])
+    assert final is not None and final.status == "success"
+
+
+async def test_a_queued_handle_does_not_keep_the_tasks_exception_and_its_frames_alive() -> None:
+    import gc
+    import types
+
+    sink = HandleSink()
+    monitor = MonitoringMiddleware(Settings(), registry=CollectorRegistry(), sinks=[sink])
+    broker = InMemoryBroker(await_inplace=True).with_middlewares(monitor)
+
+    @broker.task(task_name="boom")
+    async def boom(password: str) -> None:
+        raise ValueError("boom")
+
+    await broker.startup()
+    await boom.kiq(password="hunter2")
+    started, finished = sink.items[0], sink.items[1]
+    assert isinstance(started, StartedAttempt) and isinstance(finished, FinishedAttempt)
+    assert finished.error_type == "ValueError" and "boom" in (finished.traceback or "")
+    # Everything the queued handles keep alive: no exception, traceback or frame (whose locals could hold anything).
+    seen: set[int] = set()
+    todo: list[Any] = [started, finished]
+    while todo:
+        obj = todo.pop()
+        # Not into the context all handles share (the middleware, its broker, the result backend holding the error).
+        if id(obj) in seen or isinstance(obj, type | types.ModuleType | types.FunctionType | EventContext):
+            continue
+        seen.add(id(obj))
+        assert not isinstance(obj, BaseException | types.TracebackType | types.FrameType), obj
+        todo.extend(gc.get_referents(obj))

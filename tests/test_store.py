@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import sys
 import time
 from collections.abc import Iterator
@@ -633,3 +634,72 @@ def test_the_in_process_store_keeps_the_event_line_as_the_record_and_reads_it_as
     blob = redis_srv.client().hget(key, member)
     assert blob[:2] == b"f" + FORMAT_ZLIB.encode()
     assert details[0] == details[1] and details[0]["status"] == "failed" and details[0]["kwargs"] == {"user": "ann"}
+
+
+def test_an_attempt_finished_before_the_flusher_took_it_is_written_once_as_its_final_event(
+    backend: tuple[Settings, Any, StateStore],
+) -> None:
+    from taskiq import TaskiqMessage, TaskiqResult
+
+    from taskiq_monitor.middleware import ENQUEUED_AT_LABEL, MonitoringMiddleware
+
+    settings, writer, store = backend
+    sink = make_sink(settings, writer)
+    middleware = MonitoringMiddleware(settings, registry=CollectorRegistry(), sinks=[sink])
+    sink._interval = 3600.0  # once gathering, the flusher writes again only when stopped
+    enqueued = time.time() - 0.5
+    try:
+        sink.emit(ev("pending", "warm-up"))  # wakes the idle flusher, which then gathers for an hour
+        flushed(sink, 1)
+        for task_id in ("short", "long"):
+            message = TaskiqMessage(
+                task_id=task_id, task_name="a", labels={ENQUEUED_AT_LABEL: enqueued}, args=[1], kwargs={"token": "s"}
+            )
+            middleware.pre_execute(message)
+            if task_id == "short":
+                middleware.post_execute(message, TaskiqResult(is_err=False, return_value=None, execution_time=0.1))
+    finally:
+        sink.stop()  # writes what was gathered
+
+    async def read() -> list[Any]:
+        return await store.read_after("0-0", 100, 0)
+
+    entries = [json.loads(e.payload) for e in asyncio.run(read())]
+    assert [(e["task_id"], e["status"]) for e in entries] == [
+        ("warm-up", "pending"),
+        ("short", "success"),
+        ("long", "running"),
+    ]
+    short = entries[1]
+    assert short["started_at"] is not None and short["queue_wait_seconds"] == pytest.approx(0.5, abs=0.4)
+    assert short["args"] == [1] and short["kwargs"] == {"token": "[REDACTED]"}
+    assert store.snapshot_sync(with_stats=True).tasks["a"].totals["success"] == 1
+
+
+def test_a_final_event_refused_by_a_full_buffer_leaves_its_running_event_to_be_written() -> None:
+    from taskiq import TaskiqMessage, TaskiqResult
+
+    from taskiq_monitor.middleware import MonitoringMiddleware
+
+    settings = Settings(state_buffer_events=1, heartbeat_seconds=600, worker_ttl_seconds=1800)
+    writer = CountingWriter(settings)
+    sink = make_sink(settings, writer)
+    middleware = MonitoringMiddleware(settings, registry=CollectorRegistry(), sinks=[sink])
+    sink._interval = 3600.0
+    try:
+        sink.emit(ev("pending", "warm-up"))  # wakes the idle flusher, which then gathers for an hour
+        flushed(sink, 1)
+        sink._full = 10**9  # and nothing wakes it before it is stopped
+        message = TaskiqMessage(task_id="t1", task_name="a", labels={}, args=[], kwargs={})
+        middleware.pre_execute(message)  # the running handle takes the buffer's one place
+        middleware.post_execute(message, TaskiqResult(is_err=False, return_value=None, execution_time=0.1))
+        assert sink.dropped == 1  # the final handle: no place left
+    finally:
+        sink.stop()
+
+    async def read() -> list[Any]:
+        return await writer.store.read_after("0-0", 100, 0)
+
+    entries = [json.loads(e.payload) for e in asyncio.run(read())]
+    # Not coalesced into a final event that never came: the attempt still shows in the feed.
+    assert [(e["task_id"], e["status"]) for e in entries] == [("warm-up", "pending"), ("t1", "running")]

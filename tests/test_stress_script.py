@@ -9,8 +9,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 STRESS = ROOT / "tools" / "stress.sh"
 
-# Run by the script: prints the hogs' PIDs and what each one runs, while they run.
-REPORT = 'for p in $STRESS_HOG_PIDS; do echo "$p $(tr "\\0" " " < /proc/$p/cmdline)"; done'
+# Run by the script: prints the hogs' PIDs and what each one runs, while they run. A hog forked a moment ago may not
+# have exec'd `yes` yet (its cmdline is still the shell's, or empty): each is given up to 10 s to get there.
+REPORT = (
+    'for p in $STRESS_HOG_PIDS; do c=""; for i in $(seq 200); do c=$(tr "\\0" " " < /proc/$p/cmdline); '
+    'case "$c" in yes*) break;; esac; sleep 0.05; done; echo "$p $c"; done'
+)
 
 
 def alive(pid: int) -> bool:

@@ -84,3 +84,13 @@ def test_error_detail_link_is_the_exporters_execution_route() -> None:
     template = "/api/v1/executions/{task_id}"
     assert "get" in app.openapi()["paths"][template]
     assert execution_url("http://h:1/", "abc-123") == "http://h:1" + template.format(task_id="abc-123")
+
+
+def test_a_final_event_shows_its_queue_wait_for_an_attempt_whose_running_event_was_coalesced() -> None:
+    def line(status: str, **kw: object) -> str:
+        event = TaskEvent(status, "abc", "score", 1_700_000_000.0, queue_wait_seconds=0.25, **kw)  # type: ignore[arg-type]
+        return format_event({"type": "event", "id": "1-0", "event": to_record(event)}, color=False)
+
+    assert "waited=250ms" in line("success", duration_seconds=0.01)
+    assert "waited=250ms" in line("running")
+    assert "waited" not in line("pending")

@@ -353,6 +353,251 @@ def rfc3339(unix_seconds: float) -> str:
     return f"{cached[1]}.{int((unix_seconds - second) * 1_000_000):06d}Z"
 
 
+# -- events built off the loop ------------------------------------------------------------------------------------
+# Guards the one-time build of an attempt's events: the state and Loki threads may resolve the same handle at once.
+_BUILD_LOCK = threading.Lock()
+
+
+class EventContext:
+    """What building an attempt's events needs besides the attempt: one per middleware, shared by its handles."""
+
+    __slots__ = ("coalesce", "names", "on_error", "redactor")
+
+    def __init__(
+        self,
+        redactor: Redactor,
+        names: Callable[[str], Sequence[str]],
+        on_error: Callable[[], None] | None,
+        coalesce: bool,
+    ) -> None:
+        self.redactor = redactor
+        self.names = names  # task name -> positional parameter names (redacted by name too)
+        self.on_error = on_error
+        self.coalesce = coalesce
+
+
+class StartedAttempt:
+    """An attempt's ``running`` event, not built yet: what the middleware hands to a sink whose thread builds it
+    (:attr:`EventSink.deferred`).
+
+    The task's loop only records the attempt (references and copies of the message's containers) and appends this
+    handle to the sinks' queues; :func:`resolve` builds the :class:`TaskEvent` in the sink's thread, once for all
+    sinks. When the attempt has already finished by then (``done``) and ``coalesce`` is on, the ``running`` event is
+    not built at all: the final event (which follows in the same queue) carries everything it held — start time,
+    queue wait, parameters. Attributes read on the loop by sinks (``status``, ``task_id``, ``task_name``, ``attempt``,
+    ``started_at``, ``timestamp``) are those of the running event.
+    """
+
+    __slots__ = (
+        "_context",
+        "_event",
+        "args",
+        "attempt",
+        "done",
+        "enqueued_at",
+        "host",
+        "kwargs",
+        "labels",
+        "pid",
+        "queue_wait",
+        "span_id",
+        "started_at",
+        "task_id",
+        "task_name",
+        "trace_id",
+    )
+    status: str = "running"
+
+    def __init__(
+        self,
+        task_id: str,
+        task_name: str,
+        attempt: int,
+        started_at: float,
+        enqueued_at: float | None,
+        queue_wait: float | None,
+    ) -> None:
+        self.task_id = task_id
+        self.task_name = task_name
+        self.attempt = attempt
+        self.started_at = started_at
+        self.enqueued_at = enqueued_at
+        self.queue_wait = queue_wait
+        # Set once the attempt's FinishedAttempt is in every sink's queue: a flag, not a reference to it (which refers
+        # to this handle), so that an attempt is freed by reference counting, never left to the cyclic GC.
+        self.done = False
+        self._event: TaskEvent | None = None
+        self._context: EventContext | None = None  # set by defer(): only handed to sinks then
+
+    def defer(
+        self,
+        context: EventContext,
+        host: str,
+        pid: int,
+        args: list[Any],
+        kwargs: dict[str, Any],
+        labels: dict[str, Any],
+        trace_id: str | None,
+        span_id: str | None,
+    ) -> None:
+        """Record what the events of this attempt carry (called on the loop, before the handle is emitted)."""
+        self._context = context
+        self.host, self.pid = host, pid
+        self.args, self.kwargs, self.labels = args, kwargs, labels
+        self.trace_id, self.span_id = trace_id, span_id
+
+    @property
+    def timestamp(self) -> float:
+        return self.started_at
+
+    def event(self) -> TaskEvent | None:
+        """The ``running`` event, or None when it is coalesced into the final event that follows."""
+        event = self._event
+        if event is not None:
+            return event
+        context = self._context
+        if context is None:
+            raise RuntimeError("StartedAttempt.event() before defer()")
+        if self.done and context.coalesce:
+            return None
+        names = context.names(self.task_name)  # outside the lock: may inspect the task's signature
+        with _BUILD_LOCK:
+            event = self._event
+            if event is None:
+                # Positional, in TaskEvent's parameter order: half the cost of keywords, for every attempt.
+                event = TaskEvent(
+                    STATUS_RUNNING,
+                    self.task_id,
+                    self.task_name,
+                    self.started_at,
+                    self.attempt,
+                    self.host,
+                    self.pid,
+                    self.enqueued_at,
+                    self.started_at,
+                    None,  # finished_at
+                    None,  # duration_seconds
+                    self.queue_wait,
+                    self.args,
+                    self.kwargs,
+                    self.labels,
+                    None,  # error_type
+                    None,  # error_message
+                    None,  # traceback
+                    self.trace_id,
+                    self.span_id,
+                )
+                event.defer_redaction(context.redactor, names, on_error=context.on_error)
+                self._event = event
+        return event
+
+
+class FinishedAttempt:
+    """The final event (``success``, ``failed``, ``retried``) of a :class:`StartedAttempt`, not built yet."""
+
+    __slots__ = (
+        "_event",
+        "attempt",
+        "duration",
+        "error_message",
+        "error_type",
+        "labels",
+        "of",
+        "refused",
+        "span_id",
+        "status",
+        "task_id",
+        "task_name",
+        "timestamp",
+        "trace_id",
+        "traceback",
+    )
+
+    def __init__(
+        self,
+        of: StartedAttempt,
+        status: str,
+        timestamp: float,
+        duration: float,
+        labels: dict[str, Any],
+        trace_id: str | None,
+        span_id: str | None,
+        error_type: str | None = None,
+        error_message: str | None = None,
+        traceback: str | None = None,
+    ) -> None:
+        self.of = of
+        self.status = status
+        self.task_id, self.task_name, self.attempt = of.task_id, of.task_name, of.attempt
+        self.timestamp = timestamp
+        self.duration = duration
+        self.labels = labels
+        self.trace_id, self.span_id = trace_id, span_id
+        self.error_type, self.error_message, self.traceback = error_type, error_message, traceback
+        # Set by a sink that could not queue this handle (full): the attempt's running event must not be coalesced
+        # into a final event that will never come (see the middleware's hand-over).
+        self.refused = False
+        self._event: TaskEvent | None = None
+
+    @property
+    def started_at(self) -> float:
+        return self.of.started_at
+
+    def event(self) -> TaskEvent:
+        event = self._event
+        if event is not None:
+            return event
+        of = self.of
+        context = of._context
+        if context is None:
+            raise RuntimeError("FinishedAttempt.event() of an attempt that was not deferred")
+        names = context.names(self.task_name)
+        with _BUILD_LOCK:
+            event = self._event
+            if event is None:
+                running = of._event
+                # Positional, in TaskEvent's parameter order (see StartedAttempt.event). The parameters again (the
+                # history keeps an attempt's latest record, and a Loki query for one status finds them), redacted
+                # once per attempt: the running event's when it was built (params_from below).
+                event = TaskEvent(
+                    self.status,
+                    self.task_id,
+                    self.task_name,
+                    self.timestamp,
+                    self.attempt,
+                    of.host,
+                    of.pid,
+                    of.enqueued_at,
+                    of.started_at,
+                    self.timestamp,  # finished_at
+                    self.duration,
+                    of.queue_wait,
+                    of.args if running is None else None,
+                    of.kwargs if running is None else None,
+                    self.labels,
+                    self.error_type,
+                    self.error_message,
+                    self.traceback,
+                    self.trace_id,
+                    self.span_id,
+                )
+                event.defer_redaction(context.redactor, names, params_from=running, on_error=context.on_error)
+                self._event = event
+        return event
+
+
+# What a sink's queue may hold: an event built on the loop, or a handle its thread builds the event from.
+QueuedEvent = TaskEvent | StartedAttempt | FinishedAttempt
+
+
+def resolve(item: QueuedEvent) -> TaskEvent | None:
+    """The event a queued item stands for; None for a ``running`` event coalesced into its final one. Call it in
+    the sink's thread: it may build the event (and is where a deferred sink's redaction starts)."""
+    if isinstance(item, TaskEvent):
+        return item
+    return item.event()
+
+
 class EventSink:
     """Receiver of task events; subclass it. ``emit`` runs on the task's event loop: it must only enqueue (no I/O,
     no blocking) and must never raise.
@@ -361,6 +606,11 @@ class EventSink:
     without probing: ``active`` (a dormant sink gets no events — none are built for it), ``attach_broker`` (called
     at start-up before ``start``, for a sink that needs the broker), ``start`` and ``close``.
     """
+
+    # A sink whose thread calls :func:`resolve` on what it dequeues may get, instead of events built on the task's
+    # loop, handles (StartedAttempt, FinishedAttempt) whose events its thread builds. The middleware hands handles
+    # only when every active sink is deferred; any other sink gets TaskEvents, as always.
+    deferred: bool = False
 
     @property
     def active(self) -> bool:

@@ -123,9 +123,18 @@ class DurationExemplars:
         self._file = ExemplarFile(directory) if directory is not None else None
         self._les: dict[float, str] = {}
 
-    def observe(self, metrics: Writer, hist: RawHistogram, task_label: str, status: str, duration: float) -> None:
+    def observe(
+        self,
+        metrics: Writer,
+        hist: RawHistogram,
+        task_label: str,
+        status: str,
+        duration: float,
+        ids: tuple[str | None, str | None] | None = None,
+    ) -> None:
+        """``ids``: the current ``(trace_id, span_id)`` when the caller has read them already."""
         metrics.observe(hist, duration)
-        trace_id, span_id = current_ids()
+        trace_id, span_id = current_ids() if ids is None else ids
         if trace_id is None:
             return
         exemplar = {"trace_id": trace_id, "span_id": span_id or ""}

@@ -33,14 +33,13 @@ import os
 import socket
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
 from typing import Any
 
 from prometheus_client import CollectorRegistry
 from taskiq import SimpleRetryMiddleware, SmartRetryMiddleware, TaskiqMessage, TaskiqMiddleware, TaskiqResult
 from taskiq.exceptions import NoResultError
 
-from taskiq_monitor.events import EventSink, TaskEvent, TaskStatus
+from taskiq_monitor.events import EventContext, EventSink, FinishedAttempt, StartedAttempt, TaskEvent, TaskStatus
 from taskiq_monitor.exemplars import DurationExemplars
 from taskiq_monitor.logs import WarnOnce
 from taskiq_monitor.metrics import TaskMetrics
@@ -72,20 +71,39 @@ MAX_IN_FLIGHT = 10_000
 _FROM_RUNNING: list[Any] = []
 
 
-@dataclass(slots=True)
-class _InFlight:
-    key: int
-    task_id: str
-    task_name: str
-    attempt: int
-    started_perf: float
-    started_at: float
-    enqueued_at: float | None
-    queue_wait: float | None
-    error: BaseException | None = None
-    resent: bool = False
-    # This attempt's ``running`` event: the finished event carries its parameters (redacted once, shared).
-    running: TaskEvent | None = None
+class _InFlight(StartedAttempt):
+    """An attempt this process runs: what post_execute needs, and the handle deferred sinks build its events from."""
+
+    __slots__ = ("error", "key", "resent", "running", "started_perf")
+
+    def __init__(
+        self,
+        key: int,
+        task_id: str,
+        task_name: str,
+        attempt: int,
+        started_perf: float,
+        started_at: float,
+        enqueued_at: float | None,
+        queue_wait: float | None,
+    ) -> None:
+        # StartedAttempt's fields assigned here, not through super().__init__: one call less per task.
+        self.task_id = task_id
+        self.task_name = task_name
+        self.attempt = attempt
+        self.started_at = started_at
+        self.enqueued_at = enqueued_at
+        self.queue_wait = queue_wait
+        self.done = False
+        self._event = None
+        self._context = None
+        self.key = key
+        self.started_perf = started_perf
+        self.error: BaseException | None = None
+        self.resent = False
+        # The ``running`` event built on the loop (sinks that are not deferred): the finished event carries its
+        # parameters (redacted once, shared).
+        self.running: TaskEvent | None = None
 
 
 def _attempt(labels: dict[str, Any]) -> int:
@@ -145,6 +163,8 @@ class MonitoringMiddleware(TaskiqMiddleware):
         # Sinks that want events now. A sink may be dormant (the state sink without Redis in a process whose store
         # nobody reads): then no event is built or redacted at all — that is most of the cost of an event.
         self._emitting: list[EventSink] = self._active(self.sinks)
+        # When every sink that wants events builds them in its own thread, the hooks hand over handles only.
+        self._deferred = self._all_deferred(self._emitting)
         # Applied once per event, before any sink reads it: every sink gets the same redacted, size-capped record.
         # The walk is deferred to the first reader (a sink's thread; TaskEvent.defer_redaction).
         self.redactor = Redactor(
@@ -154,6 +174,9 @@ class MonitoringMiddleware(TaskiqMiddleware):
         )
         self._positional: dict[str, tuple[str, ...]] = {}
         self._on_redaction_error = self._redaction_failed  # bound once: one object less held by every event
+        self._context = EventContext(
+            self.redactor, self._positional_names, self._on_redaction_error, self.settings.events_coalesce
+        )
         # trace_id/span_id exemplars on the duration histogram (tracing.py, exemplars.py)
         self._exemplars = DurationExemplars()
         # Keyed by the message object's id: the receiver hands the same object to on_error and post_execute.
@@ -166,6 +189,10 @@ class MonitoringMiddleware(TaskiqMiddleware):
     @staticmethod
     def _active(sinks: list[EventSink]) -> list[EventSink]:
         return [sink for sink in sinks if sink.active]
+
+    @staticmethod
+    def _all_deferred(sinks: list[EventSink]) -> bool:
+        return bool(sinks) and all(sink.deferred for sink in sinks)
 
     # -- guards ----------------------------------------------------------------------------------------------------
     def _count_failure(self, component: str) -> None:
@@ -194,6 +221,7 @@ class MonitoringMiddleware(TaskiqMiddleware):
             except Exception:
                 self._count_failure("sink_start")
         self._emitting = self._active(self.sinks)
+        self._deferred = self._all_deferred(self._emitting)
 
     def flush(self) -> None:
         """Write pending metric increments now (they are otherwise written once per event-loop iteration)."""
@@ -272,7 +300,22 @@ class MonitoringMiddleware(TaskiqMiddleware):
             if len(self._in_flight) >= MAX_IN_FLIGHT:
                 self._evict_oldest()
             self._in_flight[record.key] = record
-            if self._emitting:
+            if self._deferred:
+                # Shallow copies: the message's containers may change after this hook (a retry middleware bumps
+                # labels); the event, its redaction and its JSON are built by the sinks' threads.
+                trace_id, span_id = current_ids()
+                record.defer(
+                    self._context,
+                    self._host,
+                    os.getpid(),
+                    list(message.args),
+                    dict(message.kwargs),
+                    dict(labels),
+                    trace_id,
+                    span_id,
+                )
+                self._hand_over(record)
+            elif self._emitting:
                 running = TaskEvent(
                     TaskStatus.RUNNING,
                     message.task_id,
@@ -325,10 +368,16 @@ class MonitoringMiddleware(TaskiqMiddleware):
             in_flight = self._find(message)
             if in_flight is not None:
                 self._forget(in_flight)
+                # The handle may stay queued for the sinks a while: it must not keep the exception (its traceback
+                # holds the failed frames' locals) or an eager event alive.
+                in_flight_error, in_flight.error = in_flight.error, None
+                in_flight.running, running_event = None, in_flight.running
+            else:
+                in_flight_error, running_event = None, None
             m = self.metrics
             w = m.writer()
             inst = m.for_task(message.task_name)
-            error = in_flight.error if in_flight is not None else result.error
+            error = in_flight_error if in_flight is not None else result.error
             if not result.is_err:
                 status = TaskStatus.SUCCESS
             elif (
@@ -347,12 +396,13 @@ class MonitoringMiddleware(TaskiqMiddleware):
             else:
                 duration = float(result.execution_time)
             w.add(inst.completed[status])
-            self._exemplars.observe(w, inst.duration[status], inst.label, status, duration)
+            ids = current_ids()  # the exemplar's, and the finished event's
+            self._exemplars.observe(w, inst.duration[status], inst.label, status, duration, ids)
             if error is not None and status != TaskStatus.SUCCESS:
                 w.add(m.error_cell(inst, type(error).__name__))
             w.commit()
             if self._emitting:
-                self._emit_finished(message, status, duration, in_flight, error)
+                self._emit_finished(message, status, duration, in_flight, error, ids, running_event)
         except Exception:
             self._count_failure("middleware")
 
@@ -396,8 +446,13 @@ class MonitoringMiddleware(TaskiqMiddleware):
         duration: float,
         in_flight: _InFlight | None,
         error: BaseException | None,
+        ids: tuple[str | None, str | None],
+        running: TaskEvent | None,
     ) -> None:
         now = time.time()
+        if in_flight is not None and in_flight._context is not None:
+            self._finish_deferred(message, status, duration, in_flight, error, now, ids)
+            return
         # Not from the labels: a retry middleware has already bumped ``_retries`` in them by now.
         attempt = in_flight.attempt if in_flight is not None else _attempt(message.labels)
         event = TaskEvent(
@@ -409,6 +464,8 @@ class MonitoringMiddleware(TaskiqMiddleware):
             duration_seconds=duration,
             finished_at=now,
             args=_FROM_RUNNING,
+            trace_id=ids[0],
+            span_id=ids[1],
         )
         event.labels = dict(message.labels)
         if in_flight is not None:
@@ -423,10 +480,44 @@ class MonitoringMiddleware(TaskiqMiddleware):
             event.traceback = "".join(tb.format_exception(error))
         # The parameters again (the execution history keeps the latest record of an attempt, and a Loki query for
         # one status finds them), but redacted once per attempt: the ``running`` event's, shared.
-        running = in_flight.running if in_flight is not None else None
         if running is None:
             event.args, event.kwargs = list(message.args), dict(message.kwargs)
         self._emit(event, params_from=running)
+
+    def _finish_deferred(
+        self,
+        message: TaskiqMessage,
+        status: str,
+        duration: float,
+        in_flight: _InFlight,
+        error: BaseException | None,
+        now: float,
+        ids: tuple[str | None, str | None],
+    ) -> None:
+        finished = FinishedAttempt(in_flight, status, now, duration, dict(message.labels), ids[0], ids[1])
+        if error is not None and status != TaskStatus.SUCCESS:
+            # Formatted here, not in a sink's thread: the exception's frames are not kept alive, and its __str__
+            # (user code) runs where it always ran.
+            import traceback as tb
+
+            finished.error_type = type(error).__name__
+            finished.error_message = str(error)
+            finished.traceback = "".join(tb.format_exception(error))
+        self._hand_over(finished)
+        # After the hand-over, and only when every sink queued the final handle: a sink's thread that sees `done`
+        # may drop the running handle, for the final one follows in its queue. One that takes the running handle
+        # before this builds the running event: both are recorded, as without coalescing.
+        if not finished.refused:
+            in_flight.done = True
+
+    def _hand_over(self, item: StartedAttempt | FinishedAttempt) -> None:
+        for sink in self._emitting:
+            try:
+                sink.emit(item)  # type: ignore[arg-type]  # deferred sinks take handles (EventSink.deferred)
+            except Exception:
+                if isinstance(item, FinishedAttempt):
+                    item.refused = True
+                self._count_failure("sink")
 
     def _positional_names(self, task_name: str) -> tuple[str, ...]:
         """Parameter names of the task function, so positional secrets are redacted by name too."""

@@ -96,6 +96,12 @@ class Settings(BaseSettings):
     event_max_record_bytes: int = Field(
         DEFAULT_MAX_RECORD_BYTES, ge=1024, description="Cap of a record's free-form fields together."
     )
+    events_coalesce: bool = Field(
+        True,
+        description="An attempt that finishes before the state store's or Loki's thread has taken its 'running' "
+        "event is recorded by that sink as its final event only (which carries the start time, queue wait and "
+        "parameters): half the records for short tasks. false: every state change is its own record.",
+    )
 
     # --- loki -------------------------------------------------------------------------------------------------------
     loki_url: str | None = Field(

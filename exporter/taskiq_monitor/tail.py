@@ -79,7 +79,8 @@ def format_event(frame: dict[str, Any], color: bool, base_url: str | None = None
         parts.append(f"attempt={clean(ev['attempt'])}")
     if ev.get("duration_seconds") is not None:
         parts.append(f"{ev['duration_seconds'] * 1000:.0f}ms")
-    if ev.get("queue_wait_seconds") is not None and status == "running":
+    # On the running line, and on the final one: an attempt coalesced into its final event has no running line.
+    if ev.get("queue_wait_seconds") is not None and status != "pending":
         parts.append(f"waited={ev['queue_wait_seconds'] * 1000:.0f}ms")
     if ev.get("error_type"):
         parts.append(f"{clean(ev['error_type'])}: {clean(ev.get('error_message') or '')[:120]}")

@@ -64,6 +64,9 @@ def loki_env(redis_url: str, loki_url: str, spool_dir: Path, queue: str, **extra
         TASKIQ_MONITOR_LOKI_CONNECT_TIMEOUT_SECONDS="1",
         TASKIQ_MONITOR_LOKI_TIMEOUT_SECONDS="1",
         TASKIQ_MONITOR_LOKI_FLUSH_TIMEOUT_SECONDS="2",
+        # These tests count delivered records: one per state change, not one per short attempt (coalescing has its
+        # own tests, tests/sinks/loki/test_sink.py and tests/integration/test_live_workers.py).
+        TASKIQ_MONITOR_EVENTS_COALESCE="false",
     )
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
     env.update(extra)

@@ -217,7 +217,8 @@ async def read_events(
 async def test_ws_reconnect_with_last_id_gets_every_missed_event_once_in_order(
     redis_srv: RedisServer, app_broker: AsyncBroker
 ) -> None:
-    with worker_process(redis_srv.url, workers=2) as worker:
+    # Every state change is its own event here (no coalescing): the test counts them.
+    with worker_process(redis_srv.url, workers=2, TASKIQ_MONITOR_EVENTS_COALESCE="false") as worker:
         got: list[dict[str, Any]] = []
         async with connect(f"{worker.ws_base}/ws/events") as ws:
             assert json.loads(await ws.recv())["type"] == "live"
@@ -245,6 +246,51 @@ async def test_ws_reconnect_with_last_id_gets_every_missed_event_once_in_order(
             # processes and are ordered by their arrival in Redis (a busy app may record its "pending" last).
             assert sorted(statuses) == ["pending", "running", "success"]
             assert statuses.index("running") < statuses.index("success")
+
+
+def stream_events(redis_srv: RedisServer) -> list[dict[str, Any]]:
+    client = redis_srv.client()
+    try:
+        return [json.loads(fields[b"r"]) for _, fields in client.xrange("{taskiq_monitor}:events")]
+    finally:
+        client.close()
+
+
+async def test_short_attempts_arrive_as_their_final_event_and_a_long_one_shows_running(
+    redis_srv: RedisServer, app_broker: AsyncBroker
+) -> None:
+    # The default: a worker's sinks coalesce an attempt that finished before they took its running event.
+    with worker_process(redis_srv.url, workers=1) as worker:
+        long_id = await kiq(app_broker, B, 7, sim={"sleep": 3.0})
+        await poll(lambda: tasks_by_name(worker)[B]["running"] == 1, 30, "the long task running")
+        await poll(
+            lambda: any(e["task_id"] == long_id and e["status"] == "running" for e in stream_events(redis_srv)),
+            30,
+            "the long task's running event",
+        )
+        short_ids = await asyncio.gather(*(kiq(app_broker, A, i) for i in range(200)))
+        await poll(lambda: tasks_by_name(worker)[A]["success_total"] == 200, 60, "200 short tasks done")
+        await poll(lambda: tasks_by_name(worker)[B]["success_total"] == 1, 30, "the long task done")
+        await poll(
+            lambda: sum(e["status"] == "success" for e in stream_events(redis_srv)) == 201,
+            30,
+            "every final event in the stream",
+        )
+        events = stream_events(redis_srv)
+    by_task: dict[str, list[dict[str, Any]]] = {}
+    for event in events:
+        by_task.setdefault(event["task_id"], []).append(event)
+    assert [e["status"] for e in by_task[long_id] if e["status"] != "pending"] == ["running", "success"]
+    runnings = 0
+    for i, task_id in enumerate(short_ids):
+        statuses = sorted(e["status"] for e in by_task[task_id])
+        assert statuses in (["pending", "running", "success"], ["pending", "success"]), statuses
+        runnings += "running" in statuses
+        final = next(e for e in by_task[task_id] if e["status"] == "success")
+        # What the running event held is in the final one.
+        assert final["args"] == [i] and final["started_at"] is not None and final["queue_wait_seconds"] is not None
+        assert final["started_at"] <= final["finished_at"]
+    assert runnings < len(short_ids), "no short attempt was coalesced"
 
 
 async def test_1000_concurrent_tasks_exact_counts(redis_srv: RedisServer, app_broker: AsyncBroker) -> None:

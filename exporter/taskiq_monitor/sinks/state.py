@@ -40,7 +40,16 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter
 
-from taskiq_monitor.events import STATUS_PENDING, STATUS_RUNNING, EventSink, TaskEvent, record_json
+from taskiq_monitor.events import (
+    STATUS_PENDING,
+    STATUS_RUNNING,
+    EventSink,
+    FinishedAttempt,
+    QueuedEvent,
+    TaskEvent,
+    record_json,
+    resolve,
+)
 from taskiq_monitor.promclient import registered_collector
 from taskiq_monitor.settings import Settings
 from taskiq_monitor.store import RedisWriter, StateOp, StateWriter, WriteBatch, memory_store
@@ -137,6 +146,8 @@ def _history_kept(events: list[TaskEvent]) -> set[int]:
 class StateSink(EventSink):
     """An ``EventSink`` for the shared state; see the module docstring."""
 
+    deferred = True  # the flusher builds the events of handles (events.resolve)
+
     def __init__(
         self,
         settings: Settings,
@@ -162,7 +173,7 @@ class StateSink(EventSink):
         self._dropped = counter.labels(RESULT_DROPPED)
         self._written.inc(0)
         self._dropped.inc(0)
-        self._buffer: deque[TaskEvent] = deque()
+        self._buffer: deque[QueuedEvent] = deque()
         self._capacity = settings.state_buffer_events
         self._wake = threading.Event()
         # True while the flusher sleeps for want of events (emit must wake it); False while it gathers a batch.
@@ -244,7 +255,7 @@ class StateSink(EventSink):
             self._thread.start()
 
     # -- hot path -----------------------------------------------------------------------------------------------
-    def emit(self, event: TaskEvent) -> None:
+    def emit(self, event: QueuedEvent) -> None:
         if not self._enabled:
             return
         try:
@@ -272,9 +283,13 @@ class StateSink(EventSink):
                 if not self._wake.is_set():
                     self._wake.set()
         except Exception:  # emit must never raise
+            if isinstance(event, FinishedAttempt):
+                event.refused = True
             self.dropped += 1
 
-    def _drop(self, event: TaskEvent) -> None:
+    def _drop(self, event: QueuedEvent) -> None:
+        if isinstance(event, FinishedAttempt):
+            event.refused = True  # its attempt's running event, if queued, must not wait for it (coalescing)
         self._count_dropped(1)
         with self._lock:
             self._resync = True
@@ -441,17 +456,28 @@ class StateSink(EventSink):
         buffer = self._buffer
         snap_seq = self._snap_seq
         events: list[TaskEvent] = []
+        seqs: list[int] = []  # each event's sequence number (a coalesced running handle has one, and no event)
+        popped = self._popped
         while buffer and len(events) < limit:
-            events.append(buffer.popleft())
+            item = buffer.popleft()
+            popped += 1
+            try:
+                event = resolve(item)
+            except Exception:
+                self._count_dropped(1)
+                continue
+            if event is not None:
+                events.append(event)
+                seqs.append(popped)
+        self._popped = popped
         kept = _history_kept(events) if self._history else None
         for index, event in enumerate(events):
-            self._popped += 1
             try:
                 op = self._prepare(event, history=kept is None or index in kept)
             except Exception:
                 self._count_dropped(1)
                 continue
-            op.track_running = self._popped > snap_seq
+            op.track_running = seqs[index] > snap_seq
             batch.ops.append(op)
         removals: dict[tuple[str, str], None] = {}
         for _ in range(len(self._removals)):

@@ -47,7 +47,7 @@ import httpx
 from prometheus_client import CollectorRegistry
 
 from taskiq_monitor.errors import ConfigError
-from taskiq_monitor.events import EventSink, TaskEvent
+from taskiq_monitor.events import EventSink, FinishedAttempt, QueuedEvent, resolve
 from taskiq_monitor.logs import WarnOnce
 from taskiq_monitor.metrics import LOG_DROPPED, LOG_SHIPPED, LOG_SPOOLED, LogShippingMetrics
 from taskiq_monitor.redaction import Redactor
@@ -89,6 +89,7 @@ class LokiSink(EventSink):
     PROMPT_RECORDS = 128  # queued events that wake the collector to encode them (see _collect)
     ABORT_GRACE_SECONDS = 0.5  # after the flush budget: abort the in-flight push, spool the rest, let threads end
     ERROR_PAUSE_SECONDS = 0.1  # after an unexpected error in a shipper thread, before its loop continues
+    deferred = True  # the collector builds the events of handles (events.resolve)
 
     def __init__(
         self,
@@ -106,7 +107,7 @@ class LokiSink(EventSink):
         self.url = self._http.url
         self._encoder = EntryEncoder(settings.service_name, settings.env)
         self._gzip = settings.loki_compression == "gzip"
-        self._queue: deque[TaskEvent] = deque()
+        self._queue: deque[QueuedEvent] = deque()
         self._queue_max = settings.loki_queue_max_records
         self._overflow = 0  # records refused by a full queue, not yet counted as dropped (under _overflow_lock)
         self._overflow_lock = threading.Lock()
@@ -135,12 +136,14 @@ class LokiSink(EventSink):
         hooks.register(self)
 
     # -- EventSink -------------------------------------------------------------------------------------------------
-    def emit(self, event: TaskEvent) -> None:
+    def emit(self, event: QueuedEvent) -> None:
         try:
             if not self._running:
                 self._start_threads()  # cheap: spool and HTTP client are opened by the sender thread
             queue = self._queue
             if len(queue) >= self._queue_max:
+                if isinstance(event, FinishedAttempt):
+                    event.refused = True  # its attempt's running event, if queued, must not wait for it
                 with self._overflow_lock:  # only on this path; the collector counts it as dropped
                     self._overflow += 1
                 return
@@ -148,6 +151,8 @@ class LokiSink(EventSink):
             if len(queue) >= self._wake_at and not self._wake_collector.is_set():
                 self._wake_collector.set()
         except Exception:  # pragma: no cover - emit must never raise
+            if isinstance(event, FinishedAttempt):
+                event.refused = True
             logger.debug("taskiq-monitor: loki emit failed", exc_info=True)
 
     async def start(self) -> None:
@@ -299,8 +304,10 @@ class LokiSink(EventSink):
         self.metrics.queue.set(queued)
         self.metrics.spool_bytes.set(spool.own_bytes if spool is not None else 0)
 
-    def _entry(self, event: TaskEvent) -> tuple[PushEntry, int]:
-        return self._encoder.entry(event)
+    def _entry(self, item: QueuedEvent) -> tuple[PushEntry, int] | None:
+        """The entry of a queued event, or None for a running event coalesced into its final one."""
+        event = resolve(item)
+        return None if event is None else self._encoder.entry(event)
 
     def _new_batch(self, entries: list[PushEntry]) -> Batch:
         self._seq += 1
@@ -340,9 +347,12 @@ class LokiSink(EventSink):
             except IndexError:
                 break
             try:
-                entries.append(self._entry(event)[0])
+                encoded = self._entry(event)
             except Exception:
                 self._count(LOG_DROPPED, 1)
+                continue
+            if encoded is not None:
+                entries.append(encoded[0])
         step = self.settings.loki_batch_max_records
         for start in range(0, len(entries), step):
             chunk = entries[start : start + step]
@@ -403,11 +413,14 @@ class LokiSink(EventSink):
                 except IndexError:
                     break
                 try:
-                    entry, entry_size = self._entry(event)
+                    encoded = self._entry(event)
                 except Exception:
                     self._warn("encode", "taskiq-monitor: a task event could not be encoded for Loki")
                     self._count(LOG_DROPPED, 1)
                     continue
+                if encoded is None:
+                    continue  # coalesced: its final event follows in the queue
+                entry, entry_size = encoded
                 if entries and self._building_size + entry_size > max_bytes:
                     self._carry = (entry, entry_size)
                     break
