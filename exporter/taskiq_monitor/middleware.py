@@ -450,7 +450,7 @@ class MonitoringMiddleware(TaskiqMiddleware):
         running: TaskEvent | None,
     ) -> None:
         now = time.time()
-        if in_flight is not None and in_flight._context is not None:
+        if in_flight is not None and in_flight._context is not None and self._deferred:
             self._finish_deferred(message, status, duration, in_flight, error, now, ids)
             return
         # Not from the labels: a retry middleware has already bumped ``_retries`` in them by now.
