@@ -12,6 +12,7 @@ from taskiq.exceptions import NoResultError
 
 from taskiq_monitor.events import (
     EventContext,
+    EventSink,
     FinishedAttempt,
     QueuedEvent,
     StartedAttempt,
@@ -542,10 +543,14 @@ async def test_a_duck_typed_sink_still_gets_the_broker_and_the_events() -> None:
 # -- issue 11 part 3: sinks that build events in their own thread get handles; short attempts coalesce --------------
 
 
+def broker_with(*sinks: EventSink, settings: Settings | None = None) -> AsyncBroker:
+    monitor = MonitoringMiddleware(settings or Settings(), registry=CollectorRegistry(), sinks=list(sinks))
+    return InMemoryBroker(await_inplace=True).with_middlewares(monitor)
+
+
 def make_deferred(settings: Settings | None = None) -> tuple[AsyncBroker, HandleSink]:
     sink = HandleSink()
-    monitor = MonitoringMiddleware(settings or Settings(), registry=CollectorRegistry(), sinks=[sink])
-    broker = InMemoryBroker(await_inplace=True).with_middlewares(monitor)
+    broker = broker_with(sink, settings=settings)
 
     @broker.task(task_name="login")
     async def login(user: str, password: str, fail: bool = False, context: Context = TaskiqDepends()) -> None:
@@ -597,8 +602,7 @@ async def test_without_coalescing_a_deferred_sink_gets_every_state_change_redact
 
 async def test_a_running_handle_taken_while_its_task_runs_is_a_running_event_whatever_the_setting() -> None:
     sink = HandleSink()
-    monitor = MonitoringMiddleware(Settings(), registry=CollectorRegistry(), sinks=[sink])
-    broker = InMemoryBroker(await_inplace=True).with_middlewares(monitor)
+    broker = broker_with(sink)
     taken: list[Any] = []
 
     @broker.task(task_name="work")
@@ -615,8 +619,7 @@ async def test_a_running_handle_taken_while_its_task_runs_is_a_running_event_wha
 
 async def test_any_sink_that_is_not_deferred_makes_the_loop_build_events_for_all() -> None:
     deferred, plain = HandleSink(), RecordingSink()
-    monitor = MonitoringMiddleware(Settings(), registry=CollectorRegistry(), sinks=[deferred, plain])
-    broker = InMemoryBroker(await_inplace=True).with_middlewares(monitor)
+    broker = broker_with(deferred, plain)
 
     @broker.task(task_name="ok")
     async def ok() -> None:
@@ -640,8 +643,7 @@ class RefusingFinalSink(HandleSink):
 
 async def test_a_final_handle_a_sink_could_not_queue_leaves_the_running_event_to_be_recorded() -> None:
     refusing, accepting = RefusingFinalSink(), HandleSink()
-    monitor = MonitoringMiddleware(Settings(), registry=CollectorRegistry(), sinks=[accepting, refusing])
-    broker = InMemoryBroker(await_inplace=True).with_middlewares(monitor)
+    broker = broker_with(accepting, refusing)
 
     @broker.task(task_name="ok")
     async def ok() -> None:
@@ -663,8 +665,7 @@ async def test_a_queued_handle_does_not_keep_the_tasks_exception_and_its_frames_
     import types
 
     sink = HandleSink()
-    monitor = MonitoringMiddleware(Settings(), registry=CollectorRegistry(), sinks=[sink])
-    broker = InMemoryBroker(await_inplace=True).with_middlewares(monitor)
+    broker = broker_with(sink)
 
     @broker.task(task_name="boom")
     async def boom(password: str) -> None:

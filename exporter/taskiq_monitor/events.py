@@ -590,6 +590,13 @@ class FinishedAttempt:
 QueuedEvent = TaskEvent | StartedAttempt | FinishedAttempt
 
 
+def refuse(item: QueuedEvent) -> None:
+    """Call when a sink could not queue ``item`` (its queue full, or emit failing): a refused final handle keeps its
+    attempt's running event from being coalesced into a final event that never comes."""
+    if isinstance(item, FinishedAttempt):
+        item.refused = True
+
+
 def resolve(item: QueuedEvent) -> TaskEvent | None:
     """The event a queued item stands for; None for a ``running`` event coalesced into its final one. Call it in
     the sink's thread: it may build the event (and is where a deferred sink's redaction starts)."""

@@ -39,7 +39,15 @@ from prometheus_client import CollectorRegistry
 from taskiq import SimpleRetryMiddleware, SmartRetryMiddleware, TaskiqMessage, TaskiqMiddleware, TaskiqResult
 from taskiq.exceptions import NoResultError
 
-from taskiq_monitor.events import EventContext, EventSink, FinishedAttempt, StartedAttempt, TaskEvent, TaskStatus
+from taskiq_monitor.events import (
+    EventContext,
+    EventSink,
+    FinishedAttempt,
+    StartedAttempt,
+    TaskEvent,
+    TaskStatus,
+    refuse,
+)
 from taskiq_monitor.exemplars import DurationExemplars
 from taskiq_monitor.logs import WarnOnce
 from taskiq_monitor.metrics import TaskMetrics
@@ -87,16 +95,7 @@ class _InFlight(StartedAttempt):
         enqueued_at: float | None,
         queue_wait: float | None,
     ) -> None:
-        # StartedAttempt's fields assigned here, not through super().__init__: one call less per task.
-        self.task_id = task_id
-        self.task_name = task_name
-        self.attempt = attempt
-        self.started_at = started_at
-        self.enqueued_at = enqueued_at
-        self.queue_wait = queue_wait
-        self.done = False
-        self._event = None
-        self._context = None
+        super().__init__(task_id, task_name, attempt, started_at, enqueued_at, queue_wait)
         self.key = key
         self.started_perf = started_perf
         self.error: BaseException | None = None
@@ -515,8 +514,7 @@ class MonitoringMiddleware(TaskiqMiddleware):
             try:
                 sink.emit(item)  # type: ignore[arg-type]  # deferred sinks take handles (EventSink.deferred)
             except Exception:
-                if isinstance(item, FinishedAttempt):
-                    item.refused = True
+                refuse(item)
                 self._count_failure("sink")
 
     def _positional_names(self, task_name: str) -> tuple[str, ...]:

@@ -44,10 +44,10 @@ from taskiq_monitor.events import (
     STATUS_PENDING,
     STATUS_RUNNING,
     EventSink,
-    FinishedAttempt,
     QueuedEvent,
     TaskEvent,
     record_json,
+    refuse,
     resolve,
 )
 from taskiq_monitor.promclient import registered_collector
@@ -283,13 +283,11 @@ class StateSink(EventSink):
                 if not self._wake.is_set():
                     self._wake.set()
         except Exception:  # emit must never raise
-            if isinstance(event, FinishedAttempt):
-                event.refused = True
+            refuse(event)
             self.dropped += 1
 
     def _drop(self, event: QueuedEvent) -> None:
-        if isinstance(event, FinishedAttempt):
-            event.refused = True  # its attempt's running event, if queued, must not wait for it (coalescing)
+        refuse(event)
         self._count_dropped(1)
         with self._lock:
             self._resync = True

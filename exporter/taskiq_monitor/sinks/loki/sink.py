@@ -47,7 +47,7 @@ import httpx
 from prometheus_client import CollectorRegistry
 
 from taskiq_monitor.errors import ConfigError
-from taskiq_monitor.events import EventSink, FinishedAttempt, QueuedEvent, resolve
+from taskiq_monitor.events import EventSink, QueuedEvent, refuse, resolve
 from taskiq_monitor.logs import WarnOnce
 from taskiq_monitor.metrics import LOG_DROPPED, LOG_SHIPPED, LOG_SPOOLED, LogShippingMetrics
 from taskiq_monitor.redaction import Redactor
@@ -142,8 +142,7 @@ class LokiSink(EventSink):
                 self._start_threads()  # cheap: spool and HTTP client are opened by the sender thread
             queue = self._queue
             if len(queue) >= self._queue_max:
-                if isinstance(event, FinishedAttempt):
-                    event.refused = True  # its attempt's running event, if queued, must not wait for it
+                refuse(event)
                 with self._overflow_lock:  # only on this path; the collector counts it as dropped
                     self._overflow += 1
                 return
@@ -151,8 +150,7 @@ class LokiSink(EventSink):
             if len(queue) >= self._wake_at and not self._wake_collector.is_set():
                 self._wake_collector.set()
         except Exception:  # pragma: no cover - emit must never raise
-            if isinstance(event, FinishedAttempt):
-                event.refused = True
+            refuse(event)
             logger.debug("taskiq-monitor: loki emit failed", exc_info=True)
 
     async def start(self) -> None:
