@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import threading
 from typing import Any
@@ -88,8 +89,8 @@ def test_a_finished_event_with_its_attempts_labels_reuses_them_without_another_w
     running.defer_redaction(redactor)
     success = TaskEvent("success", "t1", "login", 2.0, labels=dict(labels))
     success.defer_redaction(redactor, params_from=running)
-    assert success.labels == labels and success.labels is running.labels
-    assert redactor.calls == 1  # the running event's walk only
+    assert success.labels == labels == running.labels
+    assert redactor.calls == 1  # the running event's walk only: its labels were reused as they were
 
 
 def test_a_finished_events_labels_are_walked_when_they_changed_or_held_a_secret() -> None:
@@ -193,3 +194,51 @@ def test_a_handle_without_its_context_is_an_error_not_an_unredacted_event() -> N
     started = StartedAttempt("t1", "login", 1, 10.0, None, None)
     with pytest.raises(RuntimeError):
         resolve(started)
+
+
+def _finished_from_handles(kwargs: dict[str, Any]) -> TaskEvent:
+    context = EventContext(Redactor(), lambda task: (), None, coalesce=True)
+    started = StartedAttempt("t1", "report", 1, 10.0, 9.5, 0.5)
+    started.defer(context, "host", 1, [7], dict(kwargs), {"queue": "default"}, None, None)
+    finished = FinishedAttempt(started, "success", 11.0, 1.0, {"queue": "default"}, None, None)
+    started.done = True
+    assert resolve(started) is None
+    event = resolve(finished)
+    assert event is not None
+    return event
+
+
+def test_plain_parameters_are_recorded_as_the_text_that_was_checked() -> None:
+    options: dict[str, Any] = {"lang": "en", "retries": 2}
+    event = _finished_from_handles({"options": options})
+    line = record_json(event)
+    # The task (or anything holding its argument) changes the container after the check: nothing unchecked gets out.
+    options["password"] = "hunter2"
+    options["lang"] = "de"
+    assert json.loads(line)["kwargs"] == {"options": {"lang": "en", "retries": 2}}
+    assert event.kwargs == {"options": {"lang": "en", "retries": 2}}
+    assert to_record(event)["kwargs"] == {"options": {"lang": "en", "retries": 2}}
+    assert json.loads(line) == to_record(event)
+
+
+def test_a_built_event_keeps_no_parameter_container_for_the_cyclic_gc() -> None:
+    # A queued event lives until every sink took it; copies of its parameters held there made the process collect
+    # young objects about a third more often (docs/benchmarks.md, sixth pass).
+    event = _finished_from_handles({"options": {"lang": "en", "retries": 2}, "ids": [1, 2, 3]})
+    record_json(event)
+    held = [obj for obj in gc.get_referents(event) if isinstance(obj, list | dict)]
+    assert held == []
+    assert event.args == [7] and event.labels == {"queue": "default"}  # decoded for a reader that wants objects
+
+
+def test_a_final_event_carries_the_running_events_checked_parameters_text() -> None:
+    redactor = CountingRedactor()
+    options: dict[str, Any] = {"lang": "en"}
+    running = _event(args=[1], kwargs={"options": options}, labels={"queue": "default"})
+    running.defer_redaction(redactor)
+    record_json(running)  # a long attempt: its running event was built while the task ran
+    options["token"] = "s3cret"  # ...which then changed its argument
+    success = TaskEvent("success", "t1", "login", 2.0, labels={"queue": "default"})
+    success.defer_redaction(redactor, params_from=running)
+    assert json.loads(record_json(success))["kwargs"] == {"options": {"lang": "en"}}
+    assert redactor.calls == 1

@@ -9,6 +9,7 @@ import uuid
 from decimal import Decimal
 from typing import Any
 
+import orjson
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -488,6 +489,7 @@ _CONFIGS = [{}, {"max_field_bytes": 300, "max_record_bytes": 700, "max_depth": 3
     error=st.none() | st.sampled_from(["boom", "password=x", "e" * 40_000]),
     names=st.sampled_from([(), ("update", "lang"), ("update", "bot_token"), ("url", "auth")]),
     params_done=st.booleans(),
+    as_json=st.booleans(),
 )
 def test_redact_fields_with_the_fast_path_equals_the_walk(
     config: dict[str, Any],
@@ -497,9 +499,14 @@ def test_redact_fields_with_the_fast_path_equals_the_walk(
     error: str | None,
     names: tuple[str, ...],
     params_done: bool,
+    as_json: bool,
 ) -> None:
-    fast = Redactor(**config).redact_fields(args, kwargs, labels, error, error, names, params_done=params_done)
+    fast = Redactor(**config).redact_fields(
+        args, kwargs, labels, error, error, names, params_done=params_done, as_json=as_json
+    )
     walk = _walker(**config).redact_fields(args, kwargs, labels, error, error, names, params_done=params_done)
+    # With as_json a field the fast path proved is its JSON text: the walk's output, as orjson renders it.
+    fast = tuple(orjson.loads(v) if type(v) is bytes else v for v in fast)
     assert fast == walk
     assert _typed(fast) == _typed(walk)
 
@@ -552,6 +559,9 @@ def test_typical_parameters_take_the_fast_path_and_share_no_container_with_the_m
     assert redactor.walks == 0
     assert done[0] is out[0] and done[1] is out[1]
     assert done[2] == {"_retries": 1, **labels}
+    texts = redactor.redact_fields(args, kwargs, labels, None, None, ("user_id",), as_json=True)
+    assert redactor.walks == 0
+    assert texts[:3] == (orjson.dumps(args), orjson.dumps(kwargs), orjson.dumps(labels))
 
 
 @pytest.mark.parametrize(

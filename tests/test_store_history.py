@@ -107,6 +107,18 @@ def test_values_that_orjson_refuses_are_encoded_as_before() -> None:
     assert int_keys["kwargs"] == {"1": "a"}
 
 
+def test_parameters_kept_as_checked_json_text_are_stored_both_ways() -> None:
+    from taskiq_monitor.redaction import Redactor
+
+    for message in ("boom", "lone \udc80 surrogate"):  # the second takes json's path (orjson refuses it)
+        ev = event("failed", args=[1], kwargs={"options": {"lang": "en"}}, labels={"q": "d"}, error_message=message)
+        ev.defer_redaction(Redactor())
+        ev.redacted_fields()  # settled: the plain parameters are held as the JSON text that was checked
+        fields = decode_record(encode_record(ev))[1]
+        assert (fields["args"], fields["kwargs"], fields["labels"]) == ([1], {"options": {"lang": "en"}}, {"q": "d"})
+        assert fields["error_message"] == message
+
+
 def test_corrupt_blob_and_cursor_are_rejected_readably() -> None:
     with pytest.raises(ValueError, match="not a history record"):
         decode_record(b"?j[]")

@@ -147,9 +147,10 @@ class TaskEvent:
         self.finished_at = finished_at
         self.duration_seconds = duration_seconds
         self.queue_wait_seconds = queue_wait_seconds
-        self._args: list[Any] = [] if args is None else args
-        self._kwargs: dict[str, Any] = {} if kwargs is None else kwargs
-        self._labels: dict[str, Any] = {} if labels is None else labels
+        # Objects, or once redacted possibly a JSON text (bytes): read them through the properties (see _settle).
+        self._args: Any = [] if args is None else args
+        self._kwargs: Any = {} if kwargs is None else kwargs
+        self._labels: Any = {} if labels is None else labels
         self.error_type = error_type
         self._error_message = error_message
         self._traceback = traceback
@@ -191,20 +192,34 @@ class TaskEvent:
             self._source = self._on_error = None
             try:
                 if source is not None:
-                    args, kwargs = source.args, source.kwargs  # settles the source (this lock is reentrant)
-                    labels = source._labels
-                    if self._error_message is None and self._traceback is None and self._labels == labels:
+                    if source._pending is not None:
+                        source._settle()  # this lock is reentrant
+                    # The source's redacted parameters as they are (a proven JSON text, or the walk's copy).
+                    args, kwargs, labels = source._args, source._kwargs, source._labels
+                    if self._error_message is None and self._traceback is None and self._labels == python_value(labels):
                         # Nearly always: the labels did not change during the attempt (a retry middleware bumps
                         # them only on a failure) and were already safe as they were (equal to a redacted copy).
-                        safe: tuple[list[Any], dict[str, Any], dict[str, Any], str | None, str | None]
-                        safe = (args, kwargs, labels, None, None)
+                        safe: tuple[Any, Any, Any, str | None, str | None] = (args, kwargs, labels, None, None)
                     else:
                         safe = redactor.redact_fields(
-                            args, kwargs, self._labels, self._error_message, self._traceback, names, params_done=True
+                            args,
+                            kwargs,
+                            self._labels,
+                            self._error_message,
+                            self._traceback,
+                            names,
+                            params_done=True,
+                            as_json=True,
                         )
                 else:
                     safe = redactor.redact_fields(
-                        self._args, self._kwargs, self._labels, self._error_message, self._traceback, names
+                        self._args,
+                        self._kwargs,
+                        self._labels,
+                        self._error_message,
+                        self._traceback,
+                        names,
+                        as_json=True,
                     )
                 self._args, self._kwargs, self._labels, self._error_message, self._traceback = safe
                 if self.error_type is not None:
@@ -221,7 +236,10 @@ class TaskEvent:
     def args(self) -> list[Any]:
         if self._pending is not None:
             self._settle()
-        return self._args
+        value = self._args
+        if type(value) is bytes:  # redacted as a JSON text (see _settle): decoded for a reader that wants objects
+            value = self._args = orjson.loads(value)
+        return value  # type: ignore[no-any-return]
 
     @args.setter
     def args(self, value: list[Any]) -> None:
@@ -231,7 +249,10 @@ class TaskEvent:
     def kwargs(self) -> dict[str, Any]:
         if self._pending is not None:
             self._settle()
-        return self._kwargs
+        value = self._kwargs
+        if type(value) is bytes:  # redacted as a JSON text (see _settle): decoded for a reader that wants objects
+            value = self._kwargs = orjson.loads(value)
+        return value  # type: ignore[no-any-return]
 
     @kwargs.setter
     def kwargs(self, value: dict[str, Any]) -> None:
@@ -241,7 +262,10 @@ class TaskEvent:
     def labels(self) -> dict[str, Any]:
         if self._pending is not None:
             self._settle()
-        return self._labels
+        value = self._labels
+        if type(value) is bytes:  # redacted as a JSON text (see _settle): decoded for a reader that wants objects
+            value = self._labels = orjson.loads(value)
+        return value  # type: ignore[no-any-return]
 
     @labels.setter
     def labels(self, value: dict[str, Any]) -> None:
@@ -267,12 +291,24 @@ class TaskEvent:
     def traceback(self, value: str | None) -> None:
         self._traceback = value
 
-    def redacted_fields(self) -> tuple[list[Any], dict[str, Any], dict[str, Any], str | None, str | None]:
+    def redacted_fields(
+        self, *, for_json: bool = False
+    ) -> tuple[list[Any], dict[str, Any], dict[str, Any], str | None, str | None]:
         """``(args, kwargs, labels, error_message, traceback)``, redacted: one call where five reads would each check
-        for pending redaction (the flusher reads them for every record)."""
+        for pending redaction (the flusher reads them for every record).
+
+        ``for_json``: a field redacted as a JSON text comes as an ``orjson.Fragment`` of it, for ``orjson.dumps`` only
+        (see :func:`json_value`); without it, every field is a plain object."""
         if self._pending is not None:
             self._settle()
-        return self._args, self._kwargs, self._labels, self._error_message, self._traceback
+        convert = json_value if for_json else python_value
+        return (
+            convert(self._args),
+            convert(self._kwargs),
+            convert(self._labels),
+            self._error_message,
+            self._traceback,
+        )
 
     def __repr__(self) -> str:
         fields = ", ".join(f"{name}={getattr(self, name)!r}" for name in self.FIELDS)
@@ -286,10 +322,33 @@ class TaskEvent:
     __hash__ = None  # type: ignore[assignment]  # mutable, like the dataclass it replaces
 
 
+def python_value(value: Any) -> Any:
+    """A redacted field as an object: a field redacted as a JSON text (``bytes``, see ``TaskEvent._settle``) decoded."""
+    return orjson.loads(value) if type(value) is bytes else value
+
+
+def json_value(value: Any) -> Any:
+    """A redacted field for ``orjson.dumps``: a JSON text embedded as it is (an ``orjson.Fragment``), not decoded and
+    encoded again."""
+    return orjson.Fragment(value) if type(value) is bytes else value
+
+
 def to_record(event: TaskEvent) -> dict[str, Any]:
     """The JSON-safe record of an event (README, "Event record"); what Loki and the live feed carry."""
+    return _record(event, False)
+
+
+def _record(event: TaskEvent, for_json: bool) -> dict[str, Any]:
     if event._pending is not None:
         event._settle()
+    args, kwargs, labels = event._args, event._kwargs, event._labels
+    # Inline, not json_value/python_value: this runs for every event a sink's thread serialises.
+    if type(args) is bytes:
+        args = orjson.Fragment(args) if for_json else orjson.loads(args)
+    if type(kwargs) is bytes:
+        kwargs = orjson.Fragment(kwargs) if for_json else orjson.loads(kwargs)
+    if type(labels) is bytes:
+        labels = orjson.Fragment(labels) if for_json else orjson.loads(labels)
     return {
         "schema_version": SCHEMA_VERSION,
         "status": event.status,
@@ -303,9 +362,9 @@ def to_record(event: TaskEvent) -> dict[str, Any]:
         "finished_at": event.finished_at,
         "duration_seconds": event.duration_seconds,
         "queue_wait_seconds": event.queue_wait_seconds,
-        "args": event._args,
-        "kwargs": event._kwargs,
-        "labels": event._labels,
+        "args": args,
+        "kwargs": kwargs,
+        "labels": labels,
         "error_type": event.error_type,
         "error_message": event._error_message,
         "traceback": event._traceback,
@@ -324,12 +383,11 @@ def record_json(event: TaskEvent) -> str:
     """
     line = event._line
     if line is None:
-        record = to_record(event)
         try:
-            line = orjson.dumps(record, default=_fallback).decode()
+            line = orjson.dumps(_record(event, True), default=_fallback).decode()
         except TypeError:
             # orjson refuses what is not valid UTF-8 (a lone surrogate in a JSON-decoded task id): escape it instead.
-            line = json.dumps(record, default=_fallback, separators=(",", ":"))
+            line = json.dumps(to_record(event), default=_fallback, separators=(",", ":"))
         event._line = line
     return line
 

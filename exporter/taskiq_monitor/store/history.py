@@ -152,7 +152,7 @@ def encode_record(event: TaskEvent) -> bytes:
     else:
         base = finished if finished is not None else event.timestamp
     duration, wait = event.duration_seconds, event.queue_wait_seconds
-    args, kwargs, labels, error_message, traceback = event.redacted_fields()
+    args, kwargs, labels, error_message, traceback = event.redacted_fields(for_json=True)
     values: list[Any] = [
         event.task_name,
         _us(base),
@@ -179,7 +179,9 @@ def encode_record(event: TaskEvent) -> bytes:
         # types only; anything else keeps the repr it had with json (datetimes and dataclasses included).
         raw = orjson.dumps(values, default=_json_default, option=_ORJSON_OPTIONS)
     except TypeError:
-        # What orjson refuses (a lone surrogate, a non-str key, an integer beyond 64 bits): json, as before.
+        # What orjson refuses (a lone surrogate, a non-str key, an integer beyond 64 bits): json, as before (with the
+        # fields a JSON text embedded by orjson decoded: json knows no orjson.Fragment).
+        values[9], values[10], values[11] = event.redacted_fields()[:3]
         raw = json.dumps(values, separators=(",", ":"), default=_json_default, ensure_ascii=False).encode(
             "utf-8", "backslashreplace"
         )
