@@ -9,15 +9,24 @@ default a sink records an attempt that finished before its thread took the runni
 throw-away one on a free port, when ``redis-server`` is on the PATH; its own CPU is not counted: the figure is
 what the worker process pays — encoding the script's arguments, the round trip's system calls).
 
-Two paths are measured:
+Four paths are measured:
 
 * worker side: ``Receiver.callback(message_bytes)`` — what a worker process does per message (2 events a task:
   running, success);
-* end to end: ``.kiq()`` on ``InMemoryBroker(await_inplace=True)`` — send hooks + worker hooks (3 events a task).
+* worker side with a socket round trip per task (five of the configurations): the same, with the task sending and
+  receiving one byte on a socket pair, as a broker client does per message. Each system call releases the GIL, and
+  when a sink's thread is waiting for it, the release wakes that thread: the loop pays for the wake-up (docs/
+  benchmarks.md, sixth pass). The first path has no system call on the loop and cannot show that cost;
+* the same, paced (20 tasks, then 2 ms idle): a loop about half busy, where workers run; the sinks' threads then do
+  their work while the loop idles;
+* end to end: ``.kiq()`` on ``InMemoryBroker(await_inplace=True)`` — send hooks + worker hooks (3 events a task; the
+  task id's ``uuid4`` is a system call).
 
-Three figures per configuration: wall time; **loop CPU** (``time.thread_time`` of the event loop's thread: what a
+Four figures per configuration: wall time; **loop CPU** (``time.thread_time`` of the event loop's thread: what a
 task pays on the loop); **total CPU** (``time.process_time`` until the sinks' threads have drained everything they
-were handed — serialisation, the store's writes, gzip and HTTP included). Configurations run interleaved in rounds
+were handed — serialisation, the store's writes, gzip and HTTP included); and **dropped**: events the sinks dropped
+in the worst round (their buffers are sized here so that none should: a run that drops does less than all the work).
+Configurations run interleaved in rounds
 (A B C D E A B …) and the median round is reported, so that a noisy neighbour slows all of them alike. Usage::
 
     python benchmarks/bench_middleware.py [--tasks 20000] [--rounds 7] [--no-redis]
@@ -49,6 +58,7 @@ from taskiq import AsyncBroker, InMemoryBroker, TaskiqMessage  # noqa: E402
 from taskiq.middlewares.prometheus_middleware import PrometheusMiddleware  # noqa: E402
 from taskiq.receiver import Receiver  # noqa: E402
 
+from taskiq_monitor.metrics import LOG_DROPPED  # noqa: E402
 from taskiq_monitor.middleware import MonitoringMiddleware  # noqa: E402
 from taskiq_monitor.settings import Settings  # noqa: E402
 
@@ -106,7 +116,11 @@ def _events(
     from taskiq_monitor.sinks.state import StateSink
 
     global _LOKI
-    settings = Settings(history_enabled=_HISTORY, redis_url=redis_url, events_coalesce=coalesce)
+    # Buffers that cannot overflow: every configuration does all of its work (a full buffer drops events, counted, and
+    # a run that dropped would look cheaper than it is; the "dropped" column shows that none did).
+    settings = Settings(
+        history_enabled=_HISTORY, redis_url=redis_url, events_coalesce=coalesce, state_buffer_events=_NO_DROP
+    )
     sinks: list[Any] = [StateSink(settings)]
     if loki:
         if _LOKI is None:
@@ -116,7 +130,8 @@ def _events(
             loki_url=_LOKI.url,
             loki_compression=compression,
             loki_spool_dir=_SPOOL,
-            loki_queue_max_records=1_000_000,
+            loki_queue_max_records=_NO_DROP,
+            state_buffer_events=_NO_DROP,
             loki_batch_wait_seconds=0.2,
             history_enabled=_HISTORY,
             events_coalesce=coalesce,
@@ -138,6 +153,9 @@ CONFIGS: dict[str, Callable[[], list[Any]]] = {
 
 
 _INSTANCES: dict[str, list[Any]] = {}
+_IO = socket.socketpair()
+_NO_DROP = 10_000_000
+_DROPPED: dict[str, float] = {}  # configuration -> events its sinks dropped so far (they count across rounds)
 
 
 def build(config: str, await_inplace: bool) -> tuple[AsyncBroker, Any]:
@@ -151,22 +169,38 @@ def build(config: str, await_inplace: bool) -> tuple[AsyncBroker, Any]:
     async def noop(x: int, options: dict[str, Any] | None = None) -> int:
         return x
 
+    @broker.task(task_name="noop_io")
+    async def noop_io(x: int, options: dict[str, Any] | None = None) -> int:
+        # One socket round trip, as a worker's broker client makes per message: two system calls that release the
+        # GIL. Whether a sink's thread then waits for the GIL decides what each release costs the loop.
+        _IO[0].send(b"x")
+        _IO[1].recv(1)
+        return x
+
     return broker, noop
 
 
-def _drain(config: str) -> None:
-    """Wait until every sink's threads have handled what they were handed (their CPU belongs to the tasks)."""
+def _drain(config: str) -> float:
+    """Wait until every sink's threads have handled what they were handed (their CPU belongs to the tasks); return
+    how many events the sinks dropped since the last call."""
+    dropped = 0.0
     for mw in _INSTANCES.get(config, []):
         for sink in getattr(mw, "sinks", []):
             flush = getattr(sink, "flush_sync", None) or getattr(sink, "stop", None)
             if flush is not None:
                 flush()
+            dropped += getattr(sink, "dropped", 0)  # the state store's buffer
+            metrics = getattr(sink, "metrics", None)  # Loki's queue and spool
+            if metrics is not None:
+                dropped += metrics.by_result[LOG_DROPPED]._value.get()
+    before, _DROPPED[config] = _DROPPED.get(config, 0.0), dropped
+    return dropped - before
 
 
-Sample = tuple[float, float, float]  # wall, loop CPU, total CPU — seconds per task
+Sample = tuple[float, float, float, float]  # wall, loop CPU, total CPU — seconds per task; events dropped
 
 
-async def worker_side(config: str, n: int) -> Sample:
+async def worker_side(config: str, n: int, task_name: str = "noop", pace: bool = False) -> Sample:
     broker, _ = build(config, await_inplace=True)
     broker.is_worker_process = True
     receiver = Receiver(broker, run_startup=False)
@@ -174,7 +208,7 @@ async def worker_side(config: str, n: int) -> Sample:
         broker.formatter.dumps(
             TaskiqMessage(
                 task_id=f"t{i}",
-                task_name="noop",
+                task_name=task_name,
                 labels={"taskiq_monitor_enqueued_at": time.time()},
                 args=[i],
                 kwargs={"options": {"lang": "en", "retries": 2}},
@@ -186,11 +220,29 @@ async def worker_side(config: str, n: int) -> Sample:
         if isinstance(mw, MonitoringMiddleware):
             await mw.startup()  # no HTTP server: taskiq's PrometheusMiddleware.startup would bind a port
     cpu, loop_cpu, start = time.process_time(), time.thread_time(), time.perf_counter()
-    for raw in messages:
+    for index, raw in enumerate(messages):
         await receiver.callback(raw)
+        if pace and index % _PACE_TASKS == _PACE_TASKS - 1:
+            await asyncio.sleep(_PACE_SECONDS)  # the loop idles: the GIL is free for the sinks' threads
     wall, loop_cpu = time.perf_counter() - start, time.thread_time() - loop_cpu
-    _drain(config)
-    return wall / n, loop_cpu / n, (time.process_time() - cpu) / n
+    dropped = _drain(config)
+    return wall / n, loop_cpu / n, (time.process_time() - cpu) / n, dropped
+
+
+async def worker_side_io(config: str, n: int) -> Sample:
+    return await worker_side(config, n, "noop_io")
+
+
+# A loop about half busy: 20 tasks, then 2 ms idle (a worker below saturation, which is where workers run).
+_PACE_TASKS, _PACE_SECONDS = 20, 0.002
+
+
+async def worker_side_io_paced(config: str, n: int) -> Sample:
+    return await worker_side(config, n, "noop_io", pace=True)
+
+
+# The configurations of the socket round trip path (the others add nothing to what it shows).
+IO_CONFIGS = (BARE, PROMETHEUS, METRICS_ONLY, EVENTS_STATE, EVENTS_STATE_LOKI)
 
 
 async def end_to_end(config: str, n: int) -> Sample:
@@ -201,10 +253,10 @@ async def end_to_end(config: str, n: int) -> Sample:
     for i in range(n):
         await noop.kiq(i, options=options)
     wall, loop_cpu = time.perf_counter() - start, time.thread_time() - loop_cpu
-    _drain(config)
+    dropped = _drain(config)
     total = time.process_time() - cpu
     await broker.shutdown()
-    return wall / n, loop_cpu / n, total / n
+    return wall / n, loop_cpu / n, total / n, dropped
 
 
 def main() -> int:
@@ -229,13 +281,19 @@ def main() -> int:
         f"python {sys.version.split()[0]}, {args.tasks} tasks x {args.rounds} rounds, multiprocess dir active, "
         f"execution history {'on' if _HISTORY else 'off'}"
     )
-    results: dict[str, dict[str, list[Sample]]] = {"worker side": {}, "end to end (.kiq)": {}}
+    paths: list[tuple[str, Callable[[str, int], Any], tuple[str, ...]]] = [
+        ("worker side", worker_side, tuple(CONFIGS)),
+        ("worker side, a socket round trip per task", worker_side_io, IO_CONFIGS),
+        ("worker side, a socket round trip per task, loop about half busy", worker_side_io_paced, IO_CONFIGS),
+        ("end to end (.kiq)", end_to_end, tuple(CONFIGS)),
+    ]
+    results: dict[str, dict[str, list[Sample]]] = {path: {} for path, _, _ in paths}
     try:
-        for path, fn in (("worker side", worker_side), ("end to end (.kiq)", end_to_end)):
-            for config in CONFIGS:
+        for path, fn, configs in paths:
+            for config in configs:
                 asyncio.run(fn(config, 2000))  # warm-up (and the Loki double's start)
             for _ in range(args.rounds):
-                for config in CONFIGS:
+                for config in configs:
                     results[path].setdefault(config, []).append(asyncio.run(fn(config, args.tasks)))
     finally:
         if _LOKI is not None:
@@ -246,18 +304,21 @@ def main() -> int:
     for path, per_config in results.items():
         print(f"\n{path} (µs per task; overhead = minus bare taskiq; median of {args.rounds} rounds):")
         med = {c: tuple(statistics.median(s[i] for s in runs) for i in range(3)) for c, runs in per_config.items()}
+        drops = {c: max(s[3] for s in runs) for c, runs in per_config.items()}
         bare = med[BARE]
         print(
             f"  {'configuration':36} {'wall':>7} {'tasks/s':>8} {'loop CPU':>9} {'+loop':>7} {'total CPU':>10} "
-            f"{'+total':>7} {'÷ Prom +total':>14}"
+            f"{'+total':>7} {'÷ Prom +total':>14} {'dropped':>8}"
         )
         prom_total = med[PROMETHEUS][2] - bare[2]
         for config, (wall, loop, total) in med.items():
             extra = total - bare[2]
             print(
                 f"  {config:36} {wall * 1e6:7.2f} {1 / wall:8.0f} {loop * 1e6:9.2f} {(loop - bare[1]) * 1e6:7.2f} "
-                f"{total * 1e6:10.2f} {extra * 1e6:7.2f} {extra / prom_total:13.2f}x"
+                f"{total * 1e6:10.2f} {extra * 1e6:7.2f} {extra / prom_total:13.2f}x {drops[config]:8.0f}"
             )
+        if any(drops.values()):
+            print("  WARNING: events were dropped (a round's maximum above): those rounds did less than all the work")
     shutil.rmtree(_METRICS_DIR, ignore_errors=True)
     shutil.rmtree(_SPOOL, ignore_errors=True)
     return 0
