@@ -320,8 +320,8 @@ def monitoring_panels() -> list[timeseries.Panel]:
             unit="ops",
             w=6,
             stack=True,
-            description="Task events written to the state store, or dropped while it was unreachable and the "
-            "buffer full (TaskiqLiveStateDropping).",
+            description="Task events written to the state store, or dropped because the buffer was full: Redis "
+            "unreachable, or the writer thread behind a loop that never idles (TaskiqLiveStateDropping).",
         ),
         ts_panel(
             "Live feed clients",
