@@ -195,7 +195,7 @@ class StateSink(EventSink):
         self._snap_seq = 0  # sequence number at the last running-set snapshot sent (flusher only)
         self._worker_flag = False
         self._worker_id = f"{socket.gethostname()}:{os.getpid()}"
-        self._running: dict[str, QueuedEvent] = {}  # member -> its running event or handle
+        self._running: dict[str, tuple[str, float]] = {}
         self._removals: deque[tuple[str, str]] = deque()
         self._task_names: list[str] = []
         self._resync = True
@@ -265,12 +265,11 @@ class StateSink(EventSink):
             with self._lock:
                 if status != STATUS_PENDING:
                     # What this process runs is tracked here, not in the flusher: even when events are dropped, the
-                    # running set written after an outage is exact. The running event (or handle) itself is kept, not
-                    # a tuple of its task name and start: the snapshot reads them, and this runs for every event.
+                    # running set written after an outage is exact.
                     member = f"{event.task_id}:{event.attempt}"
                     if status == STATUS_RUNNING:
                         self._worker_flag = True
-                        self._running[member] = event
+                        self._running[member] = (event.task_name, event.started_at or event.timestamp)
                     else:
                         self._running.pop(member, None)
                 buffered = len(self._buffer) < self._capacity
@@ -446,8 +445,8 @@ class StateSink(EventSink):
                     # The snapshot and its sequence number agree (emit changes both under the lock): every event
                     # up to _snap_seq is in the snapshot, every later one is not.
                     batch.resync_running = {
-                        _encodable(member): (_encodable(running.task_name), running.started_at or running.timestamp)
-                        for member, running in self._running.items()
+                        _encodable(member): (_encodable(task), started)
+                        for member, (task, started) in self._running.items()
                     }
                     self._snap_seq = self._seq
                     self._resync = False
