@@ -49,6 +49,9 @@ COMPLETED_STATUSES: tuple[TaskStatus, ...] = (TaskStatus.SUCCESS, TaskStatus.FAI
 # sink's background thread), never on the event loop by our own sinks. Reentrant: a ``failed`` event settles the
 # ``running`` event whose redacted parameters it reuses.
 _SETTLE_LOCK = threading.RLock()
+# Bits of TaskEvent._texts: which redacted parameter fields hold the JSON text their check was made on (bytes). A flag,
+# not the type alone: a hand-built event may carry bytes of its own, which are a value to render, not JSON.
+_ARGS, _KWARGS, _LABELS = 1, 2, 4
 
 
 class TaskEvent:
@@ -94,6 +97,7 @@ class TaskEvent:
         "_on_error",
         "_pending",
         "_source",
+        "_texts",
         "_traceback",
         "attempt",
         "duration_seconds",
@@ -147,10 +151,11 @@ class TaskEvent:
         self.finished_at = finished_at
         self.duration_seconds = duration_seconds
         self.queue_wait_seconds = queue_wait_seconds
-        # Objects, or once redacted possibly a JSON text (bytes): read them through the properties (see _settle).
+        # Objects, or once redacted possibly the JSON text that was checked (bytes, flagged in _texts: see _settle).
         self._args: Any = [] if args is None else args
         self._kwargs: Any = {} if kwargs is None else kwargs
         self._labels: Any = {} if labels is None else labels
+        self._texts = 0  # _ARGS | _KWARGS | _LABELS: which of the three hold a checked JSON text
         self.error_type = error_type
         self._error_message = error_message
         self._traceback = traceback
@@ -194,13 +199,19 @@ class TaskEvent:
                 if source is not None:
                     if source._pending is not None:
                         source._settle()  # this lock is reentrant
-                    # The source's redacted parameters as they are (a proven JSON text, or the walk's copy).
+                    # The source's redacted parameters as they are (a checked JSON text, or the walk's copy).
                     args, kwargs, labels = source._args, source._kwargs, source._labels
-                    if self._error_message is None and self._traceback is None and self._labels == python_value(labels):
+                    texts = source._texts
+                    if (
+                        self._error_message is None
+                        and self._traceback is None
+                        and self._labels == (orjson.loads(labels) if texts & _LABELS else labels)
+                    ):
                         # Nearly always: the labels did not change during the attempt (a retry middleware bumps
                         # them only on a failure) and were already safe as they were (equal to a redacted copy).
                         safe: tuple[Any, Any, Any, str | None, str | None] = (args, kwargs, labels, None, None)
                     else:
+                        texts &= _ARGS | _KWARGS
                         safe = redactor.redact_fields(
                             args,
                             kwargs,
@@ -211,6 +222,8 @@ class TaskEvent:
                             params_done=True,
                             as_json=True,
                         )
+                        if type(safe[2]) is bytes:  # the redactor returns bytes only for a text it checked
+                            texts |= _LABELS
                 else:
                     safe = redactor.redact_fields(
                         self._args,
@@ -221,11 +234,18 @@ class TaskEvent:
                         names,
                         as_json=True,
                     )
+                    texts = (
+                        (_ARGS if type(safe[0]) is bytes else 0)
+                        | (_KWARGS if type(safe[1]) is bytes else 0)
+                        | (_LABELS if type(safe[2]) is bytes else 0)
+                    )
                 self._args, self._kwargs, self._labels, self._error_message, self._traceback = safe
+                self._texts = texts
                 if self.error_type is not None:
                     self.error_type = redactor.cap_error_type(self.error_type)
             except Exception:
                 self._args, self._kwargs, self._labels = [], {}, {}
+                self._texts = 0
                 self._error_message = self._traceback = None
                 if on_error is not None:
                     on_error()
@@ -237,39 +257,42 @@ class TaskEvent:
         if self._pending is not None:
             self._settle()
         value = self._args
-        if type(value) is bytes:  # redacted as a JSON text (see _settle): decoded for a reader that wants objects
-            value = self._args = orjson.loads(value)
-        return value  # type: ignore[no-any-return]
+        # Kept as the JSON text that was checked (see _settle): decoded, afresh on every read, for a reader that wants
+        # objects (our sinks never do: they embed the text).
+        return orjson.loads(value) if self._texts & _ARGS else value  # type: ignore[no-any-return]
 
     @args.setter
     def args(self, value: list[Any]) -> None:
         self._args = value
+        self._texts &= ~_ARGS
 
     @property
     def kwargs(self) -> dict[str, Any]:
         if self._pending is not None:
             self._settle()
         value = self._kwargs
-        if type(value) is bytes:  # redacted as a JSON text (see _settle): decoded for a reader that wants objects
-            value = self._kwargs = orjson.loads(value)
-        return value  # type: ignore[no-any-return]
+        # Kept as the JSON text that was checked (see _settle): decoded, afresh on every read, for a reader that wants
+        # objects (our sinks never do: they embed the text).
+        return orjson.loads(value) if self._texts & _KWARGS else value  # type: ignore[no-any-return]
 
     @kwargs.setter
     def kwargs(self, value: dict[str, Any]) -> None:
         self._kwargs = value
+        self._texts &= ~_KWARGS
 
     @property
     def labels(self) -> dict[str, Any]:
         if self._pending is not None:
             self._settle()
         value = self._labels
-        if type(value) is bytes:  # redacted as a JSON text (see _settle): decoded for a reader that wants objects
-            value = self._labels = orjson.loads(value)
-        return value  # type: ignore[no-any-return]
+        # Kept as the JSON text that was checked (see _settle): decoded, afresh on every read, for a reader that wants
+        # objects (our sinks never do: they embed the text).
+        return orjson.loads(value) if self._texts & _LABELS else value  # type: ignore[no-any-return]
 
     @labels.setter
     def labels(self, value: dict[str, Any]) -> None:
         self._labels = value
+        self._texts &= ~_LABELS
 
     @property
     def error_message(self) -> str | None:
@@ -297,18 +320,13 @@ class TaskEvent:
         """``(args, kwargs, labels, error_message, traceback)``, redacted: one call where five reads would each check
         for pending redaction (the flusher reads them for every record).
 
-        ``for_json``: a field redacted as a JSON text comes as an ``orjson.Fragment`` of it, for ``orjson.dumps`` only
-        (see :func:`json_value`); without it, every field is a plain object."""
+        ``for_json``: a field kept as the JSON text that was checked comes as an ``orjson.Fragment`` of it, for
+        ``orjson.dumps`` only (embedded as it is, not decoded and encoded again); without it, every field is an
+        object."""
         if self._pending is not None:
             self._settle()
-        convert = json_value if for_json else python_value
-        return (
-            convert(self._args),
-            convert(self._kwargs),
-            convert(self._labels),
-            self._error_message,
-            self._traceback,
-        )
+        args, kwargs, labels = _params(self, for_json)
+        return args, kwargs, labels, self._error_message, self._traceback
 
     def __repr__(self) -> str:
         fields = ", ".join(f"{name}={getattr(self, name)!r}" for name in self.FIELDS)
@@ -322,15 +340,18 @@ class TaskEvent:
     __hash__ = None  # type: ignore[assignment]  # mutable, like the dataclass it replaces
 
 
-def python_value(value: Any) -> Any:
-    """A redacted field as an object: a field redacted as a JSON text (``bytes``, see ``TaskEvent._settle``) decoded."""
-    return orjson.loads(value) if type(value) is bytes else value
-
-
-def json_value(value: Any) -> Any:
-    """A redacted field for ``orjson.dumps``: a JSON text embedded as it is (an ``orjson.Fragment``), not decoded and
-    encoded again."""
-    return orjson.Fragment(value) if type(value) is bytes else value
+def _params(event: TaskEvent, for_json: bool) -> tuple[Any, Any, Any]:
+    """The event's (settled) args, kwargs and labels: a checked JSON text as an ``orjson.Fragment`` (``for_json``) or
+    decoded."""
+    args, kwargs, labels, texts = event._args, event._kwargs, event._labels, event._texts
+    if texts:
+        if texts & _ARGS:
+            args = orjson.Fragment(args) if for_json else orjson.loads(args)
+        if texts & _KWARGS:
+            kwargs = orjson.Fragment(kwargs) if for_json else orjson.loads(kwargs)
+        if texts & _LABELS:
+            labels = orjson.Fragment(labels) if for_json else orjson.loads(labels)
+    return args, kwargs, labels
 
 
 def to_record(event: TaskEvent) -> dict[str, Any]:
@@ -341,14 +362,14 @@ def to_record(event: TaskEvent) -> dict[str, Any]:
 def _record(event: TaskEvent, for_json: bool) -> dict[str, Any]:
     if event._pending is not None:
         event._settle()
-    args, kwargs, labels = event._args, event._kwargs, event._labels
-    # Inline, not json_value/python_value: this runs for every event a sink's thread serialises.
-    if type(args) is bytes:
-        args = orjson.Fragment(args) if for_json else orjson.loads(args)
-    if type(kwargs) is bytes:
-        kwargs = orjson.Fragment(kwargs) if for_json else orjson.loads(kwargs)
-    if type(labels) is bytes:
-        labels = orjson.Fragment(labels) if for_json else orjson.loads(labels)
+    args, kwargs, labels, texts = event._args, event._kwargs, event._labels, event._texts
+    if texts:  # inline (see _params): this runs for every record a sink's thread serialises
+        if texts & _ARGS:
+            args = orjson.Fragment(args) if for_json else orjson.loads(args)
+        if texts & _KWARGS:
+            kwargs = orjson.Fragment(kwargs) if for_json else orjson.loads(kwargs)
+        if texts & _LABELS:
+            labels = orjson.Fragment(labels) if for_json else orjson.loads(labels)
     return {
         "schema_version": SCHEMA_VERSION,
         "status": event.status,

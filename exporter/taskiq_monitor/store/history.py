@@ -172,7 +172,8 @@ def encode_record(event: TaskEvent) -> bytes:
         event.trace_id,
         event.span_id,
     ]
-    while values and values[-1] is None:
+    # The trailing fields that are None go; the parameters (index 9 to 11) stay, for json's path below.
+    while len(values) > 12 and values[-1] is None:
         values.pop()
     try:
         # orjson: ~1 µs where json.dumps takes ~6 (the flusher encodes every event). Redacted fields hold JSON
@@ -182,6 +183,8 @@ def encode_record(event: TaskEvent) -> bytes:
         # What orjson refuses (a lone surrogate, a non-str key, an integer beyond 64 bits): json, as before (with the
         # fields a JSON text embedded by orjson decoded: json knows no orjson.Fragment).
         values[9], values[10], values[11] = event.redacted_fields()[:3]
+        while values and values[-1] is None:
+            values.pop()
         raw = json.dumps(values, separators=(",", ":"), default=_json_default, ensure_ascii=False).encode(
             "utf-8", "backslashreplace"
         )
