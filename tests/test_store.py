@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import json
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -322,6 +323,42 @@ def test_events_lost_at_shutdown_while_redis_is_down_are_counted() -> None:
     assert sink._thread is None and not sink._buffer
     assert sink.dropped == 5
     assert registry.get_sample_value("taskiq_monitor_state_events_total", {"result": "dropped"}) == 5
+
+
+def test_the_buffer_gauge_shows_what_waits_for_the_store_and_empties_with_it() -> None:
+    registry = CollectorRegistry()
+    store = MemoryStore(Settings())
+    down = threading.Event()
+
+    class Outage:
+        history_from_payload = True
+
+        def write(self, batch: Any) -> int:
+            if down.is_set():
+                raise ConnectionError("Redis unreachable (test)")
+            return store.write(batch)
+
+        def close(self) -> None:
+            pass
+
+    def buffered() -> float | None:
+        return registry.get_sample_value("taskiq_monitor_state_buffer_events")
+
+    down.set()
+    sink = StateSink(Settings(redis_url="redis://unused:1/0"), Outage(), registry=registry)
+    try:
+        sink.emit(ev("pending", "t0"))
+        wait_for(lambda: sink.failures >= 1, 10, "a failed write")
+        for i in range(1, 4):
+            sink.emit(ev("pending", f"t{i}"))
+        wait_for(lambda: buffered() == 3, 20, "the gauge showing the 3 events behind the retried batch")
+        down.clear()
+        wait_for(lambda: sink.written == 4, 20, "all 4 events written once Redis is back")
+        sink.emit(ev("pending", "t4"))
+        wait_for(lambda: sink.written == 5, 20, "the next event written")
+        assert buffered() == 0
+    finally:
+        sink.stop()
 
 
 def test_removals_recorded_while_the_flusher_drains_are_not_lost() -> None:

@@ -79,6 +79,7 @@ METRICS: dict[str, tuple[str, tuple[str, ...]]] = {
     "taskiq_monitor_history_evicted_total": ("counter", ("reason",)),
     # Written by every process's StateSink (sinks/state.py); result in {written, dropped}.
     "taskiq_monitor_state_events_total": ("counter", ("result",)),
+    "taskiq_monitor_state_buffer_events": ("gauge", ()),
 }
 
 # The metrics of METRICS whose value is queue-wide (read from the shared state store), not this exporter's own:

@@ -38,7 +38,7 @@ import time
 from collections import deque
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter
+from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from taskiq_monitor.events import (
     STATUS_PENDING,
@@ -122,6 +122,35 @@ def state_events_counter(registry: CollectorRegistry | None = None) -> Counter:
         return _COUNTER
 
 
+_GAUGE: Gauge | None = None
+_BUFFER_HELP = "Task events waiting in memory for the shared state store, as its writer thread last saw them."
+
+
+def state_buffer_gauge(registry: CollectorRegistry | None = None) -> Gauge:
+    """``taskiq_monitor_state_buffer_events`` (one per process; reused when it already exists).
+
+    livesum: every process reports its own buffer, and a dead process's share vanishes with it. Set by the writer
+    thread at each batch, never by the task's loop: a writer kept from the GIL (a loop that never idles) updates it
+    late, and then ``taskiq_monitor_state_events_total{result="dropped"}`` tells the rest.
+    """
+    global _GAUGE
+    with _COUNTER_LOCK:
+        if registry is not None:
+            return Gauge(
+                "taskiq_monitor_state_buffer_events", _BUFFER_HELP, registry=registry, multiprocess_mode="livesum"
+            )
+        if _GAUGE is None:
+            from prometheus_client import REGISTRY
+
+            existing = registered_collector(REGISTRY, "taskiq_monitor_state_buffer_events")
+            _GAUGE = (
+                existing
+                if isinstance(existing, Gauge)
+                else Gauge("taskiq_monitor_state_buffer_events", _BUFFER_HELP, multiprocess_mode="livesum")
+            )
+        return _GAUGE
+
+
 def _history_kept(events: list[TaskEvent]) -> set[int]:
     """Positions of the events whose execution-history record survives this batch.
 
@@ -169,6 +198,7 @@ class StateSink(EventSink):
                 writer = store
         self.writer: StateWriter = writer
         counter = state_events_counter(registry)
+        self._buffered = state_buffer_gauge(registry)
         self._written = counter.labels(RESULT_WRITTEN)
         self._dropped = counter.labels(RESULT_DROPPED)
         self._written.inc(0)
@@ -341,6 +371,7 @@ class StateSink(EventSink):
                         batch = None
                         continue
                     self.failures += 1
+                    self._buffered.set(len(self._buffer))  # growing while Redis is away
                     with self._lock:
                         self._resync = True
                     if self.failures == 1 or self.failures % 100 == 0:
@@ -468,6 +499,7 @@ class StateSink(EventSink):
                 events.append(event)
                 seqs.append(popped)
         self._popped = popped
+        self._buffered.set(len(buffer))  # what waits behind this batch
         kept = _history_kept(events) if self._history else None
         for index, event in enumerate(events):
             try:

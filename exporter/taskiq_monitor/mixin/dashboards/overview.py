@@ -299,12 +299,23 @@ def monitoring_panels() -> list[timeseries.Panel]:
             description="Records shipped to Loki, spooled to disk while Loki is unreachable, or dropped.",
         ),
         ts_panel(
-            "Shipper backlog",
+            "Backlogs",
             [
-                prom(f"sum({promql.series('taskiq_monitor_log_queue_records', JOB)})", "in memory (records)", ref="A"),
-                prom(f"sum({promql.series('taskiq_monitor_log_spool_bytes', JOB)})", "spool (bytes)", ref="B"),
+                prom(
+                    f"sum({promql.series('taskiq_monitor_log_queue_records', JOB)})",
+                    "Loki, in memory (records)",
+                    ref="A",
+                ),
+                prom(f"sum({promql.series('taskiq_monitor_log_spool_bytes', JOB)})", "Loki spool (bytes)", ref="B"),
+                prom(
+                    f"sum({promql.series('taskiq_monitor_state_buffer_events', JOB)})",
+                    "state store, in memory (events)",
+                    ref="C",
+                ),
             ],
             w=8,
+            description="What the worker processes hold for Loki and for the state store. A buffer that only grows "
+            "while Loki and Redis are healthy: the processes run flat out, and their writer threads wait for the GIL.",
         ),
         ts_panel(
             "State store up",
