@@ -362,14 +362,7 @@ def to_record(event: TaskEvent) -> dict[str, Any]:
 def _record(event: TaskEvent, for_json: bool) -> dict[str, Any]:
     if event._pending is not None:
         event._settle()
-    args, kwargs, labels, texts = event._args, event._kwargs, event._labels, event._texts
-    if texts:  # inline (see _params): this runs for every record a sink's thread serialises
-        if texts & _ARGS:
-            args = orjson.Fragment(args) if for_json else orjson.loads(args)
-        if texts & _KWARGS:
-            kwargs = orjson.Fragment(kwargs) if for_json else orjson.loads(kwargs)
-        if texts & _LABELS:
-            labels = orjson.Fragment(labels) if for_json else orjson.loads(labels)
+    args, kwargs, labels = _params(event, for_json)
     return {
         "schema_version": SCHEMA_VERSION,
         "status": event.status,

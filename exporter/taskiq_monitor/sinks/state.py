@@ -36,6 +36,7 @@ import socket
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
@@ -91,39 +92,36 @@ _MAX_BACKOFF = 5.0
 _MAX_REMOVALS = 100_000  # members remembered while dropping (≈ 100 bytes each)
 _CLOSE_TIMEOUT = 5.0
 
-_COUNTER: Counter | None = None
-_COUNTER_LOCK = threading.Lock()
+_SHARED: dict[str, Any] = {}  # full metric name -> this process's collector on the default registry
+_SHARED_LOCK = threading.Lock()
+_EVENTS_HELP = "Task events written to the shared state / live-feed stream, or dropped (buffer full)."
+_BUFFER_HELP = "Task events waiting in memory for the shared state store, as its writer thread last saw them."
+
+
+def _per_process(full_name: str, kind: type[Any], make: Callable[..., Any], registry: CollectorRegistry | None) -> Any:
+    """A collector of ``registry``, or the default registry's one for this process (reused when it already exists:
+    every StateSink of a process shares it)."""
+    with _SHARED_LOCK:
+        if registry is not None:
+            return make(registry=registry)
+        metric = _SHARED.get(full_name)
+        if metric is None:
+            from prometheus_client import REGISTRY
+
+            existing = registered_collector(REGISTRY, full_name)
+            metric = _SHARED[full_name] = existing if isinstance(existing, kind) else make()
+        return metric
 
 
 def state_events_counter(registry: CollectorRegistry | None = None) -> Counter:
     """``taskiq_monitor_state_events_total{result}`` (one per process; reused when it already exists)."""
-    global _COUNTER
-    with _COUNTER_LOCK:
-        if registry is not None:
-            return Counter(
-                "taskiq_monitor_state_events",
-                "Task events written to the shared state / live-feed stream, or dropped (buffer full).",
-                ["result"],
-                registry=registry,
-            )
-        if _COUNTER is None:
-            from prometheus_client import REGISTRY
-
-            existing = registered_collector(REGISTRY, "taskiq_monitor_state_events_total")
-            _COUNTER = (
-                existing
-                if isinstance(existing, Counter)
-                else Counter(
-                    "taskiq_monitor_state_events",
-                    "Task events written to the shared state / live-feed stream, or dropped (buffer full).",
-                    ["result"],
-                )
-            )
-        return _COUNTER
-
-
-_GAUGE: Gauge | None = None
-_BUFFER_HELP = "Task events waiting in memory for the shared state store, as its writer thread last saw them."
+    counter: Counter = _per_process(
+        "taskiq_monitor_state_events_total",
+        Counter,
+        lambda **kw: Counter("taskiq_monitor_state_events", _EVENTS_HELP, ["result"], **kw),
+        registry,
+    )
+    return counter
 
 
 def state_buffer_gauge(registry: CollectorRegistry | None = None) -> Gauge:
@@ -133,22 +131,13 @@ def state_buffer_gauge(registry: CollectorRegistry | None = None) -> Gauge:
     thread at each batch, never by the task's loop: a writer kept from the GIL (a loop that never idles) updates it
     late, and then ``taskiq_monitor_state_events_total{result="dropped"}`` tells the rest.
     """
-    global _GAUGE
-    with _COUNTER_LOCK:
-        if registry is not None:
-            return Gauge(
-                "taskiq_monitor_state_buffer_events", _BUFFER_HELP, registry=registry, multiprocess_mode="livesum"
-            )
-        if _GAUGE is None:
-            from prometheus_client import REGISTRY
-
-            existing = registered_collector(REGISTRY, "taskiq_monitor_state_buffer_events")
-            _GAUGE = (
-                existing
-                if isinstance(existing, Gauge)
-                else Gauge("taskiq_monitor_state_buffer_events", _BUFFER_HELP, multiprocess_mode="livesum")
-            )
-        return _GAUGE
+    gauge: Gauge = _per_process(
+        "taskiq_monitor_state_buffer_events",
+        Gauge,
+        lambda **kw: Gauge("taskiq_monitor_state_buffer_events", _BUFFER_HELP, multiprocess_mode="livesum", **kw),
+        registry,
+    )
+    return gauge
 
 
 def _history_kept(events: list[TaskEvent]) -> set[int]:
