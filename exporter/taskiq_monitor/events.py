@@ -256,10 +256,7 @@ class TaskEvent:
     def args(self) -> list[Any]:
         if self._pending is not None:
             self._settle()
-        value = self._args
-        # Kept as the JSON text that was checked (see _settle): decoded, afresh on every read, for a reader that wants
-        # objects (our sinks never do: they embed the text).
-        return orjson.loads(value) if self._texts & _ARGS else value  # type: ignore[no-any-return]
+        return _decoded(self._args, self._texts & _ARGS)  # type: ignore[no-any-return]
 
     @args.setter
     def args(self, value: list[Any]) -> None:
@@ -270,10 +267,7 @@ class TaskEvent:
     def kwargs(self) -> dict[str, Any]:
         if self._pending is not None:
             self._settle()
-        value = self._kwargs
-        # Kept as the JSON text that was checked (see _settle): decoded, afresh on every read, for a reader that wants
-        # objects (our sinks never do: they embed the text).
-        return orjson.loads(value) if self._texts & _KWARGS else value  # type: ignore[no-any-return]
+        return _decoded(self._kwargs, self._texts & _KWARGS)  # type: ignore[no-any-return]
 
     @kwargs.setter
     def kwargs(self, value: dict[str, Any]) -> None:
@@ -284,10 +278,7 @@ class TaskEvent:
     def labels(self) -> dict[str, Any]:
         if self._pending is not None:
             self._settle()
-        value = self._labels
-        # Kept as the JSON text that was checked (see _settle): decoded, afresh on every read, for a reader that wants
-        # objects (our sinks never do: they embed the text).
-        return orjson.loads(value) if self._texts & _LABELS else value  # type: ignore[no-any-return]
+        return _decoded(self._labels, self._texts & _LABELS)  # type: ignore[no-any-return]
 
     @labels.setter
     def labels(self, value: dict[str, Any]) -> None:
@@ -338,6 +329,12 @@ class TaskEvent:
         return all(getattr(self, name) == getattr(other, name) for name in self.FIELDS)
 
     __hash__ = None  # type: ignore[assignment]  # mutable, like the dataclass it replaces
+
+
+def _decoded(value: Any, is_text: int) -> Any:
+    """A field kept as the JSON text that was checked (see ``TaskEvent._settle``) decoded, afresh on every read, for
+    a reader that wants objects (our sinks never do: they embed the text); any other value as it is."""
+    return orjson.loads(value) if is_text else value
 
 
 def _params(event: TaskEvent, for_json: bool) -> tuple[Any, Any, Any]:
