@@ -51,3 +51,18 @@ def test_redis_url_without_a_scheme_is_rejected_clearly() -> None:
         Settings(redis_url="localhost:6379")
     assert Settings(redis_url=" redis://localhost:6379/0 ").redis_url == "redis://localhost:6379/0"
     assert Settings(redis_url="").redis_url is None
+
+
+def test_loki_statuses_parse_from_a_comma_list_and_bad_ones_are_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    from taskiq_monitor.errors import ConfigError
+    from taskiq_monitor.settings import load_settings
+
+    assert Settings().loki_statuses == ("pending", "running", "success", "failed", "retried")
+    monkeypatch.setenv("TASKIQ_MONITOR_LOKI_STATUSES", " Failed, retried,failed ")
+    assert Settings().loki_statuses == ("failed", "retried")
+    monkeypatch.setenv("TASKIQ_MONITOR_LOKI_STATUSES", "failed,sucess")
+    with pytest.raises(ConfigError, match=r"loki_statuses: .*unknown status 'sucess': each must be one of pending"):
+        load_settings()
+    monkeypatch.setenv("TASKIQ_MONITOR_LOKI_STATUSES", " , ")
+    with pytest.raises(ConfigError, match="name at least one of"):
+        load_settings()

@@ -16,6 +16,7 @@ from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_vali
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from taskiq_monitor.errors import ConfigError
+from taskiq_monitor.events import EVENT_STATUSES
 from taskiq_monitor.redaction import (
     DEFAULT_MAX_FIELD_BYTES,
     DEFAULT_MAX_RECORD_BYTES,
@@ -105,7 +106,14 @@ class Settings(BaseSettings):
 
     # --- loki -------------------------------------------------------------------------------------------------------
     loki_url: str | None = Field(
-        None, description="Loki base URL (e.g. http://loki:3100); when set, every task event is shipped to Loki."
+        None,
+        description="Loki base URL (e.g. http://loki:3100); when set, task events (of loki_statuses) are shipped.",
+    )
+    loki_statuses: Annotated[tuple[str, ...], NoDecode] = Field(
+        tuple(str(status) for status in EVENT_STATUSES),
+        description="Statuses of the events shipped to Loki, comma-separated (default: all). E.g. 'failed,retried' "
+        "ships failures only, for a fraction of the shipping CPU and of Loki's volume; the state store, the live feed "
+        "and the history still get every event.",
     )
     loki_batch_max_records: int = Field(1000, ge=1, description="Records per push at most.")
     loki_batch_max_bytes: int = Field(
@@ -269,6 +277,22 @@ class Settings(BaseSettings):
                 keys = tuple(k.strip() for k in text.lstrip("+").split(",") if k.strip())
                 value = DEFAULT_REDACT_KEYS + keys if extend else keys
         return value
+
+    @field_validator("loki_statuses", mode="before")
+    @classmethod
+    def _parse_statuses(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = value.split(",")
+        if not isinstance(value, list | tuple | set | frozenset):
+            return value  # pydantic names the type error
+        known = [str(status) for status in EVENT_STATUSES]
+        statuses = tuple(dict.fromkeys(str(s).strip().lower() for s in value if str(s).strip()))
+        unknown = [s for s in statuses if s not in known]
+        if unknown:
+            raise ValueError(f"unknown status {', '.join(map(repr, unknown))}: each must be one of {', '.join(known)}")
+        if not statuses:
+            raise ValueError(f"name at least one of {', '.join(known)} (to ship nothing, leave loki_url unset)")
+        return statuses
 
     @field_validator("loki_url")
     @classmethod

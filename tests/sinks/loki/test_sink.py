@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import atexit
 import json
 import os
@@ -342,3 +343,47 @@ def test_an_attempt_finished_before_the_collector_took_it_is_shipped_as_its_fina
     assert short["started_at"] is not None and short["queue_wait_seconds"] == pytest.approx(0.5, abs=0.4)
     assert short["args"] == [1] and short["kwargs"] == {"api_key": "[REDACTED]"}
     assert b"SECRET" not in b"".join(loki.raw_bodies)
+
+
+def _attempts(middleware: MonitoringMiddleware, outcomes: dict[str, bool | None]) -> None:
+    """Run an attempt per task id: True succeeds, False fails, None is still running."""
+    for task_id, ok in outcomes.items():
+        message = TaskiqMessage(task_id=task_id, task_name="score_message_task", labels={}, args=[1], kwargs={})
+        middleware.pre_execute(message)
+        if ok is not None:
+            error = None if ok else ValueError("boom")
+            result: TaskiqResult[Any] = TaskiqResult(is_err=not ok, return_value=None, execution_time=0.1, error=error)
+            if error is not None:
+                middleware.on_error(message, result, error)
+            middleware.post_execute(message, result)
+
+
+def test_statuses_left_out_are_not_shipped_while_the_state_store_gets_every_event(
+    loki: LokiPushDouble, make_sink: Any
+) -> None:
+    from taskiq_monitor.sinks.state import StateSink
+    from taskiq_monitor.store import MemoryStore
+
+    sink, registry = make_sink(loki_batch_wait_seconds=30, loki_statuses="failed,retried")
+    store = MemoryStore(sink.settings)
+    state = StateSink(sink.settings, store, registry=CollectorRegistry())
+    middleware = MonitoringMiddleware(sink.settings, registry=CollectorRegistry(), sinks=[sink, state])
+    _attempts(middleware, {"ok": True, "bad": False, "long": None})
+    sink.flush_sync()
+    state.stop()
+    records = loki.records()
+    assert [(r["task_id"], r["status"]) for r in records] == [("bad", "failed")]
+    assert "ValueError: boom" in records[0]["traceback"] and records[0]["args"] == [1]
+    assert counted(registry, "shipped") == 1 and counted(registry, "dropped") == 0
+    entries = asyncio.run(store.read_after("0-0", 100, 0))
+    in_store = {(json.loads(e.payload)["task_id"], e.status) for e in entries}
+    # A running event of a short attempt may be recorded too: the flusher may take it before the attempt ends.
+    assert {("ok", "success"), ("bad", "failed"), ("long", "running")} <= in_store
+
+
+def test_a_running_record_is_kept_when_its_final_status_is_not_shipped(loki: LokiPushDouble, make_sink: Any) -> None:
+    sink, _ = make_sink(loki_batch_wait_seconds=30, loki_statuses="running,failed")
+    middleware = MonitoringMiddleware(sink.settings, registry=CollectorRegistry(), sinks=[sink])
+    _attempts(middleware, {"ok": True, "bad": False})  # both finished before the collector took anything
+    sink.flush_sync()
+    assert sorted((r["task_id"], r["status"]) for r in loki.records()) == [("bad", "failed"), ("ok", "running")]

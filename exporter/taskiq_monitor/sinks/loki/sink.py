@@ -47,7 +47,7 @@ import httpx
 from prometheus_client import CollectorRegistry
 
 from taskiq_monitor.errors import ConfigError
-from taskiq_monitor.events import EventSink, QueuedEvent, refuse, resolve
+from taskiq_monitor.events import STATUS_RUNNING, EventSink, FinishedAttempt, QueuedEvent, refuse, resolve
 from taskiq_monitor.logs import WarnOnce
 from taskiq_monitor.metrics import LOG_DROPPED, LOG_SHIPPED, LOG_SPOOLED, LogShippingMetrics
 from taskiq_monitor.redaction import Redactor
@@ -107,6 +107,9 @@ class LokiSink(EventSink):
         self.url = self._http.url
         self._encoder = EntryEncoder(settings.service_name, settings.env)
         self._gzip = settings.loki_compression == "gzip"
+        # Plain strings: a TaskStatus member hashes and compares as its value.
+        self._statuses = frozenset(settings.loki_statuses)
+        self._ships_running = STATUS_RUNNING in self._statuses
         self._queue: deque[QueuedEvent] = deque()
         self._queue_max = settings.loki_queue_max_records
         self._overflow = 0  # records refused by a full queue, not yet counted as dropped (under _overflow_lock)
@@ -138,6 +141,11 @@ class LokiSink(EventSink):
     # -- EventSink -------------------------------------------------------------------------------------------------
     def emit(self, event: QueuedEvent) -> None:
         try:
+            if event.status not in self._statuses:
+                if self._ships_running and type(event) is FinishedAttempt:
+                    # Its running event would be coalesced into this final one, which Loki does not get: keep it.
+                    refuse(event)
+                return
             if not self._running:
                 self._start_threads()  # cheap: spool and HTTP client are opened by the sender thread
             queue = self._queue
