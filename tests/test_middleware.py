@@ -687,3 +687,36 @@ async def test_a_queued_handle_does_not_keep_the_tasks_exception_and_its_frames_
         seen.add(id(obj))
         assert not isinstance(obj, BaseException | types.TracebackType | types.FrameType), obj
         todo.extend(gc.get_referents(obj))
+
+
+def test_events_carry_the_pid_of_the_process_that_ran_the_task_after_a_fork() -> None:
+    """Worker processes are forked from a parent that imported this package: the pid is not the parent's."""
+    import os
+
+    from taskiq import TaskiqMessage, TaskiqResult
+
+    sinks = [HandleSink(), RecordingSink()]  # handles (deferred) and events built on the loop
+    middlewares = [MonitoringMiddleware(Settings(), registry=CollectorRegistry(), sinks=[s]) for s in sinks]
+    read, write = os.pipe()
+    child = os.fork()
+    if child == 0:  # pragma: no cover - the child reports through the pipe
+        code = 1
+        try:
+            pids = []
+            for middleware, sink in zip(middlewares, sinks, strict=True):
+                message = TaskiqMessage(task_id="t", task_name="ok", labels={}, args=[], kwargs={})
+                middleware.pre_execute(message)
+                middleware.post_execute(message, TaskiqResult(is_err=False, return_value=None, execution_time=0.1))
+                built = [resolve(i) for i in sink.items] if isinstance(sink, HandleSink) else sink.events
+                pids += [e.pid for e in built if e is not None]
+            os.write(write, ",".join(map(str, pids)).encode())
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(write)
+    with os.fdopen(read) as pipe:
+        reported = pipe.read()
+    _, status = os.waitpid(child, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    pids = [int(p) for p in reported.split(",")]
+    assert len(pids) >= 3 and set(pids) == {child} and child != os.getpid()

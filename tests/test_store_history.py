@@ -185,7 +185,6 @@ def batch_of(store: MemoryStore, events: list[TaskEvent]) -> WriteBatch:
     """The batch the state sink's flusher builds from ``events`` (buffered in this order)."""
     sink = StateSink(store.settings, writer=store)
     sink._buffer.extend(events)
-    sink._seq += len(events)
     return sink._next_batch()
 
 
