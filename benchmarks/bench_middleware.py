@@ -193,8 +193,9 @@ def _drain(config: str) -> float:
     """Wait until every sink's threads have handled what they were handed (their CPU belongs to the tasks); return
     how many events the sinks dropped since the last call.
 
-    Loki's shipper is waited for, not stopped: stopping it closes its spool and HTTP client, and the next round would
-    open them again (~10 ms of CPU each time, 0.5-1 µs a task at these round sizes), which a worker does once."""
+    Loki's shipper is waited for, not stopped: stopping it here would count closing its spool and HTTP client, and
+    the next round's opening them, in the tasks' CPU (~10 ms each time, 0.5-1 µs a task at these round sizes), which a
+    worker does once. ``_ready`` and ``_park`` start and stop it outside the measured span."""
     dropped = 0.0
     for mw in _INSTANCES.get(config, []):
         for sink in getattr(mw, "sinks", []):
@@ -210,6 +211,24 @@ def _drain(config: str) -> float:
                 dropped += metrics.by_result[LOG_DROPPED]._value.get()
     before, _DROPPED[config] = _DROPPED.get(config, 0.0), dropped
     return dropped - before
+
+
+def _ready(config: str) -> None:
+    """Before a measured span: Loki's shipper threads started and set up (spool, HTTP client)."""
+    for mw in _INSTANCES.get(config, []):
+        for sink in getattr(mw, "sinks", []):
+            if hasattr(sink, "pending"):
+                sink._start_threads()
+                sink._run.ready.wait(30)
+
+
+def _park(config: str) -> None:
+    """After a measured span: stop Loki's shipper threads, so that their idle wake-ups do not run during the other
+    configurations' rounds (a waiting thread takes the GIL whenever the loop makes a system call)."""
+    for mw in _INSTANCES.get(config, []):
+        for sink in getattr(mw, "sinks", []):
+            if hasattr(sink, "pending"):
+                sink.flush_sync()
 
 
 Sample = tuple[float, float, float, float]  # wall, loop CPU, total CPU — seconds per task; events dropped
@@ -234,6 +253,7 @@ async def worker_side(config: str, n: int, task_name: str = "noop", pace: bool =
     for mw in broker.middlewares:
         if isinstance(mw, MonitoringMiddleware):
             await mw.startup()  # no HTTP server: taskiq's PrometheusMiddleware.startup would bind a port
+    _ready(config)
     cpu, loop_cpu, start = time.process_time(), time.thread_time(), time.perf_counter()
     for index, raw in enumerate(messages):
         await receiver.callback(raw)
@@ -241,7 +261,9 @@ async def worker_side(config: str, n: int, task_name: str = "noop", pace: bool =
             await asyncio.sleep(_PACE_SECONDS)  # the loop idles: the GIL is free for the sinks' threads
     wall, loop_cpu = time.perf_counter() - start, time.thread_time() - loop_cpu
     dropped = _drain(config)
-    return wall / n, loop_cpu / n, (time.process_time() - cpu) / n, dropped
+    total = time.process_time() - cpu
+    _park(config)
+    return wall / n, loop_cpu / n, total / n, dropped
 
 
 async def worker_side_io(config: str, n: int) -> Sample:
@@ -263,6 +285,7 @@ IO_CONFIGS = (BARE, PROMETHEUS, METRICS_ONLY, EVENTS_STATE, EVENTS_STATE_LOKI)
 async def end_to_end(config: str, n: int) -> Sample:
     broker, noop = build(config, await_inplace=True)
     await broker.startup()
+    _ready(config)
     options = {"lang": "en", "retries": 2}
     cpu, loop_cpu, start = time.process_time(), time.thread_time(), time.perf_counter()
     for i in range(n):
@@ -280,6 +303,9 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--history-off", action="store_true", help="events configurations without the history")
     parser.add_argument("--no-redis", action="store_true", help="skip the configuration with a real redis-server")
+    parser.add_argument(
+        "--worker-side-only", action="store_true", help="only the worker-side path (quicker, for before/after pairs)"
+    )
     args = parser.parse_args()
     global _REDIS_URL
     redis_server = None if args.no_redis else _start_redis()
@@ -302,6 +328,8 @@ def main() -> int:
         ("worker side, a socket round trip per task, loop about half busy", worker_side_io_paced, IO_CONFIGS),
         ("end to end (.kiq)", end_to_end, tuple(CONFIGS)),
     ]
+    if args.worker_side_only:
+        paths = paths[:1]
     results: dict[str, dict[str, list[Sample]]] = {path: {} for path, _, _ in paths}
     try:
         for path, fn, configs in paths:
