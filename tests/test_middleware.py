@@ -720,3 +720,14 @@ def test_events_carry_the_pid_of_the_process_that_ran_the_task_after_a_fork() ->
     assert os.waitstatus_to_exitcode(status) == 0
     pids = [int(p) for p in reported.split(",")]
     assert len(pids) >= 3 and set(pids) == {child} and child != os.getpid()
+
+
+def test_an_in_flight_record_sets_every_field_a_started_attempt_sets() -> None:
+    """_InFlight sets StartedAttempt's fields itself (no super().__init__ on the hot path): none may be missed."""
+    from taskiq_monitor.events import StartedAttempt
+    from taskiq_monitor.middleware import _InFlight
+
+    started = StartedAttempt("t", "task", 2, 10.0, 9.0, 1.0)
+    record = _InFlight(1, "t", "task", 2, 5.0, 10.0, 9.0, 1.0)
+    fields = {name for name in StartedAttempt.__slots__ if hasattr(started, name)}
+    assert fields and all(getattr(record, name) == getattr(started, name) for name in fields)

@@ -107,7 +107,16 @@ class _InFlight(StartedAttempt):
         enqueued_at: float | None,
         queue_wait: float | None,
     ) -> None:
-        super().__init__(task_id, task_name, attempt, started_at, enqueued_at, queue_wait)
+        # StartedAttempt's fields set here, not through super().__init__: one call less per task on the loop.
+        self.task_id = task_id
+        self.task_name = task_name
+        self.attempt = attempt
+        self.started_at = started_at
+        self.enqueued_at = enqueued_at
+        self.queue_wait = queue_wait
+        self.done = False
+        self._event = None
+        self._context = None
         self.key = key
         self.started_perf = started_perf
         self.error: BaseException | None = None
@@ -314,17 +323,11 @@ class MonitoringMiddleware(TaskiqMiddleware):
             if self._deferred:
                 # Shallow copies: the message's containers may change after this hook (a retry middleware bumps
                 # labels); the event, its redaction and its JSON are built by the sinks' threads.
-                trace_id, span_id = current_ids()
-                record.defer(
-                    self._context,
-                    self._host,
-                    _pid,
-                    list(message.args),
-                    dict(message.kwargs),
-                    dict(labels),
-                    trace_id,
-                    span_id,
-                )
+                # What StartedAttempt.defer() sets, set here: one call less per task on the loop.
+                record.trace_id, record.span_id = current_ids()
+                record.host, record.pid = self._host, _pid
+                record.args, record.kwargs, record.labels = list(message.args), dict(message.kwargs), dict(labels)
+                record._context = self._context
                 self._hand_over(record)
             elif self._emitting:
                 running = TaskEvent(
