@@ -416,7 +416,10 @@ class MonitoringMiddleware(TaskiqMiddleware):
                 w.add(m.error_cell(inst, type(error).__name__))
             w.commit()
             if self._emitting:
-                self._emit_finished(message, status, duration, in_flight, error, ids, running_event)
+                if in_flight is not None and in_flight._context is not None and self._deferred:
+                    self._finish_deferred(message, status, duration, in_flight, error, time.time(), ids)
+                else:
+                    self._emit_finished(message, status, duration, in_flight, error, ids, running_event)
         except Exception:
             self._count_failure("middleware")
 
@@ -463,10 +466,8 @@ class MonitoringMiddleware(TaskiqMiddleware):
         ids: tuple[str | None, str | None],
         running: TaskEvent | None,
     ) -> None:
+        """The final event, built on the loop (a sink that is not deferred; see ``_finish_deferred`` otherwise)."""
         now = time.time()
-        if in_flight is not None and in_flight._context is not None and self._deferred:
-            self._finish_deferred(message, status, duration, in_flight, error, now, ids)
-            return
         # Not from the labels: a retry middleware has already bumped ``_retries`` in them by now.
         attempt = in_flight.attempt if in_flight is not None else _attempt(message.labels)
         event = TaskEvent(
