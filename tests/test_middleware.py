@@ -731,3 +731,23 @@ def test_an_in_flight_record_sets_every_field_a_started_attempt_sets() -> None:
     record = _InFlight(1, "t", "task", 2, 5.0, 10.0, 9.0, 1.0)
     fields = {name for name in StartedAttempt.__slots__ if hasattr(started, name)}
     assert fields and all(getattr(record, name) == getattr(started, name) for name in fields)
+
+
+def test_the_handle_handed_to_deferred_sinks_has_every_field_defer_sets() -> None:
+    """pre_execute sets what StartedAttempt.defer() sets itself (one call less on the hot path): none may be missed."""
+    from taskiq import TaskiqMessage
+
+    from taskiq_monitor.events import EventContext, StartedAttempt
+    from taskiq_monitor.redaction import Redactor
+
+    started = StartedAttempt("t", "task", 1, 10.0, None, None)
+    before = {name for name in StartedAttempt.__slots__ if hasattr(started, name)}
+    started.defer(EventContext(Redactor(), lambda _: (), None, True), "h", 1, [], {}, {}, None, None)
+    set_by_defer = {name for name in StartedAttempt.__slots__ if hasattr(started, name)} - before | {"_context"}
+    sink = HandleSink()
+    middleware = MonitoringMiddleware(Settings(), registry=CollectorRegistry(), sinks=[sink])
+    middleware.pre_execute(TaskiqMessage(task_id="t", task_name="task", labels={"a": 1}, args=[1], kwargs={"k": 2}))
+    (handle,) = sink.items
+    assert len(set_by_defer) >= 8 and all(hasattr(handle, name) for name in set_by_defer)
+    assert (handle.args, handle.kwargs, handle.labels) == ([1], {"k": 2}, {"a": 1})
+    assert handle._context is middleware._context
