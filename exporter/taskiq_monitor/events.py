@@ -205,7 +205,7 @@ class TaskEvent:
                     if (
                         self._error_message is None
                         and self._traceback is None
-                        and self._labels == (orjson.loads(labels) if texts & _LABELS else labels)
+                        and self._labels == _decoded(labels, texts & _LABELS)
                     ):
                         # Nearly always: the labels did not change during the attempt (a retry middleware bumps
                         # them only on a failure) and were already safe as they were (equal to a redacted copy).

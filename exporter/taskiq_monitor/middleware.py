@@ -107,16 +107,7 @@ class _InFlight(StartedAttempt):
         enqueued_at: float | None,
         queue_wait: float | None,
     ) -> None:
-        # StartedAttempt's fields set here, not through super().__init__: one call less per task on the loop.
-        self.task_id = task_id
-        self.task_name = task_name
-        self.attempt = attempt
-        self.started_at = started_at
-        self.enqueued_at = enqueued_at
-        self.queue_wait = queue_wait
-        self.done = False
-        self._event = None
-        self._context = None
+        super().__init__(task_id, task_name, attempt, started_at, enqueued_at, queue_wait)
         self.key = key
         self.started_perf = started_perf
         self.error: BaseException | None = None
