@@ -275,3 +275,29 @@ def test_with_live_compression_the_browser_negotiates_deflate_and_the_feed_holds
         assert extensions and "permessage-deflate" in extensions[0] and "server_no_context_takeover" in extensions[0]
     finally:
         server.stop()
+
+
+def test_an_overview_answer_that_arrives_after_logout_is_not_drawn(redis_srv: RedisServer, page: Any) -> None:
+    """Logging out while the overview's poll is out: its answer must not be drawn without the configuration (the
+    page fixture fails the test on any script error)."""
+    emit_all(redis_srv.url, [event("t1", "success", "guarded_task")])
+    server = Exporter(redis_srv.url, TASKIQ_MONITOR_BEARER_TOKEN=TOKEN)
+    try:
+        page.goto(server.url + "/")
+        page.fill("#login-token", TOKEN)
+        page.click('#login-form button[type="submit"]')
+        page.wait_for_selector('[data-testid="task-card"][data-task-name="guarded_task"]')
+        answer = page.evaluate("() => fetch('api/v1/tasks').then(r => r.text())")
+        held: list[Any] = []
+        page.route("**/api/v1/tasks", lambda route: held.append(route))  # the next poll stays out until released
+        deadline = time.monotonic() + 60
+        while not held:
+            assert time.monotonic() < deadline, "the overview polls every 2 s"
+            page.wait_for_timeout(100)
+        page.click("#logout")
+        page.wait_for_selector("#view-login:not([hidden])")
+        held[0].fulfill(status=200, content_type="application/json", body=answer)
+        page.wait_for_timeout(500)  # the answer's handlers have run
+        assert page.locator("#view-login").is_visible()
+    finally:
+        server.stop()

@@ -30,6 +30,8 @@ export class Overview {
   hide() {
     this.active = false;
     clearTimeout(this.timer);
+    clearTimeout(this.pokeTimer);
+    this.pokeTimer = null;
   }
 
   /** Called for every live event: refresh soon (throttled), so a change shows within a second. */
@@ -54,6 +56,8 @@ export class Overview {
     try {
       const [tasks] = await Promise.all([getJSON("api/v1/tasks"), this.loadSeries()]);
       this.data = tasks;
+      // Hidden, or logged out (no config), while the request was out: nothing to draw, and nothing to draw it with.
+      if (!this.active || !this.app.config) return;
       notice("state", null, null);
       this.render(tasks);
     } catch (err) {
