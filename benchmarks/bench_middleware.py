@@ -22,10 +22,12 @@ Four paths are measured:
 * end to end: ``.kiq()`` on ``InMemoryBroker(await_inplace=True)`` — send hooks + worker hooks (3 events a task; the
   task id's ``uuid4`` is a system call).
 
-Four figures per configuration: wall time; **loop CPU** (``time.thread_time`` of the event loop's thread: what a
+Five figures per configuration: wall time; **loop CPU** (``time.thread_time`` of the event loop's thread: what a
 task pays on the loop); **total CPU** (``time.process_time`` until the sinks' threads have drained everything they
-were handed — serialisation, the store's writes, gzip and HTTP included); and **dropped**: events the sinks dropped
-in the worst round (their buffers are sized here so that none should: a run that drops does less than all the work).
+were handed — serialisation, the store's writes, gzip and HTTP included); **dropped**: events the sinks dropped
+in the worst round (their buffers are sized here so that none should: a run that drops does less than all the work);
+and **GC 0/1/2**: the cyclic garbage collector's collections of each generation in a round (the median). Objects that
+die with their task make none; queued handles and kept records do, and a generation-2 collection scans the whole heap.
 Configurations run interleaved in rounds
 (A B C D E A B …) and the median round is reported, so that a noisy neighbour slows all of them alike. Usage::
 
@@ -43,6 +45,7 @@ os.environ["PROMETHEUS_MULTIPROC_DIR"] = _METRICS_DIR
 
 import argparse  # noqa: E402
 import asyncio  # noqa: E402
+import gc  # noqa: E402
 import logging  # noqa: E402
 import shutil  # noqa: E402
 import socket  # noqa: E402
@@ -231,7 +234,16 @@ def _park(config: str) -> None:
                 sink.flush_sync()
 
 
-Sample = tuple[float, float, float, float]  # wall, loop CPU, total CPU — seconds per task; events dropped
+# wall, loop CPU, total CPU — seconds per task; events dropped; the cyclic GC's collections (generations 0, 1, 2)
+Sample = tuple[float, float, float, float, tuple[int, ...]]
+
+
+def _collections() -> tuple[int, ...]:
+    return tuple(generation["collections"] for generation in gc.get_stats())
+
+
+def _since(before: tuple[int, ...]) -> tuple[int, ...]:
+    return tuple(now - then for now, then in zip(_collections(), before, strict=True))
 
 
 async def worker_side(config: str, n: int, task_name: str = "noop", pace: bool = False) -> Sample:
@@ -254,6 +266,7 @@ async def worker_side(config: str, n: int, task_name: str = "noop", pace: bool =
         if isinstance(mw, MonitoringMiddleware):
             await mw.startup()  # no HTTP server: taskiq's PrometheusMiddleware.startup would bind a port
     _ready(config)
+    collections = _collections()
     cpu, loop_cpu, start = time.process_time(), time.thread_time(), time.perf_counter()
     for index, raw in enumerate(messages):
         await receiver.callback(raw)
@@ -262,8 +275,9 @@ async def worker_side(config: str, n: int, task_name: str = "noop", pace: bool =
     wall, loop_cpu = time.perf_counter() - start, time.thread_time() - loop_cpu
     dropped = _drain(config)
     total = time.process_time() - cpu
+    gcs = _since(collections)
     _park(config)
-    return wall / n, loop_cpu / n, total / n, dropped
+    return wall / n, loop_cpu / n, total / n, dropped, gcs
 
 
 async def worker_side_io(config: str, n: int) -> Sample:
@@ -287,14 +301,16 @@ async def end_to_end(config: str, n: int) -> Sample:
     await broker.startup()
     _ready(config)
     options = {"lang": "en", "retries": 2}
+    collections = _collections()
     cpu, loop_cpu, start = time.process_time(), time.thread_time(), time.perf_counter()
     for i in range(n):
         await noop.kiq(i, options=options)
     wall, loop_cpu = time.perf_counter() - start, time.thread_time() - loop_cpu
     dropped = _drain(config)
     total = time.process_time() - cpu
+    gcs = _since(collections)
     await broker.shutdown()
-    return wall / n, loop_cpu / n, total / n, dropped
+    return wall / n, loop_cpu / n, total / n, dropped, gcs
 
 
 def main() -> int:
@@ -346,19 +362,33 @@ def main() -> int:
             redis_server[0].wait(10)
     for path, per_config in results.items():
         print(f"\n{path} (µs per task; overhead = minus bare taskiq; median of {args.rounds} rounds):")
-        med = {c: tuple(statistics.median(s[i] for s in runs) for i in range(3)) for c, runs in per_config.items()}
+        med = {
+            c: (
+                statistics.median(s[0] for s in runs),
+                statistics.median(s[1] for s in runs),
+                statistics.median(s[2] for s in runs),
+            )
+            for c, runs in per_config.items()
+        }
         drops = {c: max(s[3] for s in runs) for c, runs in per_config.items()}
+        # Collections of each generation in a round (the median round's of each): tracked objects that outlive a
+        # task (queued handles, kept records) make them; a generation-2 one scans the whole heap.
+        gcs = {
+            c: "/".join(str(int(statistics.median(s[4][g] for s in runs))) for g in range(3))
+            for c, runs in per_config.items()
+        }
         bare = med[BARE]
         print(
             f"  {'configuration':36} {'wall':>7} {'tasks/s':>8} {'loop CPU':>9} {'+loop':>7} {'total CPU':>10} "
-            f"{'+total':>7} {'÷ Prom +total':>14} {'dropped':>8}"
+            f"{'+total':>7} {'÷ Prom +total':>14} {'dropped':>8} {'GC 0/1/2':>10}"
         )
         prom_total = med[PROMETHEUS][2] - bare[2]
         for config, (wall, loop, total) in med.items():
             extra = total - bare[2]
             print(
                 f"  {config:36} {wall * 1e6:7.2f} {1 / wall:8.0f} {loop * 1e6:9.2f} {(loop - bare[1]) * 1e6:7.2f} "
-                f"{total * 1e6:10.2f} {extra * 1e6:7.2f} {extra / prom_total:13.2f}x {drops[config]:8.0f}"
+                f"{total * 1e6:10.2f} {extra * 1e6:7.2f} {extra / prom_total:13.2f}x {drops[config]:8.0f} "
+                f"{gcs[config]:>10}"
             )
         if any(drops.values()):
             print("  WARNING: events were dropped (a round's maximum above): those rounds did less than all the work")
