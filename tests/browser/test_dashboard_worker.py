@@ -86,7 +86,12 @@ def test_a_started_task_shows_running_then_its_outcome_on_card_and_feed(
     wait_for(lambda: card(page, "rebuild_search_index_task", "success") == str(before + 1), 60, "card shows success")
     assert card(page, "rebuild_search_index_task", "running") == "0"
     page.click('a[data-nav="feed"]')
-    rows = [r for r in feed_rows(page) if r["task_name"] == "rebuild_search_index_task"]
+
+    def task_rows() -> list[dict[str, str]]:
+        return [r for r in feed_rows(page) if r["task_name"] == "rebuild_search_index_task"]
+
+    # The feed view draws its backlog after the click: on a loaded machine, not at once.
+    rows = wait_for(lambda: task_rows() if len(task_rows()) >= 2 else None, 30, "the feed shows the task's events")
     statuses = [r["status"] for r in reversed(rows)]  # oldest first
     # (the producer process of `produce` has no state sink: its "pending" event is not recorded)
     assert statuses == ["running", "success"], rows
