@@ -723,7 +723,7 @@ def test_events_carry_the_pid_of_the_process_that_ran_the_task_after_a_fork() ->
 
 
 def test_an_in_flight_record_sets_every_field_a_started_attempt_sets() -> None:
-    """_InFlight sets StartedAttempt's fields itself (no super().__init__ on the hot path): none may be missed."""
+    """An in-flight record is the attempt's handle: it has every field a StartedAttempt of the attempt has."""
     from taskiq_monitor.events import StartedAttempt
     from taskiq_monitor.middleware import _InFlight
 
@@ -734,7 +734,7 @@ def test_an_in_flight_record_sets_every_field_a_started_attempt_sets() -> None:
 
 
 def test_the_handle_handed_to_deferred_sinks_has_every_field_defer_sets() -> None:
-    """pre_execute sets what StartedAttempt.defer() sets itself (one call less on the hot path): none may be missed."""
+    """The handle pre_execute hands to deferred sinks has every field StartedAttempt.defer() sets, with its values."""
     from taskiq import TaskiqMessage
 
     from taskiq_monitor.events import EventContext, StartedAttempt

@@ -314,11 +314,17 @@ class MonitoringMiddleware(TaskiqMiddleware):
             if self._deferred:
                 # Shallow copies: the message's containers may change after this hook (a retry middleware bumps
                 # labels); the event, its redaction and its JSON are built by the sinks' threads.
-                # What StartedAttempt.defer() sets, set here: one call less per task on the loop.
-                record.trace_id, record.span_id = current_ids()
-                record.host, record.pid = self._host, _pid
-                record.args, record.kwargs, record.labels = list(message.args), dict(message.kwargs), dict(labels)
-                record._context = self._context
+                trace_id, span_id = current_ids()
+                record.defer(
+                    self._context,
+                    self._host,
+                    _pid,
+                    list(message.args),
+                    dict(message.kwargs),
+                    dict(labels),
+                    trace_id,
+                    span_id,
+                )
                 self._hand_over(record)
             elif self._emitting:
                 running = TaskEvent(

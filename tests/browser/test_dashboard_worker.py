@@ -91,7 +91,7 @@ def test_a_started_task_shows_running_then_its_outcome_on_card_and_feed(
         return [r for r in feed_rows(page) if r["task_name"] == "rebuild_search_index_task"]
 
     # The feed view draws its backlog after the click: on a loaded machine, not at once.
-    rows = wait_for(lambda: task_rows() if len(task_rows()) >= 2 else None, 30, "the feed shows the task's events")
+    rows = wait_for(lambda: rows if len(rows := task_rows()) >= 2 else None, 30, "the feed shows the task's events")
     statuses = [r["status"] for r in reversed(rows)]  # oldest first
     # (the producer process of `produce` has no state sink: its "pending" event is not recorded)
     assert statuses == ["running", "success"], rows
