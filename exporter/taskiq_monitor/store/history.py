@@ -27,6 +27,7 @@ from typing import Any
 import orjson
 
 from taskiq_monitor.events import TaskEvent
+from taskiq_monitor.store.deflate import HOLD_GIL_MAX, packer_for
 
 HISTORY_STATUSES: tuple[str, ...] = ("pending", "running", "success", "failed", "retried")
 STATUS_CODE = {"pending": "p", "running": "r", "success": "s", "failed": "f", "retried": "t"}
@@ -38,6 +39,7 @@ MAX_ATTEMPT_PROBE = 32  # attempts of one task read by id in one call (retries a
 
 FORMAT_JSON = "j"
 FORMAT_ZLIB = "z"  # zlib with ZDICT (a preset dictionary: changing it is a new format letter)
+_JSON_LETTER, _ZLIB_LETTER = FORMAT_JSON.encode(), FORMAT_ZLIB.encode()
 COMPRESS_MIN = 96  # shorter blobs are stored as they are (zlib's header would eat the gain)
 COMPRESS_ALWAYS = 1024  # a pending/running record this large is compressed too
 FIELDS = (
@@ -194,11 +196,16 @@ def encode_record(event: TaskEvent) -> bytes:
         # match cannot reach before the dictionary), and its small tables are allocated in place: the default
         # 256 KiB of zlib state were mmapped and page-faulted afresh for every record (~70 µs each in the
         # flusher thread, against ~5 µs now). The decoder's 32 KiB window reads any smaller one.
-        packer = _packer(_window_bits(len(raw)))
-        packed: bytes = packer.compress(raw) + packer.flush()
-        if len(packed) < len(raw):
-            return head + FORMAT_ZLIB.encode() + packed
-    return head + FORMAT_JSON.encode() + raw
+        wbits = _window_bits(len(raw))
+        compress = packer_for(wbits, ZDICT)  # keeps the GIL (see store/deflate.py); None: zlib's module instead
+        if compress is not None and len(raw) <= HOLD_GIL_MAX:
+            packed: bytes | None = compress(raw)  # None: not shorter
+        else:
+            packer = _packer(wbits)
+            packed = packer.compress(raw) + packer.flush()
+        if packed is not None and len(packed) < len(raw):
+            return head + _ZLIB_LETTER + packed
+    return head + _JSON_LETTER + raw
 
 
 def decode_record(blob: bytes) -> tuple[str, dict[str, Any]]:

@@ -1,0 +1,208 @@
+"""Does the Redis state flusher keep up beside a saturated event loop? Two record compressors, side by side.
+
+The flusher thread compresses each finished history record (``store.history.encode_record``). Python's ``zlib``
+module releases the GIL twice per record; beside a loop that never idles, each release hands the GIL to the loop and
+the flusher waits for the loop's switch interval to get it back. ``store.deflate`` calls the same zlib through
+``ctypes.PyDLL`` and keeps the GIL. This script shows what that changes, in one process, in interleaved rounds:
+
+1. **one record**, compressed alone and beside a thread that spins in Python (the loop's stand-in): the
+   compressing thread's CPU and wall time per record;
+2. **a saturated worker**: the real middleware with the Redis state store (a throw-away ``redis-server`` on a free
+   port; needs it on PATH) and the **default** buffer (``state_buffer_events``), ``--tasks`` tasks run back to back
+   by taskiq's receiver. Reported per compressor (medians of ``--rounds``): events the flusher wrote while the loop
+   was busy, events dropped (the buffer full), total CPU per task (the flusher's included, until it has written
+   everything) and the loop's wall time per task.
+
+Usage::
+
+    PYTHONPATH=exporter python benchmarks/bench_busy_loop.py [--tasks 20000] [--rounds 3]
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+
+# Must precede every prometheus_client import (the value class is chosen at import time).
+os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="bench-busy-loop-"))
+
+import argparse
+import asyncio
+import logging
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from typing import Any
+
+from taskiq import InMemoryBroker, TaskiqMessage
+from taskiq.receiver import Receiver
+
+from taskiq_monitor.middleware import MonitoringMiddleware
+from taskiq_monitor.settings import Settings
+from taskiq_monitor.sinks.state import StateSink
+from taskiq_monitor.store import deflate, history
+
+ZLIB = "zlib module (releases the GIL)"
+HELD = "store.deflate (keeps the GIL)"
+# A finished record of a small task, as encode_record builds it (positional JSON, times as offsets).
+RECORD = (
+    b'["noop",1796185740.706367,0.0,0.000018,0.001701,0.001654,0.000018,"vm",27310,[0],'
+    b'{"options":{"lang":"en","retries":2}},{"taskiq_monitor_enqueued_at":1796185740.7063673}]'
+)
+
+
+def _use(compressor: str, lib: Any) -> None:
+    deflate._LIB = lib if compressor == HELD else None  # packer_for() then returns None: zlib's module is used
+
+
+def _one_record(n: int) -> tuple[float, float]:
+    """µs of the compressing thread's CPU and of wall time per record."""
+    wbits = history._window_bits(len(RECORD))
+    cpu, wall = time.thread_time(), time.perf_counter()
+    for _ in range(n):
+        compress = deflate.packer_for(wbits, history.ZDICT)
+        if compress is not None:
+            compress(RECORD)
+        else:
+            packer = history._packer(wbits)
+            packer.compress(RECORD) + packer.flush()
+    return (time.thread_time() - cpu) / n * 1e6, (time.perf_counter() - wall) / n * 1e6
+
+
+def _beside_spinner(n: int) -> tuple[float, float]:
+    stop = threading.Event()
+
+    def spin() -> None:
+        while not stop.is_set():
+            sum(range(100))
+
+    spinner = threading.Thread(target=spin, daemon=True)
+    spinner.start()
+    time.sleep(0.05)
+    try:
+        return _one_record(n)
+    finally:
+        stop.set()
+        spinner.join()
+
+
+def _start_redis() -> tuple[subprocess.Popen[bytes], str]:
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise SystemExit("redis-server is not on PATH")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL,
+        cwd=tempfile.gettempdir(),
+    )
+    url = f"redis://127.0.0.1:{port}/0"
+    import redis
+
+    for _ in range(200):
+        try:
+            redis.Redis.from_url(url).ping()
+            return server, url
+        except redis.ConnectionError:
+            time.sleep(0.05)
+    server.kill()
+    raise SystemExit("redis-server did not start")
+
+
+async def _saturated(url: str, n: int) -> dict[str, float]:
+    """One round: a fresh sink with the default settings (its own key prefix), ``n`` tasks back to back."""
+    settings = Settings(redis_url=url, state_key_prefix=f"bench{time.monotonic_ns()}")
+    sink = StateSink(settings)
+    broker = InMemoryBroker(await_inplace=True).with_middlewares(MonitoringMiddleware(settings, sinks=[sink]))
+    broker.is_worker_process = True
+
+    @broker.task(task_name="noop")
+    async def noop(x: int, options: dict[str, Any] | None = None) -> int:
+        return x
+
+    receiver = Receiver(broker, run_startup=False)
+    messages = [
+        broker.formatter.dumps(
+            TaskiqMessage(
+                task_id=f"t{i}",
+                task_name="noop",
+                labels={"taskiq_monitor_enqueued_at": time.time()},
+                args=[i],
+                kwargs={"options": {"lang": "en", "retries": 2}},
+            )
+        ).message
+        for i in range(n)
+    ]
+    for middleware in broker.middlewares:
+        if isinstance(middleware, MonitoringMiddleware):
+            await middleware.startup()
+    written_before, dropped_before = sink.written, sink.dropped
+    cpu, start = time.process_time(), time.perf_counter()
+    for raw in messages:
+        await receiver.callback(raw)
+    wall = time.perf_counter() - start
+    written_busy = sink.written - written_before
+    sink.stop(60)  # writes what is buffered: its CPU belongs to the tasks
+    total = time.process_time() - cpu
+    sink.writer.close()
+    dropped = sink.dropped - dropped_before
+    return {
+        "events": sink.written - written_before + dropped,
+        "written while busy": written_busy,
+        "dropped": dropped,
+        "total CPU µs/task": total / n * 1e6,
+        "loop wall µs/task": wall / n * 1e6,
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--tasks", type=int, default=20_000)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--records", type=int, default=3_000, help="records per one-record measurement")
+    args = parser.parse_args()
+    if args.tasks < 1 or args.rounds < 1 or args.records < 1:
+        parser.error("--tasks, --rounds and --records must be at least 1")
+    lib = deflate._library()
+    if lib is None:
+        raise SystemExit("zlib cannot be loaded through ctypes here: nothing to compare")
+    logging.disable(logging.CRITICAL)
+    compressors = (ZLIB, HELD)
+    alone: dict[str, list[tuple[float, float]]] = {c: [] for c in compressors}
+    beside: dict[str, list[tuple[float, float]]] = {c: [] for c in compressors}
+    rounds: dict[str, list[dict[str, float]]] = {c: [] for c in compressors}
+    server, url = _start_redis()
+    try:
+        for _ in range(args.rounds):
+            for compressor in compressors:
+                _use(compressor, lib)
+                alone[compressor].append(_one_record(args.records))
+                beside[compressor].append(_beside_spinner(max(1, args.records // 3)))
+                rounds[compressor].append(asyncio.run(_saturated(url, args.tasks)))
+    finally:
+        deflate._LIB = lib
+        server.terminate()
+        server.wait(10)
+    print(f"python {sys.version.split()[0]}, medians of {args.rounds} rounds, load {os.getloadavg()[0]:.2f}")
+    print(f"\none {len(RECORD)}-byte record (µs per record: the compressing thread's CPU / wall):")
+    for compressor in compressors:
+        a = [statistics.median(x[i] for x in alone[compressor]) for i in (0, 1)]
+        b = [statistics.median(x[i] for x in beside[compressor]) for i in (0, 1)]
+        print(f"  {compressor:32} alone {a[0]:7.2f} / {a[1]:8.2f}   beside a busy thread {b[0]:7.2f} / {b[1]:8.2f}")
+    print(f"\nsaturated worker, Redis state store, default buffer, {args.tasks} tasks:")
+    keys = ("events", "written while busy", "dropped", "total CPU µs/task", "loop wall µs/task")
+    print(f"  {'compressor':32} " + " ".join(f"{k:>19}" for k in keys))
+    for compressor in compressors:
+        medians = [statistics.median(r[k] for r in rounds[compressor]) for k in keys]
+        print(f"  {compressor:32} " + " ".join(f"{v:19.1f}" for v in medians))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
