@@ -16,6 +16,7 @@ None and the caller uses ``zlib``.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import threading
@@ -153,9 +154,10 @@ class DictPacker:
         return ctypes.string_at(self._out_address, stream.total_out)  # a PYFUNCTYPE: keeps the GIL too
 
     def __del__(self) -> None:
-        lib = getattr(self, "_lib", None)
-        if lib is not None and getattr(self, "_ref", None) is not None:
-            lib.deflateEnd(self._ref)
+        # Frees zlib's state when the thread ends (its packers go with its thread-local storage). Never raises: at
+        # interpreter shutdown ctypes may already be torn down.
+        with contextlib.suppress(Exception):
+            self._lib.deflateEnd(self._ref)
 
 
 _LOCAL = threading.local()
