@@ -8,10 +8,11 @@ the flusher waits for the loop's switch interval to get it back. ``store.deflate
 1. **one record**, compressed alone and beside a thread that spins in Python (the loop's stand-in): the
    compressing thread's CPU and wall time per record;
 2. **a saturated worker**: the real middleware with the Redis state store (a throw-away ``redis-server`` on a free
-   port; needs it on PATH) and the **default** buffer (``state_buffer_events``), ``--tasks`` tasks run back to back
-   by taskiq's receiver. Reported per compressor (medians of ``--rounds``): events the flusher wrote while the loop
-   was busy, events dropped (the buffer full), total CPU per task (the flusher's included, until it has written
-   everything) and the loop's wall time per task.
+   port; needs it on PATH) and **default** settings (buffer and queue sizes), ``--tasks`` tasks run back to back by
+   taskiq's receiver; then the same with Loki shipping on too (the defaults: a Loki push-protocol double in a
+   separate process, ``bench_loki.Receiver``). Reported per compressor (medians of ``--rounds``): events the state
+   flusher wrote while the loop was busy, events dropped by either sink (a buffer full), total CPU per task (the
+   threads' included, until they have handled everything) and the loop's wall time per task.
 
 Usage::
 
@@ -41,11 +42,18 @@ from typing import Any
 from taskiq import InMemoryBroker, TaskiqMessage
 from taskiq.receiver import Receiver
 
+from taskiq_monitor.metrics import LOG_DROPPED
 from taskiq_monitor.middleware import MonitoringMiddleware
 from taskiq_monitor.settings import Settings
+from taskiq_monitor.sinks.loki import LokiSink
 from taskiq_monitor.sinks.state import StateSink
 from taskiq_monitor.store import deflate, history
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench_loki import Receiver as LokiDouble
+
+STATE = "Redis state"
+STATE_LOKI = "Redis state + Loki"
 ZLIB = "zlib module (releases the GIL)"
 HELD = "store.deflate (keeps the GIL)"
 # A finished record of a small task, as encode_record builds it (positional JSON, times as offsets).
@@ -115,11 +123,19 @@ def _start_redis() -> tuple[subprocess.Popen[bytes], str]:
     raise SystemExit("redis-server did not start")
 
 
-async def _saturated(url: str, n: int) -> dict[str, float]:
-    """One round: a fresh sink with the default settings (its own key prefix), ``n`` tasks back to back."""
-    settings = Settings(redis_url=url, state_key_prefix=f"bench{time.monotonic_ns()}")
+async def _saturated(url: str, n: int, loki: LokiDouble | None, spool: str) -> dict[str, float]:
+    """One round: fresh sinks with the default settings (their own key prefix), ``n`` tasks back to back."""
+    settings = Settings(
+        redis_url=url,
+        state_key_prefix=f"bench{time.monotonic_ns()}",
+        loki_url=loki.url if loki else None,
+        loki_spool_dir=spool,
+    )
     sink = StateSink(settings)
-    broker = InMemoryBroker(await_inplace=True).with_middlewares(MonitoringMiddleware(settings, sinks=[sink]))
+    sinks: list[Any] = [sink]
+    if loki is not None:
+        sinks.append(LokiSink(settings))
+    broker = InMemoryBroker(await_inplace=True).with_middlewares(MonitoringMiddleware(settings, sinks=sinks))
     broker.is_worker_process = True
 
     @broker.task(task_name="noop")
@@ -143,15 +159,21 @@ async def _saturated(url: str, n: int) -> dict[str, float]:
         if isinstance(middleware, MonitoringMiddleware):
             await middleware.startup()
     written_before, dropped_before = sink.written, sink.dropped
+    # Loki's counters are per process (shared by the rounds' sinks): read before and after.
+    shipped_before = sinks[1].metrics.by_result[LOG_DROPPED]._value.get() if loki is not None else 0.0
     cpu, start = time.process_time(), time.perf_counter()
     for raw in messages:
         await receiver.callback(raw)
     wall = time.perf_counter() - start
     written_busy = sink.written - written_before
     sink.stop(60)  # writes what is buffered: its CPU belongs to the tasks
+    shipped = 0.0
+    if len(sinks) > 1:
+        await sinks[1].close()  # ships what is queued (bounded), as at a worker's shutdown
+        shipped = sinks[1].metrics.by_result[LOG_DROPPED]._value.get() - shipped_before
     total = time.process_time() - cpu
     sink.writer.close()
-    dropped = sink.dropped - dropped_before
+    dropped = sink.dropped - dropped_before + shipped
     return {
         "events": sink.written - written_before + dropped,
         "written while busy": written_busy,
@@ -176,31 +198,37 @@ def main() -> int:
     compressors = (ZLIB, HELD)
     alone: dict[str, list[tuple[float, float]]] = {c: [] for c in compressors}
     beside: dict[str, list[tuple[float, float]]] = {c: [] for c in compressors}
-    rounds: dict[str, list[dict[str, float]]] = {c: [] for c in compressors}
+    rounds: dict[tuple[str, str], list[dict[str, float]]] = {}
     server, url = _start_redis()
+    loki = LokiDouble()
+    spool = tempfile.mkdtemp(prefix="bench-busy-loop-spool-")
     try:
         for _ in range(args.rounds):
             for compressor in compressors:
                 _use(compressor, lib)
                 alone[compressor].append(_one_record(args.records))
                 beside[compressor].append(_beside_spinner(max(1, args.records // 3)))
-                rounds[compressor].append(asyncio.run(_saturated(url, args.tasks)))
+                for config, double in ((STATE, None), (STATE_LOKI, loki)):
+                    sample = asyncio.run(_saturated(url, args.tasks, double, spool))
+                    rounds.setdefault((config, compressor), []).append(sample)
     finally:
         deflate._LIB = lib
+        loki.stop()
         server.terminate()
         server.wait(10)
+        shutil.rmtree(spool, ignore_errors=True)
     print(f"python {sys.version.split()[0]}, medians of {args.rounds} rounds, load {os.getloadavg()[0]:.2f}")
     print(f"\none {len(RECORD)}-byte record (µs per record: the compressing thread's CPU / wall):")
     for compressor in compressors:
         a = [statistics.median(x[i] for x in alone[compressor]) for i in (0, 1)]
         b = [statistics.median(x[i] for x in beside[compressor]) for i in (0, 1)]
         print(f"  {compressor:32} alone {a[0]:7.2f} / {a[1]:8.2f}   beside a busy thread {b[0]:7.2f} / {b[1]:8.2f}")
-    print(f"\nsaturated worker, Redis state store, default buffer, {args.tasks} tasks:")
+    print(f"\nsaturated worker, default settings, {args.tasks} tasks back to back:")
     keys = ("events", "written while busy", "dropped", "total CPU µs/task", "loop wall µs/task")
-    print(f"  {'compressor':32} " + " ".join(f"{k:>19}" for k in keys))
-    for compressor in compressors:
-        medians = [statistics.median(r[k] for r in rounds[compressor]) for k in keys]
-        print(f"  {compressor:32} " + " ".join(f"{v:19.1f}" for v in medians))
+    print(f"  {'sinks, compressor':64} " + " ".join(f"{k:>19}" for k in keys))
+    for (config, compressor), samples in rounds.items():
+        medians = [statistics.median(r[k] for r in samples) for k in keys]
+        print(f"  {config + ', ' + compressor:64} " + " ".join(f"{v:19.1f}" for v in medians))
     return 0
 
 
