@@ -31,9 +31,7 @@ import argparse
 import asyncio
 import logging
 import shutil
-import socket
 import statistics
-import subprocess
 import sys
 import threading
 import time
@@ -51,6 +49,7 @@ from taskiq_monitor.store import deflate, history
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench_loki import Receiver as LokiDouble
+from redis_server import start_redis
 
 STATE = "Redis state"
 STATE_LOKI = "Redis state + Loki"
@@ -96,31 +95,6 @@ def _beside_spinner(n: int) -> tuple[float, float]:
     finally:
         stop.set()
         spinner.join()
-
-
-def _start_redis() -> tuple[subprocess.Popen[bytes], str]:
-    binary = shutil.which("redis-server")
-    if binary is None:
-        raise SystemExit("redis-server is not on PATH")
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    server = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-        stdout=subprocess.DEVNULL,
-        cwd=tempfile.gettempdir(),
-    )
-    url = f"redis://127.0.0.1:{port}/0"
-    import redis
-
-    for _ in range(200):
-        try:
-            redis.Redis.from_url(url).ping()
-            return server, url
-        except redis.ConnectionError:
-            time.sleep(0.05)
-    server.kill()
-    raise SystemExit("redis-server did not start")
 
 
 async def _saturated(url: str, n: int, loki: LokiDouble | None, spool: str) -> dict[str, float]:
@@ -199,7 +173,10 @@ def main() -> int:
     alone: dict[str, list[tuple[float, float]]] = {c: [] for c in compressors}
     beside: dict[str, list[tuple[float, float]]] = {c: [] for c in compressors}
     rounds: dict[tuple[str, str], list[dict[str, float]]] = {}
-    server, url = _start_redis()
+    started = start_redis()
+    if started is None:
+        raise SystemExit("redis-server is not on PATH, or did not start")
+    server, url = started
     loki = LokiDouble()
     spool = tempfile.mkdtemp(prefix="bench-busy-loop-spool-")
     try:

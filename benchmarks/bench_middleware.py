@@ -50,7 +50,6 @@ import logging  # noqa: E402
 import shutil  # noqa: E402
 import socket  # noqa: E402
 import statistics  # noqa: E402
-import subprocess  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 from collections.abc import Callable  # noqa: E402
@@ -67,6 +66,7 @@ from taskiq_monitor.settings import Settings  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench_loki import Receiver as LokiDouble  # noqa: E402
+from redis_server import start_redis  # noqa: E402
 
 BARE = "bare taskiq"
 PROMETHEUS = "taskiq PrometheusMiddleware"
@@ -83,32 +83,6 @@ _LOKI: LokiDouble | None = None
 _HISTORY = True  # --history-off: the state store without the execution history (as before it existed)
 _SPOOL = tempfile.mkdtemp(prefix="bench-taskiq-monitor-spool-")
 _REDIS_URL: str | None = None  # set by main() when it started a redis-server
-
-
-def _start_redis() -> tuple[subprocess.Popen[bytes], str] | None:
-    """A throw-away redis-server on a free loopback port (no persistence), or None without the binary."""
-    binary = shutil.which("redis-server")
-    if binary is None:
-        return None
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    server = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-        stdout=subprocess.DEVNULL,
-        cwd=tempfile.gettempdir(),
-    )
-    url = f"redis://127.0.0.1:{port}/0"
-    import redis
-
-    for _ in range(200):
-        try:
-            redis.Redis.from_url(url).ping()
-            return server, url
-        except redis.ConnectionError:
-            time.sleep(0.05)
-    server.kill()
-    return None
 
 
 def _events(
@@ -324,7 +298,7 @@ def main() -> int:
     )
     args = parser.parse_args()
     global _REDIS_URL
-    redis_server = None if args.no_redis else _start_redis()
+    redis_server = None if args.no_redis else start_redis()
     if redis_server is None:
         CONFIGS.pop(EVENTS_REDIS_LOKI)
     else:

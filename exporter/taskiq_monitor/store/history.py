@@ -197,8 +197,9 @@ def encode_record(event: TaskEvent) -> bytes:
         # 256 KiB of zlib state were mmapped and page-faulted afresh for every record (~70 µs each in the
         # flusher thread, against ~5 µs now). The decoder's 32 KiB window reads any smaller one.
         wbits = _window_bits(len(raw))
-        compress = packer_for(wbits, ZDICT)  # keeps the GIL (see store/deflate.py); None: zlib's module instead
-        if compress is not None and len(raw) <= HOLD_GIL_MAX:
+        # Keeps the GIL (see store/deflate.py); None: zlib's module instead (a large record, or no library).
+        compress = packer_for(wbits, ZDICT) if len(raw) <= HOLD_GIL_MAX else None
+        if compress is not None:
             packed: bytes | None = compress(raw)  # None: not shorter
         else:
             packer = _packer(wbits)
