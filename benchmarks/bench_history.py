@@ -275,11 +275,11 @@ async def query_shapes(url: str, truth: Truth, now: float, rounds: int, check: b
         ),
         ("rare pair, 30 days", {"task_name": TYPES[14], "status": "failed"}, {TYPES[14]}, {"failed"}, None),
     ]
-    original = redis_store._redis_kwargs
+    original = redis_store.redis_kwargs
     if parser is not None:
-        redis_store._redis_kwargs = lambda s: {**original(s), "parser_class": parser}  # type: ignore[assignment]
+        redis_store.redis_kwargs = lambda s: {**original(s), "parser_class": parser}  # type: ignore[assignment]
     app = create_app(Settings(redis_url=url, history_enabled=False))
-    redis_store._redis_kwargs = original
+    redis_store.redis_kwargs = original
     lines = []
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://x") as http:
         for label, params, names, statuses, since in shapes:

@@ -77,6 +77,7 @@ EVENTS_STATE_LOKI_PLAIN = "+ events: state + Loki, no gzip"
 EVENTS_STATE_LOKI_ALL = "+ events: state + Loki, no coalescing"
 # LOKI_STATUSES=failed,retried: the benchmark's tasks all succeed, so Loki ships nothing (each event costs a compare).
 EVENTS_STATE_LOKI_FAILURES = "+ events: state + Loki, failures only"
+EVENTS_REDIS = "+ events: Redis state"
 EVENTS_REDIS_LOKI = "+ events: Redis state + Loki"
 
 _LOKI: LokiDouble | None = None
@@ -130,6 +131,7 @@ CONFIGS: dict[str, Callable[[], list[Any]]] = {
     EVENTS_STATE_LOKI_PLAIN: lambda: _events(loki=True, compression="none"),
     EVENTS_STATE_LOKI_ALL: lambda: _events(loki=True, coalesce=False),
     EVENTS_STATE_LOKI_FAILURES: lambda: _events(loki=True, statuses="failed,retried"),
+    EVENTS_REDIS: lambda: _events(loki=False, redis_url=_REDIS_URL),
     EVENTS_REDIS_LOKI: lambda: _events(loki=True, redis_url=_REDIS_URL),
 }
 
@@ -300,6 +302,7 @@ def main() -> int:
     global _REDIS_URL
     redis_server = None if args.no_redis else start_redis()
     if redis_server is None:
+        CONFIGS.pop(EVENTS_REDIS)
         CONFIGS.pop(EVENTS_REDIS_LOKI)
     else:
         _REDIS_URL = redis_server[1]

@@ -142,7 +142,7 @@ def cmd_worker(argv: Sequence[str]) -> int:
     settings = load_settings(host=ours.metrics_host, port=ours.metrics_port, metrics_dir=ours.metrics_dir)
     if settings.metrics_dir is None:
         settings.metrics_dir = default_metrics_dir(settings.port)
-    if settings.loki_url is not None:
+    if settings.workers_ship_to_loki:
         # Every worker process spools Loki batches there: a directory another user controls is refused now, once,
         # rather than left unused (with a warning) by each child.
         from taskiq_monitor.sinks.loki import default_spool_dir
@@ -160,6 +160,12 @@ async def _serve(settings: Settings) -> int:
         create_app(settings), settings.host, settings.port, settings.live_compression
     )
     print(f"taskiq-monitor: serving {_base_url(settings)}/metrics", file=sys.stderr, flush=True)
+    if settings.exporter_ships_to_loki:
+        print(
+            "taskiq-monitor: shipping the task events of the Redis stream to Loki (loki_shipper=exporter)",
+            file=sys.stderr,
+            flush=True,
+        )
     _print_dashboard(settings)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -109,6 +109,13 @@ class Settings(BaseSettings):
         None,
         description="Loki base URL (e.g. http://loki:3100); when set, task events (of loki_statuses) are shipped.",
     )
+    loki_shipper: Literal["worker", "exporter"] = Field(
+        "worker",
+        description="Who pushes the task events to Loki. worker: each worker process, from its own threads (with a "
+        "disk spool for outages). exporter: the exporter, from the Redis event stream the workers already write "
+        "(needs redis_url; workers then pay for one sink instead of two, and the stream is the outage buffer). Set "
+        "it alike for the workers and the exporter.",
+    )
     loki_statuses: Annotated[tuple[str, ...], NoDecode] = Field(
         tuple(str(status) for status in EVENT_STATUSES),
         description="Statuses of the events shipped to Loki, comma-separated (default: all). E.g. 'failed,retried' "
@@ -318,6 +325,24 @@ class Settings(BaseSettings):
         if self.worker_ttl_seconds <= self.heartbeat_seconds:
             raise ValueError("worker_ttl_seconds must be longer than heartbeat_seconds (e.g. 3x)")
         return self
+
+    @model_validator(mode="after")
+    def _exporter_ships_from_redis(self) -> Settings:
+        if self.loki_url and self.loki_shipper == "exporter" and not self.redis_url:
+            raise ValueError(
+                "loki_shipper=exporter needs redis_url: the exporter ships the events the workers write to Redis"
+            )
+        return self
+
+    @property
+    def workers_ship_to_loki(self) -> bool:
+        """Whether this process's middleware ships its task events to Loki itself."""
+        return bool(self.loki_url) and self.loki_shipper == "worker"
+
+    @property
+    def exporter_ships_to_loki(self) -> bool:
+        """Whether the exporter runs the Loki relay (``service/loki_relay.py``)."""
+        return bool(self.loki_url) and self.loki_shipper == "exporter" and bool(self.redis_url)
 
 
 def load_settings(**overrides: Any) -> Settings:

@@ -7,6 +7,7 @@ docs (``/docs``, ``/redoc``, ``/openapi.json``) are behind the same token as the
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Iterable
 from typing import Any
@@ -94,14 +95,25 @@ def create_app(settings: Settings | None = None, extra_collectors: Iterable[Coll
         )
         history = include_history(app, settings, auth, store)
         extra_collectors = [*extra_collectors, StateCollector(store, feed.client_count), history.collector]
+        relay = None
+        if settings.exporter_ships_to_loki:
+            from taskiq_monitor.service.loki_relay import LokiRelay
+
+            relay = LokiRelay(settings)
+            extra_collectors.append(relay.collector)
+        app.state.loki_relay = relay
 
         @contextlib.asynccontextmanager
         async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             live.ensure_broadcaster()
+            if relay is not None:
+                relay.start()
             try:
                 async with history.lifespan(app):
                     yield
             finally:
+                if relay is not None:
+                    await asyncio.to_thread(relay.stop)
                 await live.stop()
                 await store.aclose()
 

@@ -16,7 +16,7 @@ def default_sinks(settings: Settings) -> list[EventSink]:
     # Shared task state + live feed: Redis when TASKIQ_MONITOR_REDIS_URL is set, else the in-process store
     # (active only with an in-memory broker).
     sinks.append(StateSink(settings))
-    if settings.loki_url:
+    if settings.workers_ship_to_loki:  # else nobody here, or the exporter from the Redis stream (loki_shipper)
         from taskiq_monitor.sinks.loki import LokiSink
 
         sinks.append(LokiSink(settings))

@@ -18,15 +18,15 @@ from taskiq_monitor.store.history_redis import RedisHistory
 from taskiq_monitor.store.model import Entry, Snapshot, TaskState, WriteBatch
 
 
-def _lua(name: str) -> str:
+def lua_script(name: str) -> str:
     return resources.files("taskiq_monitor.store").joinpath("lua", name).read_text(encoding="utf-8")
 
 
 # Every "now" of the scripts is Redis's own clock (TIME): heartbeats written by workers and pruned by exporters,
 # and the reorder window, must not depend on how well the hosts' clocks agree. Event times (enqueued_at, the
 # stats minute) stay the clocks of the processes that recorded them.
-APPLY_LUA = _lua("apply.lua")
-SNAPSHOT_LUA = _lua("snapshot.lua")
+APPLY_LUA = lua_script("apply.lua")
+SNAPSHOT_LUA = lua_script("snapshot.lua")
 
 
 def key_prefix(settings: Settings) -> str:
@@ -85,7 +85,7 @@ MAX_BLOCK_MS = 5000
 _BLOCKING_MARGIN = 5.0
 
 
-def _redis_kwargs(settings: Settings) -> dict[str, Any]:
+def redis_kwargs(settings: Settings) -> dict[str, Any]:
     # Bounded socket timeouts: a hung Redis must neither hang a scrape nor the flusher thread forever.
     return {
         "socket_timeout": 5.0,
@@ -104,7 +104,7 @@ class RedisWriter:
         if not settings.redis_url:
             raise ValueError("a Redis state store needs settings.redis_url")
         self.settings = settings
-        self.client = redis.Redis.from_url(settings.redis_url, **_redis_kwargs(settings))
+        self.client = redis.Redis.from_url(settings.redis_url, **redis_kwargs(settings))
         self.script = self.client.register_script(APPLY_LUA)
 
     def write(self, batch: WriteBatch) -> int:
@@ -161,9 +161,9 @@ class RedisStore:
         self.settings = settings
         self.prefix = key_prefix(settings)
         self.stream = f"{self.prefix}:events"
-        self.sync = redis.Redis.from_url(settings.redis_url, **_redis_kwargs(settings))
+        self.sync = redis.Redis.from_url(settings.redis_url, **redis_kwargs(settings))
         self._sync_snapshot = self.sync.register_script(SNAPSHOT_LUA)
-        self.aio = aioredis.Redis.from_url(settings.redis_url, **_redis_kwargs(settings))
+        self.aio = aioredis.Redis.from_url(settings.redis_url, **redis_kwargs(settings))
         self._aio_snapshot = self.aio.register_script(SNAPSHOT_LUA)
         self.history = RedisHistory(settings, self.aio, self.sync)
         # A separate connection pool for blocking XREADs: they must not starve the API's requests.

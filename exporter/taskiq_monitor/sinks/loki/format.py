@@ -101,7 +101,12 @@ class EntryEncoder:
         self._streams: dict[tuple[str, str], StreamLabels] = {}
 
     def labels(self, event: TaskEvent) -> StreamLabels:
-        name, status = event.task_name, event.status
+        return self.labels_of(event.task_name, event.status)
+
+    def labels_of(self, name: str, status: str) -> StreamLabels:
+        """The stream labels of a record of task ``name`` in ``status`` (also the exporter's relay's, from a stream
+        entry's fields)."""
+        task_name = name
         cached = self._streams.get((name, status))
         if cached is not None:
             return cached
@@ -115,7 +120,7 @@ class EntryEncoder:
         if self._env:
             labels = (*labels, ("env", self._env))
         if status in _STATUSES and name != OTHER:
-            self._streams[(event.task_name, str(status))] = labels
+            self._streams[(task_name, str(status))] = labels
         return labels
 
     def entry(self, event: TaskEvent) -> tuple[PushEntry, int]:

@@ -1,0 +1,270 @@
+"""The exporter's Loki relay (``loki_shipper=exporter``) against a real redis-server and the Loki push double.
+
+Events are written to Redis by the state sink's own encoding and writer (the worker's flusher path); the relay
+reads them from the stream and pushes them to the double.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from prometheus_client import CollectorRegistry
+
+from taskiq_monitor.errors import ConfigError
+from taskiq_monitor.events import TaskEvent
+from taskiq_monitor.service.app import create_app
+from taskiq_monitor.service.loki_relay import LokiRelay, timestamp_ns
+from taskiq_monitor.settings import Settings, load_settings
+from taskiq_monitor.sinks import default_sinks
+from taskiq_monitor.sinks.loki import LokiSink
+from taskiq_monitor.sinks.loki.format import EntryEncoder
+from taskiq_monitor.sinks.state import StateSink
+from taskiq_monitor.store import RedisWriter, WriteBatch
+from tests.integration.servers import RedisServer, wait_for
+from tests.loki_double import LokiPushDouble
+
+
+@pytest.fixture
+def loki() -> Iterator[LokiPushDouble]:
+    double = LokiPushDouble()
+    yield double
+    double.close()
+
+
+def event(i: int, status: str = "success", task: str = "tasks:score", **kw: Any) -> TaskEvent:
+    at = time.time() - 5 + i * 0.001
+    ev = TaskEvent(
+        status=status,
+        task_id=f"{i:032x}",
+        task_name=task,
+        timestamp=at + 0.2,
+        enqueued_at=at,
+        started_at=at + 0.05,
+        finished_at=at + 0.2 if status != "running" else None,
+        duration_seconds=0.15 if status != "running" else None,
+        queue_wait_seconds=0.05,
+        host="worker-1",
+        pid=4242,
+        args=[i],
+        kwargs={"user_id": i, "text": kw.pop("text", "hello")},
+        **kw,
+    )
+    if status == "failed":
+        ev.error_type, ev.error_message = "ValueError", f"bad input {i}"
+        ev.traceback = 'Traceback (most recent call last):\n  File "x.py", line 1\nValueError: bad input\n'
+    return ev
+
+
+def settings(redis: RedisServer, loki: LokiPushDouble, **kw: Any) -> Settings:
+    values: dict[str, Any] = {
+        "redis_url": redis.url,
+        "loki_url": loki.url,
+        "loki_shipper": "exporter",
+        "loki_batch_wait_seconds": 0.1,
+        "loki_backoff_initial_seconds": 0.05,
+        "loki_backoff_max_seconds": 0.2,
+        "service_name": "relay-test",
+        "env": "ci",
+    }
+    values.update(kw)
+    return Settings(**values)
+
+
+def write(conf: Settings, events: list[TaskEvent]) -> None:
+    """What a worker's state sink writes for ``events`` (its own encoding and writer, one batch)."""
+    sink = StateSink(conf, writer=RedisWriter(conf), registry=CollectorRegistry())
+    writer = RedisWriter(conf)
+    try:
+        assert writer.write(WriteBatch(now=time.time(), ops=[sink._prepare(e) for e in events])) == 0
+    finally:
+        writer.close()
+        sink.writer.close()  # type: ignore[attr-defined]
+
+
+def relay_of(conf: Settings, **kw: Any) -> LokiRelay:
+    relay = LokiRelay(conf, **kw)
+    relay.start()
+    # The group is created on the first read: events written before it are not the relay's.
+    wait_for(lambda: relay._client.exists(relay.stream) == 1 and _has_group(relay), 10, "the relay's group")
+    return relay
+
+
+def _has_group(relay: LokiRelay) -> bool:
+    return any(g["name"] == b"loki" for g in relay._client.xinfo_groups(relay.stream))
+
+
+def ids_arrived(loki: LokiPushDouble) -> Counter[tuple[str, str]]:
+    return Counter((tid, status) for tid, status, _ in loki.record_keys())
+
+
+def test_relay_pushes_exactly_what_the_workers_sink_would(redis_srv: RedisServer, loki: LokiPushDouble) -> None:
+    conf = settings(redis_srv, loki)
+    events = [event(0), event(1, "failed", trace_id="ab" * 16, span_id="cd" * 8), event(2, "running")]
+    relay = relay_of(conf)
+    try:
+        write(conf, events)
+        wait_for(lambda: len(loki.entries) == 3, 20, "three entries in Loki")
+    finally:
+        relay.stop()
+    encoder = EntryEncoder(conf.service_name, conf.env)
+    # The worker's LokiSink pushes encoder.entry(event) for each: same labels, line and metadata; the timestamp is
+    # the record's (microseconds), which the worker's float arithmetic may round one microsecond apart.
+    want = {(e.task_id, e.status): encoder.entry(e)[0] for e in events}
+    for got in loki.entries:
+        labels, ts, line, metadata = want[(got.record["task_id"], got.record["status"])]
+        assert (dict(got.labels), got.line, dict(got.metadata)) == (dict(labels), line, metadata)
+        assert abs(int(got.ts) - int(ts)) <= 1000
+    failed = next(e for e in loki.entries if e.record["status"] == "failed")
+    assert dict(failed.metadata)["trace_id"] == "ab" * 16
+    assert relay.shipped == 3
+    assert relay._client.xpending(relay.stream, "loki")["pending"] == 0  # acknowledged once Loki took them
+
+
+def test_statuses_outside_loki_statuses_are_acknowledged_not_pushed(
+    redis_srv: RedisServer, loki: LokiPushDouble
+) -> None:
+    conf = settings(redis_srv, loki, loki_statuses="failed")
+    relay = relay_of(conf)
+    try:
+        write(conf, [event(0), event(1, "failed"), event(2, "running")])
+        wait_for(lambda: relay._client.xinfo_groups(relay.stream)[0]["lag"] == 0, 20, "all read")
+        wait_for(lambda: relay._client.xpending(relay.stream, "loki")["pending"] == 0, 20, "all acknowledged")
+    finally:
+        relay.stop()
+    assert [e.record["status"] for e in loki.entries] == ["failed"]
+
+
+def test_loki_outage_loses_nothing_and_pushes_nothing_twice(redis_srv: RedisServer, loki: LokiPushDouble) -> None:
+    conf = settings(redis_srv, loki)
+    relay = relay_of(conf)
+    try:
+        loki.set_mode("503")
+        write(conf, [event(i) for i in range(300)])
+        wait_for(lambda: loki.stats.by_status.get(503, 0) >= 3, 20, "pushes refused during the outage")
+        loki.set_mode("down")
+        write(conf, [event(i) for i in range(300, 600)])
+        time.sleep(0.5)
+        loki.set_mode("ok")
+        wait_for(lambda: len(loki.entries) == 600, 30, "every record after the outage")
+    finally:
+        relay.stop()
+    assert loki.duplicates == 0
+    assert relay.dropped == 0
+    assert sorted(ids_arrived(loki).values()) == [1] * 600
+
+
+def test_two_exporters_share_the_stream_each_record_once(redis_srv: RedisServer, loki: LokiPushDouble) -> None:
+    conf = settings(redis_srv, loki, loki_batch_max_records=50)
+    first, second = relay_of(conf, consumer="exporter-a"), relay_of(conf, consumer="exporter-b")
+    try:
+        for start in range(0, 2000, 100):
+            write(conf, [event(i) for i in range(start, start + 100)])
+        wait_for(lambda: len(loki.entries) == 2000, 30, "2000 records")
+    finally:
+        first.stop()
+        second.stop()
+    assert loki.duplicates == 0
+    assert first.shipped + second.shipped == 2000
+    assert first.shipped > 0 and second.shipped > 0, (first.shipped, second.shipped)
+
+
+def test_a_dead_exporters_unacknowledged_records_are_taken_over(redis_srv: RedisServer, loki: LokiPushDouble) -> None:
+    conf = settings(redis_srv, loki)
+    dead = LokiRelay(conf, consumer="exporter-dead")
+    dead._read(1)  # creates the group
+    write(conf, [event(i) for i in range(20)])
+    assert len(dead._read(100)) == 20  # read, never pushed nor acknowledged: it "died" here
+    heir = relay_of(conf, consumer="exporter-heir", claim_idle_seconds=0.3)
+    try:
+        wait_for(lambda: len(loki.entries) == 20, 20, "the dead exporter's records")
+    finally:
+        heir.stop()
+    assert relay_pending(heir) == 0
+    assert loki.duplicates == 0
+
+
+def relay_pending(relay: LokiRelay) -> int:
+    return int(relay._client.xpending(relay.stream, "loki")["pending"])
+
+
+def test_records_trimmed_before_the_relay_read_them_are_counted_dropped(
+    redis_srv: RedisServer, loki: LokiPushDouble
+) -> None:
+    conf = settings(redis_srv, loki, stream_max_events=100)
+    relay = relay_of(conf)
+    relay.stop()  # the group exists; the exporter is away while 1,000 events are written to a 100-entry stream
+    for start in range(0, 1000, 50):
+        write(conf, [event(i) for i in range(start, start + 50)])
+    length = relay._client.xlen(relay.stream)
+    assert length < 1000  # trimmed (MAXLEN ~: whole nodes, so about the cap)
+    back = relay_of(conf)
+    try:
+        wait_for(lambda: back.shipped + back.dropped == 1000, 20, "every record shipped or counted")
+    finally:
+        back.stop()
+    assert back.shipped == length == len(loki.entries)
+    assert back.dropped == 1000 - length
+
+
+def test_a_record_loki_rejects_is_dropped_alone(redis_srv: RedisServer, loki: LokiPushDouble) -> None:
+    conf = settings(redis_srv, loki)
+    relay = relay_of(conf)
+    try:
+        loki.set_mode("poison")
+        write(conf, [event(i, text=loki.poison_marker if i == 7 else "fine") for i in range(40)])
+        wait_for(lambda: relay.shipped + relay.dropped == 40, 20, "40 records shipped or dropped")
+    finally:
+        relay.stop()
+    assert (relay.shipped, relay.dropped) == (39, 1)
+    assert f"{7:032x}" not in {e.record["task_id"] for e in loki.entries}
+    assert relay_pending(relay) == 0
+
+
+def test_workers_configured_for_the_exporter_do_not_ship(redis_srv: RedisServer, loki: LokiPushDouble) -> None:
+    sinks = default_sinks(settings(redis_srv, loki))
+    assert [type(s) for s in sinks] == [StateSink]
+    for sink in sinks:
+        sink.stop()  # type: ignore[attr-defined]
+    worker_side = default_sinks(settings(redis_srv, loki, loki_shipper="worker"))
+    assert LokiSink in [type(s) for s in worker_side]
+    for sink in worker_side:
+        if isinstance(sink, LokiSink):
+            sink.flush_sync(0)
+        else:
+            sink.stop()  # type: ignore[attr-defined]
+
+
+def test_exporter_shipping_without_redis_is_a_clear_configuration_error(loki: LokiPushDouble) -> None:
+    with pytest.raises(ConfigError, match="loki_shipper=exporter needs redis_url"):
+        load_settings(loki_url=loki.url, loki_shipper="exporter")
+
+
+def test_the_exporter_app_runs_the_relay_and_exposes_its_counts(
+    redis_srv: RedisServer, loki: LokiPushDouble, tmp_path: Path
+) -> None:
+    # An exporter of a workers' directory (here empty: the workers ship nothing to Loki themselves).
+    conf = settings(redis_srv, loki, metrics_dir=tmp_path)
+    app = create_app(conf)
+    with TestClient(app) as http:
+        relay: LokiRelay = app.state.loki_relay
+        wait_for(lambda: relay.alive and _has_group(relay), 10, "the relay's group")
+        write(conf, [event(i) for i in range(5)])
+        wait_for(lambda: len(loki.entries) == 5, 20, "five records")
+        body = http.get("/metrics").text
+    assert 'taskiq_monitor_log_records_total{result="shipped"} 5.0' in body
+    assert 'taskiq_monitor_log_records_total{result="dropped"} 0.0' in body
+    assert body.count("# TYPE taskiq_monitor_log_records_total counter") == 1
+    assert not relay.alive  # stopped with the app
+
+
+def test_timestamp_ns_reads_the_records_rfc3339() -> None:
+    assert timestamp_ns("2026-11-28T23:44:22.988142Z") == 1_795_909_462_988_142_000
+    assert timestamp_ns("2026-11-28T23:44:22Z") is None
+    assert timestamp_ns("2026-13-28T23:44:22.988142Z") is None
+    assert timestamp_ns(None) is None
