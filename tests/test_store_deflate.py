@@ -89,10 +89,13 @@ def test_without_the_library_records_are_compressed_by_zlibs_module(monkeypatch:
     assert encode_record(event) == with_library  # the same bytes either way
 
 
+SWITCH_INTERVAL = 2.0
+
+
 @pytest.fixture
 def spinner() -> Iterator[list[int]]:
-    """A thread counting in Python: it advances only while it holds the GIL. The switch interval is raised to 1 s,
-    so the thread that holds the GIL keeps it until it gives it up itself."""
+    """A thread counting in Python: it advances only while it holds the GIL. The switch interval is raised to
+    ``SWITCH_INTERVAL``, so the thread that holds the GIL keeps it until it gives it up itself (for that long)."""
     count = [0]
     stop = threading.Event()
 
@@ -107,7 +110,7 @@ def spinner() -> Iterator[list[int]]:
     while count[0] == 0 and time.monotonic() < deadline:
         time.sleep(0.001)  # a blocking call: gives the GIL to the spinner
     assert count[0] > 0, "the spinner never ran"
-    sys.setswitchinterval(1.0)
+    sys.setswitchinterval(SWITCH_INTERVAL)
     try:
         yield count
     finally:
@@ -118,6 +121,9 @@ def spinner() -> Iterator[list[int]]:
 
 def test_compressing_a_record_keeps_the_gil(spinner: list[int]) -> None:
     time.sleep(0.001)  # the spinner now waits for the GIL, which this thread holds from here on
+    # ...until the spinner's wait reaches the switch interval and forces a switch: what is seen after that proves
+    # nothing either way.
+    conclusive_until = time.monotonic() + SWITCH_INTERVAL * 0.75
     raw = RECORDS[0]
     compress = deflate.packer_for(_window_bits(len(raw)), ZDICT)
     assert compress is not None
@@ -128,13 +134,13 @@ def test_compressing_a_record_keeps_the_gil(spinner: list[int]) -> None:
         advanced += spinner[0] != before
     assert advanced == 0
 
-    # The control: zlib's module gives the GIL up, and the spinner gets to count (within a few calls on a busy
-    # machine, where the spinner may not be scheduled at once).
+    assert time.monotonic() < conclusive_until, "inconclusive: 200 compressions outlasted the switch interval"
+
+    # The control: zlib's module gives the GIL up, and the spinner gets to count. On a busy machine the spinner is
+    # not scheduled at once when the GIL is free, so the calls go on (each one frees it twice) until it is.
     released = False
-    for _ in range(100):
+    while not released and time.monotonic() < conclusive_until:
         before = spinner[0]
         _zlib_module(raw)
-        if spinner[0] != before:
-            released = True
-            break
+        released = spinner[0] != before
     assert released
