@@ -342,7 +342,7 @@ class Settings(BaseSettings):
     @property
     def exporter_ships_to_loki(self) -> bool:
         """Whether the exporter runs the Loki relay (``service/loki_relay.py``)."""
-        return bool(self.loki_url) and self.loki_shipper == "exporter" and bool(self.redis_url)
+        return bool(self.loki_url) and self.loki_shipper == "exporter"  # with redis_url: the validator sees to it
 
 
 def load_settings(**overrides: Any) -> Settings:

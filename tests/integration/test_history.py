@@ -17,49 +17,17 @@ from taskiq_monitor.service.app import create_app
 from taskiq_monitor.service.history import HistoryCollector
 from taskiq_monitor.settings import Settings
 from taskiq_monitor.sinks.state import StateSink
-from taskiq_monitor.store import RedisStore, RedisWriter, WriteBatch
+from taskiq_monitor.store import RedisStore
 from taskiq_monitor.store.history import HistoryQuery
+from tests.integration.redis_events import finished, write_events
 from tests.integration.servers import RedisServer, wait_for
 
 DAY = 86400.0
 TYPES = [f"tasks:type_{i}" for i in range(15)]
 
 
-def finished(i: int, at: float, task: str = "tasks:type_0", status: str = "success", **kw: Any) -> TaskEvent:
-    """The finished event of execution ``i``, first recorded at ``at`` (as the middleware builds it)."""
-    ev = TaskEvent(
-        status=status,
-        task_id=f"{i:032x}",
-        task_name=task,
-        timestamp=at + 0.2,
-        enqueued_at=at,
-        started_at=at + 0.05,
-        finished_at=at + 0.2,
-        duration_seconds=kw.pop("duration_seconds", 0.15),
-        queue_wait_seconds=0.05,
-        host="worker-1",
-        pid=4242,
-        args=[i],
-        kwargs={"user_id": i, "text": "hello " * 20},
-        **kw,
-    )
-    if status == "failed":
-        ev.error_type, ev.error_message = "ValueError", f"bad input {i}"
-        ev.traceback = 'Traceback (most recent call last):\n  File "x.py", line 1\nValueError: bad input\n'
-    return ev
-
-
 def fill(url: str, events: list[TaskEvent], batch: int = 2000, **settings: Any) -> None:
-    """The sink's own batch writer with the sink's own encoding (the flusher thread's path, without its pacing)."""
-    conf = Settings(redis_url=url, stream_max_events=1000, **settings)
-    sink = StateSink(conf, writer=RedisWriter(conf), registry=CollectorRegistry())
-    writer = RedisWriter(conf)
-    try:
-        for start in range(0, len(events), batch):
-            ops = [sink._prepare(e) for e in events[start : start + batch]]
-            assert writer.write(WriteBatch(now=time.time(), ops=ops)) == 0
-    finally:
-        writer.close()
+    write_events(Settings(redis_url=url, stream_max_events=1000, **settings), events, batch)
 
 
 def client(url: str, **settings: Any) -> httpx.AsyncClient:

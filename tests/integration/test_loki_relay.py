@@ -14,7 +14,6 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from prometheus_client import CollectorRegistry
 
 from taskiq_monitor.errors import ConfigError
 from taskiq_monitor.events import TaskEvent
@@ -25,7 +24,7 @@ from taskiq_monitor.sinks import default_sinks
 from taskiq_monitor.sinks.loki import LokiSink
 from taskiq_monitor.sinks.loki.format import EntryEncoder
 from taskiq_monitor.sinks.state import StateSink
-from taskiq_monitor.store import RedisWriter, WriteBatch
+from tests.integration.redis_events import finished, write_events
 from tests.integration.servers import RedisServer, wait_for
 from tests.loki_double import LokiPushDouble
 
@@ -35,30 +34,6 @@ def loki() -> Iterator[LokiPushDouble]:
     double = LokiPushDouble()
     yield double
     double.close()
-
-
-def event(i: int, status: str = "success", task: str = "tasks:score", **kw: Any) -> TaskEvent:
-    at = time.time() - 5 + i * 0.001
-    ev = TaskEvent(
-        status=status,
-        task_id=f"{i:032x}",
-        task_name=task,
-        timestamp=at + 0.2,
-        enqueued_at=at,
-        started_at=at + 0.05,
-        finished_at=at + 0.2 if status != "running" else None,
-        duration_seconds=0.15 if status != "running" else None,
-        queue_wait_seconds=0.05,
-        host="worker-1",
-        pid=4242,
-        args=[i],
-        kwargs={"user_id": i, "text": kw.pop("text", "hello")},
-        **kw,
-    )
-    if status == "failed":
-        ev.error_type, ev.error_message = "ValueError", f"bad input {i}"
-        ev.traceback = 'Traceback (most recent call last):\n  File "x.py", line 1\nValueError: bad input\n'
-    return ev
 
 
 def settings(redis: RedisServer, loki: LokiPushDouble, **kw: Any) -> Settings:
@@ -76,15 +51,8 @@ def settings(redis: RedisServer, loki: LokiPushDouble, **kw: Any) -> Settings:
     return Settings(**values)
 
 
-def write(conf: Settings, events: list[TaskEvent]) -> None:
-    """What a worker's state sink writes for ``events`` (its own encoding and writer, one batch)."""
-    sink = StateSink(conf, writer=RedisWriter(conf), registry=CollectorRegistry())
-    writer = RedisWriter(conf)
-    try:
-        assert writer.write(WriteBatch(now=time.time(), ops=[sink._prepare(e) for e in events])) == 0
-    finally:
-        writer.close()
-        sink.writer.close()  # type: ignore[attr-defined]
+def event(i: int, status: str = "success", task: str = "tasks:score", **kw: Any) -> TaskEvent:
+    return finished(i, time.time() - 5, task, status, **kw)
 
 
 def relay_of(conf: Settings, **kw: Any) -> LokiRelay:
@@ -99,6 +67,10 @@ def _has_group(relay: LokiRelay) -> bool:
     return any(g["name"] == b"loki" for g in relay._client.xinfo_groups(relay.stream))
 
 
+def relay_pending(relay: LokiRelay) -> int:
+    return int(relay._client.xpending(relay.stream, "loki")["pending"])
+
+
 def ids_arrived(loki: LokiPushDouble) -> Counter[tuple[str, str]]:
     return Counter((tid, status) for tid, status, _ in loki.record_keys())
 
@@ -108,7 +80,7 @@ def test_relay_pushes_exactly_what_the_workers_sink_would(redis_srv: RedisServer
     events = [event(0), event(1, "failed", trace_id="ab" * 16, span_id="cd" * 8), event(2, "running")]
     relay = relay_of(conf)
     try:
-        write(conf, events)
+        write_events(conf, events)
         wait_for(lambda: len(loki.entries) == 3, 20, "three entries in Loki")
     finally:
         relay.stop()
@@ -123,7 +95,7 @@ def test_relay_pushes_exactly_what_the_workers_sink_would(redis_srv: RedisServer
     failed = next(e for e in loki.entries if e.record["status"] == "failed")
     assert dict(failed.metadata)["trace_id"] == "ab" * 16
     assert relay.shipped == 3
-    assert relay._client.xpending(relay.stream, "loki")["pending"] == 0  # acknowledged once Loki took them
+    assert relay_pending(relay) == 0  # acknowledged once Loki took them
 
 
 def test_statuses_outside_loki_statuses_are_acknowledged_not_pushed(
@@ -132,9 +104,9 @@ def test_statuses_outside_loki_statuses_are_acknowledged_not_pushed(
     conf = settings(redis_srv, loki, loki_statuses="failed")
     relay = relay_of(conf)
     try:
-        write(conf, [event(0), event(1, "failed"), event(2, "running")])
+        write_events(conf, [event(0), event(1, "failed"), event(2, "running")])
         wait_for(lambda: relay._client.xinfo_groups(relay.stream)[0]["lag"] == 0, 20, "all read")
-        wait_for(lambda: relay._client.xpending(relay.stream, "loki")["pending"] == 0, 20, "all acknowledged")
+        wait_for(lambda: relay_pending(relay) == 0, 20, "all acknowledged")
     finally:
         relay.stop()
     assert [e.record["status"] for e in loki.entries] == ["failed"]
@@ -145,10 +117,10 @@ def test_loki_outage_loses_nothing_and_pushes_nothing_twice(redis_srv: RedisServ
     relay = relay_of(conf)
     try:
         loki.set_mode("503")
-        write(conf, [event(i) for i in range(300)])
+        write_events(conf, [event(i) for i in range(300)])
         wait_for(lambda: loki.stats.by_status.get(503, 0) >= 3, 20, "pushes refused during the outage")
         loki.set_mode("down")
-        write(conf, [event(i) for i in range(300, 600)])
+        write_events(conf, [event(i) for i in range(300, 600)])
         time.sleep(0.5)
         loki.set_mode("ok")
         wait_for(lambda: len(loki.entries) == 600, 30, "every record after the outage")
@@ -164,7 +136,7 @@ def test_two_exporters_share_the_stream_each_record_once(redis_srv: RedisServer,
     first, second = relay_of(conf, consumer="exporter-a"), relay_of(conf, consumer="exporter-b")
     try:
         for start in range(0, 2000, 100):
-            write(conf, [event(i) for i in range(start, start + 100)])
+            write_events(conf, [event(i) for i in range(start, start + 100)])
         wait_for(lambda: len(loki.entries) == 2000, 30, "2000 records")
     finally:
         first.stop()
@@ -178,7 +150,7 @@ def test_a_dead_exporters_unacknowledged_records_are_taken_over(redis_srv: Redis
     conf = settings(redis_srv, loki)
     dead = LokiRelay(conf, consumer="exporter-dead")
     dead._read(1)  # creates the group
-    write(conf, [event(i) for i in range(20)])
+    write_events(conf, [event(i) for i in range(20)])
     assert len(dead._read(100)) == 20  # read, never pushed nor acknowledged: it "died" here
     heir = relay_of(conf, consumer="exporter-heir", claim_idle_seconds=0.3)
     try:
@@ -189,10 +161,6 @@ def test_a_dead_exporters_unacknowledged_records_are_taken_over(redis_srv: Redis
     assert loki.duplicates == 0
 
 
-def relay_pending(relay: LokiRelay) -> int:
-    return int(relay._client.xpending(relay.stream, "loki")["pending"])
-
-
 def test_records_trimmed_before_the_relay_read_them_are_counted_dropped(
     redis_srv: RedisServer, loki: LokiPushDouble
 ) -> None:
@@ -200,7 +168,7 @@ def test_records_trimmed_before_the_relay_read_them_are_counted_dropped(
     relay = relay_of(conf)
     relay.stop()  # the group exists; the exporter is away while 1,000 events are written to a 100-entry stream
     for start in range(0, 1000, 50):
-        write(conf, [event(i) for i in range(start, start + 50)])
+        write_events(conf, [event(i) for i in range(start, start + 50)])
     length = relay._client.xlen(relay.stream)
     assert length < 1000  # trimmed (MAXLEN ~: whole nodes, so about the cap)
     back = relay_of(conf)
@@ -217,7 +185,7 @@ def test_a_record_loki_rejects_is_dropped_alone(redis_srv: RedisServer, loki: Lo
     relay = relay_of(conf)
     try:
         loki.set_mode("poison")
-        write(conf, [event(i, text=loki.poison_marker if i == 7 else "fine") for i in range(40)])
+        write_events(conf, [event(i, task=loki.poison_marker if i == 7 else "tasks:score") for i in range(40)])
         wait_for(lambda: relay.shipped + relay.dropped == 40, 20, "40 records shipped or dropped")
     finally:
         relay.stop()
@@ -254,7 +222,7 @@ def test_the_exporter_app_runs_the_relay_and_exposes_its_counts(
     with TestClient(app) as http:
         relay: LokiRelay = app.state.loki_relay
         wait_for(lambda: relay.alive and _has_group(relay), 10, "the relay's group")
-        write(conf, [event(i) for i in range(5)])
+        write_events(conf, [event(i) for i in range(5)])
         wait_for(lambda: len(loki.entries) == 5, 20, "five records")
         body = http.get("/metrics").text
     assert 'taskiq_monitor_log_records_total{result="shipped"} 5.0' in body

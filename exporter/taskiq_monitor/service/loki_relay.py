@@ -83,6 +83,11 @@ def timestamp_ns(text: Any) -> int | None:
     return cached[1] * 1_000_000_000 + int(micros) * 1000
 
 
+def _size(entry: PushEntry) -> int:
+    """An entry's approximate size in a push body (its line and metadata, plus the JSON around them)."""
+    return len(entry[2]) + len(entry[3].get("task_id", "")) + 64
+
+
 def _text(value: Any) -> str:
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
 
@@ -176,10 +181,10 @@ class LokiRelay:
             raw = self._read(min(READ_CHUNK, settings.loki_batch_max_records - len(batch)))
             for entry_id, flat in raw:
                 ids.append(entry_id)
-                built = self._entry(flat)
-                if built is not None:
-                    batch.append(built[0])
-                    size += built[1]
+                entry = self._entry(flat)
+                if entry is not None:
+                    batch.append(entry)
+                    size += _size(entry)
             if len(batch) >= settings.loki_batch_max_records or size >= settings.loki_batch_max_bytes:
                 break
             now = time.monotonic()
@@ -199,7 +204,7 @@ class LokiRelay:
         self._client.xack(self.stream, GROUP, *ids)
         self.in_hand = 0
 
-    def _entry(self, flat: _Flat) -> tuple[PushEntry, int] | None:
+    def _entry(self, flat: _Flat) -> PushEntry | None:
         fields = {_text(flat[i]): flat[i + 1] for i in range(0, len(flat) - 1, 2)}
         status = _text(fields.get("s", b""))
         if status not in self._statuses:
@@ -218,14 +223,14 @@ class LokiRelay:
             metadata["trace_id"] = str(trace_id)
         ns = timestamp_ns(record.get("timestamp")) or time.time_ns()
         labels = self._encoder.labels_of(_text(fields.get("t", b"")), status)
-        return (labels, str(ns), line, metadata), len(line) + len(task_id) + 64
+        return labels, str(ns), line, metadata
 
     def _chunks(self, batch: list[PushEntry]) -> list[list[PushEntry]]:
         """``batch`` cut to pushes within ``loki_batch_max_bytes`` (a read may overshoot by one chunk)."""
         chunks: list[list[PushEntry]] = [[]]
         size = 0
         for entry in batch:
-            grow = len(entry[2]) + 64
+            grow = _size(entry)
             if chunks[-1] and size + grow > self.settings.loki_batch_max_bytes:
                 chunks.append([])
                 size = 0
