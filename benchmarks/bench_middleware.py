@@ -25,7 +25,8 @@ Four paths are measured:
 Five figures per configuration: wall time; **loop CPU** (``time.thread_time`` of the event loop's thread: what a
 task pays on the loop); **total CPU** (``time.process_time`` until the sinks' threads have drained everything they
 were handed — serialisation, the store's writes, gzip and HTTP included); **dropped**: events the sinks dropped
-in the worst round (their buffers are sized here so that none should: a run that drops does less than all the work);
+in the worst round, and the hooks' and hand-overs' own failures (``taskiq_monitor_errors_total``); their buffers are
+sized here so that none should drop: a run that drops does less than all the work;
 and **GC 0/1/2**: the cyclic garbage collector's collections of each generation in a round (the median). Objects that
 die with their task make none; queued handles and kept records do, and a generation-2 collection scans the whole heap.
 Configurations run interleaved in rounds
@@ -177,6 +178,9 @@ def _drain(config: str) -> float:
     worker does once. ``_ready`` and ``_park`` start and stop it outside the measured span."""
     dropped = 0.0
     for mw in _INSTANCES.get(config, []):
+        if isinstance(mw, MonitoringMiddleware):
+            # A hook or hand-over that failed (counted, the task unaffected) delivered nothing: count it as a drop.
+            dropped += sum(child._value.get() for child in mw.metrics.monitor_errors._metrics.values())
         for sink in getattr(mw, "sinks", []):
             if hasattr(sink, "pending"):
                 # Idle twice, 5 ms apart: a record between the queue and the batch being built counts in neither.

@@ -305,15 +305,13 @@ class TaskEvent:
     def traceback(self, value: str | None) -> None:
         self._traceback = value
 
-    def redacted_fields(
-        self, *, for_json: bool = False
-    ) -> tuple[list[Any], dict[str, Any], dict[str, Any], str | None, str | None]:
+    def redacted_fields(self, *, for_json: bool = False) -> tuple[Any, Any, Any, str | None, str | None]:
         """``(args, kwargs, labels, error_message, traceback)``, redacted: one call where five reads would each check
         for pending redaction (the flusher reads them for every record).
 
         ``for_json``: a field kept as the JSON text that was checked comes as an ``orjson.Fragment`` of it, for
         ``orjson.dumps`` only (embedded as it is, not decoded and encoded again); without it, every field is an
-        object."""
+        object (hence ``Any``: a list or a dict, or a fragment)."""
         if self._pending is not None:
             self._settle()
         args, kwargs, labels = _params(self, for_json)

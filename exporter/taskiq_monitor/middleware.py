@@ -377,12 +377,13 @@ class MonitoringMiddleware(TaskiqMiddleware):
         try:
             perf = time.perf_counter()
             in_flight = self._find(message)
+            running_event: TaskEvent | None
             if in_flight is not None:
                 self._forget(in_flight)
                 # The handle may stay queued for the sinks a while: it must not keep the exception (its traceback
                 # holds the failed frames' locals) or an eager event alive.
-                in_flight_error, in_flight.error = in_flight.error, None
-                in_flight.running, running_event = None, in_flight.running
+                in_flight_error, running_event = in_flight.error, in_flight.running
+                in_flight.error = in_flight.running = None
             else:
                 in_flight_error, running_event = None, None
             m = self.metrics

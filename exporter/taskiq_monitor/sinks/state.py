@@ -88,8 +88,13 @@ def _encodable(text: str) -> str:
 
 logger = logging.getLogger(__name__)
 
-# Put in the buffer by the flusher where it snapshots the running set: the events ahead of it are in the snapshot.
-_MARKER: Any = object()
+
+class _Marker:
+    """Put in the buffer by the flusher where it snapshots the running set: the events ahead of it are in the
+    snapshot."""
+
+
+_MARKER = _Marker()
 
 RESULT_WRITTEN = "written"
 RESULT_DROPPED = "dropped"
@@ -197,7 +202,7 @@ class StateSink(EventSink):
         self._dropped = counter.labels(RESULT_DROPPED)
         self._written.inc(0)
         self._dropped.inc(0)
-        self._buffer: deque[QueuedEvent] = deque()
+        self._buffer: deque[QueuedEvent | _Marker] = deque()
         self._capacity = settings.state_buffer_events
         self._wake = threading.Event()
         # True while the flusher sleeps for want of events (emit must wake it); False while it gathers a batch.
@@ -477,7 +482,7 @@ class StateSink(EventSink):
         tracks: list[bool] = []  # per event: whether it changes the running set (no marker ahead of it)
         while buffer and len(events) < limit:
             item = buffer.popleft()
-            if item is _MARKER:
+            if isinstance(item, _Marker):
                 self._markers -= 1
                 continue
             try:
