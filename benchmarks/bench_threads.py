@@ -37,8 +37,11 @@ import bench_middleware as bm
 from taskiq_monitor.sinks.loki import transport
 
 CONFIGS = (bm.BARE, bm.PROMETHEUS, bm.METRICS_ONLY, bm.EVENTS_STATE, bm.EVENTS_STATE_LOKI)
-THREADS = {"taskiq-monitor-state": "state", "taskiq-monitor-loki-collector": "collector"}
-THREADS["taskiq-monitor-loki-sender"] = "sender"
+THREADS = {  # thread name -> the column it is reported in
+    "taskiq-monitor-state": "state",
+    "taskiq-monitor-loki-collector": "collector",
+    "taskiq-monitor-loki-sender": "sender",
+}
 
 _thread_cpu: Counter[str] = Counter()  # role -> CPU seconds of its threads that ended in this round
 _collections: Counter[tuple[str, int]] = Counter()  # (role, generation) -> collections started in that thread
