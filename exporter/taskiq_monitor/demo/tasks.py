@@ -17,7 +17,7 @@ parameters. The broker comes from settings: in-memory by default, Redis with ``T
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import Callable
 from typing import Any
 
 from taskiq import AsyncBroker, AsyncTaskiqDecoratedTask, Context, InMemoryBroker, SimpleRetryMiddleware, TaskiqDepends
@@ -47,29 +47,6 @@ TIMEOUT_TASK_SECONDS = 1.0
 RETRY_TASK_MAX_EXECUTIONS = 3
 
 
-def _list_queue_broker_class() -> Any:
-    from redis.asyncio import Redis
-    from taskiq_redis import ListQueueBroker
-
-    class ListQueueBrokerWithBlockTimeout(ListQueueBroker):
-        """taskiq-redis 1.2.4's ListQueueBroker blocks in ``BRPOP key 0`` (forever). With redis-py >= 8's default
-        5 s socket timeout an idle worker crashes every 5 s; with ``socket_timeout=None`` a graceful shutdown
-        waits forever for the BRPOP. A 1 s BRPOP timeout (well under the socket timeout) avoids both."""
-
-        async def listen(self) -> AsyncGenerator[bytes, None]:
-            while True:
-                async with Redis(connection_pool=self.connection_pool) as conn:
-                    popped = await conn.brpop([self.queue_name], timeout=BRPOP_TIMEOUT_SECONDS)
-                if popped is not None:
-                    data = popped[1]
-                    yield data if isinstance(data, bytes) else data.encode()
-
-    return ListQueueBrokerWithBlockTimeout
-
-
-BRPOP_TIMEOUT_SECONDS = 1
-
-
 def make_broker(settings: Settings) -> AsyncBroker:
     url = settings.demo_broker_url
     broker: AsyncBroker
@@ -80,7 +57,9 @@ def make_broker(settings: Settings) -> AsyncBroker:
 
         broker = RedisStreamBroker(url, queue_name=settings.demo_queue_name)
     else:
-        broker = _list_queue_broker_class()(url, queue_name=settings.demo_queue_name)
+        from taskiq_monitor.brokers import ListQueueBroker
+
+        broker = ListQueueBroker(url, queue_name=settings.demo_queue_name)
     broker = broker.with_middlewares(
         SimpleRetryMiddleware(default_retry_count=RETRY_TASK_MAX_EXECUTIONS),
         MonitoringMiddleware(settings),
