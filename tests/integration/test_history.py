@@ -17,7 +17,7 @@ from taskiq_monitor.service.app import create_app
 from taskiq_monitor.service.history import HistoryCollector
 from taskiq_monitor.settings import Settings
 from taskiq_monitor.sinks.state import StateSink
-from taskiq_monitor.store import RedisStore
+from taskiq_monitor.store import RedisStore, RedisWriter, WriteBatch
 from taskiq_monitor.store.history import HistoryQuery
 from tests.integration.redis_events import finished, write_events
 from tests.integration.servers import RedisServer, wait_for
@@ -311,3 +311,68 @@ async def test_many_executions_in_one_millisecond_page_exactly_once(redis_srv: R
             names = {TYPES[0]} if "task_name" in params else set(TYPES[:2])
             want = sorted(f"{i:032x}" for i in range(300) if TYPES[i % 2] in names)
             assert len(ids) == len(want) and sorted(ids) == want, params
+
+
+def _open(i: int, status: str, at: float, pid: int) -> TaskEvent:
+    """Attempt ``i`` as a worker records it while it waits (``pending``) or runs (``running``)."""
+    return TaskEvent(
+        status=status,
+        task_id=f"{i:032x}",
+        task_name="tasks:type_0",
+        timestamp=at,
+        enqueued_at=at,
+        started_at=at if status == "running" else None,
+        host="worker-1",
+        pid=pid,
+    )
+
+
+def _write_as_worker(url: str, events: list[TaskEvent], pid: int, ttl: float) -> None:
+    """What the state sink of worker ``worker-1:<pid>`` writes: its running set lives ``ttl`` s past the write."""
+    conf = Settings(redis_url=url, heartbeat_seconds=ttl / 4, worker_ttl_seconds=ttl)
+    writer = RedisWriter(conf)
+    sink = StateSink(conf, writer=writer, registry=CollectorRegistry())
+    try:
+        ops = [sink._prepare(e) for e in events]
+        assert writer.write(WriteBatch(now=time.time(), ops=ops, worker=f"worker-1:{pid}")) == 0
+    finally:
+        writer.close()
+
+
+async def test_attempts_of_a_dead_worker_and_expired_messages_read_as_lost(redis_srv: RedisServer) -> None:
+    now = time.time()
+    # Worker 4242 stays alive (its running set outlives the test); worker 4343 dies: no heartbeat after this write,
+    # so its running set expires with its TTL, as after a kill -9.
+    _write_as_worker(redis_srv.url, [_open(1, "running", now, 4242), _open(3, "pending", now, 4242)], 4242, 600)
+    done = finished(5, now)
+    done.pid = 4343
+    _write_as_worker(redis_srv.url, [_open(2, "running", now, 4343), done], 4343, 1.0)
+    # A message queued long ago: the snapshot (any /api/v1/tasks) expires it from the pending set by the horizon.
+    _write_as_worker(redis_srv.url, [_open(4, "pending", now - 7200, 4242)], 4242, 600)
+
+    def lost(rows: list[dict[str, Any]]) -> dict[int, bool]:
+        return {int(r["task_id"], 16): r["lost"] for r in rows}
+
+    async with client(redis_srv.url, pending_horizon_seconds=3600) as http:
+        rows = (await http.get("/api/v1/executions", params={"status": "running,pending"})).json()["executions"]
+        assert lost(rows)[1] is False and lost(rows)[3] is False
+
+        async def dead_worker_shows() -> dict[int, bool]:
+            await http.get("/api/v1/tasks")  # the snapshot: applies the pending horizon
+            page = (await http.get("/api/v1/executions", params={"status": "running,pending"})).json()
+            found = lost(page["executions"])
+            return found if found[2] and found[4] else {}
+
+        deadline = time.monotonic() + 30
+        found: dict[int, bool] = {}
+        while not found and time.monotonic() < deadline:
+            found = await dead_worker_shows()
+            await asyncio.sleep(0.2)
+        assert found == {1: False, 2: True, 3: False, 4: True}, found
+        detail = (await http.get(f"/api/v1/executions/{2:032x}")).json()
+        assert [a["lost"] for a in detail["attempts"]] == [True]
+        # A finished attempt of the dead worker is just finished.
+        assert [
+            r["lost"]
+            for r in (await http.get("/api/v1/executions", params={"task_id": f"{5:032x}"})).json()["executions"]
+        ] == [False]

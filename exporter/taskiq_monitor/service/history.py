@@ -57,6 +57,12 @@ class ExecutionSummary(BaseModel):
     error_type: str | None
     error_message: str | None
     trace_id: str | None
+    lost: bool = Field(
+        False,
+        description="True when status is pending or running but the state no longer holds this attempt: its worker "
+        "stopped heartbeating (killed, crashed), its message expired from the queue state, or its final event was "
+        "dropped. Its outcome is unknown; the record stays until retention removes it.",
+    )
 
 
 class ExecutionDetail(ExecutionSummary):

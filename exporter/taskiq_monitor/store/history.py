@@ -237,6 +237,9 @@ class Execution:
     status: str
     score: int
     fields: dict[str, Any]
+    # Set when read (store/history_redis.py): the record says pending or running, but the state no longer holds the
+    # attempt — its worker died, its message expired, or its final event was dropped. Its outcome is unknown.
+    lost: bool = False
 
     def summary(self) -> dict[str, Any]:
         f = self.fields
@@ -254,6 +257,7 @@ class Execution:
             "error_type": f["error_type"],
             "error_message": f["error_message"],
             "trace_id": f["trace_id"],
+            "lost": self.lost,
         }
 
     def detail(self) -> dict[str, Any]:

@@ -14,6 +14,7 @@ cost about 100 bytes per execution more.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from importlib import resources
 from typing import Any
@@ -48,6 +49,11 @@ def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
+def _state_member(task_id: str, attempt: int) -> str:
+    """An attempt's member in the state's pending and running sets, as the state sink writes it (UTF-8 only)."""
+    return f"{task_id}:{attempt}".encode("utf-8", "backslashreplace").decode()
+
+
 class RedisHistory:
     """Reads of the history, for the API (async), and its retention step (sync and async)."""
 
@@ -79,7 +85,37 @@ class RedisHistory:
                 if blob is not None:  # deleted by retention since the index was read
                     executions.append(execution(member, blob, score))
         next_cursor = encode_cursor(*chosen[-1]) if len(found) > query.limit and chosen else None
-        return HistoryPage(executions, next_cursor)
+        return HistoryPage(await self._with_lost(executions), next_cursor)
+
+    async def _with_lost(self, executions: list[Execution]) -> list[Execution]:
+        """``executions``, those whose record says pending or running while the state no longer holds the attempt
+        marked ``lost``: a running attempt missing from its worker's running set (``P:wrun:<host:pid>``, which
+        expires with the worker's heartbeat: killed, crashed, cut off), a pending one missing from its task's
+        pending set (expired by the horizon, or its later events dropped).
+
+        Derived when read, not written: a record cannot be rewritten by whoever noticed a death (nobody may be
+        watching when a worker dies), and the record, its worker's running set and the pending set are written by
+        one script, so they agree at any instant. One pipelined lookup per such row (a page holds at most 50)."""
+        candidates = [e for e in executions if e.status in ("pending", "running") and e.fields.get("task_name")]
+        if not candidates:
+            return executions
+        async with self.aio.pipeline(transaction=False) as pipe:
+            for e in candidates:
+                member = _state_member(e.task_id, e.attempt)
+                if e.status == "running":
+                    pipe.hexists(f"{self.prefix}:wrun:{e.fields['host']}:{e.fields['pid']}", member)
+                else:
+                    pipe.zscore(f"{self.prefix}:pending:{e.fields['task_name']}", member)
+                    # A name beyond max_task_names is folded into "other" in the state (store/lua/apply.lua).
+                    pipe.zscore(f"{self.prefix}:pending:other", member)
+            replies = iter(await pipe.execute())
+        lost: set[int] = set()
+        for e in candidates:
+            running = e.status == "running"
+            held = bool(next(replies)) if running else (next(replies), next(replies)) != (None, None)
+            if not held:
+                lost.add(id(e))
+        return [dataclasses.replace(e, lost=True) if id(e) in lost else e for e in executions]
 
     async def _merge(self, keys: list[str], query: HistoryQuery) -> list[tuple[int, bytes]]:
         """The ``limit + 1`` newest ``(score, member)`` below the cursor across ``keys``: a lazy k-way merge.
@@ -155,7 +191,7 @@ class RedisHistory:
                     first_at = fields["enqueued_at"] or fields["started_at"] or 0.0
                     out.append(execution(member, blob, int(first_at * 1000)))
             if blobs[-1] is None:
-                return out
+                return await self._with_lost(out)
             first += MAX_ATTEMPT_PROBE
 
     async def series(self, minutes: int, now: float | None = None) -> tuple[int, dict[str, dict[str, list[int]]]]:
