@@ -1,11 +1,23 @@
-"""`taskiq-monitor tail` formatting: one line per event, the record's own timestamp, colours only when asked."""
+"""`taskiq-monitor tail`: one line per event, the record's own timestamp, colours only when asked; user mistakes get
+one line, exit 2 and never the URL's password."""
 
 from __future__ import annotations
 
+import http.server
+import os
+import socket
+import subprocess
+import sys
+import threading
 from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
 
 from taskiq_monitor.events import TaskEvent, to_record
-from taskiq_monitor.tail import clean, format_event
+from taskiq_monitor.tail import clean, default_url, format_event, url_problem
+
+ROOT = Path(__file__).parents[1]
 
 
 def test_event_line_shows_the_records_time_status_and_task() -> None:
@@ -94,3 +106,77 @@ def test_a_final_event_shows_its_queue_wait_for_an_attempt_whose_running_event_w
     assert "waited=250ms" in line("success", duration_seconds=0.01)
     assert "waited=250ms" in line("running")
     assert "waited" not in line("pending")
+
+
+def _run_tail(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    full_env = dict(os.environ, **(env or {}))
+    full_env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "exporter"), full_env.get("PYTHONPATH", "")])
+    return subprocess.run(
+        [sys.executable, "-m", "taskiq_monitor.cli", "tail", *args],
+        capture_output=True,
+        text=True,
+        env=full_env,
+        timeout=60,
+    )
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("ftp://u:hunter2@h", "--url must start with http:// or https://"),
+        ("http://u:hunter2@127.0.0.1:abc", "--url is not a valid URL"),
+        ("http://u:hunter2@[::1", "--url is not a valid URL"),
+        ("http://", "--url has no host name"),
+    ],
+)
+def test_a_bad_url_is_one_line_that_does_not_repeat_it(url: str, message: str) -> None:
+    result = _run_tail("--summary", "--url", url)
+    assert result.returncode == 2, result.stderr
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr and "hunter2" not in result.stderr
+
+
+def test_an_unreachable_exporter_is_named_without_its_password() -> None:
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    result = _run_tail("--summary", "--url", f"http://admin:pw_secret9@127.0.0.1:{port}")
+    assert result.returncode == 2
+    assert f"cannot read http://127.0.0.1:{port}/api/v1/tasks" in result.stderr
+    assert "pw_secret9" not in result.stderr + result.stdout
+
+
+class _Refusing(http.server.BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        self.send_response(401)
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_a_refusing_exporter_is_one_line_without_the_urls_password() -> None:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Refusing)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        port = server.server_address[1]
+        result = _run_tail("--summary", "--url", f"http://admin:pw_secret9@127.0.0.1:{port}")
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert result.returncode == 2
+    assert "HTTP 401" in result.stderr
+    assert "pw_secret9" not in result.stderr + result.stdout  # httpx logs request URLs at INFO, password included
+
+
+def test_an_ipv6_bind_address_makes_a_bracketed_url() -> None:
+    assert default_url("::1", 9808) == "http://[::1]:9808"
+    assert default_url("127.0.0.1", 9808) == "http://127.0.0.1:9808"
+    assert url_problem(default_url("::1", 9808)) is None
+
+
+def test_an_unknown_status_lists_the_statuses_by_name() -> None:
+    result = _run_tail("--status", "bogus")
+    assert result.returncode == 2
+    assert "'pending', 'running', 'success'" in result.stderr and "TaskStatus" not in result.stderr

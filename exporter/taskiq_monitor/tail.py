@@ -18,6 +18,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import logging
 import re
 import sys
 import urllib.parse
@@ -237,6 +238,33 @@ async def _tail_with_keys(tail: Tail) -> int:
                 loop.remove_reader(stdin.fileno())
 
 
+def default_url(host: str, port: int) -> str:
+    """The exporter's URL from its bind settings (an IPv6 address in brackets)."""
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+def url_problem(url: str) -> str | None:
+    """What is wrong with an exporter base URL, in words that do not repeat it; None when it is usable."""
+    if not url.startswith(("http://", "https://")):
+        return "must start with http:// or https://"
+    try:
+        parts = urllib.parse.urlsplit(url)
+        parts.port  # noqa: B018  # raises ValueError on a port that is not a number in 0..65535
+    except ValueError as exc:
+        return f"is not a valid URL ({exc})"
+    if not parts.hostname:
+        return "has no host name"
+    return None
+
+
+def without_credentials(url: str) -> str:
+    """``url`` without a user name and password, for messages."""
+    parts = urllib.parse.urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    return urllib.parse.urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
+
+
 def cmd_tail(argv: Sequence[str]) -> int:
     from taskiq_monitor.errors import UsageError
     from taskiq_monitor.settings import load_settings
@@ -248,7 +276,11 @@ def cmd_tail(argv: Sequence[str]) -> int:
     parser.add_argument("--url", help="exporter base URL (default http://<host>:<port> from settings)")
     parser.add_argument("--task-name", action="append", default=[], help="only this task type (repeatable)")
     parser.add_argument(
-        "--status", action="append", default=[], choices=EVENT_STATUSES, help="only this status (repeatable)"
+        "--status",
+        action="append",
+        default=[],
+        choices=[str(status) for status in EVENT_STATUSES],  # plain strings: argparse lists them in its errors
+        help="only this status (repeatable)",
     )
     parser.add_argument("--last-event-id", help="start after this event id (resume)")
     parser.add_argument("--count", type=int, help="exit after N events")
@@ -256,9 +288,10 @@ def cmd_tail(argv: Sequence[str]) -> int:
     parser.add_argument("--no-color", action="store_true", help="no ANSI colours (default when not a terminal)")
     args = parser.parse_args(argv)
     settings = load_settings()
-    url = args.url or f"http://{settings.host}:{settings.port}"
-    if not url.startswith(("http://", "https://")):
-        raise UsageError(f"--url must start with http:// or https://, got {url!r}")
+    url = args.url or default_url(settings.host, settings.port)
+    problem = url_problem(url)
+    if problem is not None:
+        raise UsageError(f"--url {problem}")  # never the URL itself: it may carry a password
     if args.count is not None and args.count <= 0:
         raise UsageError("--count must be positive")
     token = settings.bearer_token.get_secret_value() if settings.bearer_token else None
@@ -272,11 +305,13 @@ def cmd_tail(argv: Sequence[str]) -> int:
         color=not args.no_color and sys.stdout.isatty(),
         out=sys.stdout,
     )
+    # httpx logs every request at INFO with its URL, user name and password included: not for an operator's screen.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     if args.summary:
         try:
             lines = asyncio.run(tail.summary())
         except Exception as exc:
-            raise UsageError(str(exc)) from None
+            raise UsageError(f"cannot read {without_credentials(url)}/api/v1/tasks: {exc}") from None
         for line in lines:
             tail.print(line)
         return 0
