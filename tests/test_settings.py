@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
 
-from taskiq_monitor.settings import DEFAULT_DURATION_BUCKETS, Settings
+from taskiq_monitor.errors import ConfigError
+from taskiq_monitor.settings import DEFAULT_DURATION_BUCKETS, Settings, load_settings, unknown_variables
 
 
 def test_defaults_bind_to_loopback() -> None:
@@ -24,6 +26,41 @@ def test_environment_prefix(monkeypatch: pytest.MonkeyPatch) -> None:
     settings = Settings()
     assert settings.port == 9999
     assert settings.duration_buckets == (0.1, 1.0, 10.0)
+
+
+def test_a_list_variable_that_is_not_json_is_a_config_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TASKIQ_MONITOR_DURATION_BUCKETS", "1,2,3")
+    with pytest.raises(ConfigError, match=r"duration_buckets.*list values are JSON"):
+        load_settings()
+
+
+@pytest.mark.parametrize("url", ["redis://:hunter2@127.0.0.1:abc/0", "redis://:hunter2@[::1/0", "http://h:99999"])
+def test_a_url_with_a_bad_port_or_host_is_a_config_error_that_hides_the_password(url: str) -> None:
+    field = "loki_url" if url.startswith("http") else "redis_url"
+    with pytest.raises(ConfigError, match=f"{field}: .*not a valid URL") as caught:
+        load_settings(**{field: url})
+    assert "hunter2" not in str(caught.value)
+
+
+@pytest.mark.parametrize("variable", ["TASKIQ_MONITOR_METRICS_DIR", "PROMETHEUS_MULTIPROC_DIR"])
+def test_a_blank_metrics_dir_is_unset_not_the_current_directory(monkeypatch: pytest.MonkeyPatch, variable: str) -> None:
+    monkeypatch.setenv(variable, "")
+    assert Settings().metrics_dir is None
+
+
+def test_a_misspelled_variable_is_named_with_the_setting_it_resembles(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setenv("TASKIQ_MONITOR_BEARERTOKEN", "x")
+    monkeypatch.setenv("TASKIQ_MONITOR_REDIS_URL", "redis://localhost:6379/0")  # a real one: not named
+    assert unknown_variables({"TASKIQ_MONITOR_BEARERTOKEN": "x", "PROMETHEUS_MULTIPROC_DIR": "/d"}) == [
+        "TASKIQ_MONITOR_BEARERTOKEN"
+    ]
+    with caplog.at_level(logging.WARNING, logger="taskiq_monitor.settings"):
+        load_settings()
+    assert "TASKIQ_MONITOR_BEARERTOKEN is no setting" in caplog.text
+    assert "did you mean TASKIQ_MONITOR_BEARER_TOKEN?" in caplog.text
+    assert "TASKIQ_MONITOR_REDIS_URL" not in caplog.text
 
 
 def test_metrics_dir_from_prometheus_variable(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

@@ -36,8 +36,10 @@ HEADER = """\
 taskiq-monitor reads its configuration from environment variables with the prefix `TASKIQ_MONITOR_` (one
 `Settings` class, `exporter/taskiq_monitor/settings.py`; nothing else reads the environment). CLI flags such as
 `--metrics-port` override the variables. Values of list type are JSON (`[0.1, 1, 10]`). A wrong value stops the
-process at start-up with one line naming the variable, e.g.
-`taskiq-monitor worker: error: invalid configuration: port: Input should be less than or equal to 65535`.
+process at start-up with one line naming the setting, e.g.
+`taskiq-monitor worker: error: invalid configuration: port: Input should be less than or equal to 65535`. A
+`TASKIQ_MONITOR_*` variable that is no setting (a typo) is named in a warning at start-up, with the setting it
+resembles; an empty variable is unset.
 
 The OpenTelemetry SDK additionally honours its own standard `OTEL_*` variables (e.g. `OTEL_EXPORTER_OTLP_HEADERS`
 for an authenticated collector); `setup_tracing()` sets the endpoint, the service name and the sampler itself.

@@ -8,12 +8,16 @@ other module reads the environment. Example::
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import difflib
+import logging
+import os
+import urllib.parse
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError
 
 from taskiq_monitor.errors import ConfigError
 from taskiq_monitor.events import EVENT_STATUSES
@@ -38,6 +42,8 @@ DEFAULT_QUEUE_WAIT_BUCKETS: tuple[float, ...] = (
 # fmt: on
 
 ENV_PREFIX = "TASKIQ_MONITOR_"
+
+logger = logging.getLogger(__name__)
 DEFAULT_PORT = 9808
 
 
@@ -53,7 +59,21 @@ def _url(value: str | None, schemes: tuple[str, ...], problem: str, strip_slash:
     value = value.strip().rstrip("/") if strip_slash else value.strip()
     if not value.startswith(schemes):
         raise ValueError(problem)
+    try:
+        urllib.parse.urlsplit(value).port  # noqa: B018  # raises on a port that is no number in 0..65535
+    except ValueError as exc:  # its message names the port or the bracket, never the password
+        raise ValueError(f"is not a valid URL: {exc}") from None
     return value
+
+
+def unknown_variables(environ: Mapping[str, str]) -> list[str]:
+    """``TASKIQ_MONITOR_*`` variables of ``environ`` that set nothing (a typo, or a removed setting), sorted."""
+    known = {ENV_PREFIX + name.upper() for name in Settings.model_fields}
+    for field in Settings.model_fields.values():
+        alias = field.validation_alias
+        if isinstance(alias, AliasChoices):
+            known.update(str(choice).upper() for choice in alias.choices)
+    return sorted(name for name in environ if name.upper().startswith(ENV_PREFIX) and name.upper() not in known)
 
 
 class Settings(BaseSettings):
@@ -306,6 +326,12 @@ class Settings(BaseSettings):
     def _loki_url(cls, value: str | None) -> str | None:
         return _url(value, HTTP_URL_SCHEMES, "must be an http:// or https:// URL", strip_slash=True)
 
+    @field_validator("metrics_dir", mode="before")
+    @classmethod
+    def _blank_dir_is_unset(cls, value: Any) -> Any:
+        # An empty variable is unset, like the URLs: Path("") is the current directory, which would be claimed.
+        return None if isinstance(value, str) and not value.strip() else value
+
     @field_validator("redis_url")
     @classmethod
     def _redis_url(cls, value: str | None) -> str | None:
@@ -345,14 +371,27 @@ class Settings(BaseSettings):
         return bool(self.loki_url) and self.loki_shipper == "exporter"  # with redis_url: the validator sees to it
 
 
+def _known_variables() -> list[str]:
+    return [ENV_PREFIX + name.upper() for name in Settings.model_fields]
+
+
 def load_settings(**overrides: Any) -> Settings:
     """The settings from the environment, with every override that is not None (a CLI flag) on top.
 
     An invalid value raises :class:`~taskiq_monitor.errors.ConfigError` naming each bad field in one line (exit
     code 2 in the CLI), instead of pydantic's multi-line report.
     """
+    for name in unknown_variables(os.environ):
+        # Not an error (an older or newer version's variable must not stop a process), but never silent: a typo in
+        # TASKIQ_MONITOR_BEARER_TOKEN would otherwise leave the exporter open.
+        close = difflib.get_close_matches(name.upper(), _known_variables(), n=1)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        logger.warning("taskiq-monitor: %s is no setting and is ignored%s", name, hint)
     try:
         return Settings(**{k: v for k, v in overrides.items() if v is not None})
+    except SettingsError as exc:
+        # A list variable that is not JSON (TASKIQ_MONITOR_DURATION_BUCKETS=1,2,3): pydantic-settings' own error.
+        raise ConfigError(f"invalid configuration: {exc}; list values are JSON, e.g. [0.1, 1, 5]") from None
     except ValidationError as exc:
         problems = "; ".join(
             f"{'.'.join(str(p) for p in err['loc']) or 'settings'}: {err['msg']}" for err in exc.errors()
