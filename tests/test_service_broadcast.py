@@ -91,3 +91,44 @@ def test_a_failing_direct_write_queues_the_batch_and_the_other_clients_still_get
         assert not healthy.queue
 
     asyncio.run(run())
+
+
+class _FlakyStore(MemoryStore):
+    """The in-process store, with reads of the stream failing while ``failing`` (a Redis outage)."""
+
+    failing = False
+
+    async def read_after(self, after: str, count: int, block_ms: int) -> list[Entry]:
+        if self.failing:
+            raise ConnectionError("redis down")
+        return await super().read_after(after, count, block_ms)
+
+
+def test_store_outage_cuts_off_every_client_refuses_new_ones_and_recovers() -> None:
+    async def run() -> None:
+        store = _FlakyStore(Settings())
+        broadcaster = Broadcaster(store, 10_000)
+        broadcaster.start()
+        try:
+            await asyncio.wait_for(broadcaster.ready.wait(), 10)
+            everyone, only_failed = Client(100, None, None), Client(100, None, frozenset({"failed"}))
+            broadcaster.register(everyone)
+            broadcaster.register(only_failed)
+            store.failing = True
+            for client in (everyone, only_failed):
+                await asyncio.wait_for(client.dropped.wait(), 10)
+                assert client.unavailable and not client.overflowed  # closed with 1011, not 1013
+            assert broadcaster.down and not broadcaster.ready.is_set() and not broadcaster.clients
+            late = Client(100, None, None)  # passed the ready check just before the outage
+            broadcaster.register(late)
+            assert late.unavailable and late.dropped.is_set() and late not in broadcaster.clients
+            store.failing = False
+            await asyncio.wait_for(broadcaster.ready.wait(), 10)
+            assert not broadcaster.down
+            back = Client(100, None, None)
+            broadcaster.register(back)
+            assert back in broadcaster.clients and not back.unavailable
+        finally:
+            await broadcaster.stop()
+
+    asyncio.run(run())

@@ -27,8 +27,9 @@ from taskiq_monitor.store import (
     WriteBatch,
     parse_event_id,
 )
+from taskiq_monitor.store.redis_store import redis_kwargs
 from tests.blocking import blocking_calls
-from tests.integration.servers import RedisServer, free_port, wait_for
+from tests.integration.servers import RedisServer, UnixRedisServer, free_port, wait_for
 
 
 @pytest.fixture(scope="module")
@@ -470,6 +471,41 @@ def test_blocking_reader_has_a_read_timeout(redis_srv: RedisServer) -> None:
         assert kwargs["socket_keepalive"] and kwargs["health_check_interval"]
     finally:
         store.sync.close()
+
+
+def test_tcp_only_options_are_passed_for_tcp_urls_only() -> None:
+    for url in ("redis://localhost:6379/0", "rediss://localhost:6380/0"):
+        assert redis_kwargs(Settings(redis_url=url))["socket_keepalive"] is True, url
+    assert "socket_keepalive" not in redis_kwargs(Settings(redis_url="unix:///run/redis.sock?db=0"))
+
+
+def test_unix_socket_url_serves_the_workers_writes_and_the_exporters_reads() -> None:
+    # redis-py's unix socket connection rejects TCP options: with them, every command of every client failed.
+    server = UnixRedisServer()
+    settings = Settings(redis_url=server.url)
+    sink = StateSink(settings, registry=CollectorRegistry())  # the workers' writer (RedisWriter)
+    store = RedisStore(settings)
+    try:
+        sink.emit(ev("pending", "u1"))
+        sink.emit(ev("running", "u2"))
+        flushed(sink, 2)
+        snap = store.snapshot_sync()
+        assert snap.tasks["a"].pending == 1 and snap.workers == 1
+        assert store.history_counts_sync()[0] == 2
+
+        async def reads() -> tuple[int, int, set[str]]:
+            try:
+                pending = (await store.snapshot()).tasks["a"].pending
+                streamed = await store.read_after("0-0", 10, 100)  # the live feed's blocking client
+                return pending, len(streamed), await store.task_names()
+            finally:
+                await store.aclose()
+
+        assert asyncio.run(reads()) == (1, 2, {"a"})
+    finally:
+        sink.stop()
+        store.sync.close()
+        server.cleanup()
 
 
 def test_task_names_are_capped_and_fold_into_other(backend: tuple[Settings, Any, StateStore]) -> None:

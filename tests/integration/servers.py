@@ -131,6 +131,51 @@ class RedisServer:
             shutil.rmtree(self.dir, ignore_errors=True)
 
 
+class UnixRedisServer(RedisServer):
+    """A throw-away redis-server listening on a unix socket only (``--port 0``), for ``unix://`` URLs."""
+
+    def __init__(self) -> None:
+        super().__init__()  # a private directory: the socket lives in it
+        self.url = f"unix://{self.socket_path}?db=0"
+
+    @property
+    def socket_path(self) -> Path:
+        return self.dir / "redis.sock"
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            [
+                require_binary("redis-server"),
+                "--port",
+                "0",
+                "--unixsocket",
+                str(self.socket_path),
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.dir),
+                "--loglevel",
+                "warning",
+            ],
+            stdout=subprocess.DEVNULL,
+        )
+        wait_for(self.ping, 15, f"redis-server on {self.socket_path}")
+
+    def ping(self) -> bool:
+        with socket.socket(socket.AF_UNIX) as s:
+            s.settimeout(1)
+            s.connect(str(self.socket_path))
+            s.sendall(b"PING\r\n")
+            return s.recv(16).startswith(b"+PONG")
+
+    def client(self) -> Any:
+        import redis
+
+        return redis.Redis(unix_socket_path=str(self.socket_path), socket_timeout=5)
+
+
 def worker_command(port: int, metrics_dir: Path | str, workers: int, extra_args: Iterable[str] = ()) -> list[str]:
     """``taskiq-monitor worker`` on the demo broker with ``workers`` worker processes."""
     return [

@@ -13,6 +13,12 @@ a second. Deflate is off by default: compressing per client is what made frames 
 Nothing here waits for a client: :meth:`Broadcaster.dispatch` writes each tick's batch to every idle client whose
 socket takes data (``Client.direct``, one loop over the group, no task switch per client) and queues it for the
 others; a client that would exceed its bounds is cut off (``service/feed.py`` then closes it with 1013).
+
+A failed read of the stream is a store outage: ``ready`` is cleared and every client is cut off as ``unavailable``
+(``service/feed.py`` closes it with 1011 "state store unavailable", as documented; clients reconnect with
+``last_event_id`` and resume without loss), and new connections are refused with 1011 until a read succeeds again.
+Keeping them open would hide the outage: they got only pings, while filtered connections (which read the store at
+once) were closed with 1011.
 """
 
 from __future__ import annotations
@@ -62,6 +68,7 @@ class Client:
         "size",
         "statuses",
         "task_names",
+        "unavailable",
         "version",
         "wake",
     )
@@ -83,6 +90,7 @@ class Client:
         self.queued_bytes = 0
         self.queued_events = 0
         self.overflowed = False
+        self.unavailable = False  # cut off by a store outage (closed with 1011)
         self.wake = asyncio.Event()
         # Set when cut off: the connection's handler waits on it, as the sender may be blocked on a full socket.
         self.dropped = asyncio.Event()
@@ -114,6 +122,13 @@ class Client:
         self.wake.set()
         return True
 
+    def lose_store(self) -> None:
+        """Cut off by a store outage: its connection's handler closes it with 1011."""
+        self.unavailable = True
+        self.direct = None
+        self.wake.set()
+        self.dropped.set()
+
     def take(self) -> list[Batch]:
         batches = list(self.queue)
         self.queue.clear()
@@ -130,6 +145,10 @@ class Broadcaster:
 
     A client whose queue would exceed ``live_client_queue`` events or ``CLIENT_QUEUE_BYTES`` is cut off (marked
     ``overflowed`` and woken, so its connection closes with 1013); the others never wait for it.
+
+    ``ready`` is set once the stream's position is known. A failed read sets ``down``: ``ready`` is cleared, every
+    client is cut off (marked ``unavailable``, closed with 1011), and so is any registered meanwhile; the next
+    successful read clears ``down`` and sets ``ready`` again.
     """
 
     def __init__(self, store: StateStore, queue_size: int, tick: float = 0.0) -> None:
@@ -139,6 +158,7 @@ class Broadcaster:
         self.groups: dict[FilterKey, set[Client]] = {}
         self.last_key: tuple[int, int] = (0, 0)
         self.ready = asyncio.Event()
+        self.down = False  # a store outage: set by a failed read of the stream, cleared by the next good one
         self._task: asyncio.Task[None] | None = None
         # Entries are dispatched a read at a time; a client that keeps up must never overflow within one read.
         self.chunk = max(1, min(SCAN_CHUNK, queue_size // 4))
@@ -162,14 +182,18 @@ class Broadcaster:
             self._task = None
 
     def register(self, client: Client) -> tuple[int, int]:
-        """Add a client; every entry after the returned id will be offered to it."""
-        self._join(client)
+        """Add a client; every entry after the returned id will be offered to it. During a store outage (a
+        connection that passed the ``ready`` check as the outage began) it is cut off at once instead."""
+        if self.down:
+            client.lose_store()
+        else:
+            self._join(client)
         return self.last_key
 
     def refilter(self, client: Client, task_names: frozenset[str] | None, statuses: frozenset[str] | None) -> None:
         self.unregister(client)
         client.task_names, client.statuses = task_names, statuses
-        if not client.overflowed:
+        if not client.overflowed and not client.unavailable:
             self._join(client)
 
     def _join(self, client: Client) -> None:
@@ -200,16 +224,23 @@ class Broadcaster:
         loop = asyncio.get_running_loop()
         while True:
             started = loop.time()
+            # During an outage, probe without blocking: new connections wait for ready, and should not wait a block.
+            block_ms = 0 if self.down else _READ_BLOCK_MS
             try:
-                entries = await self.store.read_after(format_event_id(self.last_key), self.chunk, _READ_BLOCK_MS)
+                entries = await self.store.read_after(format_event_id(self.last_key), self.chunk, block_ms)
                 backoff = 0.1
             except asyncio.CancelledError:
                 raise
             except Exception:
                 logger.warning("taskiq-monitor live feed: cannot read the event stream", exc_info=backoff == 0.1)
+                self._lose_store()
                 await asyncio.sleep(backoff)
                 backoff = min(5.0, backoff * 2)
                 continue
+            if self.down:
+                logger.info("taskiq-monitor live feed: the event stream can be read again")
+                self.down = False
+                self.ready.set()
             self.dispatch(entries)
             if len(entries) < self.chunk:
                 # Caught up: wait for the rest of the tick, so the next read collects a batch instead of one event
@@ -218,6 +249,15 @@ class Broadcaster:
                 rest = tick - (loop.time() - started)
                 if rest > 0:
                     await asyncio.sleep(rest)
+
+    def _lose_store(self) -> None:
+        """The outage: refuse new connections (``ready`` cleared) and cut off every client. The stream keeps its
+        position (``last_key``): reconnecting clients resume from their own last id."""
+        self.down = True
+        self.ready.clear()
+        for client in self.clients:
+            self.unregister(client)
+            client.lose_store()
 
     def dispatch(self, entries: list[Entry]) -> None:
         if not entries:

@@ -11,6 +11,7 @@ from prometheus_client.registry import Collector
 
 from taskiq_monitor.exemplars import attach_exemplars, load_exemplars
 from taskiq_monitor.multiproc import reap_dead_processes
+from taskiq_monitor.service.scrape_budget import scrape
 
 __all__ = ["CombinedSource", "MultiProcessSource"]
 
@@ -31,11 +32,13 @@ class MultiProcessSource:
 
 
 class CombinedSource:
-    """Several collectors exposed as one (what ``generate_latest`` needs)."""
+    """Several collectors exposed as one (what ``generate_latest`` needs); one collect is one scrape, whose Redis
+    reads share one deadline (``service/scrape_budget.py``)."""
 
     def __init__(self, collectors: Iterable[Collector]) -> None:
         self.collectors = list(collectors)
 
     def collect(self) -> Iterator[Metric]:
-        for collector in self.collectors:
-            yield from collector.collect()
+        with scrape():
+            for collector in self.collectors:
+                yield from collector.collect()

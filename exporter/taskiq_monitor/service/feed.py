@@ -166,6 +166,11 @@ class LiveFeed:
                     wait=SLOW_CLIENT_GRACE,
                     abort=True,
                 )
+            elif client.unavailable:
+                # The broadcaster lost the store (service/broadcast.py): close, so the client reconnects with
+                # last_event_id and resumes without loss once Redis is back.
+                sender.cancel()
+                await self._fail(ws, CLOSE_UNAVAILABLE, "unavailable", "state store unavailable")
             elif sender in done and not sender.cancelled() and sender.exception() is not None:
                 failure = sender.exception()
                 # After a close (message too large, or the client's own), sends raise Starlette's

@@ -25,6 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from taskiq_monitor.events import EVENT_STATUSES
 from taskiq_monitor.service.api import UNAVAILABLE_RESPONSE
 from taskiq_monitor.service.query import FilterParams, InputError, filter_params
+from taskiq_monitor.service.scrape_budget import read
 from taskiq_monitor.settings import Settings
 from taskiq_monitor.store import StateStore
 from taskiq_monitor.store.history import Execution, HistoryQuery, decode_cursor
@@ -112,7 +113,8 @@ class HistoryCollector:
 
     def collect(self) -> Iterator[Metric]:
         try:
-            size, evicted = self.store.history_counts_sync()
+            # Within the scrape's Redis deadline; skipped at once when the state collector's read failed.
+            size, evicted = read(self.store.history_counts_sync)
         except Exception:
             return  # taskiq_monitor_state_up (the state collector) reports the outage
         yield GaugeMetricFamily(

@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterator
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 
+from taskiq_monitor.service.scrape_budget import StoreSkipped, read
 from taskiq_monitor.store import StateStore
 
 logger = logging.getLogger(__name__)
@@ -17,7 +18,9 @@ class StateCollector:
     """``taskiq_tasks_pending``, ``taskiq_task_oldest_pending_age_seconds``, ``taskiq_workers``,
     ``taskiq_tasks_pending_expired_total``, ``taskiq_monitor_state_up``, ``taskiq_monitor_live_clients``.
 
-    Each scrape also expires pending entries older than the horizon and forgets workers without heartbeat.
+    Each scrape also expires pending entries older than the horizon and forgets workers without heartbeat. The read
+    has the scrape's Redis deadline (``service/scrape_budget.py``): a hung Redis gives ``taskiq_monitor_state_up 0``
+    in time for Prometheus to keep the rest of the scrape.
     The values are queue-wide (the same from every exporter sharing the Redis): aggregate with ``max``, not ``sum``.
     """
 
@@ -28,7 +31,12 @@ class StateCollector:
     def collect(self) -> Iterator[Metric]:
         up = GaugeMetricFamily("taskiq_monitor_state_up", "1 when the shared task state (Redis) could be read.")
         try:
-            snap = self.store.snapshot_sync()
+            snap = read(self.store.snapshot_sync)
+        except StoreSkipped:
+            logger.warning("taskiq-monitor: the task state not read: an earlier read of this scrape failed")
+            up.add_metric([], 0)
+            yield up
+            return
         except Exception:
             logger.warning("taskiq-monitor: cannot read the task state", exc_info=True)
             up.add_metric([], 0)

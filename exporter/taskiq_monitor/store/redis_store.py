@@ -85,14 +85,25 @@ MAX_BLOCK_MS = 5000
 _BLOCKING_MARGIN = 5.0
 
 
-def redis_kwargs(settings: Settings) -> dict[str, Any]:
+# Options of TCP connections only: redis-py's UnixDomainSocketConnection rejects them (a ``unix://`` URL failed every
+# command with "unexpected keyword argument 'socket_keepalive'"). Keepalive finds a TCP peer that vanished without a
+# FIN; a local socket's peer cannot vanish that way.
+_TCP_SCHEMES = ("redis://", "rediss://")
+_TCP_ONLY = {"socket_keepalive": True}
+
+
+def redis_kwargs(settings: Settings, *, socket_timeout: float = 5.0) -> dict[str, Any]:
+    """The options of every Redis client of the package (workers' writer, exporter's readers, Loki relay), for
+    ``settings.redis_url``'s transport."""
     # Bounded socket timeouts: a hung Redis must neither hang a scrape nor the flusher thread forever.
-    return {
-        "socket_timeout": 5.0,
+    kwargs: dict[str, Any] = {
+        "socket_timeout": socket_timeout,
         "socket_connect_timeout": 3.0,
         "health_check_interval": 30,
-        "socket_keepalive": True,
     }
+    if (settings.redis_url or "").startswith(_TCP_SCHEMES):
+        kwargs.update(_TCP_ONLY)
+    return kwargs
 
 
 class RedisWriter:
@@ -168,11 +179,7 @@ class RedisStore:
         self.history = RedisHistory(settings, self.aio, self.sync)
         # A separate connection pool for blocking XREADs: they must not starve the API's requests.
         self.aio_blocking = aioredis.Redis.from_url(
-            settings.redis_url,
-            socket_connect_timeout=3.0,
-            socket_timeout=MAX_BLOCK_MS / 1000 + _BLOCKING_MARGIN,
-            socket_keepalive=True,
-            health_check_interval=30,
+            settings.redis_url, **redis_kwargs(settings, socket_timeout=MAX_BLOCK_MS / 1000 + _BLOCKING_MARGIN)
         )
 
     def _snapshot_args(self, now: float, with_stats: bool) -> list[str]:
