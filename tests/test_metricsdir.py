@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -150,3 +152,31 @@ def test_claim_refuses_a_directory_others_can_write(tmp_path: Path, mode: int) -
     with pytest.raises(MetricsDirError, match=rf"{target} is writable by other users \(mode {mode:04o}\)"):
         claim_directory(target, wipe=True)
     assert not (target / MARKER_FILE).exists()
+
+
+WRITER = (
+    "import sys\n"
+    "from prometheus_client import Counter\n"  # PROMETHEUS_MULTIPROC_DIR is set: the value file is mmapped
+    "Counter('work', 'done', ['k']).labels('a').inc()\n"
+    "print('ready', flush=True)\n"
+    "sys.stdin.read()\n"
+)
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="live writers are found through /proc (Linux)")
+def test_wipe_is_refused_while_a_process_still_writes_to_the_directory(tmp_path: Path) -> None:
+    # A killed supervisor's workers still running: wiping under them lost their counts for good.
+    directory = tmp_path / "m"
+    claim_directory(directory, wipe=True).release()
+    env = dict(os.environ, PROMETHEUS_MULTIPROC_DIR=str(directory))
+    writer = subprocess.Popen([sys.executable, "-c", WRITER], env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    try:
+        assert writer.stdout is not None and writer.stdout.readline() == b"ready\n"
+        with pytest.raises(MetricsDirError, match=rf"still written by running processes \(pid {writer.pid}\)"):
+            claim_directory(directory, wipe=True)
+        assert (directory / f"counter_{writer.pid}.db").exists()
+        claim_directory(directory, wipe=False).release()  # serve only reads: no objection
+    finally:
+        writer.communicate(b"", timeout=30)
+    with claim_directory(directory, wipe=True):  # once it has exited, its files are stale: wiped
+        assert not (directory / f"counter_{writer.pid}.db").exists()

@@ -20,7 +20,12 @@ from taskiq_monitor.events import (
     record_json,
     resolve,
 )
-from taskiq_monitor.middleware import ENQUEUED_AT_LABEL, LEGACY_ENQUEUED_AT_LABEL, MonitoringMiddleware
+from taskiq_monitor.middleware import (
+    ENQUEUED_AT_LABEL,
+    LEGACY_ENQUEUED_AT_LABEL,
+    RETRIES_LABEL,
+    MonitoringMiddleware,
+)
 from taskiq_monitor.settings import Settings
 from tests.recording_sink import HandleSink, RecordingSink
 
@@ -751,3 +756,36 @@ def test_the_handle_handed_to_deferred_sinks_has_every_field_defer_sets() -> Non
     assert len(set_by_defer) >= 8 and all(hasattr(handle, name) for name in set_by_defer)
     assert (handle.args, handle.kwargs, handle.labels) == ([1], {"k": 2}, {"a": 1})
     assert handle._context is middleware._context
+
+
+@pytest.mark.parametrize("deferred", [False, True])
+@pytest.mark.parametrize("monitor_first", [True, False])
+async def test_final_events_carry_the_labels_their_attempt_started_with(deferred: bool, monitor_first: bool) -> None:
+    # SimpleRetryMiddleware bumps ``_retries`` in the running message's labels before post_execute: attempt 1's final
+    # event used to say _retries=1, attempt 2's 2.
+    sink: EventSink = HandleSink() if deferred else RecordingSink()
+    monitor = MonitoringMiddleware(Settings(), registry=CollectorRegistry(), sinks=[sink])
+    retry = SimpleRetryMiddleware(default_retry_count=3)
+    middlewares: list[Any] = [monitor, retry] if monitor_first else [retry, monitor]
+    broker = InMemoryBroker(await_inplace=True).with_middlewares(*middlewares)
+
+    @broker.task(task_name="flaky_once", retry_on_error=True)
+    async def flaky_once(context: Context = TaskiqDepends()) -> None:
+        if RETRIES_LABEL not in context.message.labels:
+            raise ConnectionError("first attempt")
+
+    await broker.startup()
+    await flaky_once.kiq()
+    await broker.wait_all()
+    if isinstance(sink, HandleSink):
+        built = [resolve(item) for item in sink.items]
+        events = [e for e in built if e is not None]
+    else:
+        events = sink.events
+    finished = {e.attempt: e for e in events if e.status in ("retried", "success", "failed")}
+    assert {a: e.status for a, e in finished.items()} == {1: "retried", 2: "success"}
+    assert int(finished[1].labels.get(RETRIES_LABEL, 0)) == 0
+    assert int(finished[2].labels[RETRIES_LABEL]) == 1
+    for event in events:  # every event of an attempt agrees with its attempt number
+        assert int(event.labels.get(RETRIES_LABEL, 0)) == event.attempt - 1, event.status
+    await broker.shutdown()

@@ -326,6 +326,47 @@ def test_events_lost_at_shutdown_while_redis_is_down_are_counted() -> None:
     assert registry.get_sample_value("taskiq_monitor_state_events_total", {"result": "dropped"}) == 5
 
 
+class HungWriter:
+    """A store that takes the first batch and never answers (a hung Redis) until released."""
+
+    def __init__(self) -> None:
+        self.entered = threading.Event()
+        self.release = threading.Event()
+
+    def write(self, batch: WriteBatch) -> int:
+        self.entered.set()
+        self.release.wait(60)
+        return 0
+
+    def close(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize("exiting", [False, True])
+def test_events_still_waiting_when_shutdown_gives_up_on_a_hung_redis_are_counted(exiting: bool) -> None:
+    registry = CollectorRegistry()
+    writer = HungWriter()
+    sink = StateSink(Settings(), writer, registry=registry)
+    try:
+        for i in range(3):
+            sink.emit(ev("pending", f"t{i}"))
+        assert writer.entered.wait(10), "the flusher never wrote"
+        for i in range(3, 10):
+            sink.emit(ev("pending", f"t{i}"))  # behind the hung write
+        written_before = sink.written
+        if exiting:
+            sink.flush_at_exit(0.2)
+        else:
+            sink.stop(timeout=0.2)
+        assert not sink._buffer and written_before == sink.written == 0
+        # The 7 buffered are discarded either way; the 3 being written die with the process only at exit.
+        lost = sink.dropped
+        assert lost == (10 if exiting else 7)
+        assert registry.get_sample_value("taskiq_monitor_state_events_total", {"result": "dropped"}) == lost
+    finally:
+        writer.release.set()
+
+
 def test_the_buffer_gauge_shows_what_waits_for_the_store_and_empties_with_it() -> None:
     registry = CollectorRegistry()
     store = MemoryStore(Settings())

@@ -27,6 +27,7 @@ from pathlib import Path
 
 from taskiq_monitor.errors import ConfigError, UsageError
 from taskiq_monitor.multiproc import default_metrics_dir
+from taskiq_monitor.parentdeath import exit_with_parent
 from taskiq_monitor.securedir import ensure_private_dir
 from taskiq_monitor.settings import REDIS_URL_SCHEMES, Settings, load_settings
 
@@ -100,9 +101,10 @@ async def _supervise(settings: Settings, taskiq_args: list[str]) -> int:
         loop.add_signal_handler(sig, forward, sig)
     try:
         env = dict(os.environ, PROMETHEUS_MULTIPROC_DIR=str(settings.metrics_dir))
-        child.append(
-            await asyncio.create_subprocess_exec(sys.executable, "-m", "taskiq", "worker", *taskiq_args, env=env)
-        )
+        # Tied to this process: if it is SIGKILLed, taskiq still gets SIGTERM and stops its workers, instead of
+        # running on, orphaned, into a directory the next supervisor wipes (parentdeath.py).
+        command = exit_with_parent([sys.executable, "-m", "taskiq", "worker", *taskiq_args])
+        child.append(await asyncio.create_subprocess_exec(*command, env=env))
         for pending in received:
             child[0].send_signal(pending)
         code = await child[0].wait()

@@ -145,6 +145,18 @@ def _as_float(value: Any) -> float | None:
         return None
 
 
+def _attempt_labels(message: TaskiqMessage, in_flight: _InFlight | None) -> dict[str, Any]:
+    """The labels of the attempt that finishes, as they were when it started (copied in ``pre_execute``).
+
+    Not the message's labels now: by ``post_execute`` a retry middleware has bumped ``_retries`` (and
+    SmartRetryMiddleware set ``delay``) for the *next* attempt, and attempt N's final record carried N. One dict copy
+    less per task on the loop, too. The message's own, copied, only for an attempt this process did not see start
+    (its ``pre_execute`` failed, or it ran before the sinks became active).
+    """
+    labels: dict[str, Any] | None = getattr(in_flight, "labels", None)  # a slot, unset without pre_execute's copy
+    return labels if labels is not None else dict(message.labels)
+
+
 class MonitoringMiddleware(TaskiqMiddleware):
     """Records metrics and emits task events; see the module docstring."""
 
@@ -313,7 +325,8 @@ class MonitoringMiddleware(TaskiqMiddleware):
             self._in_flight[record.key] = record
             if self._deferred:
                 # Shallow copies: the message's containers may change after this hook (a retry middleware bumps
-                # labels); the event, its redaction and its JSON are built by the sinks' threads.
+                # labels); the event, its redaction and its JSON are built by the sinks' threads. The labels copy
+                # is the attempt's, for its final event too (see _finish_deferred).
                 trace_id, span_id = current_ids()
                 record.defer(
                     self._context,
@@ -327,6 +340,7 @@ class MonitoringMiddleware(TaskiqMiddleware):
                 )
                 self._hand_over(record)
             elif self._emitting:
+                record.labels = dict(labels)  # the attempt's, for its final event too (see _emit_finished)
                 running = TaskEvent(
                     TaskStatus.RUNNING,
                     message.task_id,
@@ -338,7 +352,7 @@ class MonitoringMiddleware(TaskiqMiddleware):
                     queue_wait_seconds=wait,
                     args=list(message.args),
                     kwargs=dict(message.kwargs),
-                    labels=dict(labels),
+                    labels=record.labels,
                 )
                 self._emit(running)
                 record.running = running
@@ -480,7 +494,7 @@ class MonitoringMiddleware(TaskiqMiddleware):
             trace_id=ids[0],
             span_id=ids[1],
         )
-        event.labels = dict(message.labels)
+        event.labels = _attempt_labels(message, in_flight)
         if in_flight is not None:
             event.enqueued_at = in_flight.enqueued_at
             event.started_at = in_flight.started_at
@@ -507,7 +521,9 @@ class MonitoringMiddleware(TaskiqMiddleware):
         now: float,
         ids: tuple[str | None, str | None],
     ) -> None:
-        finished = FinishedAttempt(in_flight, status, now, duration, dict(message.labels), ids[0], ids[1])
+        finished = FinishedAttempt(
+            in_flight, status, now, duration, _attempt_labels(message, in_flight), ids[0], ids[1]
+        )
         if error is not None and status != TaskStatus.SUCCESS:
             # Formatted here, not in a sink's thread: the exception's frames are not kept alive, and its __str__
             # (user code) runs where it always ran.

@@ -26,17 +26,24 @@ Failure model:
   a key of the wrong type…) is split until the bad event is isolated; that event is dropped and counted. Batches
   are idempotent (a batch id checked by the script), so a batch retried after a timeout is not applied twice.
 * Clean shutdown (``close``) flushes what is buffered (bounded time) and removes the worker's heartbeat; what cannot
-  be written because Redis is down is counted as dropped.
+  be written because Redis is down, or is still waiting when the time is up (Redis hung), is counted as dropped.
+* A process that never calls ``close`` (a script that kiqs tasks and returns without ``broker.shutdown()``) flushes
+  at interpreter exit, through one ``atexit`` hook per process, within the same bounded time. The flusher is a
+  daemon thread: without the hook its last batch died with the process, uncounted (1500 tasks sent, 1484 pending
+  shown, no drop counted). A process ended by a signal or ``os._exit`` (taskiq's worker children, which close
+  their sinks through the broker's shutdown first) runs no ``atexit`` hook.
 """
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import logging
 import os
 import socket
 import threading
 import time
+import weakref
 from collections import deque
 from collections.abc import Callable
 from typing import Any
@@ -100,7 +107,30 @@ RESULT_WRITTEN = "written"
 RESULT_DROPPED = "dropped"
 _MAX_BACKOFF = 5.0
 _MAX_REMOVALS = 100_000  # members remembered while dropping (≈ 100 bytes each)
-_CLOSE_TIMEOUT = 5.0
+_CLOSE_TIMEOUT = 5.0  # close() and the exit flush: Redis' socket timeout (redis_kwargs), so one hung write fits
+
+# Sinks whose flusher ran in this process, flushed by one atexit hook (registered once, at the first start).
+_STARTED: weakref.WeakSet[StateSink] = weakref.WeakSet()
+_exit_hook_registered = False
+
+
+def _flush_at_exit() -> None:
+    """``atexit``: flush every sink whose process never called ``close()`` (a no-op for the others), all within one
+    budget: an exiting process never waits on a dead Redis for longer than that."""
+    deadline = time.monotonic() + _CLOSE_TIMEOUT
+    for sink in list(_STARTED):
+        with contextlib.suppress(Exception):
+            sink.flush_at_exit(max(0.0, deadline - time.monotonic()))
+
+
+def _register_exit_flush(sink: StateSink) -> None:
+    global _exit_hook_registered
+    _STARTED.add(sink)
+    if not _exit_hook_registered:
+        # atexit runs before the interpreter stops its daemon threads: the flusher still writes then.
+        atexit.register(_flush_at_exit)
+        _exit_hook_registered = True
+
 
 _SHARED: dict[str, Any] = {}  # full metric name -> this process's collector on the default registry
 _SHARED_LOCK = threading.Lock()
@@ -227,6 +257,7 @@ class StateSink(EventSink):
         self._resync = True
         self._retry: deque[WriteBatch] = deque()  # parts of a split batch, written before anything new
         self._last_write = 0.0
+        self._writing = 0  # events of the batch being written now (counted as dropped if the process exits first)
         self.dropped = 0
         self.written = 0
         self.failures = 0
@@ -261,8 +292,12 @@ class StateSink(EventSink):
 
         await asyncio.to_thread(self.stop, _CLOSE_TIMEOUT)
 
-    def stop(self, timeout: float = _CLOSE_TIMEOUT) -> None:
-        """Flush what is buffered (bounded by ``timeout``) and stop the flusher thread."""
+    def stop(self, timeout: float = _CLOSE_TIMEOUT, *, exiting: bool = False) -> None:
+        """Flush what is buffered (bounded by ``timeout``) and stop the flusher thread.
+
+        What is still buffered when the time is up (Redis hung) is counted as dropped and discarded; with ``exiting``
+        (the process ends now) the batch being written is too, for the thread dies with the process.
+        """
         thread = self._thread
         if thread is None:
             return
@@ -270,6 +305,30 @@ class StateSink(EventSink):
         self._wake.set()
         thread.join(timeout)
         self._thread = None
+        if thread.is_alive():
+            self._abandon(exiting)
+
+    def flush_at_exit(self, timeout: float) -> None:
+        """Interpreter exit without ``close()``: write what is buffered within ``timeout``, count the rest dropped."""
+        if not self._enabled or (self._thread is None and not self._buffer):
+            return  # closed already, or never used
+        self._ensure_thread()  # a flusher that died (or was never started in this process) would leave them
+        self.stop(timeout, exiting=True)
+
+    def _abandon(self, exiting: bool) -> None:
+        """Called when ``stop`` gives up on a flusher still blocked on Redis: what it has not taken yet is taken away
+        (never written) and counted as dropped."""
+        lost = self._writing if exiting else 0
+        while self._retry:
+            with contextlib.suppress(IndexError):  # the flusher may take one at the same time
+                lost += len(self._retry.popleft().ops)
+        while self._buffer:
+            with contextlib.suppress(IndexError):
+                if not isinstance(self._buffer.popleft(), _Marker):
+                    lost += 1
+        self._count_dropped(lost)
+        if lost:
+            logger.warning("taskiq-monitor state: %d event(s) not written at shutdown (Redis did not answer)", lost)
 
     def _ensure_thread(self) -> None:
         with self._thread_lock:
@@ -279,6 +338,7 @@ class StateSink(EventSink):
             self._worker_id = f"{socket.gethostname()}:{os.getpid()}"  # a forked child is its own worker
             self._thread = threading.Thread(target=self._run, name="taskiq-monitor-state", daemon=True)
             self._thread.start()
+            _register_exit_flush(self)
 
     # -- hot path -----------------------------------------------------------------------------------------------
     def emit(self, event: QueuedEvent) -> None:
@@ -358,9 +418,11 @@ class StateSink(EventSink):
             due = self._worker_flag and time.monotonic() - self._last_write >= heartbeat
             if batch.ops or batch.removals or batch.task_names or batch.resync_running is not None or due:
                 batch.now = time.time()  # a retried batch (heartbeat) carries the time of this attempt
+                self._writing = len(batch.ops)
                 try:
                     rejected = self.writer.write(batch) or 0
                 except Exception as exc:
+                    self._writing = 0
                     if not is_transient(exc):
                         self._isolate(batch, exc)
                         batch = None
@@ -376,6 +438,7 @@ class StateSink(EventSink):
                     self._stop.wait(backoff)
                     backoff = min(_MAX_BACKOFF, backoff * 2)
                     continue
+                self._writing = 0
                 backoff = 0.1
                 self._last_write = time.monotonic()
                 if rejected:
