@@ -8,10 +8,16 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 import urllib.request
 from pathlib import Path
 from typing import Any
 
+from prometheus_client import CollectorRegistry
+
+from taskiq_monitor.events import TaskEvent
+from taskiq_monitor.settings import Settings
+from taskiq_monitor.sinks.state import StateSink
 from tests.integration._servers import child_env
 from tests.integration.servers import free_port, require_binary, stop, wait_for
 
@@ -67,6 +73,25 @@ class Exporter:
         if self.proc is not None:
             stop(self.proc)
         self.log.unlink(missing_ok=True)
+
+
+def sink(redis_url: str) -> StateSink:
+    return StateSink(Settings(redis_url=redis_url), registry=CollectorRegistry())
+
+
+def event(task_id: str, status: str, task: str, **kw: Any) -> TaskEvent:
+    return TaskEvent(status=status, task_id=task_id, task_name=task, timestamp=time.time(), **kw)
+
+
+def emit_all(redis_url: str, events: list[TaskEvent]) -> None:
+    """Write ``events`` to the shared state through a real StateSink, every one of them (no drops)."""
+    state = sink(redis_url)
+    for e in events:
+        while len(state._buffer) >= state._capacity:  # at Redis's pace: these tests want no drops
+            time.sleep(0.001)
+        state.emit(e)
+    wait_for(lambda: state.written == len(events), 30, f"{len(events)} events written ({state.written})")
+    state.stop()
 
 
 def api_get(url: str, headers: dict[str, str] | None = None) -> Any:

@@ -10,33 +10,11 @@ import urllib.parse
 from typing import Any
 
 import pytest
-from prometheus_client import CollectorRegistry
 
-from taskiq_monitor.events import TaskEvent
-from taskiq_monitor.settings import Settings
-from taskiq_monitor.sinks.state import StateSink
-from tests.browser._browser import Exporter, api_get, feed_rows
+from tests.browser._browser import Exporter, api_get, emit_all, event, feed_rows, sink
 from tests.integration.servers import RedisServer, wait_for
 
 TOKEN = "s3cret-token-for-the-browser-test"
-
-
-def sink(redis_url: str) -> StateSink:
-    return StateSink(Settings(redis_url=redis_url), registry=CollectorRegistry())
-
-
-def event(task_id: str, status: str, task: str, **kw: Any) -> TaskEvent:
-    return TaskEvent(status=status, task_id=task_id, task_name=task, timestamp=time.time(), **kw)
-
-
-def emit_all(redis_url: str, events: list[TaskEvent]) -> None:
-    state = sink(redis_url)
-    for e in events:
-        while len(state._buffer) >= state._capacity:  # at Redis's pace: these tests want no drops
-            time.sleep(0.001)
-        state.emit(e)
-    wait_for(lambda: state.written == len(events), 30, f"{len(events)} events written ({state.written})")
-    state.stop()
 
 
 def test_killing_and_restarting_the_exporter_under_a_stream_leaves_every_event_once_in_the_feed(

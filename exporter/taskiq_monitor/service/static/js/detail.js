@@ -1,10 +1,15 @@
 // Error detail of one task id: error type and message, traceback, redacted parameters, timings, every attempt,
-// and links to Grafana (Loki query, trace) when TASKIQ_MONITOR_GRAFANA_URL is set.
+// and links to Grafana (Loki query, trace) when TASKIQ_MONITOR_GRAFANA_URL is set. Until the task has finished
+// (its last attempt succeeded or failed) the page is loaded again every POLL_MS, and at once when the live feed
+// carries an event of this task id; a retry's new attempt then appears by itself.
 import { ApiError, getJSON } from "./api.js";
 import { $, el, fmtDuration, fmtTime, setText, toUnix, worker } from "./dom.js";
 
 const SCAN_PAGES = 20; // events fallback: at most 1,000 events examined for one task id
 const ORDER = { pending: 0, running: 1, retried: 2, failed: 2, success: 2 };
+const POLL_MS = 2000; // as the overview
+const POKE_MS = 200; // a burst of events of this task (running, then its outcome) costs one load
+const FINISHED = new Set(["success", "failed"]); // "retried": another attempt follows
 
 /** Attempts from raw events (the events API fallback): one per attempt, later state changes win. */
 export function attemptsFromEvents(events) {
@@ -28,34 +33,92 @@ function explore(base, datasource, expr) {
 export class Detail {
   constructor(app) {
     this.app = app;
-    this.current = null;
+    this.current = null; // the task id shown, null while another view is
+    this.params = new URLSearchParams();
+    this.timer = null;
+    this.inFlight = false;
+    this.again = false;
+    this.shown = null; // the attempts drawn, as JSON: an unchanged answer leaves the page (and its scroll) alone
+    this.finished = false;
   }
 
-  async show(taskId, params) {
+  show(taskId, params) {
+    this.hide();
     this.current = taskId;
-    const root = $("#detail");
+    this.params = params;
+    this.shown = null;
+    this.finished = false;
     setText($("#detail-title"), taskId);
     setText($("#detail-status"), "Loading…");
     $("#detail-error").hidden = true;
     $("#detail-links").replaceChildren();
     $("#detail-timings").replaceChildren();
     $("#detail-attempts").replaceChildren();
+    for (const id of ["#detail-error-attempt", "#detail-timings-attempt", "#detail-params-attempt"]) setText($(id), "");
     setText($('#detail [data-field="params"]'), "");
-    let attempts;
+    delete $("#detail").dataset.status;
+    this.refresh();
+  }
+
+  hide() {
+    this.current = null;
+    clearTimeout(this.timer);
+    this.timer = null;
+  }
+
+  /** A live event: one of this task's means the page is out of date (a new attempt, or its outcome). */
+  poke(event) {
+    if (this.current === null || !event || event.task_id !== this.current) return;
+    this.schedule(POKE_MS);
+  }
+
+  schedule(ms) {
+    clearTimeout(this.timer);
+    this.timer = setTimeout(() => this.refresh(), ms);
+  }
+
+  async refresh() {
+    const taskId = this.current;
+    if (taskId === null) return;
+    if (this.inFlight) {
+      this.again = true;
+      return;
+    }
+    this.inFlight = true;
+    clearTimeout(this.timer);
+    let attempts = null;
+    let failure = null;
     try {
-      attempts = await this.load(taskId, params.get("task_name"));
+      attempts = await this.load(taskId, this.params.get("task_name"));
     } catch (err) {
       if (!(err instanceof ApiError)) throw err;
-      setText($("#detail-status"), err.status === 503 ? "The task state store (Redis) is unreachable."
-        : `Cannot load this task: ${err.message}`);
-      return;
+      failure = err;
+    } finally {
+      this.inFlight = false;
     }
-    if (this.current !== taskId) return;
-    if (!attempts.length) {
+    if (this.current !== taskId) return; // left, or another task opened, while the request was out
+    if (failure) {
+      if (failure.status === 401) return; // the login form is shown
+      const text = failure.status === 503 ? "The task state store (Redis) is unreachable."
+        : `Cannot load this task: ${failure.message}`;
+      setText($("#detail-status"), this.shown === null ? text : `${text} Showing the last answer; retrying.`);
+      this.shown = null; // the next answer is drawn again, status line included
+    } else if (!attempts.length) {
       setText($("#detail-status"), "No execution with this task id is in the store (it may have been trimmed).");
-      return;
+    } else {
+      const key = JSON.stringify(attempts);
+      if (key !== this.shown) {
+        this.shown = key;
+        this.render($("#detail"), taskId, attempts);
+      }
+      this.finished = FINISHED.has(attempts[attempts.length - 1].status);
     }
-    this.render(root, taskId, attempts);
+    if (this.again) {
+      this.again = false;
+      this.schedule(0);
+    } else if (failure || (attempts.length && !this.finished)) {
+      this.schedule(POLL_MS);
+    }
   }
 
   async load(taskId, taskName) {
@@ -82,22 +145,31 @@ export class Detail {
   render(root, taskId, attempts) {
     const last = attempts[attempts.length - 1];
     const failed = [...attempts].reverse().find((a) => a.error_type || a.traceback) || null;
+    const finished = FINISHED.has(last.status);
+    // Each section says which attempt it describes: the error may be an earlier attempt's than the last.
+    const which = (a) => (attempts.length === 1 ? "" : a === last
+      ? `(attempt ${a.attempt}, the last of ${attempts.length})` : `(attempt ${a.attempt} of ${attempts.length})`);
     setText($("#detail-title"), `${last.task_name} · ${taskId}`);
     setText($("#detail-status"), `${attempts.length} attempt${attempts.length === 1 ? "" : "s"}; last: ` +
-      `${last.status}`);
+      `${last.status}${finished ? "" : " — updated live until it finishes"}`);
     root.dataset.taskId = taskId;
     root.dataset.status = last.status;
     const box = $("#detail-error");
     box.hidden = !failed;
     if (failed) {
+      setText($("#detail-error-attempt"), which(failed));
       setText($('#detail [data-field="error_type"]'), failed.error_type || "Error");
       setText($('#detail [data-field="error_message"]'), failed.error_message || "");
       setText($('#detail [data-field="traceback"]'), failed.traceback || "(no traceback recorded)");
     }
-    const shown = failed || last;
-    const params = { args: shown.args ?? [], kwargs: shown.kwargs ?? {} };
-    if (shown.labels && Object.keys(shown.labels).length) params.labels = shown.labels;
+    // Timings and parameters: the last attempt's (parameters: the latest attempt that recorded them).
+    const shown = last;
+    const withParams = [...attempts].reverse().find((a) => a.args != null || a.kwargs != null) || last;
+    const params = { args: withParams.args ?? [], kwargs: withParams.kwargs ?? {} };
+    if (withParams.labels && Object.keys(withParams.labels).length) params.labels = withParams.labels;
     setText($('#detail [data-field="params"]'), JSON.stringify(params, null, 2));
+    setText($("#detail-params-attempt"), which(withParams));
+    setText($("#detail-timings-attempt"), which(shown));
     const timings = $("#detail-timings");
     const kv = (label, value) => [el("dt", {}, label), el("dd", {}, value)];
     timings.replaceChildren(

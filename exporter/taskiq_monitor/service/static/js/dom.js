@@ -40,10 +40,12 @@ export function fmtRate(ratio) {
   return `${(ratio * 100).toFixed(ratio >= 0.9995 || ratio === 0 ? 0 : 1)} %`;
 }
 
+const NBSP = "\u00a0"; // a number and its unit never part at a line break ("24 / h" in a narrow card)
+
 export function fmtWindow(seconds) {
-  if (seconds % 86400 === 0) return `${seconds / 86400} d`.replace(/^1 d$/, "24 h");
-  if (seconds % 3600 === 0) return `${seconds / 3600} h`;
-  return `${Math.round(seconds / 60)} min`;
+  if (seconds % 86400 === 0) return seconds === 86400 ? `24${NBSP}h` : `${seconds / 86400}${NBSP}d`;
+  if (seconds % 3600 === 0) return `${seconds / 3600}${NBSP}h`;
+  return `${Math.round(seconds / 60)}${NBSP}min`;
 }
 
 /** unix seconds or RFC 3339 -> "HH:MM:SS.mmm" today, else "YYYY-MM-DD HH:MM:SS" (local time). */

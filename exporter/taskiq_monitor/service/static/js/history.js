@@ -1,12 +1,35 @@
 // History: every execution the store holds (GET /api/v1/executions; GET /api/v1/events where the executions API
 // does not exist), filtered by task type, status, date range and task id; 50 rows a page with the API's cursor.
-// The filters and the cursor live in the URL:
-// #/history?task_name=…&status=…&since=…&until=…&task_id=…&cursor=…
+// The filters, the cursor and the trail of the pages before it live in the URL, so Back, Forward, a reload and a
+// shared link all show the same page, and "Newer" goes to the page before it:
+// #/history?task_name=…&status=…&since=…&until=…&task_id=…&cursor=…&trail=…&page=…
+// trail: the cursors of pages 2 … N-1, oldest first, comma-separated (the API's cursors are base64url: no comma);
+// page: N, for reading only (it follows from the trail).
 import { ApiError, getJSON } from "./api.js";
 import { $, el, fmtDuration, fmtTime, setText, taskLink, worker } from "./dom.js";
 
 export const PAGE_SIZE = 50;
 const FIELDS = ["task_name", "status", "since", "until", "task_id"];
+
+/** The cursors of the pages before this one (page 1's is ""), from the address. */
+export function trailOf(params) {
+  if (!params.get("cursor")) return [];
+  const trail = (params.get("trail") || "").split(",").filter(Boolean);
+  return ["", ...trail];
+}
+
+/** A reversed range, said in local time as the inputs show it; null when the range is fine. */
+export function rangeError(since, until) {
+  if (!since || !until) return null;
+  const from = new Date(since);
+  const to = new Date(until);
+  if (Number.isNaN(from.getTime()) || Number.isNaN(to.getTime()) || from <= to) return null;
+  return `"From" (${fmtLocal(from)}) is after "To" (${fmtLocal(to)}): nothing can match. Swap them or clear one.`;
+}
+
+function fmtLocal(date) {
+  return toInput(date.toISOString()).replace("T", " ");
+}
 
 function toInput(iso) {
   // RFC 3339 (URL) -> the datetime-local input's local "YYYY-MM-DDTHH:MM:SS"
@@ -20,39 +43,54 @@ function toInput(iso) {
 export class History {
   constructor(app) {
     this.app = app;
-    this.cursors = []; // cursors of the pages before this one, for "Newer"
     this.params = new URLSearchParams();
     this.form = $("#history-form");
+    this.error = $("#history-form-error");
     this.form.addEventListener("submit", (e) => {
       e.preventDefault();
-      this.cursors = [];
-      this.navigate(this.fromForm());
+      const params = this.fromForm();
+      const error = rangeError(params.get("since"), params.get("until"));
+      this.formError(error);
+      if (error) {
+        this.form.elements.namedItem("since").focus();
+        return;
+      }
+      this.navigate(params);
     });
     $("#history-reset").addEventListener("click", () => {
-      this.cursors = [];
+      this.formError(null);
       this.navigate(new URLSearchParams());
     });
     $("#history-older").addEventListener("click", () => {
       if (!this.next) return;
-      this.cursors.push(this.params.get("cursor") || "");
-      const params = new URLSearchParams(this.params);
-      params.set("cursor", this.next);
-      params.set("page", String(this.page() + 1));
-      this.navigate(params);
+      this.navigate(this.pageParams([...trailOf(this.params), this.params.get("cursor") || ""], this.next));
     });
     $("#history-newer").addEventListener("click", () => {
-      const params = new URLSearchParams(this.params);
-      const previous = this.cursors.pop();
-      if (previous) params.set("cursor", previous);
-      else params.delete("cursor");
-      if (this.page() > 2 && previous) params.set("page", String(this.page() - 1));
-      else params.delete("page");
-      this.navigate(params);
+      const trail = trailOf(this.params);
+      if (!trail.length) return;
+      this.navigate(this.pageParams(trail.slice(0, -1), trail[trail.length - 1]));
     });
   }
 
+  /** This view's filters at the page of `cursor`, after the pages of `trail` ("" or absent: page 1). */
+  pageParams(trail, cursor) {
+    const params = new URLSearchParams();
+    for (const name of FIELDS) if (this.params.get(name)) params.set(name, this.params.get(name));
+    if (!cursor) return params;
+    params.set("cursor", cursor);
+    const earlier = trail.filter(Boolean);
+    if (earlier.length) params.set("trail", earlier.join(","));
+    params.set("page", String(earlier.length + 2));
+    return params;
+  }
+
+  formError(text) {
+    this.error.hidden = !text;
+    setText(this.error, text);
+  }
+
   page() {
-    return Number(this.params.get("page") || "1");
+    return this.params.get("cursor") ? trailOf(this.params).length + 1 : 1;
   }
 
   fromForm() {
@@ -76,7 +114,6 @@ export class History {
 
   async show(params) {
     this.params = params;
-    if (!params.get("cursor")) this.cursors = [];
     for (const name of FIELDS) {
       const input = this.form.elements.namedItem(name);
       const value = params.get(name) || "";
@@ -84,17 +121,36 @@ export class History {
         input.append(el("option", {}, value));
       }
       input.value = name === "since" || name === "until" ? (value ? toInput(value) : "") : value;
+      if (name === "task_name") input.title = value;
     }
     setText($("#history-page"), `Page ${this.page()}`);
     const body = $("#history-rows");
     const empty = $("#history-empty");
+    const reversed = rangeError(params.get("since"), params.get("until"));
+    this.formError(reversed);
+    if (reversed) { // typed or shared that way: the server would only refuse it
+      body.replaceChildren();
+      empty.hidden = false;
+      setText(empty, "No execution can match a range that ends before it starts.");
+      this.next = null;
+      this.pager();
+      return;
+    }
     const executions = await this.app.hasExecutions();
+    if (this.params !== params) return;
+    // The Time column shows the time the rows are ordered and the From/To range selects by.
+    const timeHead = $("#history-time-head");
+    setText(timeHead, executions ? "Enqueued" : "Time");
+    timeHead.title = executions ? "When the execution was first recorded: enqueued, or started when it was never " +
+      "seen pending. Rows are ordered, and From/To select, by this time." : "When the state change was recorded.";
     setText($("#history-source"), executions
-      ? "Executions, newest first (one row per attempt)."
+      ? "Executions, newest first by the time they were enqueued (one row per attempt); From/To select by that time."
       : "Recorded events, newest first (this exporter has no executions history; one row per state change).");
     if (!executions && params.get("task_id")) {
-      // The events API cannot search by id: the task page collects its attempts.
-      location.hash = taskLink(params.get("task_id"), params.get("task_name"));
+      // The events API cannot search by id: the task page collects its attempts. It replaces this address, and
+      // its "← Back" leads to the task type's history, not here again.
+      this.app.listHash = null;
+      location.replace(taskLink(params.get("task_id"), params.get("task_name")));
       return;
     }
     const query = { limit: PAGE_SIZE, cursor: params.get("cursor") };
@@ -113,6 +169,7 @@ export class History {
       }
     } catch (err) {
       if (!(err instanceof ApiError)) throw err;
+      if (this.params !== params) return;
       body.replaceChildren();
       empty.hidden = false;
       setText(empty, err.status === 503 ? "The task state store (Redis) is unreachable; try again shortly."
@@ -152,7 +209,8 @@ export class History {
   }
 
   executionRow(x) {
-    return this.row({ ...x, time: x.finished_at ?? x.started_at ?? x.enqueued_at, duration: x.duration_seconds });
+    // The store's order: first recorded (enqueued, or started when the pending event was never seen).
+    return this.row({ ...x, time: x.enqueued_at ?? x.started_at ?? x.finished_at, duration: x.duration_seconds });
   }
 
   eventRow(e) {

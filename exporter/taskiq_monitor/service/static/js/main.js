@@ -20,6 +20,7 @@ class App {
     this.taskNames = [];
     this.executions = null;
     this.view = null;
+    this.listHash = null; // the address of the last list view, for the task page's "← Back"
     window.addEventListener("hashchange", () => this.route());
     // The skip link moves focus only: following its "#main" would replace the view's route (and its filters).
     $("a.skip").addEventListener("click", (e) => {
@@ -29,6 +30,10 @@ class App {
     document.addEventListener("auth-required", () => this.showLogin());
     $("#login-form").addEventListener("submit", (e) => this.login(e));
     $("#logout").addEventListener("click", () => this.logout());
+    // The task type selects are capped in width: the full name of the chosen one is their title.
+    for (const id of ["#feed-task", "#history-task"]) {
+      $(id).addEventListener("change", (e) => { e.target.title = e.target.value; });
+    }
     this.wireLive();
   }
 
@@ -37,7 +42,7 @@ class App {
     this.live.addEventListener("state", (e) => {
       status.dataset.state = e.detail;
       setText(status, e.detail);
-      if (e.detail === "live") notice("live", null, null);
+      if (e.detail === "live" || !this.config) notice("live", null, null); // logged out: nothing to retry
       else if (e.detail === "offline") {
         notice("live", "error", "The live feed is offline: the exporter cannot be reached. Retrying; events are " +
           "resumed from the last one received, without loss.");
@@ -46,6 +51,7 @@ class App {
     this.live.addEventListener("event", (e) => {
       this.feed.addEvent(e.detail.id, e.detail.event);
       this.overview.poke();
+      this.detail.poke(e.detail.event);
     });
     this.live.addEventListener("gap", (e) => this.feed.addGap(e.detail));
     this.live.addEventListener("closed", (e) => {
@@ -117,6 +123,7 @@ class App {
       select.replaceChildren(el("option", { value: "" }, "All"), ...sorted.map((n) => el("option", {}, n)));
       if (value && !sorted.includes(value)) select.append(el("option", {}, value));
       select.value = value;
+      select.title = value;
     }
   }
 
@@ -141,6 +148,7 @@ class App {
     if (this.view !== name) {
       if (this.view === "overview") this.overview.hide();
       if (this.view === "feed") this.feed.hide();
+      if (this.view === "detail") this.detail.hide();
       this.view = name;
       if (name === "feed") this.feed.show();
     }
@@ -151,6 +159,7 @@ class App {
     const hash = location.hash.replace(/^#/, "") || "/";
     const [path, query = ""] = hash.split("?");
     const params = new URLSearchParams(query);
+    if (!path.startsWith("/task/")) this.listHash = `#${hash}`;
     if (path === "/feed") {
       this.showView("feed");
       document.title = "Live feed · taskiq-monitor";
@@ -163,6 +172,7 @@ class App {
     } else if (path.startsWith("/task/")) {
       this.showView("detail");
       document.title = "Task · taskiq-monitor";
+      this.backLink(params);
       this.detail.show(decodeURIComponent(path.slice("/task/".length)), params);
     } else {
       this.showView("overview");
@@ -171,10 +181,32 @@ class App {
     }
   }
 
+  /** "← Back" returns to the view (and its filters) the task page was opened from; opened directly, to the
+   * history of its task type. */
+  backLink(params) {
+    const back = $("#detail-back");
+    let target = this.listHash;
+    if (!target) {
+      const name = params.get("task_name");
+      target = name ? `#/history?${new URLSearchParams({ task_name: name })}` : "#/history";
+    }
+    back.href = target;
+    const to = target.startsWith("#/history") ? "history" : target.startsWith("#/feed") ? "live feed" : "overview";
+    setText(back, `← Back to ${to}`);
+  }
+
   showLogin() {
+    const ended = this.config !== null; // logged in until now: the session ended (expired, or another token)
     this.live.stop();
     this.overview.hide();
+    this.detail.hide();
     this.config = null;
+    // Whatever was wrong while logged in (unreachable exporter, offline feed) is stale on the login form.
+    for (const node of [...$("#notices").children]) if (node.dataset.notice !== "session") node.remove();
+    if (ended && !this.loggingOut) {
+      notice("session", "info", "Your session ended (the exporter may have restarted with another token): " +
+        "log in again.");
+    }
     this.showView("login");
     document.title = "Log in · taskiq-monitor";
     $("#logout").hidden = true;
@@ -195,14 +227,17 @@ class App {
     }
     input.value = "";
     error.hidden = true;
+    notice("session", null, null);
     await this.start();
   }
 
   async logout() {
+    this.loggingOut = true;
     try {
       await sendJSON("DELETE", "api/v1/session");
     } finally {
       this.showLogin();
+      this.loggingOut = false;
     }
   }
 }

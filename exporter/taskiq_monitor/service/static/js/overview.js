@@ -86,7 +86,8 @@ export class Overview {
 
   failed(err) {
     if (!(err instanceof ApiError)) throw err;
-    if (err.status === 401) return;
+    // 401: the login form is shown; hidden or logged out while the request was out: a notice would be stale.
+    if (err.status === 401 || !this.active || !this.app.config) return;
     const empty = $("#cards-empty");
     if (err.status === 503) {
       notice("state", "error", "The task state store (Redis) is unreachable — taskiq_monitor_state_up is 0. " +
