@@ -197,3 +197,17 @@ def events(wire: list[tuple[str, dict[str, Any]]]) -> list[dict[str, Any]]:
     for _, frame in wire:
         out += [item["event"] for item in frame["events"]] if frame["type"] == "events" else [frame["event"]]
     return out
+
+
+@pytest.mark.parametrize(
+    "message",
+    ["unknown task_name " + "\N{GRINNING FACE}" * 60, "é" * 100, "x" * 200, "short reason", "a\ud800b" * 50],
+)
+def test_close_reason_fits_the_close_frame_and_ends_on_a_character(message: str) -> None:
+    from taskiq_monitor.service.feed import MAX_CLOSE_REASON_BYTES, close_reason
+
+    reason = close_reason(message)
+    data = reason.encode()  # raises if the cut left a broken character or a surrogate
+    assert len(data) <= MAX_CLOSE_REASON_BYTES == 123
+    assert message.startswith(reason) or "\ud800" in message
+    assert len(data) > MAX_CLOSE_REASON_BYTES - 4 or reason == message  # cut only as much as needed

@@ -103,3 +103,31 @@ def test_loki_statuses_parse_from_a_comma_list_and_bad_ones_are_named(monkeypatc
     monkeypatch.setenv("TASKIQ_MONITOR_LOKI_STATUSES", " , ")
     with pytest.raises(ConfigError, match="name at least one of"):
         load_settings()
+
+
+@pytest.mark.parametrize("token", ["pässwört", "two words", "tab\there", "", "\ud800"])
+def test_bearer_token_outside_printable_ascii_is_rejected_without_echoing_it(token: str) -> None:
+    # A non-ASCII token could log in through POST /api/v1/session but never travel in an Authorization header.
+    from taskiq_monitor.errors import ConfigError
+    from taskiq_monitor.settings import load_settings
+
+    with pytest.raises(ConfigError, match=r"bearer_token: .*printable ASCII characters without spaces") as raised:
+        load_settings(bearer_token=token)
+    if token:
+        assert token not in str(raised.value)
+    assert load_settings(bearer_token="A-z_0~9!/+=").bearer_token is not None
+
+
+def test_allowed_hosts_parse_from_a_comma_list(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert Settings().allowed_hosts == ()
+    monkeypatch.setenv("TASKIQ_MONITOR_ALLOWED_HOSTS", " Monitor.Example.com., [::1],*,,monitor.example.com")
+    assert Settings().allowed_hosts == ("monitor.example.com", "::1", "*")
+
+
+@pytest.mark.parametrize("entry", ["https://monitor.example.com", "monitor.example.com:443", "[::1]:80", "a/b"])
+def test_allowed_hosts_take_names_only(entry: str) -> None:
+    from taskiq_monitor.errors import ConfigError
+    from taskiq_monitor.settings import load_settings
+
+    with pytest.raises(ConfigError, match=r"allowed_hosts: .*without scheme, port or path"):
+        load_settings(allowed_hosts=entry)

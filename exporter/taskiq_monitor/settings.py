@@ -85,7 +85,16 @@ class Settings(BaseSettings):
     host: str = Field("127.0.0.1", description="Address the exporter binds to; loopback unless told otherwise.")
     port: int = Field(DEFAULT_PORT, ge=0, le=65535, description="Port of the exporter's HTTP/WebSocket server.")
     bearer_token: SecretStr | None = Field(
-        None, description="When set, /metrics, /api and /ws require 'Authorization: Bearer <token>'."
+        None,
+        description="When set, /metrics, /api and /ws require 'Authorization: Bearer <token>' (or the session cookie). "
+        "Printable ASCII without spaces: it travels in an HTTP header.",
+    )
+    allowed_hosts: Annotated[tuple[str, ...], NoDecode] = Field(
+        (),
+        description="Extra host names the exporter answers to, comma-separated (e.g. a reverse proxy's "
+        "monitor.example.com; '*' = any Host). Requests arriving on a loopback address are answered only for "
+        "localhost, IP addresses and these names (DNS rebinding protection); on other addresses for any Host, unless "
+        "this is set. Pages served under these names may also open the live feed (WebSocket Origin check).",
     )
     metrics_dir: Path | None = Field(
         None,
@@ -303,6 +312,38 @@ class Settings(BaseSettings):
                 extend = text.startswith("+")
                 keys = tuple(k.strip() for k in text.lstrip("+").split(",") if k.strip())
                 value = DEFAULT_REDACT_KEYS + keys if extend else keys
+        return value
+
+    @field_validator("allowed_hosts", mode="before")
+    @classmethod
+    def _parse_hosts(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = value.split(",")  # not JSON: "[::1]" is a host name
+        if not isinstance(value, list | tuple | set | frozenset):
+            return value  # pydantic names the type error
+        hosts: list[str] = []
+        for entry in (str(h).strip().lower().rstrip(".") for h in value if str(h).strip()):
+            # Names only: a Host or Origin is matched by its host name, whatever the scheme and port.
+            bracketed = entry.startswith("[") and entry.endswith("]")
+            name = entry[1:-1] if bracketed else entry
+            if any(char in name for char in "/@[] ") or (name.count(":") == 1 and not bracketed):
+                raise ValueError(
+                    f"{entry!r} is not a host name: list names without scheme, port or path, e.g. monitor.example.com"
+                )
+            hosts.append(name)
+        return tuple(dict.fromkeys(hosts))
+
+    @field_validator("bearer_token")
+    @classmethod
+    def _header_safe_token(cls, value: SecretStr | None) -> SecretStr | None:
+        # The token travels in "Authorization: Bearer <token>": a header value is latin-1 at best, and a space or a
+        # control character would be cut or rejected on the way. The message never repeats the token.
+        # An empty token would be matched by a bare "Bearer ": unset the variable to turn authentication off.
+        token = value.get_secret_value() if value is not None else None
+        if token is not None and not (token and all("!" <= char <= "~" for char in token)):
+            raise ValueError(
+                "must be one or more printable ASCII characters without spaces (it is sent in an HTTP header)"
+            )
         return value
 
     @field_validator("loki_statuses", mode="before")

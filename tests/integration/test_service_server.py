@@ -285,3 +285,22 @@ def _task_ids(frame: dict[str, Any]) -> list[str]:
     if frame["type"] == "events":
         return [item["event"]["task_id"] for item in frame["events"]]
     return [frame["event"]["task_id"]] if frame["type"] == "event" else []
+
+
+async def test_a_non_ascii_close_reason_is_cut_to_the_frame_limit_and_the_close_arrives(
+    redis_srv: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    # 60 emoji are 60 characters but 240 bytes: cut by characters, the reason overflowed the 123 bytes a close
+    # frame allows, the server logged a ProtocolError and dropped the connection without a close code (1006).
+    caplog.set_level(logging.INFO)
+    path = "/ws/events?v=2&task_name=" + "\N{GRINNING FACE}" * 60
+    settings = Settings(redis_url=redis_srv.url)
+    async with serve(settings) as (_s, port, _app), connect(f"ws://127.0.0.1:{port}{path}") as ws:
+        frame = json.loads(await asyncio.wait_for(ws.recv(), 10))
+        assert frame["type"] == "error" and frame["code"] == "unknown_task_name", frame
+        with pytest.raises(Exception) as closed:
+            await asyncio.wait_for(ws.recv(), 10)
+    received = getattr(closed.value, "rcvd", None)
+    assert received is not None and received.code == 4400, closed.value
+    assert 0 < len(received.reason.encode()) <= 123 and frame["message"].startswith(received.reason)
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], [r.getMessage() for r in caplog.records]

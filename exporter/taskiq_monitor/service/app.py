@@ -1,8 +1,10 @@
 """The exporter's HTTP service: ``/metrics`` for all worker processes of a host, and ``/healthz``.
 
 ``create_app`` is small on purpose: it wires settings, the metrics source and the routers; the live feed and
-REST API routers are included from their own modules (``api``, ``feed``), the token check from ``auth``. The API
-docs (``/docs``, ``/redoc``, ``/openapi.json``) are behind the same token as the API.
+REST API routers are included from their own modules (``api``, ``feed``), the token check from ``auth``, the
+``Host`` check from ``hosts`` and the default security headers from ``headers``. The API schema
+(``/openapi.json``) is behind the same token as the API; there are no Swagger UI / ReDoc pages, which would load
+their scripts from a CDN on the origin of the session cookie (the dashboard takes nothing from a CDN).
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ from prometheus_client.registry import Collector
 from taskiq_monitor.multiproc import live_gauge_pids
 from taskiq_monitor.service.auth import require_token
 from taskiq_monitor.service.collectors import CombinedSource, MultiProcessSource
+from taskiq_monitor.service.headers import DefaultSecurityHeaders
+from taskiq_monitor.service.hosts import HostCheck
 from taskiq_monitor.service.transport import install_log_redaction
 from taskiq_monitor.settings import Settings
 
@@ -38,30 +42,14 @@ def bearer_auth(settings: Settings) -> Any:
     return require_token(settings)
 
 
-def _docs_routes(app: FastAPI, auth: Any) -> None:
-    """``/openapi.json``, ``/docs``, ``/docs/oauth2-redirect`` and ``/redoc``, behind the same token as the API
-    (FastAPI's own are always open). In a browser, log in first (``POST /api/v1/session``): the session cookie
-    then carries the token for the page and for its fetch of the schema."""
-    from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html, get_swagger_ui_oauth2_redirect_html
-    from fastapi.responses import HTMLResponse, JSONResponse
+def _schema_route(app: FastAPI, auth: Any) -> None:
+    """``/openapi.json``, behind the same token as the API (FastAPI's own is always open). In a browser, log in
+    first (``POST /api/v1/session``): the session cookie then carries the token."""
+    from fastapi.responses import JSONResponse
 
     @app.get("/openapi.json", dependencies=[auth], include_in_schema=False)
     def openapi() -> JSONResponse:
         return JSONResponse(app.openapi())
-
-    @app.get("/docs", dependencies=[auth], include_in_schema=False)
-    def docs() -> HTMLResponse:
-        return get_swagger_ui_html(
-            openapi_url="/openapi.json", title=f"{app.title} - API", oauth2_redirect_url="/docs/oauth2-redirect"
-        )
-
-    @app.get("/docs/oauth2-redirect", dependencies=[auth], include_in_schema=False)
-    def oauth2_redirect() -> HTMLResponse:
-        return get_swagger_ui_oauth2_redirect_html()
-
-    @app.get("/redoc", dependencies=[auth], include_in_schema=False)
-    def redoc() -> HTMLResponse:
-        return get_redoc_html(openapi_url="/openapi.json", title=f"{app.title} - ReDoc")
 
 
 def create_app(settings: Settings | None = None, extra_collectors: Iterable[Collector] = ()) -> FastAPI:
@@ -84,7 +72,10 @@ def create_app(settings: Settings | None = None, extra_collectors: Iterable[Coll
         redoc_url=None,
         openapi_url=None,
     )
-    _docs_routes(app, auth)
+    _schema_route(app, auth)
+    # Outermost last: the Host check's own 400 gets the default headers too.
+    app.add_middleware(HostCheck, allowed=settings.allowed_hosts)
+    app.add_middleware(DefaultSecurityHeaders)
     install_log_redaction()
     if store is not None:
         live = feed = feed_module.LiveFeed(settings, store)

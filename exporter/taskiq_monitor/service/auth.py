@@ -32,16 +32,21 @@ def session_value(token: str) -> str:
     return hmac.new(token.encode(), _SESSION_LABEL, hashlib.sha256).hexdigest()
 
 
+def _utf8(text: str) -> bytes:
+    # What a client sends may hold a lone surrogate (JSON allows "\ud800"): it must compare unequal, not raise.
+    return text.encode("utf-8", "surrogatepass")
+
+
 def is_authorized(settings: Settings, authorization_header: str | None, cookies: Mapping[str, str]) -> bool:
     """True when no token is configured, or the request carries the bearer token or a valid session cookie."""
     if settings.bearer_token is None:
         return True
     token = settings.bearer_token.get_secret_value()
     scheme, _, value = (authorization_header or "").partition(" ")
-    if scheme.lower() == "bearer" and hmac.compare_digest(value.strip().encode(), token.encode()):
+    if scheme.lower() == "bearer" and hmac.compare_digest(_utf8(value.strip()), token.encode()):
         return True
     cookie = cookies.get(SESSION_COOKIE)
-    return cookie is not None and hmac.compare_digest(cookie.encode(), session_value(token).encode())
+    return cookie is not None and hmac.compare_digest(_utf8(cookie), session_value(token).encode())
 
 
 def require_token(settings: Settings) -> Callable[[Request], None]:

@@ -28,9 +28,17 @@ Server frames (one JSON object per text frame)::
 Client frames: ``{"type": "ping"}`` and ``{"type": "filter", "task_name": [...], "status": [...]}`` (replace the
 filters). Any other message — not JSON, not an object, nested too deep — gets an ``error`` frame and the connection
 stays open. A ``last_event_id`` beyond the stream's last id (from another Redis, or a flushed one) gets an error
-frame with code ``future_id``. Close codes: 4400 invalid parameters, 4401 unauthorized, 1009 message too large,
-1011 state store unavailable, 1013 slow consumer (the client fell more than ``live_client_queue`` events behind;
-reconnect with ``last_event_id`` to continue without loss; also when more than 32 MiB of frames are queued for it).
+frame with code ``future_id``.
+
+A handshake with an ``Origin`` header (every browser sends one) is refused with HTTP 403 unless the origin's
+host[:port] is the request's ``Host`` (the exporter's own page) or its host name is listed in
+``TASKIQ_MONITOR_ALLOWED_HOSTS``; clients that send no ``Origin`` (``taskiq-monitor tail``, scripts) are not
+affected. So is one whose ``Host`` is not a name of the exporter (``service/hosts.py``).
+
+Close codes (with a reason of at most 123 bytes of UTF-8): 4400 invalid parameters, 4401 unauthorized, 1009
+message too large, 1011 state store unavailable, 1013 slow consumer (the client fell more than ``live_client_queue``
+events behind; reconnect with ``last_event_id`` to continue without loss; also when more than 32 MiB of frames are
+queued for it).
 A slow consumer gets an ``error`` frame with code ``slow_consumer`` and the close; if it does not read them within
 15 s, its connection is aborted (a reset), so a client that stopped reading never holds the exporter's memory.
 """
@@ -51,6 +59,7 @@ from starlette.websockets import WebSocketDisconnected
 from taskiq_monitor.service.auth import websocket_authorized
 from taskiq_monitor.service.broadcast import SCAN_CHUNK, Broadcaster, Client
 from taskiq_monitor.service.frames import Batch, batch_frames, event_frame, event_item
+from taskiq_monitor.service.hosts import origin_allowed
 from taskiq_monitor.service.query import InputError, parse_filters, parse_id
 from taskiq_monitor.service.transport import CONNECTION_EXTENSION
 from taskiq_monitor.settings import Settings
@@ -68,6 +77,10 @@ CLOSE_UNAUTHORIZED = 4401
 CLOSE_TOO_LARGE = 1009
 CLOSE_UNAVAILABLE = 1011
 CLOSE_SLOW_CONSUMER = 1013
+CLOSE_FORBIDDEN_ORIGIN = 1008  # sent before accept: the client sees HTTP 403, never this code
+# A close frame's payload is at most 125 bytes (RFC 6455 §5.5), 2 of them the code; a longer reason made the
+# server log a ProtocolError and drop the connection without any close code.
+MAX_CLOSE_REASON_BYTES = 123
 
 _DISCONNECTED = (WebSocketDisconnect, WebSocketDisconnected)
 
@@ -107,6 +120,12 @@ class LiveFeed:
 
     # -- one connection --------------------------------------------------------------------------------------------
     async def serve_ws(self, ws: WebSocket) -> None:
+        if not origin_allowed(self.settings.allowed_hosts, ws.headers.get("origin"), ws.headers.get("host")):
+            # A page of another origin (cross-site WebSocket hijacking): refused before the handshake completes,
+            # so the server answers HTTP 403 and the page learns nothing (see service/hosts.py).
+            logger.info("taskiq-monitor live feed: refused a handshake from origin %r", ws.headers["origin"][:100])
+            await ws.close(CLOSE_FORBIDDEN_ORIGIN)
+            return
         await ws.accept()
         if not websocket_authorized(self.settings, ws):
             await self._fail(ws, CLOSE_UNAUTHORIZED, "unauthorized", "missing or invalid bearer token")
@@ -197,7 +216,7 @@ class LiveFeed:
         async def error_and_close() -> None:
             with contextlib.suppress(*_DISCONNECTED, OSError, RuntimeError):
                 await ws.send_text(frame)
-                await ws.close(code, message[:120])
+                await ws.close(code, close_reason(message))
 
         try:
             await asyncio.wait_for(error_and_close(), wait)
@@ -351,6 +370,12 @@ class LiveFeed:
             "code": "unknown_message_type",
             "message": f"unknown message type {_short(kind)}; use 'ping' or 'filter'",
         }
+
+
+def close_reason(message: str) -> str:
+    """``message`` cut to :data:`MAX_CLOSE_REASON_BYTES` of UTF-8, at a character boundary."""
+    data = message.encode("utf-8", "replace")
+    return data[:MAX_CLOSE_REASON_BYTES].decode("utf-8", "ignore")  # "ignore": only a cut character's bytes
 
 
 def _strings(value: Any) -> list[str]:
