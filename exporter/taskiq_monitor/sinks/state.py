@@ -134,7 +134,7 @@ def _register_exit_flush(sink: StateSink) -> None:
 
 _SHARED: dict[str, Any] = {}  # full metric name -> this process's collector on the default registry
 _SHARED_LOCK = threading.Lock()
-_EVENTS_HELP = "Task events written to the shared state / live-feed stream, or dropped (buffer full, unwritten at exit)."
+_EVENTS_HELP = "Task events written to the shared state / live feed, or dropped (buffer full, or unwritten at exit)."
 _BUFFER_HELP = "Task events waiting in memory for the shared state store, as its writer thread last saw them."
 
 
