@@ -39,7 +39,7 @@ taskiq-monitor reads its configuration from environment variables with the prefi
 process at start-up with one line naming the setting, e.g.
 `taskiq-monitor worker: error: invalid configuration: port: Input should be less than or equal to 65535`. A
 `TASKIQ_MONITOR_*` variable that is no setting (a typo) is named in a warning at start-up, with the setting it
-resembles; an empty variable is unset.
+resembles. An empty URL or directory variable is unset; an empty bearer token is an error.
 
 The OpenTelemetry SDK additionally honours its own standard `OTEL_*` variables (e.g. `OTEL_EXPORTER_OTLP_HEADERS`
 for an authenticated collector); `setup_tracing()` sets the endpoint, the service name and the sampler itself.
