@@ -3,7 +3,10 @@
 // (its last attempt succeeded or failed) the page is loaded again every POLL_MS, and at once when the live feed
 // carries an event of this task id; a retry's new attempt then appears by itself.
 import { ApiError, getJSON } from "./api.js";
-import { $, el, fmtDuration, fmtTime, setText, toUnix, worker } from "./dom.js";
+import { $, el, fmtDuration, fmtTime, setText, statusPill, toUnix, worker } from "./dom.js";
+
+const LOST_NOTE = " — lost: its worker stopped (killed or crashed), its message expired, or its final event was " +
+  "dropped; the outcome is unknown";
 
 const SCAN_PAGES = 20; // events fallback: at most 1,000 events examined for one task id
 const ORDER = { pending: 0, running: 1, retried: 2, failed: 2, success: 2 };
@@ -111,7 +114,8 @@ export class Detail {
         this.shown = key;
         this.render($("#detail"), taskId, attempts);
       }
-      this.finished = FINISHED.has(attempts[attempts.length - 1].status);
+      const lastAttempt = attempts[attempts.length - 1];
+      this.finished = FINISHED.has(lastAttempt.status) || Boolean(lastAttempt.lost); // a lost one will not change
     }
     if (this.again) {
       this.again = false;
@@ -145,13 +149,14 @@ export class Detail {
   render(root, taskId, attempts) {
     const last = attempts[attempts.length - 1];
     const failed = [...attempts].reverse().find((a) => a.error_type || a.traceback) || null;
-    const finished = FINISHED.has(last.status);
+    // A lost attempt will not change any more: nothing to wait for.
+    const finished = FINISHED.has(last.status) || Boolean(last.lost);
     // Each section says which attempt it describes: the error may be an earlier attempt's than the last.
     const which = (a) => (attempts.length === 1 ? "" : a === last
       ? `(attempt ${a.attempt}, the last of ${attempts.length})` : `(attempt ${a.attempt} of ${attempts.length})`);
     setText($("#detail-title"), `${last.task_name} · ${taskId}`);
     setText($("#detail-status"), `${attempts.length} attempt${attempts.length === 1 ? "" : "s"}; last: ` +
-      `${last.status}${finished ? "" : " — updated live until it finishes"}`);
+      `${last.status}${last.lost ? LOST_NOTE : finished ? "" : " — updated live until it finishes"}`);
     root.dataset.taskId = taskId;
     root.dataset.status = last.status;
     const box = $("#detail-error");
@@ -183,9 +188,10 @@ export class Detail {
     );
     $("#detail-attempts").replaceChildren(...attempts.map((a) => el(
       "tr",
-      { "data-testid": "attempt-row", "data-attempt": a.attempt, "data-status": a.status },
+      { "data-testid": "attempt-row", "data-attempt": a.attempt, "data-status": a.status,
+        "data-lost": a.lost ? "true" : "false" },
       el("td", { class: "num" }, a.attempt),
-      el("td", {}, el("span", { class: `pill ${a.status}` }, a.status)),
+      el("td", {}, statusPill(a.status, a.lost)),
       el("td", { class: "mono" }, fmtTime(toUnix(a.started_at), true)),
       el("td", { class: "num" }, fmtDuration(a.duration_seconds)),
       el("td", { class: "mono" }, worker(a.worker)),

@@ -73,6 +73,15 @@ export function worker(w) {
   return `${w.host || "?"}:${w.pid || "?"}`;
 }
 
+export const LOST_TITLE = "Its worker stopped (killed or crashed), its message expired, or its final event was " +
+  "dropped: the outcome of this attempt is unknown.";
+
+/** A status pill; an attempt the state no longer holds (``lost`` from the history API) says so. */
+export function statusPill(status, lost = false) {
+  if (!lost) return el("span", { class: `pill ${status}` }, status);
+  return el("span", { class: `pill ${status} lost`, title: LOST_TITLE }, `${status} · lost`);
+}
+
 /** Notices above the views, one per key (replaced or removed by key). */
 export function notice(key, level, text) {
   const box = document.getElementById("notices");

@@ -6,7 +6,7 @@
 // trail: the cursors of pages 2 … N-1, oldest first, comma-separated (the API's cursors are base64url: no comma);
 // page: N, for reading only (it follows from the trail).
 import { ApiError, getJSON } from "./api.js";
-import { $, el, fmtDuration, fmtTime, setText, taskLink, worker } from "./dom.js";
+import { $, el, fmtDuration, fmtTime, setText, statusPill, taskLink, worker } from "./dom.js";
 
 export const PAGE_SIZE = 50;
 const FIELDS = ["task_name", "status", "since", "until", "task_id"];
@@ -197,10 +197,10 @@ export class History {
     return el(
       "tr",
       { "data-testid": "history-row", "data-task-id": r.task_id, "data-task-name": r.task_name, "data-status": r.status,
-        "data-event-id": id },
+        "data-event-id": id, "data-lost": r.lost ? "true" : "false" },
       el("td", { class: "mono" }, fmtTime(r.time)),
       el("td", {}, r.task_name),
-      el("td", {}, el("span", { class: `pill ${r.status}` }, r.status)),
+      el("td", {}, statusPill(r.status, r.lost)),
       el("td", { class: "num" }, r.attempt ?? ""),
       el("td", { class: "num" }, r.duration === null || r.duration === undefined ? "" : fmtDuration(r.duration)),
       el("td", { class: "mono" }, worker(r.worker)),
