@@ -242,3 +242,58 @@ def test_a_final_event_carries_the_running_events_checked_parameters_text() -> N
     success.defer_redaction(redactor, params_from=running)
     assert json.loads(record_json(success))["kwargs"] == {"options": {"lang": "en"}}
     assert redactor.calls == 1
+
+
+# -- values redacted by key never stay in the error text of a later event of the attempt ----------------------------
+ERROR = "cannot connect to postgres://alice:s3cr3tpw@db/prod as alice with hunter2"
+
+
+@pytest.mark.parametrize("running_read_first", [True, False])
+def test_a_failed_event_is_scrubbed_of_the_values_its_running_event_redacted(running_read_first: bool) -> None:
+    redactor = CountingRedactor()
+    running = _event(
+        args=["alice", "hunter2"], kwargs={"dsn": "postgres://alice:s3cr3tpw@db/prod"}, labels={"queue": "default"}
+    )
+    running.defer_redaction(redactor, ("user", "password"))
+    if running_read_first:  # a sink's thread took the running event before the task failed
+        record_json(running)
+    failed = TaskEvent("failed", "t1", "login", 2.0, labels={"queue": "default"}, error_message=ERROR, traceback=ERROR)
+    failed.defer_redaction(redactor, ("user", "password"), params_from=running)
+    assert failed.error_message == failed.traceback == f"cannot connect to {REDACTED} as alice with {REDACTED}"
+    assert (failed.args, failed.kwargs) == (["alice", REDACTED], {"dsn": REDACTED})
+    assert redactor.calls == 2  # one call each: the parameters were still redacted once for the attempt
+
+
+def test_the_texts_of_secrets_are_kept_by_the_event_only_and_never_rendered() -> None:
+    running = _event(kwargs={"password": "hunter2"})
+    running.defer_redaction(Redactor())
+    line = record_json(running)
+    assert "hunter2" not in line + repr(running) + json.dumps(to_record(running))
+    assert "hunter2" in running._secrets  # what a later event of the attempt scrubs; freed with this event
+    plain = _event(kwargs={"lang": "en"})
+    plain.defer_redaction(Redactor())
+    record_json(plain)
+    assert plain._secrets == ()  # the fast path proved there was nothing to redact: nothing found, nothing kept
+
+
+def _handles(coalesce: bool, error: str) -> tuple[StartedAttempt, FinishedAttempt]:
+    context = EventContext(Redactor(), lambda task: ("user", "password"), None, coalesce=coalesce)
+    started = StartedAttempt("t1", "login", 1, 10.0, 9.5, 0.5)
+    started.defer(context, "host", 1, ["alice", "hunter2"], {"token": "tok-4711"}, {"x": 1}, None, None)
+    finished = FinishedAttempt(
+        started, "failed", 11.0, 1.0, {"x": 1}, None, None, "ValueError", error, f"Traceback …\nValueError: {error}\n"
+    )
+    started.done = True
+    return started, finished
+
+
+@pytest.mark.parametrize("coalesce", [True, False])
+def test_an_event_built_from_handles_in_a_sinks_thread_is_scrubbed_of_its_attempts_secrets(coalesce: bool) -> None:
+    started, finished = _handles(coalesce, "alice with hunter2 and tok-4711")
+    running = resolve(started)
+    assert (running is None) is coalesce  # coalesced: the final event walks the raw parameters itself
+    failed = resolve(finished)
+    assert failed is not None and failed.args == ["alice", REDACTED] and failed.kwargs == {"token": REDACTED}
+    assert failed.error_message == f"alice with {REDACTED} and {REDACTED}"
+    assert failed.traceback == f"Traceback …\nValueError: alice with {REDACTED} and {REDACTED}\n"
+    assert "hunter2" not in record_json(failed) and "tok-4711" not in record_json(failed)

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from pydantic import BaseModel
 
 from taskiq_monitor.events import TaskEvent, to_record
-from taskiq_monitor.redaction import _SHAPES_MAX, DEFAULT_REDACT_KEYS, REDACTED, Redactor
+from taskiq_monitor.redaction import _SHAPES_MAX, DEFAULT_REDACT_KEYS, REDACTED, Redactor, secret_texts
 from taskiq_monitor.settings import Settings
 
 
@@ -658,3 +658,179 @@ def test_a_payload_over_the_size_bound_is_walked_and_its_shape_not_judged() -> N
     assert redactor.walks > 0
     assert redactor._shapes == {}
     assert out == _walker().redact_fields([list(range(2_000))], {}, {}, None, None)
+
+
+# -- values redacted by key are scrubbed from the same event's error text ------------------------------------------
+DSN = "postgres://alice:s3cr3tpw@db:5432/prod"
+BOOM = f"cannot connect to {DSN} as alice with hunter2"
+BOOM_TB = f'Traceback (most recent call last):\n  File "tasks.py", line 9, in boom\nValueError: {BOOM}\n'
+
+
+def test_kwargs_redacted_by_key_are_scrubbed_from_the_error_message_and_traceback(redactor: Redactor) -> None:
+    kwargs = {"user": "alice", "password": "hunter2", "dsn": DSN}
+    _, safe, _, message, tb = redactor.redact_fields([], kwargs, {}, BOOM, BOOM_TB)
+    assert safe == {"user": "alice", "password": REDACTED, "dsn": REDACTED}
+    assert message == f"cannot connect to {REDACTED} as alice with {REDACTED}"  # the user was not redacted: kept
+    assert tb is not None and tb.endswith(f"ValueError: {message}\n")
+    assert kwargs["password"] == "hunter2"  # the message is never mutated
+
+
+def test_positional_parameters_redacted_by_name_are_scrubbed(redactor: Redactor) -> None:
+    args, _, _, message, tb = redactor.redact_fields(
+        ["alice", "hunter2", DSN], {}, {}, BOOM, BOOM_TB, ("user", "password", "dsn")
+    )
+    assert args == ["alice", REDACTED, REDACTED]
+    assert "hunter2" not in f"{message}{tb}" and "s3cr3tpw" not in f"{message}{tb}" and "alice" in f"{message}"
+
+
+def test_nested_values_and_labels_redacted_by_key_are_scrubbed(redactor: Redactor) -> None:
+    kwargs = {"config": {"db": [{"host": "db", "password": "hunter2"}]}, "credentials": {"user": "bobby", "pin": 98765}}
+    labels = {"api_token": "tok-4711-x"}
+    text = "login as bobby with hunter2 (pin 98765) failed, token tok-4711-x; host db"
+    _, _, _, message, _ = redactor.redact_fields([], kwargs, labels, text, None)
+    # `credentials` is redacted as a whole: each of its leaves goes, its keys (names, not secrets) stay.
+    assert message == f"login as {REDACTED} with {REDACTED} (pin {REDACTED}) failed, token {REDACTED}; host db"
+
+
+def test_pairs_given_as_sequences_are_scrubbed(redactor: Redactor) -> None:
+    kwargs = {"headers": [("Authorization", "Bearer abc.def.ghi"), ("Accept", "application/json")]}
+    text = "401 for Bearer abc.def.ghi (Accept application/json)"
+    _, safe, _, message, _ = redactor.redact_fields([], kwargs, {}, text, None)
+    assert safe == {"headers": [["Authorization", REDACTED], ["Accept", "application/json"]]}
+    assert message == f"401 for {REDACTED} (Accept application/json)"
+
+
+def test_a_value_too_short_to_mean_anything_is_not_scrubbed(redactor: Redactor) -> None:
+    # `max_tokens` holds "token": redacted by key, but masking every "512" or "pw" would mask half a traceback.
+    text = "line 512: pw rejected, retry 1; password 'pw'"
+    _, safe, _, message, _ = redactor.redact_fields(
+        [], {"max_tokens": 512, "password": "pw", "retry": 1}, {}, text, None
+    )
+    assert safe == {"max_tokens": REDACTED, "password": REDACTED, "retry": 1}
+    assert message == text
+    # From four characters on, it is.
+    _, _, _, message, _ = redactor.redact_fields([], {"password": "pw12"}, {}, "wrong pw12", None)
+    assert message == f"wrong {REDACTED}"
+
+
+def test_values_not_redacted_by_key_are_not_scrubbed(redactor: Redactor) -> None:
+    # Only what redaction by key hid is scrubbed: a plain parameter (here proven so by the fast path) stays readable.
+    _, safe, _, message, _ = redactor.redact_fields([], {"user": "alice", "city": "Paris"}, {}, "alice in Paris", None)
+    assert safe == {"user": "alice", "city": "Paris"} and message == "alice in Paris"
+
+
+def test_repr_quoted_and_escaped_occurrences_in_a_traceback_are_scrubbed(redactor: Redactor) -> None:
+    secret = "hun'ter\\2\n"  # a quote, a backslash, a newline: repr escapes them
+    tb = (
+        "Traceback (most recent call last):\n"
+        f"  login({'alice'!r}, {secret!r})\n"
+        f"KeyError: {json.dumps({'given': secret})}\n"
+        f"ValueError: rejected {secret!r} and 'hunter2'\n"
+    )
+    _, _, _, _, out = redactor.redact_fields([], {"password": secret, "old_password": "hunter2"}, {}, None, tb)
+    assert out is not None
+    assert "hun" not in out and "hunter2" not in out
+    assert f"login('alice', \"{REDACTED}\")" in out  # repr's own quotes are kept around the mask
+    assert f"ValueError: rejected \"{REDACTED}\" and '{REDACTED}'" in out
+
+
+def test_a_secret_inside_a_longer_one_does_not_garble_the_mask(redactor: Redactor) -> None:
+    kwargs = {"password": "hunter2", "old_password": "hunter2-2019", "token": "REDACTED"}
+    text = "tried hunter2-2019 then hunter2 then REDACTED"
+    _, _, _, message, _ = redactor.redact_fields([], kwargs, {}, text, None)
+    assert message == f"tried {REDACTED} then {REDACTED} then {REDACTED}"
+
+
+def test_a_scrubbed_value_of_a_free_text_pair_is_masked_as_before(redactor: Redactor) -> None:
+    # The patterns still apply after the scrub: `password=hunter2` is `password=***`, as without the parameter.
+    text = "denied for password=hunter2 --token hunter2 postgres://u:hunter2@h/db"
+    _, _, _, message, _ = redactor.redact_fields([], {"password": "hunter2"}, {}, text, None)
+    assert message == "denied for password=*** --token *** postgres://u:***@h/db"
+
+
+def test_the_scrub_keeps_the_field_cap() -> None:
+    # A 4-character secret masked by 10 characters makes the text longer: it is capped after the scrub.
+    redactor = Redactor(max_field_bytes=300, max_record_bytes=1000)
+    _, _, _, message, tb = redactor.redact_fields([], {"password": "abcd"}, {}, "abcd " * 500, "x abcd\n" * 500)
+    assert message is not None and tb is not None
+    assert len(message.encode()) <= 300 and len(tb.encode()) <= 300
+    assert "abcd" not in message + tb and "…[truncated" in message
+
+
+def test_a_finished_events_error_is_scrubbed_of_the_secrets_its_running_event_found(redactor: Redactor) -> None:
+    # The final event carries the running event's redacted parameters (params_done): the raw values are gone, and
+    # `found` of the running event's call is what brings their texts to the final one's.
+    found: list[str] = []
+    args, kwargs, _, _, _ = redactor.redact_fields(
+        ["hunter2"], {"dsn": DSN}, {}, None, None, ("password",), found=found
+    )
+    assert found and "hunter2" in found and DSN in found
+    out = redactor.redact_fields(args, kwargs, {"x": 1}, BOOM, BOOM_TB, ("password",), params_done=True, secrets=found)
+    assert "hunter2" not in f"{out[3]}{out[4]}" and "s3cr3tpw" not in f"{out[3]}{out[4]}"
+    # Without them, only the free-text patterns apply (the URL's password), not redaction by key.
+    alone = redactor.redact_fields(args, kwargs, {"x": 1}, BOOM, None, ("password",), params_done=True)
+    assert alone[3] == "cannot connect to postgres://alice:***@db:5432/prod as alice with hunter2"
+
+
+def test_plain_parameters_find_no_secret(redactor: Redactor) -> None:
+    found: list[str] = []
+    redactor.redact_fields([1], {"lang": "en"}, {"q": "default"}, None, None, found=found)
+    assert found == []
+
+
+def test_secret_texts_of_odd_values() -> None:
+    @dataclasses.dataclass
+    class Login:
+        user: str
+        secret: bytes
+
+    class Model(BaseModel):
+        key: str
+
+    texts = secret_texts([Login("ann-1", b"\x00raw-bytes"), Model(key="mdl-key"), None, True, 3.25, 10**20, ("abc",)])
+    assert {"ann-1", "\\x00raw-bytes", "mdl-key", "3.25", str(10**20)} <= set(texts)
+    assert not {"True", "None", "abc"} & set(texts)
+    assert list(texts) == sorted(texts, key=len, reverse=True)
+
+
+# -- through the real middleware: eager (events built on the loop) and deferred (handles built in a sink's thread)
+@pytest.mark.parametrize("path", ["eager", "deferred, coalesced", "deferred, running event built"])
+@pytest.mark.parametrize("positional", [False, True])
+async def test_a_task_raising_with_its_password_in_the_message_records_no_password(path: str, positional: bool) -> None:
+    from prometheus_client import CollectorRegistry
+    from taskiq import InMemoryBroker
+
+    from taskiq_monitor.events import record_json, resolve
+    from taskiq_monitor.middleware import MonitoringMiddleware
+    from tests.recording_sink import HandleSink, RecordingSink
+
+    sink = RecordingSink() if path == "eager" else HandleSink()
+    settings = Settings(events_coalesce=path == "deferred, coalesced")
+    monitor = MonitoringMiddleware(settings, registry=CollectorRegistry(), sinks=[sink])
+    broker = InMemoryBroker(await_inplace=True).with_middlewares(monitor)
+
+    @broker.task(task_name="boom")
+    async def boom(user: str, password: str, dsn: str) -> None:
+        raise ValueError(f"cannot connect to {dsn} as {user} with {password}")
+
+    await broker.startup()
+    if positional:
+        await boom.kiq("alice", "hunter2", DSN)
+    else:
+        await boom.kiq(user="alice", password="hunter2", dsn=DSN)
+    await broker.shutdown()
+    items = sink.events if isinstance(sink, RecordingSink) else sink.items
+    events = [event for event in map(resolve, items) if event is not None]
+    statuses = [event.status for event in events]
+    assert statuses == (["failed", "pending"] if path == "deferred, coalesced" else ["running", "failed", "pending"])
+    failed = events[statuses.index("failed")]
+    assert failed.error_message == f"cannot connect to {REDACTED} as alice with {REDACTED}"
+    assert failed.traceback is not None and failed.traceback.endswith(f"ValueError: {failed.error_message}\n")
+    assert (failed.args, failed.kwargs) == (
+        (["alice", REDACTED, REDACTED], {})
+        if positional
+        else ([], {"user": "alice", "password": REDACTED, "dsn": REDACTED})
+    )
+    for event in events:
+        line = record_json(event)
+        assert "hunter2" not in line and "s3cr3tpw" not in line, event.status

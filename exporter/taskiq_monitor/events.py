@@ -96,6 +96,7 @@ class TaskEvent:
         "_names",
         "_on_error",
         "_pending",
+        "_secrets",
         "_source",
         "_texts",
         "_traceback",
@@ -168,6 +169,10 @@ class TaskEvent:
         self._source: TaskEvent | None = None
         self._on_error: Callable[[], None] | None = None
         self._line: str | None = None
+        # Once settled: the texts of the values its parameters had redacted by key (Redactor.redact_fields' `found`),
+        # which a later event of the attempt (params_from) scrubs from its error text — the raw parameters are gone
+        # by then. Never read by anything that renders the event; freed with it (empty, the shared (), nearly always).
+        self._secrets: tuple[str, ...] = ()
 
     # -- deferred redaction ----------------------------------------------------------------------------------------
     def defer_redaction(
@@ -181,8 +186,9 @@ class TaskEvent:
         """Redact the free-form fields on their first read, with ``redactor.redact_fields``.
 
         ``params_from``: an earlier event of the same attempt whose (redacted) args/kwargs this one carries, so an
-        attempt's parameters are redacted once. ``on_error`` runs when redaction fails; the fields are then emptied
-        (never an unredacted record).
+        attempt's parameters are redacted once; the values they had redacted by key are still scrubbed from this
+        event's error message and traceback (that event keeps their texts for it). ``on_error`` runs when redaction
+        fails; the fields are then emptied (never an unredacted record).
         """
         self._names, self._source, self._on_error = positional_names, params_from, on_error
         self._pending = redactor
@@ -221,10 +227,12 @@ class TaskEvent:
                             names,
                             params_done=True,
                             as_json=True,
+                            secrets=source._secrets,
                         )
                         if type(safe[2]) is bytes:  # the redactor returns bytes only for a text it checked
                             texts |= _LABELS
                 else:
+                    found: list[str] = []
                     safe = redactor.redact_fields(
                         self._args,
                         self._kwargs,
@@ -233,7 +241,10 @@ class TaskEvent:
                         self._traceback,
                         names,
                         as_json=True,
+                        found=found,
                     )
+                    if found:
+                        self._secrets = tuple(found)
                     texts = (
                         (_ARGS if type(safe[0]) is bytes else 0)
                         | (_KWARGS if type(safe[1]) is bytes else 0)
@@ -246,6 +257,7 @@ class TaskEvent:
             except Exception:
                 self._args, self._kwargs, self._labels = [], {}, {}
                 self._texts = 0
+                self._secrets = ()
                 self._error_message = self._traceback = None
                 if on_error is not None:
                     on_error()

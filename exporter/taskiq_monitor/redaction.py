@@ -32,12 +32,24 @@ What it guarantees, for any Python value:
   whose name matches, and ``-p``, with their next word (``--password pw``, and ``'--password', 'pw'`` in the
   argument-list repr of a ``CalledProcessError``); XML-ish elements whose tag matches (``<password>x</password>``);
   the body of PEM private keys (``-----BEGIN … PRIVATE KEY-----``).
+* **What is redacted by key is gone from the event's error text too.** The values an event's parameters had
+  redacted by key (args by positional name, kwargs, labels, at any depth, pairs given as sequences) are replaced by
+  ``[REDACTED]`` wherever they occur in the same event's error message and traceback, before anything else —
+  ``boom(user="alice", password="hunter2")`` raising ``ValueError("… as alice with hunter2")`` is recorded as
+  ``… as alice with [REDACTED]``. Each value is searched for as its ``str()`` and, when they differ, the escaped forms
+  inside ``repr()`` (a traceback's ``'hunter2'``) and inside JSON; a container under a secret key by each of its
+  leaves; only texts of at least ``MIN_SECRET_CHARS`` (4) characters (a ``1`` under ``max_tokens`` would mask half a
+  traceback), and at most 256 texts an event. A value that was *not* redacted by key stays readable (``alice``).
+  An attempt's final event carries its ``running`` event's already redacted parameters: that event keeps the texts of
+  what it redacted (``TaskEvent`` only, freed with it; no cache anywhere) for the final event's error text. The
+  free-text patterns below still apply after this (``password=hunter2`` → ``password=***``, as before).
 * **Size caps.** Each field of the record (args, kwargs, labels, error message, traceback) is cut to
   ``max_field_bytes`` and the record's fields together to ``max_record_bytes`` (UTF-8 bytes of the JSON text,
   approximately: escapes are not counted). A cut is marked: strings end in ``…[truncated 1234 bytes]``, lists get a
   last item ``…[truncated 12 items]``, dicts a key ``…`` with ``[truncated 12 keys]``. Tracebacks keep their head
   *and* tail (the final exception is at the end). A string longer than twice its cap is cut to about twice the cap
-  (head, and tail for tracebacks) *before* redaction, so the cost is bounded whatever the input's size.
+  (head, and tail for tracebacks) *before* the regexes run, so their cost is bounded whatever the input's size (the
+  scrub of the parameters' secret values runs first, over the whole text: a substring search a value, at C speed).
 
 **Fast path.** Most task parameters are plain JSON (a JSON-decoded message) holding nothing to redact, cap or
 convert. :meth:`Redactor.redact_fields` first serialises them with orjson, under options that refuse every
@@ -47,8 +59,9 @@ by the text's shape: its digits deleted, so an id or a timestamp makes no new sh
 (``benchmarks/bench_redaction.py``). Any doubt — a key fragment in any case or spelling, a ``-p``, a URL with an
 ``@``, PEM armour, a ``</``, nesting, size, a value that is not plain JSON — and the walk decides, as before.
 
-Why one module of ~720 lines: it is one policy — what counts as a secret — and the key rules, the free-text
-patterns, the walk that applies them under one size budget, and the fast path's proof that they would change nothing
+Why one module of ~940 lines: it is one policy — what counts as a secret — and the key rules, the free-text
+patterns, the walk that applies them under one size budget (and finds the values an error text is scrubbed of), and
+the fast path's proof that they would change nothing
 must be read and reviewed together; a secret that one part lets through is a leak whichever part it is in. The
 patterns are module constants, compiled once.
 """
@@ -58,6 +71,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import enum
+import json
 import math
 import re
 import string
@@ -123,7 +137,11 @@ _URL_CREDENTIALS = re.compile(
 # A command line flag whose name is a secret key, and its value as the next word: ``--password pw`` in a shell
 # string, ``'--password', 'pw'`` in the repr of an argument list (``CalledProcessError``'s message). ``-p`` is
 # the password flag of psql, mysql, redis-cli …; for tools where it is a port, masking a port is harmless.
-_FLAG = re.compile(r"(?<![\w\-])(?P<flag>--?+[A-Za-z][\w\-]*+)(?P<sep>['\"]?+,?+\s++['\"]?+)(?P<value>[^\s'\",\])]++)")
+# A value scrubbed to ``[REDACTED]`` already (a secret of the event's parameters, see redact_capped) is one value.
+_FLAG = re.compile(
+    r"(?<![\w\-])(?P<flag>--?+[A-Za-z][\w\-]*+)(?P<sep>['\"]?+,?+\s++['\"]?+)"
+    r"(?P<value>\[REDACTED\]|[^\s'\",\])]++)"
+)
 # <password>…</password> in XML-ish text (SOAP bodies, config dumps); the tag decides, like a key.
 _XML_ELEMENT = re.compile(r"<(?P<tag>[A-Za-z_][\w.\-:]*+)(?:\s[^<>]*+)?>(?P<value>[^<]++)</(?P=tag)>")
 # PEM private keys anywhere in text: the body is masked, the armour kept so a reader knows what was there.
@@ -144,6 +162,13 @@ _PLAIN_MAX = 256
 _DICT_ITEMS: type[Any] = type({}.items())
 # Largest integer most JSON consumers (JavaScript, Grafana) read exactly.
 _MAX_SAFE_INT = 2**53
+# A value redacted by key is searched for in its event's error text only when its text has at least this many
+# characters: a ``1`` or an ``a`` redacted under ``max_tokens`` would mask half a traceback.
+MIN_SECRET_CHARS = 4
+# At most this many texts of secret values are searched for in one event's error text: each is one substring search
+# of the whole text (C speed; see Redactor.redact_capped). A task with more secret values than this is not one to
+# expect, and its first texts are still masked.
+_MAX_SECRET_TEXTS = 256
 # A string longer than 2x its cap (+ this many characters of context) is cut to its head (and tail) before the
 # regexes run: they cost time linear in the input, and a 5 MB argument must not stall the worker's event loop.
 _PRECUT_MARGIN = 1024
@@ -178,6 +203,97 @@ def mask_url_credentials(text: str) -> str:
     if "@" in text and "://" in text:
         return _URL_CREDENTIALS.sub(_mask_url, text)
     return text
+
+
+def secret_texts(values: Iterable[Any], max_depth: int = DEFAULT_MAX_DEPTH) -> tuple[str, ...]:
+    """The texts under which ``values`` (values redacted by key) may appear in an error message or a traceback.
+
+    Longest first, at least ``MIN_SECRET_CHARS`` characters each. A string gives itself, and its escaped forms when
+    they differ: inside ``repr`` (how a traceback or ``f"{x!r}"`` shows it: ``'it\\\\'s'``) and inside JSON; bytes
+    their ``repr`` and UTF-8 text; a container its leaves (its keys are names, not secrets: ``password`` in a
+    traceback's source line stays); ``None`` and booleans nothing (``True`` is no secret of ``use_token=True``).
+    """
+    found: dict[str, None] = {}  # ordered and deduplicated
+    for value in values:
+        _add_secret_texts(value, max_depth, found)
+    return tuple(sorted(found, key=len, reverse=True))
+
+
+def _add_secret_texts(value: Any, depth: int, found: dict[str, None]) -> None:
+    if len(found) >= _MAX_SECRET_TEXTS or value is None or isinstance(value, bool):
+        return
+    texts: tuple[str, ...]
+    if isinstance(value, str):
+        texts = (value, _safe_repr(value)[1:-1], json.dumps(value, ensure_ascii=False)[1:-1])
+    elif isinstance(value, bytes | bytearray | memoryview):
+        try:
+            raw = bytes(value)
+        except Exception:
+            return
+        texts = (raw.decode("utf-8", "replace"), repr(raw)[2:-1])
+    elif isinstance(value, int | float) or depth <= 0:
+        texts = (_safe_str(value),)
+    elif isinstance(value, Mapping):
+        for item in _safe_values(value):
+            _add_secret_texts(item, depth - 1, found)
+        return
+    elif isinstance(value, list | tuple | set | frozenset):
+        for item in value:
+            _add_secret_texts(item, depth - 1, found)
+        return
+    elif dataclasses.is_dataclass(value) and not isinstance(value, type):
+        for field in dataclasses.fields(value):
+            _add_secret_texts(getattr(value, field.name, None), depth - 1, found)
+        return
+    else:
+        dump = getattr(type(value), "model_dump", None)  # pydantic v2 models: their fields, as the walk renders them
+        if dump is not None and not isinstance(value, type):
+            try:
+                dumped = value.model_dump(mode="json")
+            except Exception:
+                dumped = None
+            if isinstance(dumped, dict):
+                _add_secret_texts(dumped, depth, found)
+        texts = (_safe_str(value), _scalar_text(value))
+    if len(texts[0]) < MIN_SECRET_CHARS:
+        return
+    for text in texts:
+        if len(text) >= MIN_SECRET_CHARS:
+            found[text] = None
+
+
+def _safe_values(mapping: Mapping[Any, Any]) -> list[Any]:
+    try:
+        return list(mapping.values())
+    except Exception:
+        return []
+
+
+def scrub_secrets(text: str, secrets: Sequence[str]) -> str:
+    """Every occurrence in ``text`` of each of ``secrets`` (longest first: see :func:`secret_texts`) → ``[REDACTED]``.
+
+    Plain substring searches, no regex: a pattern made of secrets would stay in ``re``'s module-wide cache. A mask
+    already placed is never searched again, so a shorter secret that is part of a longer one, or of ``[REDACTED]``
+    itself, cannot garble it.
+    """
+    pieces: list[str | None] = [text]  # None: a masked occurrence
+    for secret in secrets:
+        if not secret or secret not in text:
+            continue
+        split: list[str | None] = []
+        for piece in pieces:
+            if piece is None or secret not in piece:
+                split.append(piece)
+                continue
+            for index, chunk in enumerate(piece.split(secret)):
+                if index:
+                    split.append(None)
+                if chunk:
+                    split.append(chunk)
+        pieces = split
+    if len(pieces) == 1 and pieces[0] is not None:
+        return pieces[0]
+    return "".join(REDACTED if piece is None else piece for piece in pieces)
 
 
 def _mask_url(match: re.Match[str]) -> str:
@@ -316,14 +432,21 @@ class Redactor:
         offset = match.start()
         return whole[: start - offset] + MASK + whole[end - offset :]
 
-    def redact_capped(self, text: str, limit: int, *, keep_tail: bool = False) -> str:
+    def redact_capped(self, text: str, limit: int, *, keep_tail: bool = False, secrets: Sequence[str] = ()) -> str:
         """``redact_text`` then cut to about ``limit`` JSON bytes (head, or head and tail), marking the cut.
 
-        A huge ``text`` is first cut to about twice ``limit`` — its head, and its tail when ``keep_tail`` — so the
+        ``secrets`` (texts of values redacted by key, longest first: :func:`secret_texts`) are replaced by
+        ``[REDACTED]`` first, in the whole text: before the cut, so no cut leaves a part of one visible, and before
+        the patterns, which would otherwise have changed a secret's text (a DSN's password masked, its user left).
+        A substring search per secret, at C speed, over the text as it is — what stays linear in the input's size.
+
+        A huge ``text`` is then cut to about twice ``limit`` — its head, and its tail when ``keep_tail`` — so the
         regexes never run over megabytes. The kept parts are redacted with ``_PRECUT_MARGIN`` characters of context
         (a ``token=`` just before the visible part still masks its value); a secret value longer than that context
         and cut in its middle could show its end.
         """
+        if secrets:
+            text = scrub_secrets(text, secrets)
         limit = max(0, limit)
         window = 2 * limit + _PRECUT_MARGIN  # characters; a character is at least one JSON byte
         if len(text) <= window:
@@ -350,12 +473,18 @@ class Redactor:
             if match.start() < pos or not self.is_secret_key(match.group("key")):
                 continue
             quote = match.group("quote")
-            value = (_VALUE_QUOTED[quote] if quote else _VALUE_BARE).match(text, match.end())
-            if value is None or not value.group(0) or value.group(0) == MASK:
-                continue
+            if text.startswith(REDACTED, match.end()):
+                # A secret of the event's parameters, scrubbed already (redact_capped): masked as a pair's value is,
+                # not cut at its ']' by the bare value's pattern.
+                end = match.end() + len(REDACTED)
+            else:
+                value = (_VALUE_QUOTED[quote] if quote else _VALUE_BARE).match(text, match.end())
+                if value is None or not value.group(0) or value.group(0) == MASK:
+                    continue
+                end = value.end()
             parts.append(text[pos : match.end()])
             parts.append(MASK)
-            pos = value.end()
+            pos = end
         if not parts:
             return text
         parts.append(text[pos:])
@@ -370,7 +499,7 @@ class Redactor:
         except Exception:  # defensive: the walker guards every conversion, this is the last line
             return f"<unrepresentable {type(value).__name__}>"
 
-    def _string(self, text: str, budget: list[int]) -> str:
+    def _string(self, text: str, budget: list[Any]) -> str:
         # Most parameters are short plain words ("en", an id, a name): nothing in them can be redacted (no URL
         # '@', no ':'/'=' of a pair, no '-' of a flag or PEM armour, no '<' of an element) and nothing needs
         # escaping in JSON, so their size is their length. One C-level scan instead of the regexes.
@@ -381,7 +510,10 @@ class Redactor:
         budget[0] -= _json_len(text) + 2
         return text
 
-    def _walk(self, value: Any, depth: int, budget: list[int], path: set[int]) -> Any:
+    def _walk(self, value: Any, depth: int, budget: list[Any], path: set[int]) -> Any:
+        # ``budget``: the JSON bytes left, then every value redacted by key so far (raw), appended where it is
+        # redacted — what the event's error text is then scrubbed of (redact_fields). One list, passed down already:
+        # a second argument through every call of the walk would cost the common case, which redacts nothing.
         # Fast exits by exact type for what task parameters nearly always are (JSON-decoded messages: str, int,
         # float, dict, list): isinstance against the collections ABCs costs more than the rest of the walk.
         cls = type(value)
@@ -444,7 +576,7 @@ class Redactor:
                 return self._walk(dumped, depth, budget, path)
         return self._string(_scalar_text(value), budget)
 
-    def _container(self, value: Any, depth: int, budget: list[int], path: set[int]) -> Any:
+    def _container(self, value: Any, depth: int, budget: list[Any], path: set[int]) -> Any:
         if isinstance(value, Mapping):
             return self._mapping(value.items(), depth, budget, path)
         if dataclasses.is_dataclass(value) and not isinstance(value, type):
@@ -456,10 +588,11 @@ class Redactor:
         items_seq: Sequence[Any] = list(value) if isinstance(value, set | frozenset) else value
         return self._list(items_seq, depth, budget, path)
 
-    def _list(self, items_seq: Sequence[Any], depth: int, budget: list[int], path: set[int]) -> list[Any]:
+    def _list(self, items_seq: Sequence[Any], depth: int, budget: list[Any], path: set[int]) -> list[Any]:
         if len(items_seq) == 2 and self.is_secret_key(items_seq[0]):
             # A key/value pair as a sequence: ("Authorization", "Bearer x") in a header list, ["api_key", "k"].
             budget[0] -= len(REDACTED) + 5
+            budget.append(items_seq[1])  # redacted by key (see _walk)
             return [self._string(items_seq[0], budget), REDACTED]
         out: list[Any] = []
         budget[0] -= 2
@@ -471,7 +604,7 @@ class Redactor:
             budget[0] -= 1
         return out
 
-    def _mapping(self, items: Iterable[tuple[Any, Any]], depth: int, budget: list[int], path: set[int]) -> Any:
+    def _mapping(self, items: Iterable[tuple[Any, Any]], depth: int, budget: list[Any], path: set[int]) -> Any:
         out: dict[str, Any] = {}
         budget[0] -= 2
         # dict views first, by exact type: an isinstance check against the Sized ABC costs more than the loop below
@@ -494,6 +627,7 @@ class Redactor:
             else:
                 out[name] = REDACTED
                 budget[0] -= len(REDACTED) + 2
+                budget.append(item)  # redacted by key (see _walk)
         return out
 
     # -- events ----------------------------------------------------------------------------------------------------
@@ -536,8 +670,17 @@ class Redactor:
         *,
         params_done: bool = False,
         as_json: bool = False,
+        secrets: Sequence[str] = (),
+        found: list[str] | None = None,
     ) -> tuple[Any, Any, Any, str | None, str | None]:
         """The safe form of an event's free-form fields (see :meth:`apply`).
+
+        The error message and traceback are scrubbed of every value the fields' redaction replaces by key (args by
+        positional name, kwargs, labels, at any depth, pairs given as sequences), under each text it may have there
+        (:func:`secret_texts`): ``dsn=…`` redacted in kwargs is not left in plain text in ``cannot connect to …``.
+        With ``params_done`` the raw parameters are gone: ``secrets`` brings the texts of theirs, which ``found``
+        received when they were redacted (the attempt's ``running`` event). ``found``: receives the texts of the
+        values this call redacted by key — nothing when the fast path proved there were none.
 
         ``as_json``: where the fast path proves a field safe as it is, return orjson's text of it (``bytes``) instead
         of a copy. The text is the snapshot the proof was made on, so a record built from it holds exactly what was
@@ -546,11 +689,15 @@ class Redactor:
         """
         remaining = self.max_record_bytes
         field = self.max_field_bytes
+        if error_message is not None or traceback is not None:
+            # A failure: the error text comes first in the record's budget, so it is redacted before the fields' walk
+            # below; what that walk will redact by key is found here, by a walk of its own (failures are rare).
+            secrets = self._redacted_texts(args, kwargs, labels, positional_names, params_done, secrets)
         if error_message is not None:
-            error_message = self.redact_capped(error_message, min(field, remaining))
+            error_message = self.redact_capped(error_message, min(field, remaining), secrets=secrets)
             remaining -= _json_len(error_message) + 2
         if traceback is not None:
-            traceback = self.redact_capped(traceback, min(field, remaining), keep_tail=True)
+            traceback = self.redact_capped(traceback, min(field, remaining), keep_tail=True, secrets=secrets)
             remaining -= _json_len(traceback) + 2
         if self._fast_path and type(labels) is dict:
             try:
@@ -565,24 +712,63 @@ class Redactor:
             except Exception:  # defensive: the walk below decides
                 pass
         out: list[Any] = [args, kwargs, labels]
+        redacted: list[Any] | None = None if found is None else []
         for index in (2,) if params_done else (0, 1, 2):
-            raw = out[index]
             limit = max(64, min(field, remaining))
-            budget = [limit]
-            try:
-                if index == 0 and self._any_secret(positional_names):
-                    safe: Any = self._args(raw, positional_names, budget)
-                else:
-                    safe = self._walk(raw, 0, budget, set())
-            except Exception:
-                safe = f"<unrepresentable {type(raw).__name__}>"
-            remaining -= limit - budget[0]
-            if index == 0 and not isinstance(safe, list):
-                safe = [safe]
-            elif index != 0 and not isinstance(safe, dict):
-                safe = {"…": safe}
-            out[index] = safe
+            out[index], used = self._field(index, out[index], positional_names, limit, redacted)
+            remaining -= used
+        if found is not None and redacted:
+            found.extend(secret_texts(redacted, self.max_depth))
         return out[0], out[1], out[2], error_message, traceback
+
+    def _field(
+        self, index: int, raw: Any, names: Sequence[str], limit: int, redacted: list[Any] | None
+    ) -> tuple[Any, int]:
+        """The walk's safe form of one field (0 args, 1 kwargs, 2 labels) and the bytes of budget it used; the raw
+        values it redacted by key are appended to ``redacted``."""
+        budget: list[Any] = [limit]
+        try:
+            if index == 0 and self._any_secret(names):
+                safe: Any = self._args(raw, names, budget)
+            else:
+                safe = self._walk(raw, 0, budget, set())
+        except Exception:
+            safe = f"<unrepresentable {type(raw).__name__}>"
+        if index == 0 and not isinstance(safe, list):
+            safe = [safe]
+        elif index != 0 and not isinstance(safe, dict):
+            safe = {"…": safe}
+        if redacted is not None and len(budget) > 1:
+            redacted.extend(budget[1:])
+        return safe, limit - budget[0]
+
+    def _redacted_texts(
+        self, args: Any, kwargs: Any, labels: Any, names: Sequence[str], params_done: bool, known: Sequence[str]
+    ) -> Sequence[str]:
+        """``known`` and the texts of the values the fields' walk redacts by key: what an error text is scrubbed of.
+
+        The fields walked under the whole field cap, as if each had the record to itself: a value the real walk
+        reaches is reached here too. Parameters the fast path proves plain hold no secret key: no walk for them.
+        """
+        indexes = (2,) if params_done else (0, 1, 2)
+        fields = [labels] if params_done else [args, kwargs, labels]
+        try:
+            plain = (
+                self._fast_path
+                and type(labels) is dict
+                and (params_done or (type(args) is list and type(kwargs) is dict and not self._any_secret(names)))
+                and self._plain_fields(fields, 2**62) is not None
+            )
+        except Exception:  # defensive: the walk decides
+            plain = False
+        if plain:
+            return known
+        redacted: list[Any] = []
+        for index, raw in zip(indexes, fields, strict=True):
+            self._field(index, raw, names, self.max_field_bytes, redacted)
+        if not redacted:
+            return known
+        return secret_texts([*known, *redacted], self.max_depth)
 
     def _plain_fields(self, fields: list[Any], remaining: int, as_json: bool = False) -> list[Any] | None:
         """What the walk returns for ``fields`` (each under its own budget), when it provably returns them unchanged.
@@ -701,7 +887,7 @@ class Redactor:
                 self._names_cache[key] = hit
         return hit
 
-    def _args(self, args: Any, names: Sequence[str], budget: list[int]) -> Any:
+    def _args(self, args: Any, names: Sequence[str], budget: list[Any]) -> Any:
         if not isinstance(args, list | tuple):
             return self._walk(args, 0, budget, set())
         out: list[Any] = []
@@ -713,6 +899,7 @@ class Redactor:
             if index < len(names) and self.is_secret_key(names[index]):
                 out.append(REDACTED)
                 budget[0] -= len(REDACTED) + 3
+                budget.append(item)  # redacted by key (see _walk)
             else:
                 out.append(self._walk(item, 1, budget, {id(args)}))
                 budget[0] -= 1
