@@ -378,10 +378,15 @@ class _CountingRedactor(Redactor):
     """Counts the walk's calls: zero calls means the fast path gave the result."""
 
     walks = 0
+    verdicts = 0  # shapes judged (the fast path's costly step, spared by its cache)
 
     def _walk(self, value: Any, depth: int, budget: list[int], path: set[int]) -> Any:
         self.walks += 1
         return super()._walk(value, depth, budget, path)
+
+    def _plain_shape(self, shape: bytes, opens: int) -> bool:
+        self.verdicts += 1
+        return super()._plain_shape(shape, opens)
 
 
 def _walker(**config: Any) -> Redactor:
@@ -649,6 +654,17 @@ def test_the_shape_cache_is_bounded() -> None:
     for index in range(_SHAPES_MAX + 10):
         redactor.redact_fields([], {f"k{'x' * (index % 50)}{'y' * (index // 50)}": 1}, {}, None, None)
     assert 0 < len(redactor._shapes) <= _SHAPES_MAX
+
+
+def test_the_shape_cache_never_holds_a_secret_value_and_still_spares_the_verdict() -> None:
+    redactor = _CountingRedactor()
+    for _ in range(3):
+        out = redactor.redact_fields([], {"password": "hunter-two"}, {}, None, None)
+        assert out[1] == {"password": REDACTED}
+    assert not any(b"hunter" in key for key in redactor._shapes)  # the rejected shape is kept by its digest
+    verdicts = redactor.verdicts
+    redactor.redact_fields([], {"password": "hunter-two"}, {}, None, None)
+    assert redactor.verdicts == verdicts == 1  # found again under its digest: judged once
 
 
 def test_a_payload_over_the_size_bound_is_walked_and_its_shape_not_judged() -> None:

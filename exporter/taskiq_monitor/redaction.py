@@ -71,6 +71,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import enum
+import hashlib
 import json
 import math
 import re
@@ -809,6 +810,12 @@ class Redactor:
             return None  # too large whatever its shape: the shape's verdict would be wasted
         shape = text.translate(_ASCII_LOWER, self._shape_delete)
         values = self._shapes.get(shape)
+        key = shape
+        if values is None:
+            # A rejected shape is kept under a digest of its text, never the text: that may hold a secret value (a
+            # password under its key, lower-cased), and no cache here may hold one. Plain shapes hold none to redact.
+            key = hashlib.blake2b(shape, digest_size=20).digest()
+            values = self._shapes.get(key)
         if values is None:
             # A value is the first item of a container, or follows a comma (the outer list adds 1 and 2 of them);
             # brackets and commas inside strings count too: the bound only grows.
@@ -816,13 +823,15 @@ class Redactor:
             values = shape.count(b",") + opens
             if len(text) + _VALUE_EXCESS * (values + 1) + _PLAIN_MAX + 4 > field:
                 return None  # too large: spare the verdict, the costly part
-            if not self._plain_shape(shape, opens):
+            if self._plain_shape(shape, opens):
+                key = shape
+            else:
                 values = -1
-            if len(self._shapes) >= _SHAPES_MAX or self._shapes_bytes + len(shape) > _SHAPES_MAX_BYTES:
+            if len(self._shapes) >= _SHAPES_MAX or self._shapes_bytes + len(key) > _SHAPES_MAX_BYTES:
                 self._shapes.clear()
                 self._shapes_bytes = 0
-            self._shapes[shape] = values
-            self._shapes_bytes += len(shape)
+            self._shapes[key] = values
+            self._shapes_bytes += len(key)
         if values < 0:
             return None
         bound = len(text) + _VALUE_EXCESS * (values + 1)
