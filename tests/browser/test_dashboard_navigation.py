@@ -273,3 +273,32 @@ def test_after_the_token_changed_the_login_form_says_the_session_ended_without_s
         wait_for(lambda: notices.count() == 0, 30, "no notice on the login form after a log-out")
     finally:
         server.stop()
+
+
+def test_an_execution_whose_worker_is_gone_reads_as_lost_in_the_history_and_its_task_page(
+    redis_srv: RedisServer, exporter: Exporter, page: Any
+) -> None:
+    now = time.time()
+    # "gone-host:4242" never heartbeats: no running set holds its attempt, as after a kill -9 and the worker TTL.
+    emit_all(
+        redis_srv.url,
+        [
+            event("orphan", "running", "lost_task", started_at=now, host="gone-host", pid=4242),
+            event("fine", "success", "lost_task", started_at=now, finished_at=now, duration_seconds=0.1),
+        ],
+    )
+    page.goto(exporter.url + "/#/history?task_name=lost_task")
+    orphan = page.locator('[data-testid="history-row"][data-task-id="orphan"]')
+    orphan.wait_for()
+    assert orphan.get_attribute("data-lost") == "true"
+    assert orphan.locator(".pill").inner_text() == "running · lost"
+    assert "outcome of this attempt is unknown" in (orphan.locator(".pill").get_attribute("title") or "")
+    fine = page.locator('[data-testid="history-row"][data-task-id="fine"]')
+    assert fine.get_attribute("data-lost") == "false" and fine.locator(".pill").inner_text() == "success"
+
+    orphan.locator("a").click()
+    page.wait_for_selector('#detail-title:has-text("orphan")')
+    status = page.locator("#detail-status")
+    wait_for(lambda: "lost: its worker stopped" in status.inner_text(), 30, "the lost status line")
+    assert "updated live" not in status.inner_text()
+    assert page.locator('[data-testid="attempt-row"]').get_attribute("data-lost") == "true"

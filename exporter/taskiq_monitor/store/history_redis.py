@@ -96,7 +96,12 @@ class RedisHistory:
         Derived when read, not written: a record cannot be rewritten by whoever noticed a death (nobody may be
         watching when a worker dies), and the record, its worker's running set and the pending set are written by
         one script, so they agree at any instant. One pipelined lookup per such row (a page holds at most 50)."""
-        candidates = [e for e in executions if e.status in ("pending", "running") and e.fields.get("task_name")]
+        candidates = [
+            e
+            for e in executions
+            if (e.status == "pending" and e.fields.get("task_name"))
+            or (e.status == "running" and e.fields.get("host") and e.fields.get("pid"))  # else: whose set to ask?
+        ]
         if not candidates:
             return executions
         async with self.aio.pipeline(transaction=False) as pipe:
