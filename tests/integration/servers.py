@@ -79,12 +79,15 @@ class RedisServer:
     """A throw-away redis-server (no persistence) on a free loopback port.
 
     Its files live in ``workdir``, or in a temporary directory that :meth:`cleanup` removes. ``stop`` then
-    ``start`` simulate an outage: the same port and directory (a ``SHUTDOWN SAVE`` is reloaded on restart).
+    ``start`` simulate an outage: the same port and directory (a ``SHUTDOWN SAVE`` is reloaded on restart). With
+    ``password``, clients must authenticate (``requirepass``), and ``url`` carries the password.
     """
 
-    def __init__(self, workdir: Path | None = None) -> None:
+    def __init__(self, workdir: Path | None = None, *, password: str | None = None) -> None:
         self.port = free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.password = password
+        auth = f":{password}@" if password else ""
+        self.url = f"redis://{auth}127.0.0.1:{self.port}/0"
         self._own_dir = workdir is None
         self.dir = Path(tempfile.mkdtemp(prefix="taskiq-monitor-redis-")) if workdir is None else workdir
         self.proc: subprocess.Popen[Any] | None = None
@@ -106,6 +109,7 @@ class RedisServer:
                 str(self.dir),
                 "--loglevel",
                 "warning",
+                *(["--requirepass", self.password] if self.password else []),
             ],
             stdout=subprocess.DEVNULL,
         )
@@ -113,13 +117,22 @@ class RedisServer:
 
     def ping(self) -> bool:
         with socket.create_connection(("127.0.0.1", self.port), timeout=1) as s:
-            s.sendall(b"PING\r\n")
-            return s.recv(16).startswith(b"+PONG")
+            if not self.password:
+                s.sendall(b"PING\r\n")
+                return s.recv(16).startswith(b"+PONG")
+            s.sendall(f"AUTH {self.password}\r\nPING\r\n".encode())
+            reply = b""
+            while b"\r\n" not in reply.partition(b"\r\n")[2]:  # both replies: +OK, then +PONG
+                chunk = s.recv(64)
+                if not chunk:
+                    break
+                reply += chunk
+            return reply == b"+OK\r\n+PONG\r\n"
 
     def client(self) -> Any:
         import redis
 
-        return redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=5)
+        return redis.Redis(host="127.0.0.1", port=self.port, password=self.password, socket_timeout=5)
 
     def stop(self) -> None:
         if self.proc is not None:

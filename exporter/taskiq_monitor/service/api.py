@@ -17,6 +17,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, HTTPException, Query, status
 from pydantic import BaseModel, Field
 
+from taskiq_monitor.logs import Outage, redis_target
 from taskiq_monitor.service.query import FilterParams, InputError, filter_params, matches, parse_id
 from taskiq_monitor.settings import Settings
 from taskiq_monitor.store import Snapshot, StateStore, format_event_id
@@ -109,23 +110,31 @@ def tasks_response(snap: Snapshot, window: int) -> TasksResponse:
     return TasksResponse(generated_at=datetime.fromtimestamp(snap.taken_at, UTC), workers=snap.workers, tasks=tasks)
 
 
-def unavailable() -> HTTPException:
-    # The cause is logged, never returned: Redis errors name hosts and ports.
-    logger.warning("taskiq-monitor: state store unavailable", exc_info=True)
+def unavailable(outage: Outage, exc: Exception) -> HTTPException:
+    # The cause is logged (once per outage, not per request: a dashboard polls through it), never returned: Redis
+    # errors name hosts and ports.
+    outage.failed(exc)
     return HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "state store unavailable")
 
 
-async def known_tasks(store: StateStore) -> set[str]:
+def requests_outage(settings: Settings) -> Outage:
+    """The request handlers' view of a store outage; each answer read from the store ends it."""
+    return Outage(logger, "taskiq-monitor API", redis_target(settings.redis_url))
+
+
+async def known_tasks(store: StateStore, outage: Outage) -> set[str]:
     try:
         return await store.task_names()
-    except Exception:
-        raise unavailable() from None
+    except Exception as exc:
+        raise unavailable(outage, exc) from None
 
 
 # -- routes --------------------------------------------------------------------------------------------------------
-def router(settings: Settings, store: StateStore, auth: Any) -> APIRouter:
-    """The REST routes over ``store``; ``auth`` is the token dependency (``Depends(require_token(settings))``)."""
+def router(settings: Settings, store: StateStore, auth: Any, outage: Outage | None = None) -> APIRouter:
+    """The REST routes over ``store``; ``auth`` is the token dependency (``Depends(require_token(settings))``);
+    ``outage`` is shared with the app's other request handlers (the history API), so an outage is logged once."""
     api = APIRouter(dependencies=[auth], tags=["live"])
+    outage = outage or requests_outage(settings)
 
     @api.get(
         "/api/v1/tasks",
@@ -138,8 +147,9 @@ def router(settings: Settings, store: StateStore, auth: Any) -> APIRouter:
     async def get_tasks() -> TasksResponse:
         try:
             snap = await store.snapshot(with_stats=True)
-        except Exception:
-            raise unavailable() from None
+        except Exception as exc:
+            raise unavailable(outage, exc) from None
+        outage.recovered()
         return tasks_response(snap, settings.stats_window_seconds)
 
     @api.get(
@@ -161,7 +171,7 @@ def router(settings: Settings, store: StateStore, auth: Any) -> APIRouter:
         cursor: str | None = Query(None, description="next_cursor of the previous page."),
     ) -> EventsPage:
         try:
-            filters = params.parse(await known_tasks(store) if params.task_name else set())
+            filters = params.parse(await known_tasks(store, outage) if params.task_name else set())
             names, statuses = filters.task_names, filters.statuses
             upper: tuple[int, int] | None = None
             if filters.until_ms is not None:
@@ -194,8 +204,9 @@ def router(settings: Settings, store: StateStore, auth: Any) -> APIRouter:
                         items.append(EventItem(id=entry.id, event=json.loads(entry.payload)))
                         if len(items) == limit:
                             break
-        except Exception:
-            raise unavailable() from None
+        except Exception as exc:
+            raise unavailable(outage, exc) from None
+        outage.recovered()
         if len(items) == limit:
             next_cursor: str | None = items[-1].id
         else:

@@ -19,6 +19,7 @@ from fastapi.responses import Response
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector
 
+from taskiq_monitor.logs import redis_target
 from taskiq_monitor.multiproc import live_gauge_pids
 from taskiq_monitor.service.auth import require_token
 from taskiq_monitor.service.collectors import CombinedSource, MultiProcessSource
@@ -79,13 +80,18 @@ def create_app(settings: Settings | None = None, extra_collectors: Iterable[Coll
     install_log_redaction()
     if store is not None:
         live = feed = feed_module.LiveFeed(settings, store)
-        app.include_router(api.router(settings, store, auth))
+        requests = api.requests_outage(settings)  # one report of an outage for every request handler
+        app.include_router(api.router(settings, store, auth, requests))
         app.include_router(feed.router())
         app.description = (
             (app.description or "") + "\n\n" + (feed_module.__doc__ or "").split("WebSocket protocol", 1)[-1]
         )
-        history = include_history(app, settings, auth, store)
-        extra_collectors = [*extra_collectors, StateCollector(store, feed.client_count), history.collector]
+        history = include_history(app, settings, auth, store, requests)
+        extra_collectors = [
+            *extra_collectors,
+            StateCollector(store, feed.client_count, target=redis_target(settings.redis_url)),
+            history.collector,
+        ]
         relay = None
         if settings.exporter_ships_to_loki:
             from taskiq_monitor.service.loki_relay import LokiRelay

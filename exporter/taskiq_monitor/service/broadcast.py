@@ -17,6 +17,8 @@ others; a client that would exceed its bounds is cut off (``service/feed.py`` th
 A failed read of the stream is a store outage: ``ready`` is cleared and every client is cut off as ``unavailable``
 (``service/feed.py`` closes it with 1011 "state store unavailable", as documented; clients reconnect with
 ``last_event_id`` and resume without loss), and new connections are refused with 1011 until a read succeeds again.
+The log gets one warning when the outage begins (the cause, Redis's address) and one info line when it ends
+(``logs.Outage``, shared with the connections' own reads); each failed read is a debug record.
 Keeping them open would hide the outage: they got only pings, while filtered connections (which read the store at
 once) were closed with 1011.
 """
@@ -29,6 +31,7 @@ import logging
 from collections import deque
 from collections.abc import Callable
 
+from taskiq_monitor.logs import Outage
 from taskiq_monitor.service.frames import Batch, event_item
 from taskiq_monitor.service.query import matches
 from taskiq_monitor.store import Entry, StateStore, format_event_id, parse_event_id
@@ -151,8 +154,11 @@ class Broadcaster:
     successful read clears ``down`` and sets ``ready`` again.
     """
 
-    def __init__(self, store: StateStore, queue_size: int, tick: float = 0.0) -> None:
+    def __init__(self, store: StateStore, queue_size: int, tick: float = 0.0, *, outage: Outage | None = None) -> None:
         self.store = store
+        # One warning when the store goes away, one info line when it is back (the feed passes its own, which names
+        # the Redis address and is shared with its connections' reads).
+        self.outage = outage or Outage(logger, "taskiq-monitor live feed", "the state store")
         self.queue_size = queue_size
         self.tick = tick
         self.groups: dict[FilterKey, set[Client]] = {}
@@ -215,11 +221,13 @@ class Broadcaster:
         while not self.ready.is_set():
             try:
                 self.last_key = parse_event_id(await self.store.last_id())
-                self.ready.set()
-            except Exception:
-                logger.warning("taskiq-monitor live feed: state store unavailable", exc_info=backoff == 0.1)
+            except Exception as exc:
+                self.outage.failed(exc)
                 await asyncio.sleep(backoff)
                 backoff = min(5.0, backoff * 2)
+            else:
+                self.outage.recovered()
+                self.ready.set()
         backoff = 0.1
         loop = asyncio.get_running_loop()
         while True:
@@ -231,14 +239,15 @@ class Broadcaster:
                 backoff = 0.1
             except asyncio.CancelledError:
                 raise
-            except Exception:
-                logger.warning("taskiq-monitor live feed: cannot read the event stream", exc_info=backoff == 0.1)
+            except Exception as exc:
+                self.outage.failed(exc)
                 self._lose_store()
                 await asyncio.sleep(backoff)
                 backoff = min(5.0, backoff * 2)
                 continue
+            # After every good read, not only after our own failures: a connection's read may have failed alone.
+            self.outage.recovered()
             if self.down:
-                logger.info("taskiq-monitor live feed: the event stream can be read again")
                 self.down = False
                 self.ready.set()
             self.dispatch(entries)

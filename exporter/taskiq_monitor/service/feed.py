@@ -56,6 +56,7 @@ from typing import Any
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from starlette.websockets import WebSocketDisconnected
 
+from taskiq_monitor.logs import Outage, redis_target
 from taskiq_monitor.service.auth import websocket_authorized
 from taskiq_monitor.service.broadcast import SCAN_CHUNK, Broadcaster, Client
 from taskiq_monitor.service.frames import Batch, batch_frames, event_frame, event_item
@@ -92,6 +93,9 @@ class LiveFeed:
         self.settings = settings
         self.store = store
         self.broadcaster: Broadcaster | None = None
+        # The feed's view of a store outage, shared by the reader and each connection's own reads: one warning when
+        # it begins, one info line when the reader's next good read ends it.
+        self.outage = Outage(logger, "taskiq-monitor live feed", redis_target(settings.redis_url))
         self._pinger: asyncio.Task[None] | None = None
 
     def client_count(self) -> int:
@@ -100,7 +104,10 @@ class LiveFeed:
     def ensure_broadcaster(self) -> Broadcaster:
         if self.broadcaster is None:
             self.broadcaster = Broadcaster(
-                self.store, self.settings.live_client_queue, self.settings.live_batch_seconds
+                self.store,
+                self.settings.live_client_queue,
+                self.settings.live_batch_seconds,
+                outage=self.outage,
             )
         self.broadcaster.start()
         return self.broadcaster
@@ -155,8 +162,8 @@ class LiveFeed:
         if resume_key is not None:
             try:
                 last = await self.store.last_id()
-            except Exception:
-                logger.warning("taskiq-monitor live feed: cannot read the event stream", exc_info=True)
+            except Exception as exc:
+                self.outage.failed(exc)  # the reader's next good read reports the recovery
                 await self._fail(ws, CLOSE_UNAVAILABLE, "unavailable", "state store unavailable")
                 return
             if resume_key[0] > parse_event_id(last)[0] + _FUTURE_TOLERANCE_MS:
@@ -354,8 +361,8 @@ class LiveFeed:
                 stats_list = _strings(data.get("status"))
                 try:
                     known = await self.store.task_names() if names_list else set()
-                except Exception:
-                    logger.warning("taskiq-monitor live feed: state store unavailable", exc_info=True)
+                except Exception as exc:
+                    self.outage.failed(exc)
                     raise InputError("unavailable", "state store unavailable") from None
                 names, statuses = parse_filters(names_list, stats_list, known)
             except InputError as exc:

@@ -23,7 +23,8 @@ from prometheus_client.metrics_core import Metric
 from pydantic import BaseModel, ConfigDict, Field
 
 from taskiq_monitor.events import EVENT_STATUSES
-from taskiq_monitor.service.api import UNAVAILABLE_RESPONSE
+from taskiq_monitor.logs import Outage, redis_target
+from taskiq_monitor.service.api import UNAVAILABLE_RESPONSE, requests_outage
 from taskiq_monitor.service.query import FilterParams, InputError, filter_params
 from taskiq_monitor.service.scrape_budget import read
 from taskiq_monitor.settings import Settings
@@ -98,9 +99,9 @@ def _error(code: str, message: str, http: int = 422) -> HTTPException:
     return HTTPException(http, {"error": code, "message": message})
 
 
-def _unavailable() -> HTTPException:
+def _unavailable(outage: Outage, exc: Exception) -> HTTPException:
     # As api.unavailable(), in this API's error shape ({"error": code, "message": ...}).
-    logger.warning("taskiq-monitor: state store unavailable", exc_info=True)
+    outage.failed(exc)
     return _error("unavailable", "state store unavailable", status.HTTP_503_SERVICE_UNAVAILABLE)
 
 
@@ -134,10 +135,12 @@ class HistoryCollector:
 class History:
     """Router + retention loop + collector of one exporter app."""
 
-    def __init__(self, settings: Settings, store: StateStore) -> None:
+    def __init__(self, settings: Settings, store: StateStore, requests: Outage | None = None) -> None:
         self.settings = settings
         self.store = store
         self.collector = HistoryCollector(store)
+        self.retention_outage = Outage(logger, "taskiq-monitor history retention", redis_target(settings.redis_url))
+        self.requests_outage = requests or requests_outage(settings)
         self._task: asyncio.Task[None] | None = None
 
     @contextlib.asynccontextmanager
@@ -157,15 +160,18 @@ class History:
         while True:
             try:
                 _aged, _counted, more = await self.store.history_expire_step()
-            except Exception:
-                logger.warning("taskiq-monitor history: retention step failed", exc_info=True)
+            except Exception as exc:
+                self.retention_outage.failed(exc)
                 more = False
+            else:
+                self.retention_outage.recovered()
             await asyncio.sleep(_EXPIRE_PAUSE if more else _EXPIRE_INTERVAL)
 
     def router(self, auth: Any) -> APIRouter:
         router = APIRouter(dependencies=[auth], tags=["history"])
         store = self.store
         settings = self.settings
+        outage = self.requests_outage
 
         @router.get(
             "/api/v1/executions",
@@ -189,8 +195,8 @@ class History:
         ) -> ExecutionsPage:
             try:
                 known = set(await store.task_names()) if params.task_name else set()
-            except Exception:
-                raise _unavailable() from None
+            except Exception as exc:
+                raise _unavailable(outage, exc) from None
             try:
                 filters = params.parse(known)
                 query = HistoryQuery(
@@ -207,10 +213,14 @@ class History:
                 raise _error("malformed_cursor", str(exc)) from None
             try:
                 if task_id is not None:
-                    return _attempts_page(await store.history_attempts(task_id), query)
-                page = await store.history_page(query)
-            except Exception:
-                raise _unavailable() from None
+                    attempts = await store.history_attempts(task_id)
+                else:
+                    page = await store.history_page(query)
+            except Exception as exc:
+                raise _unavailable(outage, exc) from None
+            outage.recovered()
+            if task_id is not None:
+                return _attempts_page(attempts, query)
             return ExecutionsPage(
                 executions=[ExecutionSummary.model_validate(e.summary()) for e in page.executions],
                 next_cursor=page.next_cursor,
@@ -225,8 +235,9 @@ class History:
         async def get_task_attempts(task_id: str = Path(max_length=512)) -> TaskAttempts:
             try:
                 attempts = await store.history_attempts(task_id)
-            except Exception:
-                raise _unavailable() from None
+            except Exception as exc:
+                raise _unavailable(outage, exc) from None
+            outage.recovered()
             if not attempts:
                 raise _error("unknown_task_id", f"no execution of task {task_id!r} is held", 404)
             return TaskAttempts(
@@ -254,8 +265,9 @@ class History:
                 )
             try:
                 start, series = await store.history_series(minutes)
-            except Exception:
-                raise _unavailable() from None
+            except Exception as exc:
+                raise _unavailable(outage, exc) from None
+            outage.recovered()
             return TaskSeries(step_seconds=60, start=start, series=series)
 
         return router
@@ -278,8 +290,11 @@ def _attempts_page(attempts: list[Execution], query: HistoryQuery) -> Executions
     return ExecutionsPage(executions=rows[: query.limit], next_cursor=None)
 
 
-def include_history(app: FastAPI, settings: Settings, auth: Any, store: StateStore) -> History:
-    """Mount the history API on ``app`` (the caller adds ``history.collector`` and ``history.lifespan``)."""
-    history = History(settings, store)
+def include_history(
+    app: FastAPI, settings: Settings, auth: Any, store: StateStore, outage: Outage | None = None
+) -> History:
+    """Mount the history API on ``app`` (the caller adds ``history.collector`` and ``history.lifespan``); ``outage``
+    is shared with the app's other request handlers."""
+    history = History(settings, store, outage)
     app.include_router(history.router(auth))
     return history

@@ -38,7 +38,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
-from taskiq_monitor.logs import WarnOnce
+from taskiq_monitor.logs import Outage, WarnOnce, redis_target
 from taskiq_monitor.metrics import LOG_DROPPED, LOG_RESULTS, LOG_SHIPPED
 from taskiq_monitor.settings import Settings
 from taskiq_monitor.sinks.loki.format import EntryEncoder, PushEntry, encode_push, gzip_body
@@ -108,6 +108,8 @@ class LokiRelay:
             raise ValueError("the Loki relay needs settings.loki_url and settings.redis_url")
         self.settings = settings
         self._warn = WarnOnce(logger)
+        # Redis away: one warning when the relay's reads begin to fail, one info line when they work again.
+        self.outage = Outage(logger, "taskiq-monitor Loki relay", redis_target(settings.redis_url))
         self._http = Transport(settings, self._warn)
         self._encoder = EntryEncoder(settings.service_name, settings.env)
         self._statuses = frozenset(settings.loki_statuses)
@@ -157,14 +159,14 @@ class LokiRelay:
         while not self._stop.is_set():
             try:
                 self._step()
-            except Exception as exc:  # Redis down, a bug: logged once, retried; the entries stay in the stream
-                self._warn("relay", "taskiq-monitor: Loki relay error (%s); retrying", type(exc).__name__)
-                logger.debug("taskiq-monitor: Loki relay error", exc_info=True)
+            except Exception as exc:  # Redis down, a bug: logged once per outage, retried; the stream keeps the entries
+                self.outage.failed(exc)
                 self._stop.wait(ERROR_PAUSE_SECONDS)
 
     # -- one batch -------------------------------------------------------------------------------------------------
     def _read(self, count: int) -> list[Any]:
         lost, entries = self._read_script(args=[self._prefix, GROUP, self.consumer, count, self._claim_idle_ms])
+        self.outage.recovered()
         if lost:
             self._count(LOG_DROPPED, int(lost))
             self._warn("lost", "taskiq-monitor: %d events left the capped stream before the Loki relay read them", lost)

@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterator
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 
+from taskiq_monitor.logs import Outage
 from taskiq_monitor.service.scrape_budget import StoreSkipped, read
 from taskiq_monitor.store import StateStore
 
@@ -24,24 +25,31 @@ class StateCollector:
     The values are queue-wide (the same from every exporter sharing the Redis): aggregate with ``max``, not ``sum``.
     """
 
-    def __init__(self, store: StateStore, clients: Callable[[], int] = lambda: 0) -> None:
+    def __init__(
+        self, store: StateStore, clients: Callable[[], int] = lambda: 0, *, target: str = "the state store"
+    ) -> None:
         self.store = store
         self.clients = clients
+        # Prometheus scrapes every few seconds: an outage is logged when it begins and ends, state_up says the rest.
+        self.outage = Outage(logger, "taskiq-monitor metrics", target)
 
     def collect(self) -> Iterator[Metric]:
         up = GaugeMetricFamily("taskiq_monitor_state_up", "1 when the shared task state (Redis) could be read.")
         try:
             snap = read(self.store.snapshot_sync)
-        except StoreSkipped:
-            logger.warning("taskiq-monitor: the task state not read: an earlier read of this scrape failed")
+        except StoreSkipped as exc:
+            # Not a failure of Redis itself: the earlier failure or the slow read was reported where it happened.
+            log = logger.debug if self.outage.down else logger.warning
+            log("taskiq-monitor metrics: the task state not read (%s)", exc)
             up.add_metric([], 0)
             yield up
             return
-        except Exception:
-            logger.warning("taskiq-monitor: cannot read the task state", exc_info=True)
+        except Exception as exc:
+            self.outage.failed(exc)
             up.add_metric([], 0)
             yield up
             return
+        self.outage.recovered()
         up.add_metric([], 1)
         yield up
         pending = GaugeMetricFamily(

@@ -14,7 +14,9 @@ Failure model:
   the buffer up to ``state_buffer_events``; beyond that events are dropped and counted in
   ``taskiq_monitor_state_events_total{result="dropped"}``. A dropped ``running``/finished event still removes its
   task from the pending set once Redis is back (a bounded set of "started while dropping" members is kept), so a
-  drop never leaves a phantom pending task.
+  drop never leaves a phantom pending task. The log gets one warning when writes begin to fail (the cause and
+  Redis's address, never its password), a reminder a minute, and one info line when a write succeeds again
+  (``logs.Outage``); each failed write, with its traceback, is a debug record.
 * After any failure the worker's running set is rewritten whole from what this process actually runs, so running
   counts heal rather than drift. The flusher appends a marker to the buffer, then copies the running set: events
   ahead of the marker still go to the stream and the pending/finished counts, but no longer change the running set
@@ -60,26 +62,11 @@ from taskiq_monitor.events import (
     refuse,
     resolve,
 )
+from taskiq_monitor.logs import Outage, is_transient, redis_target
 from taskiq_monitor.promclient import registered_collector
 from taskiq_monitor.settings import Settings
 from taskiq_monitor.store import RedisWriter, StateOp, StateWriter, WriteBatch, memory_store
 from taskiq_monitor.store.history import STATUS_RANK, encode_member, encode_record, event_score
-
-# Redis replies that mean "not now" rather than "never": retried like connection errors.
-_TRANSIENT_REPLIES = ("OOM", "BUSY", "LOADING", "MASTERDOWN", "TRYAGAIN", "NOREPLICAS", "READONLY", "CLUSTERDOWN")
-
-
-def is_transient(exc: BaseException) -> bool:
-    """Whether a failed write should be retried as is (Redis unreachable or busy) rather than isolated."""
-    if isinstance(exc, ConnectionError | TimeoutError):  # the built-ins (OSError family)
-        return True
-    try:
-        from redis import exceptions
-    except ImportError:  # pragma: no cover - redis is a dependency of the state store
-        return False
-    if isinstance(exc, exceptions.ConnectionError | exceptions.TimeoutError | exceptions.ReadOnlyError):
-        return True
-    return isinstance(exc, exceptions.ResponseError) and str(exc).startswith(_TRANSIENT_REPLIES)
 
 
 def _encodable(text: str) -> str:
@@ -261,6 +248,9 @@ class StateSink(EventSink):
         self.dropped = 0
         self.written = 0
         self.failures = 0
+        # Redis away: one warning when writes begin to fail (the cause and where, never the password), a reminder a
+        # minute, one info line when a write succeeds again. It was a traceback on the 1st and every 100th failure.
+        self.outage = Outage(logger, "taskiq-monitor state", redis_target(settings.redis_url))
 
     # -- lifecycle ----------------------------------------------------------------------------------------------
     def attach_broker(self, broker: Any) -> None:
@@ -430,8 +420,7 @@ class StateSink(EventSink):
                     self.failures += 1
                     self._buffered.set(len(self._buffer))  # growing while Redis is away
                     self._resync = True
-                    if self.failures == 1 or self.failures % 100 == 0:
-                        logger.warning("taskiq-monitor state: cannot write to Redis (retrying)", exc_info=True)
+                    self.outage.failed(exc)
                     if stopping:
                         self._lose_all(batch)
                         return
@@ -440,6 +429,7 @@ class StateSink(EventSink):
                     continue
                 self._writing = 0
                 backoff = 0.1
+                self.outage.recovered()
                 self._last_write = time.monotonic()
                 if rejected:
                     logger.warning("taskiq-monitor state: Redis rejected %d event(s) of a batch (dropped)", rejected)
