@@ -52,7 +52,26 @@ def redis_url(tmp_path: Path) -> Iterator[str]:
 
 def test_producer_refuses_to_start_without_broker_url(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("TASKIQ_MONITOR_DEMO_BROKER_URL", raising=False)
-    assert main(["--port", "0"]) == 2
+    assert main(["--port", str(free_port())]) == 2
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--rate", "nan"], "--rate must be a positive number"),
+        (["--rate", "inf"], "--rate must be a positive number"),
+        (["--rate", "0"], "--rate must be a positive number"),
+        (["--duration", "nan"], "--duration must be a positive number"),
+        (["--port", "0"], "port: Input should be greater than or equal to 1"),
+    ],
+)
+def test_producer_refuses_bad_options_in_one_line(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], args: list[str], message: str
+) -> None:
+    monkeypatch.setenv("TASKIQ_MONITOR_DEMO_BROKER_URL", "redis://127.0.0.1:1/0")  # never reached
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1
 
 
 def test_producer_enqueues_and_serves_enqueue_metrics(redis_url: str) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from pathlib import Path
 
 import pytest
@@ -131,3 +132,64 @@ def test_allowed_hosts_take_names_only(entry: str) -> None:
 
     with pytest.raises(ConfigError, match=r"allowed_hosts: .*without scheme, port or path"):
         load_settings(allowed_hosts=entry)
+
+
+def test_loki_statuses_take_a_json_list_as_the_configuration_reference_says(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TASKIQ_MONITOR_LOKI_STATUSES", '["failed"]')
+    assert load_settings().loki_statuses == ("failed",)
+    monkeypatch.setenv("TASKIQ_MONITOR_LOKI_STATUSES", ' [ "Failed", "retried", "failed" ] ')
+    assert load_settings().loki_statuses == ("failed", "retried")
+    monkeypatch.setenv("TASKIQ_MONITOR_LOKI_STATUSES", '["failed", "sucess"]')
+    with pytest.raises(ConfigError, match=r"loki_statuses: .*unknown status 'sucess'"):
+        load_settings()
+
+
+@pytest.mark.parametrize(
+    ("value", "problem"),
+    [
+        ('{"a": 1}', "must be a JSON list of strings or comma-separated, not a JSON object"),
+        ('"password"', "must be a JSON list of strings or comma-separated, not a JSON string"),
+        ("[1, 2]", "must be a JSON list of strings: every item in quotes"),
+        ('["password"', "is not valid JSON"),
+    ],
+)
+@pytest.mark.parametrize("setting", ["redact_keys", "loki_statuses"])
+def test_a_json_value_that_is_no_list_of_strings_is_rejected_not_taken_as_one_name(
+    monkeypatch: pytest.MonkeyPatch, setting: str, value: str, problem: str
+) -> None:
+    # '{"a":1}' used to become the one redaction key '{"a":1}': nothing the user meant was redacted.
+    monkeypatch.setenv(f"TASKIQ_MONITOR_{setting.upper()}", value)
+    with pytest.raises(ConfigError, match=f"{setting}: .*{re.escape(problem)}"):
+        load_settings()
+
+
+def test_redact_keys_still_take_a_json_list_and_a_comma_list(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TASKIQ_MONITOR_REDACT_KEYS", '["iban", "pin"]')
+    assert load_settings().redact_keys == ("iban", "pin")
+    monkeypatch.setenv("TASKIQ_MONITOR_REDACT_KEYS", "iban, pin")
+    assert load_settings().redact_keys == ("iban", "pin")
+
+
+@pytest.mark.parametrize("field", ["grafana_url", "otlp_endpoint", "loki_url"])
+def test_http_url_settings_need_a_scheme_and_blank_is_unset(field: str) -> None:
+    with pytest.raises(ConfigError, match=f"{field}: .*must be an http:// or https:// URL"):
+        load_settings(**{field: "grafana:3000"})
+    with pytest.raises(ConfigError, match=f"{field}: .*not a valid URL") as caught:
+        load_settings(**{field: "http://u:hunter2@h:99999"})
+    assert "hunter2" not in str(caught.value)
+    assert getattr(load_settings(**{field: " https://h:3000/ "}), field) == "https://h:3000"
+    assert getattr(load_settings(**{field: "  "}), field) is None
+
+
+def test_demo_broker_url_needs_a_redis_scheme_and_is_not_repeated() -> None:
+    with pytest.raises(ConfigError, match=r"demo_broker_url: .*must be a redis://") as caught:
+        load_settings(demo_broker_url="http://u:hunter2@h")
+    assert "hunter2" not in str(caught.value)
+
+
+@pytest.mark.parametrize("port", [0, -1, 65536])
+def test_port_must_be_1_to_65535(port: int) -> None:
+    # 0 ("any free port") printed ":0" addresses and made every port-0 supervisor share one metrics directory.
+    with pytest.raises(ConfigError, match="port: Input should be"):
+        load_settings(port=port)
+    assert load_settings(port=1).port == 1 and load_settings(port=65535).port == 65535

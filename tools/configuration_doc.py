@@ -35,7 +35,8 @@ HEADER = """\
 
 taskiq-monitor reads its configuration from environment variables with the prefix `TASKIQ_MONITOR_` (one
 `Settings` class, `exporter/taskiq_monitor/settings.py`; nothing else reads the environment). CLI flags such as
-`--metrics-port` override the variables. Values of list type are JSON (`[0.1, 1, 10]`). A wrong value stops the
+`--metrics-port` override the variables. Values of list type are JSON (`[0.1, 1, 10]`); those whose description
+says so also take a comma-separated list (`failed,retried`). A wrong value stops the
 process at start-up with one line naming the setting, e.g.
 `taskiq-monitor worker: error: invalid configuration: port: Input should be less than or equal to 65535`. A
 `TASKIQ_MONITOR_*` variable that is no setting (a typo) is named in a warning at start-up, with the setting it

@@ -1,11 +1,7 @@
 """``taskiq-monitor`` command line.
 
-Commands::
-
-    taskiq-monitor worker app.tasks:broker [taskiq worker options…] [--metrics-host H] [--metrics-port P]
-    taskiq-monitor serve [--host H] [--port P] [--metrics-dir DIR]
-    taskiq-monitor demo [--port P] [--duration S] [--broker redis://…] [--workers N]
-    taskiq-monitor tail [--url URL] [--task-name T]… [--status S]… [--last-event-id ID] [--summary]
+Commands: see ``USAGE`` below (the README's command table repeats it, and a test keeps the two and the parsers
+in step).
 
 ``worker`` runs ``taskiq worker`` with every option you pass through unchanged, prepares the shared metrics
 directory *before* any worker process imports prometheus_client, and serves ``/metrics`` for all of them from the
@@ -18,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.metadata
 import logging
 import os
 import signal
@@ -25,6 +22,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from taskiq_monitor.brokerspec import app_dir_of, check_broker_spec
 from taskiq_monitor.errors import ConfigError, UsageError
 from taskiq_monitor.multiproc import default_metrics_dir
 from taskiq_monitor.parentdeath import exit_with_parent
@@ -43,8 +41,25 @@ def _parser(
     parser = argparse.ArgumentParser(prog=f"taskiq-monitor {command}", description=description)
     fields = Settings.model_fields
     parser.add_argument(f"--{prefix}host", help=f"{host} (default {fields['host'].default})")
-    parser.add_argument(f"--{prefix}port", type=int, help=f"{port} (default {fields['port'].default})")
+    parser.add_argument(f"--{prefix}port", type=int, help=f"{port}, 1-65535 (default {fields['port'].default})")
     return parser
+
+
+def _warn_if_open(settings: Settings) -> None:
+    """Log a warning when the exporter listens beyond this host with no bearer token.
+
+    Off loopback anyone who reaches the port reads the metrics, the task events with their (redacted) parameters
+    and tracebacks, and the dashboard; binding 0.0.0.0 in a container is common and easy to forget.
+    """
+    from taskiq_monitor.service.hosts import is_loopback  # stdlib only: no prometheus_client
+
+    if settings.bearer_token is None and settings.host != "localhost" and not is_loopback(settings.host):
+        logger.warning(
+            "the exporter listens on %s:%s, reachable from the network, without a bearer token: anyone who reaches "
+            "it reads the metrics, task events and dashboard; set TASKIQ_MONITOR_BEARER_TOKEN",
+            settings.host,
+            settings.port,
+        )
 
 
 # -- worker --
@@ -135,6 +150,8 @@ def cmd_worker(argv: Sequence[str]) -> int:
         host="address of /metrics",
         port="port of /metrics",
     )
+    parser.usage = "taskiq-monitor worker MODULE:BROKER [taskiq worker options] [options]"
+    parser.epilog = "taskiq's worker options (passed through): taskiq worker --help"
     parser.add_argument(
         "--metrics-dir", type=Path, help="multiprocess directory, one per supervisor (metric files wiped at start)"
     )
@@ -144,12 +161,15 @@ def cmd_worker(argv: Sequence[str]) -> int:
     settings = load_settings(host=ours.metrics_host, port=ours.metrics_port, metrics_dir=ours.metrics_dir)
     if settings.metrics_dir is None:
         settings.metrics_dir = default_metrics_dir(settings.port)
+    _warn_if_open(settings)
     if settings.workers_ship_to_loki:
         # Every worker process spools Loki batches there: a directory another user controls is refused now, once,
         # rather than left unused (with a warning) by each child.
         from taskiq_monitor.sinks.loki import default_spool_dir
 
         ensure_private_dir(settings.loki_spool_dir or default_spool_dir(), what="Loki spool directory")
+    # Last of the checks (it imports the application, the slowest), before the port or the directory is touched.
+    check_broker_spec(rest[0], app_dir_of(rest[1:]))
     return asyncio.run(_run_worker(settings, rest))
 
 
@@ -185,6 +205,7 @@ def cmd_serve(argv: Sequence[str]) -> int:
     parser.add_argument("--metrics-dir", type=Path, help="the workers' PROMETHEUS_MULTIPROC_DIR")
     args = parser.parse_args(argv)
     settings = load_settings(host=args.host, port=args.port, metrics_dir=args.metrics_dir)
+    _warn_if_open(settings)
     if settings.metrics_dir is None:
         return asyncio.run(_serve(settings))
     from taskiq_monitor.metricsdir import claim_directory
@@ -206,13 +227,17 @@ def cmd_demo(argv: Sequence[str]) -> int:
     parser.add_argument("--workers", type=int, default=2, help="worker processes with --broker (default 2)")
     parser.add_argument("--seed", type=int, default=None, help="random seed of the workload")
     args = parser.parse_args(argv)
-    if args.rate <= 0:
-        raise UsageError("--rate must be positive")
-    if args.duration is not None and args.duration <= 0:
-        raise UsageError("--duration must be positive")
-    if args.broker is not None and not args.broker.startswith(REDIS_URL_SCHEMES):
-        raise UsageError(f"--broker must be a redis:// URL, got {args.broker!r}")
+    from taskiq_monitor.demo.options import check_workload_options
+
+    check_workload_options(rate=args.rate, duration=args.duration)
+    if args.workers < 1:
+        raise UsageError("--workers must be at least 1")
+    if args.broker is not None and not args.broker.strip().startswith(REDIS_URL_SCHEMES):
+        # Never the value: a broker URL may carry a password.
+        raise UsageError("--broker must be a redis://, rediss:// or unix:// URL, e.g. redis://localhost:6379/0")
     settings = load_settings(host=args.host, port=args.port, demo_broker_url=args.broker)
+    if not settings.demo_broker_url:
+        _warn_if_open(settings)  # with a broker, the `worker` command the demo starts serves, and warns
     from taskiq_monitor.demo.runner import run_demo
 
     return run_demo(settings, duration=args.duration, rate=args.rate, workers=args.workers, seed=args.seed)
@@ -224,12 +249,20 @@ def cmd_tail(argv: Sequence[str]) -> int:
     return run_tail(argv)
 
 
+def _version() -> str:
+    try:
+        return importlib.metadata.version("taskiq-monitor")
+    except importlib.metadata.PackageNotFoundError:  # run from a source tree (PYTHONPATH=exporter), not installed
+        return "unknown (not installed)"
+
+
 USAGE = """usage:
   taskiq-monitor worker MODULE:BROKER [taskiq worker options] [--metrics-host H] [--metrics-port P] [--metrics-dir D]
   taskiq-monitor serve [--host H] [--port P] [--metrics-dir D]
-  taskiq-monitor demo [--port P] [--duration S] [--rate R] [--broker redis://…] [--workers N]
-  taskiq-monitor tail [--url U] [--task-name T]… [--status S]… [--last-event-id ID] [--summary]
-Run `taskiq-monitor COMMAND --help` for details."""
+  taskiq-monitor demo [--host H] [--port P] [--duration S] [--rate R] [--broker redis://…] [--workers N] [--seed N]
+  taskiq-monitor tail [--url U] [--task-name T]… [--status S]… [--last-event-id ID] [--count N] [--summary] [--no-color]
+  taskiq-monitor --version
+Run `taskiq-monitor COMMAND --help` for details (`taskiq worker --help` for taskiq's worker options)."""
 
 COMMANDS = {"worker": cmd_worker, "serve": cmd_serve, "demo": cmd_demo, "tail": cmd_tail}
 
@@ -239,6 +272,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not argv or argv[0] in ("-h", "--help"):
         print(USAGE, file=sys.stderr)
         return 0 if argv else EXIT_USAGE
+    if argv[0] == "--version":
+        print(f"taskiq-monitor {_version()}")
+        return 0
     command = COMMANDS.get(argv[0])
     if command is None:
         print(f"taskiq-monitor: unknown command {argv[0]!r}; use one of: {', '.join(COMMANDS)}", file=sys.stderr)

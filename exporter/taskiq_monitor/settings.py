@@ -66,6 +66,27 @@ def _url(value: str | None, schemes: tuple[str, ...], problem: str, strip_slash:
     return value
 
 
+# A value starting with one of these is JSON; a key fragment or a status never does.
+JSON_OPENERS = ("[", "{", '"')
+
+
+def _json_string_list(text: str) -> list[str]:
+    """``text`` parsed as a JSON list of strings, else ``ValueError`` saying what it is instead."""
+    import json
+
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"is not valid JSON ({exc.msg} at character {exc.pos}); use a JSON list or commas") from None
+    if not isinstance(value, list):
+        kinds = {dict: "object", str: "string", bool: "boolean", int: "number", float: "number"}
+        kind = kinds.get(type(value), "null")
+        raise ValueError(f"must be a JSON list of strings or comma-separated, not a JSON {kind}")
+    if not all(isinstance(item, str) for item in value):
+        raise ValueError("must be a JSON list of strings: every item in quotes")
+    return value
+
+
 def unknown_variables(environ: Mapping[str, str]) -> list[str]:
     """``TASKIQ_MONITOR_*`` variables of ``environ`` that set nothing (a typo, or a removed setting), sorted."""
     known = {ENV_PREFIX + name.upper() for name in Settings.model_fields}
@@ -83,7 +104,9 @@ class Settings(BaseSettings):
 
     # --- exporter service -------------------------------------------------------------------------------------
     host: str = Field("127.0.0.1", description="Address the exporter binds to; loopback unless told otherwise.")
-    port: int = Field(DEFAULT_PORT, ge=0, le=65535, description="Port of the exporter's HTTP/WebSocket server.")
+    # No 0 ("any free port"): the printed addresses and the default metrics directory (one per port) name the port,
+    # and two supervisors on port 0 would share, and fight over, /tmp/taskiq-monitor-<uid>-0.
+    port: int = Field(DEFAULT_PORT, ge=1, le=65535, description="Port of the exporter's HTTP/WebSocket server.")
     bearer_token: SecretStr | None = Field(
         None,
         description="When set, /metrics, /api and /ws require 'Authorization: Bearer <token>' (or the session cookie). "
@@ -149,7 +172,7 @@ class Settings(BaseSettings):
         tuple(str(status) for status in EVENT_STATUSES),
         description="Statuses of the events shipped to Loki, comma-separated (default: all). E.g. 'failed,retried' "
         "ships failures only, for a fraction of the shipping CPU and of Loki's volume; the state store, the live feed "
-        "and the history still get every event.",
+        'and the history still get every event. A JSON list works too: ["failed", "retried"].',
     )
     loki_batch_max_records: int = Field(1000, ge=1, description="Records per push at most.")
     loki_batch_max_bytes: int = Field(
@@ -304,10 +327,10 @@ class Settings(BaseSettings):
     def _parse_keys(cls, value: Any) -> Any:
         if isinstance(value, str):
             text = value.strip()
-            if text.startswith("["):
-                import json
-
-                value = json.loads(text)
+            if text.startswith(JSON_OPENERS):
+                # JSON, and then only a list of strings: '{"a": 1}' taken as the one key '{"a":1}' would redact
+                # nothing the user meant, silently.
+                value = _json_string_list(text)
             else:
                 extend = text.startswith("+")
                 keys = tuple(k.strip() for k in text.lstrip("+").split(",") if k.strip())
@@ -350,7 +373,8 @@ class Settings(BaseSettings):
     @classmethod
     def _parse_statuses(cls, value: Any) -> Any:
         if isinstance(value, str):
-            value = value.split(",")
+            # The configuration reference says list values are JSON; a comma list is the short form.
+            value = _json_string_list(value) if value.strip().startswith(JSON_OPENERS) else value.split(",")
         if not isinstance(value, list | tuple | set | frozenset):
             return value  # pydantic names the type error
         known = [str(status) for status in EVENT_STATUSES]
@@ -362,9 +386,11 @@ class Settings(BaseSettings):
             raise ValueError(f"name at least one of {', '.join(known)} (to ship nothing, leave loki_url unset)")
         return statuses
 
-    @field_validator("loki_url")
+    @field_validator("loki_url", "grafana_url", "otlp_endpoint")
     @classmethod
-    def _loki_url(cls, value: str | None) -> str | None:
+    def _http_url(cls, value: str | None) -> str | None:
+        # "grafana:3000" would otherwise become broken links (the dashboard) or an exporter that never connects
+        # (tracing), found long after start-up.
         return _url(value, HTTP_URL_SCHEMES, "must be an http:// or https:// URL", strip_slash=True)
 
     @field_validator("metrics_dir", mode="before")
@@ -373,7 +399,7 @@ class Settings(BaseSettings):
         # An empty variable is unset, like the URLs: Path("") is the current directory, which would be claimed.
         return None if isinstance(value, str) and not value.strip() else value
 
-    @field_validator("redis_url")
+    @field_validator("redis_url", "demo_broker_url")
     @classmethod
     def _redis_url(cls, value: str | None) -> str | None:
         return _url(

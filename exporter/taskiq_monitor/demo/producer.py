@@ -18,6 +18,8 @@ import sys
 import time
 from collections.abc import Sequence
 
+from taskiq_monitor.demo.options import check_workload_options
+from taskiq_monitor.errors import ConfigError
 from taskiq_monitor.settings import Settings, load_settings
 
 DEFAULT_APP_PORT = 9809
@@ -62,12 +64,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--duration", type=float, default=None, help="stop after S seconds (default: never)")
     parser.add_argument("--seed", type=int, default=None)
     args = parser.parse_args(argv)
-    settings = load_settings(host=args.host, port=args.port)
+    try:
+        check_workload_options(rate=args.rate, duration=args.duration)
+        settings = load_settings(host=args.host, port=args.port)
+    except ConfigError as exc:  # one line, as the taskiq-monitor commands: a mistake, not a bug
+        print(f"producer: {exc}", file=sys.stderr)
+        return 2
     if not settings.demo_broker_url:
         print("producer: set TASKIQ_MONITOR_DEMO_BROKER_URL=redis://…", file=sys.stderr)
-        return 2
-    if args.rate <= 0:
-        print("producer: --rate must be positive", file=sys.stderr)
         return 2
     return asyncio.run(run_producer(settings, rate=args.rate, duration=args.duration, seed=args.seed))
 

@@ -14,9 +14,11 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.parse
 import urllib.request
 from typing import Any
 
+from taskiq_monitor.errors import ConfigError, UsageError
 from taskiq_monitor.settings import Settings
 
 
@@ -83,10 +85,41 @@ def _wait_http(url: str, timeout: float, proc: subprocess.Popen[Any]) -> None:
     raise RuntimeError(f"worker did not serve {url} within {timeout:.0f}s")
 
 
+def _redis_address(url: str) -> str:
+    """Where ``url`` points (``host:port`` or the socket path), for messages: never its password."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme == "unix":
+        return parts.path
+    host = f"[{parts.hostname}]" if parts.hostname and ":" in parts.hostname else parts.hostname
+    return f"{host or 'localhost'}:{parts.port or 6379}"
+
+
+def _check_redis(url: str) -> None:
+    """Raise :class:`UsageError` unless the Redis at ``url`` answers a PING within a few seconds.
+
+    Checked before the worker processes start and the banner is printed: otherwise the demo announces a dashboard,
+    then its first ``.kiq()`` ends in taskiq's SendTaskError traceback, while the workers retry in the background.
+    """
+    import redis
+
+    try:
+        client = redis.Redis.from_url(url, socket_connect_timeout=3, socket_timeout=3)
+    except ValueError as exc:  # redis-py's messages name the part that is wrong, not the URL
+        raise UsageError(f"--broker is not a usable Redis URL: {exc}") from None
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        raise UsageError(f"cannot reach the Redis of --broker at {_redis_address(url)}: {exc}") from None
+    finally:
+        client.close()
+
+
 def _run_redis(settings: Settings, duration: float | None, rate: float, workers: int, rng: random.Random) -> int:
-    from taskiq_monitor.errors import UsageError
+    from taskiq.exceptions import SendTaskError
+
     from taskiq_monitor.multiproc import default_metrics_dir
 
+    _check_redis(str(settings.demo_broker_url))
     metrics_dir = settings.metrics_dir or default_metrics_dir(settings.port)
     # The demo's Redis also holds the shared task state (queue depth, live feed) unless told otherwise; set for
     # this process too, before demo.tasks builds its middleware.
@@ -119,7 +152,11 @@ def _run_redis(settings: Settings, duration: float | None, rate: float, workers:
         # The demo tasks module builds its broker from settings at import: the producer must use Redis too.
         os.environ["TASKIQ_MONITOR_DEMO_BROKER_URL"] = str(settings.demo_broker_url)
         _banner(settings, f"redis, {workers} worker processes")
-        sent = asyncio.run(_produce_until_stopped(duration, rate, rng))
+        try:
+            sent = asyncio.run(_produce_until_stopped(duration, rate, rng))
+        except SendTaskError as exc:  # Redis went away after the check: one line, not taskiq's traceback
+            where = _redis_address(str(settings.demo_broker_url))
+            raise ConfigError(f"lost the Redis of --broker at {where}: {exc.__cause__ or exc}") from None
         print(f"taskiq-monitor demo: enqueued {sent} tasks; stopping workers", file=sys.stderr)
     finally:
         if worker.poll() is None:
