@@ -247,20 +247,26 @@ def _add_secret_texts(value: Any, depth: int, found: dict[str, None]) -> None:
             _add_secret_texts(getattr(value, field.name, None), depth - 1, found)
         return
     else:
-        dump = getattr(type(value), "model_dump", None)  # pydantic v2 models: their fields, as the walk renders them
-        if dump is not None and not isinstance(value, type):
-            try:
-                dumped = value.model_dump(mode="json")
-            except Exception:
-                dumped = None
-            if isinstance(dumped, dict):
-                _add_secret_texts(dumped, depth, found)
+        dumped = _model_fields(value)  # pydantic v2 models: their fields, as the walk renders them
+        if dumped is not None:
+            _add_secret_texts(dumped, depth, found)
         texts = (_safe_str(value), _scalar_text(value))
     if len(texts[0]) < MIN_SECRET_CHARS:
         return
     for text in texts:
         if len(text) >= MIN_SECRET_CHARS:
             found[text] = None
+
+
+def _model_fields(value: Any) -> dict[str, Any] | None:
+    """A pydantic v2 model instance's fields as JSON-mode data; None for anything else (or when dumping fails)."""
+    if getattr(type(value), "model_dump", None) is None or isinstance(value, type):
+        return None
+    try:
+        dumped = value.model_dump(mode="json")
+    except Exception:
+        return None
+    return dumped if isinstance(dumped, dict) else None
 
 
 def _safe_values(mapping: Mapping[Any, Any]) -> list[Any]:
@@ -567,14 +573,9 @@ class Redactor:
                 return self._container(value, depth, budget, path)
             finally:
                 path.discard(id(value))
-        dump = getattr(type(value), "model_dump", None)  # pydantic v2 models: walk their fields (keys redacted)
-        if dump is not None and not isinstance(value, type):
-            try:
-                dumped = value.model_dump(mode="json")
-            except Exception:
-                dumped = None
-            if isinstance(dumped, dict):
-                return self._walk(dumped, depth, budget, path)
+        dumped = _model_fields(value)  # pydantic v2 models: walk their fields (keys redacted)
+        if dumped is not None:
+            return self._walk(dumped, depth, budget, path)
         return self._string(_scalar_text(value), budget)
 
     def _container(self, value: Any, depth: int, budget: list[Any], path: set[int]) -> Any:

@@ -75,6 +75,12 @@ def require_binary(name: str) -> str:
     return path
 
 
+def _redis_command(workdir: Path, *options: str) -> list[str]:
+    """A throw-away redis-server's command line: no persistence, files in ``workdir``, plus ``options``."""
+    persistence = ["--save", "", "--appendonly", "no", "--dir", str(workdir), "--loglevel", "warning"]
+    return [require_binary("redis-server"), *options, *persistence]
+
+
 class RedisServer:
     """A throw-away redis-server (no persistence) on a free loopback port.
 
@@ -94,25 +100,9 @@ class RedisServer:
         self.start()
 
     def start(self) -> None:
-        self.proc = subprocess.Popen(
-            [
-                require_binary("redis-server"),
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                str(self.dir),
-                "--loglevel",
-                "warning",
-                *(["--requirepass", self.password] if self.password else []),
-            ],
-            stdout=subprocess.DEVNULL,
-        )
+        listen = ["--port", str(self.port), "--bind", "127.0.0.1"]
+        auth = ["--requirepass", self.password] if self.password else []
+        self.proc = subprocess.Popen(_redis_command(self.dir, *listen, *auth), stdout=subprocess.DEVNULL)
         wait_for(self.ping, 15, f"redis-server on port {self.port}")
 
     def ping(self) -> bool:
@@ -156,24 +146,8 @@ class UnixRedisServer(RedisServer):
         return self.dir / "redis.sock"
 
     def start(self) -> None:
-        self.proc = subprocess.Popen(
-            [
-                require_binary("redis-server"),
-                "--port",
-                "0",
-                "--unixsocket",
-                str(self.socket_path),
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                str(self.dir),
-                "--loglevel",
-                "warning",
-            ],
-            stdout=subprocess.DEVNULL,
-        )
+        listen = ["--port", "0", "--unixsocket", str(self.socket_path)]
+        self.proc = subprocess.Popen(_redis_command(self.dir, *listen), stdout=subprocess.DEVNULL)
         wait_for(self.ping, 15, f"redis-server on {self.socket_path}")
 
     def ping(self) -> bool:
