@@ -28,6 +28,7 @@ from taskiq_monitor.multiproc import default_metrics_dir
 from taskiq_monitor.parentdeath import exit_with_parent
 from taskiq_monitor.securedir import ensure_private_dir
 from taskiq_monitor.settings import REDIS_URL_SCHEMES, Settings, load_settings
+from taskiq_monitor.tail import default_url
 
 logger = logging.getLogger(__name__)
 EXIT_USAGE = 2
@@ -130,8 +131,7 @@ async def _supervise(settings: Settings, taskiq_args: list[str]) -> int:
 
 
 def _base_url(settings: Settings) -> str:
-    host = f"[{settings.host}]" if ":" in settings.host else settings.host
-    return f"http://{host}:{settings.port}"
+    return default_url(settings.host, settings.port)
 
 
 def _print_dashboard(settings: Settings) -> None:
