@@ -27,6 +27,7 @@ from taskiq_monitor.store import (
     WriteBatch,
     parse_event_id,
 )
+from taskiq_monitor.store.model import minute_of
 from taskiq_monitor.store.redis_store import redis_kwargs
 from tests.blocking import blocking_calls
 from tests.integration.servers import RedisServer, UnixRedisServer, free_port, wait_for
@@ -583,6 +584,39 @@ def test_memory_store_write_does_not_scan_the_reorder_window() -> None:
     mem.write(WriteBatch(now=now + 1, ops=[op("success", 99_999)]))
     mem.write(WriteBatch(now=now + settings_window() + 0.5, ops=[]))
     assert list(mem._tasks["a"].seen) == ["id99999:1"]
+
+
+def test_memory_store_write_ages_out_minute_buckets_once_a_minute_not_at_every_batch() -> None:
+    mem = MemoryStore(Settings())
+    now = time.time()
+    window = Settings().stats_window_seconds // 60
+
+    def op(i: int) -> StateOp:
+        return StateOp("success", "a", f"id{i}:1", now, now, now, 0.1, "{}")
+
+    mem.write(WriteBatch(now=now, ops=[op(0)]))
+    task = mem._tasks["a"]
+    current = minute_of(now)
+    # A day of buckets, as a store that has run for a day holds; the two oldest fall outside the window.
+    minutes = _CountingMinutes({m: {"success": 1} for m in range(current - window - 3, current + 1)})
+    task.minutes = minutes
+    for i in range(1, 101):
+        mem.write(WriteBatch(now=now, ops=[op(i)]))
+    assert minutes.visited == 0  # the minute was trimmed already; a scan visited 1,444 buckets per batch
+    mem.write(WriteBatch(now=now + 60, ops=[op(101)]))  # the next minute: aged out, once
+    assert minutes.visited == window + 4  # each bucket looked at once
+    assert min(task.minutes) == minute_of(now + 60) - window - 2
+
+
+class _CountingMinutes(dict[int, dict[str, float]]):
+    """Counts the buckets that iterating it yields."""
+
+    visited = 0
+
+    def __iter__(self) -> Iterator[int]:
+        for key in super().__iter__():
+            self.visited += 1
+            yield key
 
 
 class _CountingDict(dict[str, float]):

@@ -64,6 +64,7 @@ class MemoryStore:
         self._events: deque[tuple[str, str, str]] = deque(maxlen=cap)
         self._keys: deque[tuple[int, int]] = deque(maxlen=cap)
         self._last: tuple[int, int] = (0, 0)
+        self._trimmed_before = 0  # minute buckets before this one were deleted (write trims once a minute)
         self._listeners: list[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = []
         self.history = MemoryHistory(self.settings)
         self.attached = False  # a sink writes here (so the exporter of this process should serve it)
@@ -161,6 +162,12 @@ class MemoryStore:
                 task.seen.pop(member, None)
                 task.seen[member] = now
             cutoff = now - window
+            # Minute buckets age out once a minute, not at every batch: a day's window holds 1,442 buckets per task,
+            # and scanning them all at every batch cost the flusher 0.4 ms a batch with 15 tasks (5 µs an event in
+            # batches of 80), whatever the event rate.
+            oldest_minute = minute_of(now) - self.settings.stats_window_seconds // 60 - 2
+            trim_minutes = oldest_minute != self._trimmed_before
+            self._trimmed_before = oldest_minute
             for task in self._tasks.values():
                 # dicts keep insertion order, and "seen" is kept ordered by time: trim from the front and stop at
                 # the first fresh entry (no scan of the whole window per batch).
@@ -170,9 +177,9 @@ class MemoryStore:
                     if seen[member] >= cutoff:
                         break
                     del seen[member]
-                oldest_minute = minute_of(now) - self.settings.stats_window_seconds // 60 - 2
-                for minute in [m for m in task.minutes if m < oldest_minute]:
-                    del task.minutes[minute]
+                if trim_minutes:
+                    for minute in [m for m in task.minutes if m < oldest_minute]:
+                        del task.minutes[minute]
             if batch.worker:
                 if batch.leaving:
                     self._workers.pop(batch.worker, None)
