@@ -7,11 +7,13 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+import yaml
 from prometheus_client import CollectorRegistry
 
 import taskiq_monitor
-from taskiq_monitor.metrics import METRICS, TaskMetrics
+from taskiq_monitor.metrics import METRICS, MONITOR_COMPONENTS, TaskMetrics
 from taskiq_monitor.settings import DEFAULT_DURATION_BUCKETS, DEFAULT_QUEUE_WAIT_BUCKETS
+from tests.promql_contract import selector_names
 
 REPO = Path(__file__).resolve().parents[1]
 DOCS = ["integration.md", "scaling.md", "configuration.md"]
@@ -46,6 +48,51 @@ def test_series_counts_match_the_metric_contract() -> None:
     assert 3 * (len(DEFAULT_DURATION_BUCKETS) + 3) == counts["taskiq_task_duration_seconds"]
     assert f"{len(DEFAULT_DURATION_BUCKETS)} buckets" in text
     assert f"{len(DEFAULT_QUEUE_WAIT_BUCKETS)} buckets" in text
+
+
+def test_per_target_monitoring_series_are_every_component() -> None:
+    # Every component is exported at zero from start-up (alerts and dashboards see it before any failure).
+    registry = CollectorRegistry()
+    TaskMetrics(registry=registry).register_tasks(["t"])
+    components = {
+        s.labels["component"] for f in registry.collect() for s in f.samples if s.name == "taskiq_monitor_errors_total"
+    }
+    assert components == set(MONITOR_COMPONENTS)
+    text = (REPO / "docs" / "scaling.md").read_text()
+    assert f"`taskiq_monitor_errors_total{{component}}` (one per component, {len(MONITOR_COMPONENTS)}," in text
+
+
+# What a process that only calls .kiq() exports: the enqueue counter (post_send) and the monitoring's own series
+# (its failures; the state and Loki sinks that ship its `pending` events).
+APP_SIDE_METRICS = {
+    "taskiq_tasks_enqueued_total",
+    "taskiq_monitor_errors_total",
+    "taskiq_monitor_state_events_total",
+    "taskiq_monitor_state_buffer_events",
+    "taskiq_monitor_log_records_total",
+    "taskiq_monitor_log_queue_records",
+    "taskiq_monitor_log_spool_bytes",
+}
+
+
+def test_app_side_relabelling_keeps_every_series_an_alert_reads_from_the_app() -> None:
+    assert APP_SIDE_METRICS.issubset(METRICS)
+    text = (REPO / "docs" / "scaling.md").read_text()
+    block = re.search(r"```yaml\n(\s*- job_name: taskiq-app\n.*?)```", text, re.S)
+    assert block is not None, "scaling.md: the taskiq-app relabelling example"
+    (job,) = yaml.safe_load(block.group(1))
+    (rule,) = job["metric_relabel_configs"]
+    assert rule["action"] == "keep" and rule["source_labels"] == ["__name__"]
+    alerts = yaml.safe_load((REPO / "prometheus" / "rules" / "taskiq-alerts.yml").read_text())
+    read = set()
+    for group in alerts["groups"]:
+        for alert in group["rules"]:
+            if "taskiq-app" in alert["expr"]:
+                read |= selector_names(alert["expr"])
+    needed = read & APP_SIDE_METRICS
+    assert "taskiq_monitor_state_events_total" in needed  # the check reads the rules it means to
+    dropped = sorted(name for name in needed if not re.fullmatch(rule["regex"], name))
+    assert not dropped, f"the documented relabelling drops {dropped}: their alerts could never fire for the app"
 
 
 def test_worked_example_arithmetic() -> None:
