@@ -8,6 +8,7 @@ so one endpoint shows both the enqueue side and the worker side.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import random
 import signal
@@ -15,6 +16,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from pathlib import Path
 from typing import Any
 
 from taskiq_monitor.demo.options import check_redis, redis_address
@@ -73,16 +75,23 @@ async def _run_in_memory(settings: Settings, duration: float | None, rate: float
     return 0
 
 
-def _wait_http(url: str, timeout: float, proc: subprocess.Popen[Any]) -> None:
+def _wait_for_worker(url: str, metrics_dir: Path, timeout: float, proc: subprocess.Popen[Any]) -> None:
+    """Wait until the worker ``proc`` serves ``url`` (its ``/healthz``).
+
+    The answer must name ``metrics_dir``: another exporter already on the port answers ``/healthz`` too, while the
+    worker started here fails to bind and exits (its own one-line error says why).
+    """
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"worker exited with code {proc.returncode} before serving {url}")
         try:
-            with urllib.request.urlopen(url, timeout=1):
-                return
-        except OSError:
-            time.sleep(0.1)
+            with urllib.request.urlopen(url, timeout=1) as response:
+                if json.loads(response.read()).get("metrics_dir") == str(metrics_dir):
+                    return
+        except (OSError, ValueError, AttributeError):  # not up yet, or not our worker's answer
+            pass
+        time.sleep(0.1)
     raise RuntimeError(f"worker did not serve {url} within {timeout:.0f}s")
 
 
@@ -115,7 +124,7 @@ def _run_redis(settings: Settings, duration: float | None, rate: float, workers:
     worker = subprocess.Popen(cmd, env=env)
     try:
         try:
-            _wait_http(f"{default_url(settings.host, settings.port)}/healthz", 30, worker)
+            _wait_for_worker(f"{default_url(settings.host, settings.port)}/healthz", metrics_dir, 30, worker)
         except RuntimeError as exc:
             raise UsageError(str(exc)) from None
         # Only now (the worker wiped the directory) may this process import prometheus_client in multiprocess mode:
