@@ -3,18 +3,17 @@
 from __future__ import annotations
 
 import os
-import shutil
 import socket
 import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from taskiq_monitor.demo.producer import main
+from tests.integration.servers import RedisServer
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -26,34 +25,9 @@ def free_port() -> int:
         return port
 
 
-def start_redis(tmp_path: Path, *options: str) -> tuple[subprocess.Popen[bytes], str]:
-    """A redis-server on a free port, answering; stop it with ``terminate()``."""
-    server = shutil.which("redis-server")
-    if server is None:
-        pytest.skip("redis-server not installed")
-    port = free_port()
-    proc = subprocess.Popen(
-        [server, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--dir", str(tmp_path), *options],
-        stdout=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            break
-        except OSError:
-            time.sleep(0.05)
-    return proc, f"redis://127.0.0.1:{port}/0"
-
-
 @pytest.fixture
-def redis_url(tmp_path: Path) -> Iterator[str]:
-    proc, url = start_redis(tmp_path)
-    try:
-        yield url
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+def redis_url(redis_srv: RedisServer) -> str:
+    return redis_srv.url
 
 
 def producer_env(broker_url: str) -> dict[str, str]:
@@ -132,45 +106,36 @@ def test_producer_with_unreachable_redis_says_so_in_one_line_without_the_passwor
     assert "hunter2pw" not in err
 
 
-def test_producer_names_its_redis_without_the_password(tmp_path: Path) -> None:
-    proc, url = start_redis(tmp_path, "--requirepass", "hunter2pw")
+def test_producer_names_its_redis_without_the_password() -> None:
+    server = RedisServer(password="hunter2pw")
     try:
-        address = url.removeprefix("redis://").removesuffix("/0")
         cmd = [sys.executable, "-m", "taskiq_monitor.demo.producer", "--port", str(free_port()), "--duration", "1"]
-        result = subprocess.run(
-            cmd, env=producer_env(f"redis://:hunter2pw@{address}/0"), capture_output=True, text=True, timeout=60
-        )
+        result = subprocess.run(cmd, env=producer_env(server.url), capture_output=True, text=True, timeout=60)
     finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+        server.cleanup()
     assert result.returncode == 0, result.stderr
-    assert f"into the Redis at {address};" in result.stderr
+    assert f"into the Redis at 127.0.0.1:{server.port};" in result.stderr
     assert "hunter2pw" not in result.stderr + result.stdout
 
 
-def test_producer_that_loses_its_redis_says_so_in_one_line(tmp_path: Path) -> None:
-    redis_proc, url = start_redis(tmp_path)
+def test_producer_that_loses_its_redis_says_so_in_one_line(redis_srv: RedisServer) -> None:
     port = free_port()
     cmd = [sys.executable, "-m", "taskiq_monitor.demo.producer", "--port", str(port), "--rate", "50"]
-    proc = subprocess.Popen(cmd, env=producer_env(url), stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(cmd, env=producer_env(redis_srv.url), stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 30
         while _enqueued(port) == 0:  # the producer is in its enqueue loop
             assert proc.poll() is None and time.monotonic() < deadline, "the producer never enqueued"
             time.sleep(0.1)
-        redis_proc.terminate()
-        redis_proc.wait(timeout=10)
+        redis_srv.stop()
         _, err = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait(timeout=10)
-        if redis_proc.poll() is None:
-            redis_proc.terminate()
-            redis_proc.wait(timeout=10)
     assert proc.returncode == 2, err
     assert "Traceback" not in err, err
-    assert f"producer: lost the Redis at {url.removeprefix('redis://').removesuffix('/0')}:" in err
+    assert f"producer: lost the Redis at 127.0.0.1:{redis_srv.port}:" in err
 
 
 def _enqueued(port: int) -> float:
