@@ -124,8 +124,38 @@ def test_integration_guide_uses_real_api() -> None:
         assert flag in text
 
 
-@pytest.mark.parametrize("doc", DOCS)
-def test_relative_links_resolve(doc: str) -> None:
-    text = (REPO / "docs" / doc).read_text()
-    for target in re.findall(r"\]\(([^)#:]+)(?:#[^)]*)?\)", text):
-        assert (REPO / "docs" / target).exists(), f"{doc}: broken link {target}"
+def anchors(path: Path) -> set[str]:
+    """The anchors GitHub gives the headings of a Markdown file: lower case, punctuation but ``-``/``_`` dropped,
+    spaces as ``-``, a repeated heading suffixed ``-1``, ``-2``…"""
+    text = re.sub(r"```.*?```", "", path.read_text(), flags=re.S)
+    found: set[str] = set()
+    seen: Counter[str] = Counter()
+    for heading in re.findall(r"^#{1,6} (.+)$", text, re.M):
+        plain = re.sub(r"\[([^\]]*)\]\([^)]*\)", r"\1", heading).replace("`", "")
+        slug = re.sub(r"[^\w\- ]", "", plain.strip().lower()).replace(" ", "-")
+        found.add(f"{slug}-{seen[slug]}" if seen[slug] else slug)
+        seen[slug] += 1
+    return found
+
+
+MARKDOWN = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+
+
+@pytest.mark.parametrize("doc", MARKDOWN, ids=lambda path: path.name)
+def test_relative_links_and_anchors_resolve(doc: Path) -> None:
+    for target in re.findall(r"\]\(([^)\s]+)\)", doc.read_text()):
+        if re.match(r"[a-z]+:", target):
+            continue  # http(s), mailto: not checked offline
+        path, _, anchor = target.partition("#")
+        resolved = (doc.parent / path) if path else doc
+        assert resolved.exists(), f"{doc.name}: broken link {target}"
+        if anchor and resolved.suffix == ".md":
+            assert anchor in anchors(resolved), f"{doc.name}: no heading for #{anchor} in {resolved.name}"
+
+
+def test_anchor_check_finds_headings_as_github_does() -> None:
+    runbook = anchors(REPO / "docs" / "runbook.md")
+    assert "taskiqtaskhighfailurerate" in runbook and "taskiqtaskstuck" in runbook
+    loki = anchors(REPO / "docs" / "loki.md")
+    assert "shipping-from-the-exporter-instead-loki_shipperexporter" in loki
+    assert "short-attempts-one-record" in loki
