@@ -159,3 +159,14 @@ def test_anchor_check_finds_headings_as_github_does() -> None:
     loki = anchors(REPO / "docs" / "loki.md")
     assert "shipping-from-the-exporter-instead-loki_shipperexporter" in loki
     assert "short-attempts-one-record" in loki
+
+
+def test_loki_doc_record_schema_lists_exactly_the_record_fields() -> None:
+    """The event record is a public contract (Loki lines, the live feed, the history): its table names every field."""
+    from taskiq_monitor.events import SCHEMA_VERSION, TaskEvent, to_record
+
+    text = (REPO / "docs" / "loki.md").read_text()
+    section = text.split(f"## Record schema (`schema_version` {SCHEMA_VERSION})", 1)[1].split("\n#", 1)[0]
+    documented = re.findall(r"^\| `(\w+)`\s+\|", section, re.M)
+    record = to_record(TaskEvent(status="success", task_id="t", task_name="n", timestamp=0.0))
+    assert documented == list(record)
