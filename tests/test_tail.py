@@ -252,3 +252,41 @@ def test_a_refused_token_is_said_on_stderr_with_exit_code_3(protected_demo: str,
     assert result.stdout == ""
     (line,) = result.stderr.strip().splitlines()
     assert line.startswith("taskiq-monitor tail: unauthorized:"), line
+
+
+class _NotAnExporter(http.server.BaseHTTPRequestHandler):
+    """Some other web server on the port (--url mistyped): answers every path with ``status``."""
+
+    status = 404
+
+    def do_GET(self) -> None:
+        self.send_response(self.status)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.mark.parametrize(
+    ("protocol", "status", "code"),
+    [("HTTP/1.0", 404, 2), ("HTTP/1.1", 404, 2), ("HTTP/1.1", 403, 2), ("HTTP/1.1", 200, 2), ("HTTP/1.1", 401, 3)],
+)
+def test_a_url_that_is_no_exporter_is_one_line_not_a_traceback_or_endless_retries(
+    protocol: str, status: int, code: int
+) -> None:
+    handler = type("Handler", (_NotAnExporter,), {"protocol_version": protocol, "status": status})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://admin:pw_secret9@127.0.0.1:{server.server_address[1]}"
+        result = _tail_into(subprocess.PIPE, "--url", url, token=None)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert result.returncode == code, result.stderr
+    assert "Traceback" not in result.stderr and "reconnecting" not in result.stderr, result.stderr
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("taskiq-monitor tail: "), line
+    assert "pw_secret9" not in result.stderr + result.stdout

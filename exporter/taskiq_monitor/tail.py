@@ -13,8 +13,8 @@ bearer token comes from ``TASKIQ_MONITOR_BEARER_TOKEN``.
 
 Events and summaries go to stdout, everything else (reconnects, warnings, errors) to stderr, so that
 ``tail > events.log`` keeps the events only and the reason of an exit shows on the terminal. Exit codes: 0 after
-``--count`` events or when stdout is closed (``tail | head``), 2 for a usage error, 3 when the exporter refuses the
-token.
+``--count`` events or when stdout is closed (``tail | head``), 2 for a usage error or a ``--url`` that is no
+exporter's feed, 3 when the exporter refuses the token.
 """
 
 from __future__ import annotations
@@ -52,6 +52,11 @@ class OutputClosed(Exception):
 
 class Unauthorized(Exception):
     """The exporter refused the token (HTTP 401, or the feed's ``unauthorized`` error)."""
+
+
+class NoFeed(Exception):
+    """Whatever answers at ``--url`` is no exporter's live feed (a 4xx, or no WebSocket at all): retrying cannot
+    help, unlike a refused connection or a 5xx while the exporter restarts."""
 
 
 # Terminal escape sequences (CSI, OSC, other ESC sequences) and C0/C1 control characters: task names, ids and error
@@ -201,9 +206,31 @@ class Tail:
         with contextlib.suppress(OSError):  # nothing left to tell it to
             print(line, file=self.err, flush=True)
 
+    def _no_feed(self, exc: Exception) -> Exception | None:
+        """The error to stop with when a handshake failure is permanent; None when reconnecting may help."""
+        from websockets.exceptions import InvalidMessage, InvalidStatus, InvalidUpgrade
+
+        where = f"{without_credentials(self.url)}/ws/events"
+        if isinstance(exc, InvalidStatus):
+            status = exc.response.status_code
+            if status == 401:
+                return Unauthorized(f"{where} answered HTTP 401 (TASKIQ_MONITOR_BEARER_TOKEN)")
+            if status >= 500 or status in (408, 429):  # a proxy before a restarting exporter, or busy: retry
+                return None
+            return NoFeed(f"{where} answered HTTP {status}: is --url a taskiq-monitor exporter?")
+        # Not HTTP/1.1, or HTTP without the upgrade: another kind of server. A connection cut mid-handshake (an
+        # exporter restarting) is an InvalidMessage caused by EOFError or OSError: reconnect.
+        if isinstance(exc, InvalidUpgrade) or (
+            isinstance(exc, InvalidMessage) and isinstance(exc.__cause__, ValueError)
+        ):
+            return NoFeed(
+                f"{where} is no WebSocket endpoint ({exc.__cause__ or exc}): is --url a taskiq-monitor exporter?"
+            )
+        return None
+
     async def run(self) -> int:
         from websockets.asyncio.client import connect
-        from websockets.exceptions import ConnectionClosed, InvalidStatus
+        from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
         backoff = 0.5
         while True:
@@ -229,7 +256,10 @@ class Tail:
                                 return 2
                         elif kind == "gap":
                             self.note(f"taskiq-monitor tail: warning: {clean(frame.get('message'))}")
-            except (OSError, ConnectionClosed, InvalidStatus, TimeoutError) as exc:
+            except (OSError, ConnectionClosed, InvalidHandshake, TimeoutError) as exc:
+                permanent = self._no_feed(exc)
+                if permanent is not None:
+                    raise permanent from None
                 where = f" (resuming after {self.last_event_id})" if self.last_event_id else ""
                 self.note(f"taskiq-monitor tail: disconnected: {exc}; reconnecting in {backoff:.1f}s{where}")
                 await asyncio.sleep(backoff)
@@ -353,6 +383,9 @@ def cmd_tail(argv: Sequence[str]) -> int:
     except Unauthorized as exc:
         tail.note(f"taskiq-monitor tail: unauthorized: {exc}")
         return EXIT_AUTH
+    except NoFeed as exc:
+        tail.note(f"taskiq-monitor tail: {exc}")
+        return 2
     except OutputClosed:
         # Whoever read stdout has what it wanted. Point it at /dev/null, or the interpreter's final flush of the
         # closed pipe prints "Exception ignored ... BrokenPipeError".
