@@ -290,3 +290,24 @@ def test_a_url_that_is_no_exporter_is_one_line_not_a_traceback_or_endless_retrie
     (line,) = result.stderr.strip().splitlines()
     assert line.startswith("taskiq-monitor tail: "), line
     assert "pw_secret9" not in result.stderr + result.stdout
+
+
+def test_a_refused_handshake_names_the_exporters_own_reason() -> None:
+    # Behind a name the exporter does not answer to, it refuses with its reason: say that, not "wrong --url?".
+    import io
+
+    from websockets.datastructures import Headers
+    from websockets.exceptions import InvalidStatus
+    from websockets.http11 import Response
+
+    from taskiq_monitor.tail import Tail
+
+    tail = Tail("http://monitor.internal:9808", None, [], [], None, None, False, io.StringIO())
+    body = b'{"detail": {"error": "host_not_allowed", "message": "Host \'monitor.internal\' is not a name of this"}}'
+    refused = tail._no_feed(InvalidStatus(Response(400, "Bad Request", Headers(), body)))
+    assert refused is not None and "Host 'monitor.internal' is not a name of this" in str(refused)
+    host = tail._no_feed(InvalidStatus(Response(403, "Forbidden", Headers(), b"")))
+    assert host is not None and "TASKIQ_MONITOR_ALLOWED_HOSTS" in str(host)
+    other = tail._no_feed(InvalidStatus(Response(404, "Not Found", Headers(), b"<html>nope</html>")))
+    assert other is not None and "is --url a taskiq-monitor exporter?" in str(other)
+    assert tail._no_feed(InvalidStatus(Response(502, "Bad Gateway", Headers(), b""))) is None  # restarting: retry

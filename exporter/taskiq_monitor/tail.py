@@ -217,7 +217,7 @@ class Tail:
                 return Unauthorized(f"{where} answered HTTP 401 (TASKIQ_MONITOR_BEARER_TOKEN)")
             if status >= 500 or status in (408, 429):  # a proxy before a restarting exporter, or busy: retry
                 return None
-            return NoFeed(f"{where} answered HTTP {status}: is --url a taskiq-monitor exporter?")
+            return NoFeed(f"{where} answered HTTP {status}: {_exporter_message(status, exc.response.body)}")
         # Not HTTP/1.1, or HTTP without the upgrade: another kind of server. A connection cut mid-handshake (an
         # exporter restarting) is an InvalidMessage caused by EOFError or OSError: reconnect.
         if isinstance(exc, InvalidUpgrade) or (
@@ -264,6 +264,23 @@ class Tail:
                 self.note(f"taskiq-monitor tail: disconnected: {exc}; reconnecting in {backoff:.1f}s{where}")
                 await asyncio.sleep(backoff)
                 backoff = min(10.0, backoff * 2)
+
+
+def _exporter_message(status: int, body: bytes | bytearray | None) -> str:
+    """The exporter's own reason in a refusal (``{"detail": {"message": …}}``), else the likeliest mistake."""
+    try:
+        detail = json.loads(body or b"").get("detail")
+        message = detail.get("message") if isinstance(detail, dict) else detail
+    except (ValueError, AttributeError):
+        message = None
+    if isinstance(message, str) and message:
+        return clean(message)[:300]
+    if status == 403:  # the exporter refuses a handshake for a Host it does not answer to with an empty 403
+        return (
+            "the exporter does not answer to this host name (list it in the exporter's "
+            "TASKIQ_MONITOR_ALLOWED_HOSTS, or use its IP address or localhost), or --url is no taskiq-monitor exporter"
+        )
+    return "is --url a taskiq-monitor exporter?"
 
 
 async def _tail_with_keys(tail: Tail) -> int:
