@@ -9,12 +9,14 @@ import socket
 import subprocess
 import sys
 import tomllib
+import urllib.request
 from pathlib import Path
 
 import pytest
 
 from taskiq_monitor import cli
 from taskiq_monitor.settings import Settings
+from tests.integration.servers import RedisServer
 
 ROOT = Path(__file__).parents[1]
 
@@ -90,6 +92,56 @@ def test_demo_with_unreachable_redis_says_so_in_one_line_before_any_banner() -> 
     assert f"cannot reach the Redis of --broker at 127.0.0.1:{port}" in lines[0]
     assert "hunter2" not in result.stderr
     assert "dashboard on" not in result.stderr, "no banner for a demo that cannot run"
+
+
+def test_demo_with_redis_on_a_port_another_exporter_holds_exits_2_without_a_banner(redis_srv: RedisServer) -> None:
+    # The other exporter answers /healthz too: the demo must not take it for the worker it started, announce a
+    # dashboard that is not its own, and crash on the metrics directory that worker never created.
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT / "exporter"), os.environ.get("PYTHONPATH", "")]))
+    port = free_port()
+    other = subprocess.Popen(
+        [sys.executable, "-m", "taskiq_monitor.cli", "serve", "--port", str(port)],
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        assert other.stderr is not None and "serving" in other.stderr.readline()
+        result = run_cli("demo", "--broker", redis_srv.url, "--port", str(port), "--duration", "3")
+    finally:
+        other.terminate()
+        other.wait(30)
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr, result.stderr
+    assert f"cannot listen on 127.0.0.1:{port}: Address already in use" in result.stderr
+    assert "dashboard on" not in result.stderr, "no banner for a demo that cannot run"
+
+
+def test_demo_on_an_ipv6_address_prints_addresses_that_work() -> None:
+    try:
+        with socket.socket(socket.AF_INET6) as probe:
+            probe.bind(("::1", 0))
+            port = probe.getsockname()[1]
+    except OSError:
+        pytest.skip("no IPv6 loopback here")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT / "exporter"), os.environ.get("PYTHONPATH", "")]))
+    env.pop("TASKIQ_MONITOR_BEARER_TOKEN", None)
+    cmd = [sys.executable, "-m", "taskiq_monitor.cli", "demo", "--host", "::1", "--port", str(port), "--rate", "5"]
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        assert proc.stderr is not None
+        banner = [proc.stderr.readline() for _ in range(6)]
+        dashboard = re.search(r"dashboard on (\S+)", banner[0])
+        tail = re.search(r"taskiq-monitor tail --url (\S+)", "".join(banner))
+        assert dashboard is not None and tail is not None, banner
+        assert dashboard.group(1) == f"http://[::1]:{port}/"
+        with urllib.request.urlopen(dashboard.group(1), timeout=30) as response:
+            assert response.status == 200
+        summary = run_cli("tail", "--url", tail.group(1), "--summary")  # the command it suggests, as printed
+        assert summary.returncode == 0, summary.stderr
+    finally:
+        proc.terminate()
+        proc.wait(30)
 
 
 @pytest.mark.parametrize(

@@ -388,6 +388,15 @@ def test_grafana_datasources_point_at_compose_services(services: dict[str, dict[
     assert found == expected
 
 
+def test_dashboards_doc_shows_the_grafana_mounts_of_the_stack(services: dict[str, dict[str, Any]]) -> None:
+    text = (REPO / "docs" / "dashboards.md").read_text()
+    block = re.search(r"Mounts for compose.*?```yaml\n(.*?)```", text, re.S)
+    assert block is not None, "docs/dashboards.md: the compose mounts example"
+    documented = yaml.safe_load(block.group(1))["volumes"]
+    mounted = [v for v in services["grafana"]["volumes"] if v.startswith("./")]  # bind mounts, not the data volume
+    assert documented == mounted
+
+
 def test_tracing_reaches_tempo(services: dict[str, dict[str, Any]]) -> None:
     tempo = yaml.safe_load((REPO / "tempo" / "tempo.yaml").read_text())
     http = tempo["distributor"]["receivers"]["otlp"]["protocols"]["http"]["endpoint"]

@@ -209,6 +209,22 @@ def test_runbook_has_a_section_per_alert() -> None:
     assert not missing, f"docs/runbook.md lacks sections for {missing}"
 
 
+def test_runbook_queries_name_only_emitted_metrics_and_recorded_series() -> None:
+    # An on-call engineer pastes these into Prometheus mid-incident: a renamed metric or recording rule must fail here.
+    known = sample_names() | {rule["record"] for rule in RECORDINGS} | PROMETHEUS_SYNTHETIC
+    queries = [
+        line.strip()
+        for block in re.findall(r"```promql\n(.*?)```", RUNBOOK.read_text(), re.S)
+        for line in block.splitlines()
+        if line.strip()
+    ]
+    assert len(queries) > 20, "the pattern must find the runbook's queries"
+    for query in queries:
+        unknown = selector_names(query) - known
+        assert not unknown, f"runbook query {query!r} names {unknown}"
+        assert not queue_wide_aggregation_problems(query)
+
+
 def test_failure_rate_alert_has_minimum_volume_guard() -> None:
     rule = next(r for r in ALERTS if r["alert"] == "TaskiqTaskHighFailureRate")
     assert re.search(r"increase\(taskiq_tasks_completed_total\{[^}]*\}\[5m\]\)\) >= 10", rule["expr"])

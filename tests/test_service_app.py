@@ -49,6 +49,18 @@ def test_get_healthz_reports_processes_of_metrics_dir(tmp_path: Path) -> None:
     assert body["processes_reporting"] == 1
 
 
+def test_healthz_and_metrics_answer_before_the_supervisor_created_the_metrics_dir(tmp_path: Path) -> None:
+    # `worker` binds its port first and creates the directory just after: a probe or a scrape in between (the demo
+    # polls /healthz from the start) got a 500 and a FileNotFoundError traceback in the log.
+    missing = tmp_path / "not-yet"
+    with TestClient(create_app(Settings(metrics_dir=missing)), raise_server_exceptions=False) as client:
+        health = client.get("/healthz")
+        metrics = client.get("/metrics")
+    assert health.status_code == 200 and health.json()["processes_reporting"] == 0
+    assert metrics.status_code == 200
+    assert not missing.exists(), "the exporter never creates the directory: the supervisor claims it"
+
+
 def test_metrics_asgi_app_serves_the_registry() -> None:
     from starlette.applications import Starlette
     from starlette.routing import Mount

@@ -49,6 +49,24 @@ def test_a_blank_metrics_dir_is_unset_not_the_current_directory(monkeypatch: pyt
     assert Settings().metrics_dir is None
 
 
+def _directory_settings() -> list[str]:
+    return sorted(name for name, field in Settings.model_fields.items() if "Path" in str(field.annotation))
+
+
+def test_every_directory_setting_is_found() -> None:
+    assert _directory_settings() == ["loki_spool_dir", "metrics_dir"]
+
+
+@pytest.mark.parametrize("field", _directory_settings())
+def test_a_blank_directory_variable_is_unset_not_the_current_directory(
+    monkeypatch: pytest.MonkeyPatch, field: str
+) -> None:
+    # docs/configuration.md: "An empty URL or directory variable is unset". A blank TASKIQ_MONITOR_LOKI_SPOOL_DIR
+    # (an empty value in a compose file or a chart) spooled Loki batches into the worker's working directory.
+    monkeypatch.setenv(f"TASKIQ_MONITOR_{field.upper()}", " ")
+    assert getattr(Settings(), field) is None
+
+
 def test_a_misspelled_variable_is_named_with_the_setting_it_resembles(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -9,6 +9,9 @@ import socket
 import subprocess
 import sys
 import threading
+import time
+import urllib.request
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -165,8 +168,8 @@ def test_a_refusing_exporter_is_one_line_without_the_urls_password() -> None:
     finally:
         server.shutdown()
         server.server_close()
-    assert result.returncode == 2
-    assert "HTTP 401" in result.stderr
+    assert result.returncode == 3  # as when the live feed refuses the token
+    assert "unauthorized" in result.stderr and "TASKIQ_MONITOR_BEARER_TOKEN" in result.stderr
     assert "pw_secret9" not in result.stderr + result.stdout  # httpx logs request URLs at INFO, password included
 
 
@@ -180,3 +183,131 @@ def test_an_unknown_status_lists_the_statuses_by_name() -> None:
     result = _run_tail("--status", "bogus")
     assert result.returncode == 2
     assert "'pending', 'running', 'success'" in result.stderr and "TaskStatus" not in result.stderr
+
+
+TOKEN = "tail-test-token"
+
+
+@pytest.fixture(scope="module")
+def protected_demo() -> Iterator[str]:
+    """The in-memory demo (a real exporter with a steady feed of events), behind a bearer token."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TASKIQ_MONITOR_")}
+    env.update(PYTHONPATH=str(ROOT / "exporter"), TASKIQ_MONITOR_BEARER_TOKEN=TOKEN)
+    cmd = [sys.executable, "-m", "taskiq_monitor.cli", "demo", "--port", str(port), "--rate", "50"]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(f"{base}/healthz", timeout=2):
+                    break
+            except OSError:
+                assert proc.poll() is None and time.monotonic() < deadline, "the demo did not start"
+                time.sleep(0.1)
+        yield base
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def _tail_into(stdout: int, *args: str, token: str | None) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TASKIQ_MONITOR_")}
+    env["PYTHONPATH"] = str(ROOT / "exporter")
+    if token is not None:
+        env["TASKIQ_MONITOR_BEARER_TOKEN"] = token
+    return subprocess.run(
+        [sys.executable, "-m", "taskiq_monitor.cli", "tail", *args],
+        stdout=stdout,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+
+
+@pytest.mark.parametrize("args", [["--count", "100000"], ["--summary"]])
+def test_tail_stops_quietly_when_its_reader_closes_the_pipe(protected_demo: str, args: list[str]) -> None:
+    # `taskiq-monitor tail | head -3`: head exits, the next write fails with EPIPE. Closing the read end first makes
+    # that the very first write, whatever the timing.
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        result = _tail_into(write_end, "--url", protected_demo, *args, token=TOKEN)
+    finally:
+        os.close(write_end)
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr and "Broken pipe" not in result.stderr, result.stderr
+    assert "reconnecting" not in result.stderr  # a closed output is no dropped connection
+
+
+@pytest.mark.parametrize("args", [[], ["--summary"]])
+def test_a_refused_token_is_said_on_stderr_with_exit_code_3(protected_demo: str, args: list[str]) -> None:
+    # `tail > events.log` with a wrong token: the reason must reach the terminal, not the file.
+    result = _tail_into(subprocess.PIPE, "--url", protected_demo, *args, token="wrong-token")
+    assert result.returncode == 3, result.stderr
+    assert result.stdout == ""
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("taskiq-monitor tail: unauthorized:"), line
+
+
+class _NotAnExporter(http.server.BaseHTTPRequestHandler):
+    """Some other web server on the port (--url mistyped): answers every path with ``status``."""
+
+    status = 404
+
+    def do_GET(self) -> None:
+        self.send_response(self.status)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.mark.parametrize(
+    ("protocol", "status", "code"),
+    [("HTTP/1.0", 404, 2), ("HTTP/1.1", 404, 2), ("HTTP/1.1", 403, 2), ("HTTP/1.1", 200, 2), ("HTTP/1.1", 401, 3)],
+)
+def test_a_url_that_is_no_exporter_is_one_line_not_a_traceback_or_endless_retries(
+    protocol: str, status: int, code: int
+) -> None:
+    handler = type("Handler", (_NotAnExporter,), {"protocol_version": protocol, "status": status})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://admin:pw_secret9@127.0.0.1:{server.server_address[1]}"
+        result = _tail_into(subprocess.PIPE, "--url", url, token=None)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert result.returncode == code, result.stderr
+    assert "Traceback" not in result.stderr and "reconnecting" not in result.stderr, result.stderr
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("taskiq-monitor tail: "), line
+    assert "pw_secret9" not in result.stderr + result.stdout
+
+
+def test_a_refused_handshake_names_the_exporters_own_reason() -> None:
+    # Behind a name the exporter does not answer to, it refuses with its reason: say that, not "wrong --url?".
+    import io
+
+    from websockets.datastructures import Headers
+    from websockets.exceptions import InvalidStatus
+    from websockets.http11 import Response
+
+    from taskiq_monitor.tail import Tail
+
+    tail = Tail("http://monitor.internal:9808", None, [], [], None, None, False, io.StringIO())
+    body = b'{"detail": {"error": "host_not_allowed", "message": "Host \'monitor.internal\' is not a name of this"}}'
+    refused = tail._no_feed(InvalidStatus(Response(400, "Bad Request", Headers(), body)))
+    assert refused is not None and "Host 'monitor.internal' is not a name of this" in str(refused)
+    host = tail._no_feed(InvalidStatus(Response(403, "Forbidden", Headers(), b"")))
+    assert host is not None and "TASKIQ_MONITOR_ALLOWED_HOSTS" in str(host)
+    other = tail._no_feed(InvalidStatus(Response(404, "Not Found", Headers(), b"<html>nope</html>")))
+    assert other is not None and "is --url a taskiq-monitor exporter?" in str(other)
+    assert tail._no_feed(InvalidStatus(Response(502, "Bad Gateway", Headers(), b""))) is None  # restarting: retry

@@ -55,7 +55,7 @@ _ARGS, _KWARGS, _LABELS = 1, 2, 4
 
 
 class TaskEvent:
-    """A state change of one task execution attempt (field meanings: README, "Event record").
+    """A state change of one task execution attempt (field meanings: docs/loki.md, "Record schema").
 
     The free-form fields (``args``, ``kwargs``, ``labels``, ``error_message``, ``traceback``) may be *deferred*: the
     middleware hands sinks an event whose raw fields are redacted on first read (:meth:`defer_redaction`), so the
@@ -362,7 +362,7 @@ def _params(event: TaskEvent, for_json: bool) -> tuple[Any, Any, Any]:
 
 
 def to_record(event: TaskEvent) -> dict[str, Any]:
-    """The JSON-safe record of an event (README, "Event record"); what Loki and the live feed carry."""
+    """The JSON-safe record of an event (docs/loki.md, "Record schema"); what Loki and the live feed carry."""
     return _record(event, False)
 
 

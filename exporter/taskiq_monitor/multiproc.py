@@ -72,7 +72,11 @@ def _pid_alive(pid: int) -> bool:
 
 def live_gauge_pids(path: Path) -> set[int]:
     pids: set[int] = set()
-    for entry in os.scandir(path):
+    try:
+        entries = list(os.scandir(path))
+    except FileNotFoundError:  # `worker` binds its port before it creates the directory: nobody reports yet
+        return pids
+    for entry in entries:
         match = _LIVE_GAUGE_FILE.match(entry.name)
         if match:
             pids.add(int(match.group(1)))

@@ -393,10 +393,11 @@ class Settings(BaseSettings):
         # (tracing), found long after start-up.
         return _url(value, HTTP_URL_SCHEMES, "must be an http:// or https:// URL", strip_slash=True)
 
-    @field_validator("metrics_dir", mode="before")
+    @field_validator("metrics_dir", "loki_spool_dir", mode="before")
     @classmethod
     def _blank_dir_is_unset(cls, value: Any) -> Any:
-        # An empty variable is unset, like the URLs: Path("") is the current directory, which would be claimed.
+        # An empty variable is unset, like the URLs: Path("") is the current directory, which would be claimed (or
+        # filled with spool files).
         return None if isinstance(value, str) and not value.strip() else value
 
     @field_validator("redis_url", "demo_broker_url")

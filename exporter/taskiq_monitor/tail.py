@@ -10,6 +10,11 @@ One line per event, coloured by status; a failed event ends with the URL of its 
 a drop with the last event id seen, so no event is lost or shown twice (within the stream's retention).
 ``--summary`` prints one line per task type and exits; while tailing, type ``s`` + Enter for the same summary. The
 bearer token comes from ``TASKIQ_MONITOR_BEARER_TOKEN``.
+
+Events and summaries go to stdout, everything else (reconnects, warnings, errors) to stderr, so that
+``tail > events.log`` keeps the events only and the reason of an exit shows on the terminal. Exit codes: 0 after
+``--count`` events or when stdout is closed (``tail | head``), 2 for a usage error or a ``--url`` that is no
+exporter's feed, 3 when the exporter refuses the token.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import re
 import sys
 import urllib.parse
@@ -37,6 +43,22 @@ COLORS = {
 }
 RESET = "\033[0m"
 EXIT_AUTH = 3
+
+
+class OutputClosed(Exception):
+    """stdout was closed by its reader (``tail | head``): the feed stops, quietly. Not an ``OSError``, so that the
+    reconnect loop, which retries on those, never takes it for a dropped connection."""
+
+
+class Unauthorized(Exception):
+    """The exporter refused the token (HTTP 401, or the feed's ``unauthorized`` error)."""
+
+
+class NoFeed(Exception):
+    """Whatever answers at ``--url`` is no exporter's live feed (a 4xx, or no WebSocket at all): retrying cannot
+    help, unlike a refused connection or a 5xx while the exporter restarts."""
+
+
 # Terminal escape sequences (CSI, OSC, other ESC sequences) and C0/C1 control characters: task names, ids and error
 # messages come from the tasks and must not drive the operator's terminal (move the cursor, retitle, hide text).
 _CONTROL_RE = re.compile(
@@ -135,6 +157,7 @@ class Tail:
         count: int | None,
         color: bool,
         out: TextIO,
+        err: TextIO | None = None,
     ) -> None:
         self.url = url.rstrip("/")
         self.token = token
@@ -144,6 +167,7 @@ class Tail:
         self.count = count
         self.color = color
         self.out = out
+        self.err = err if err is not None else sys.stderr
         self.seen = 0
 
     def _headers(self) -> dict[str, str]:
@@ -164,16 +188,49 @@ class Tail:
 
         async with httpx.AsyncClient(timeout=10) as client:
             resp = await client.get(f"{self.url}/api/v1/tasks", headers=self._headers())
+            if resp.status_code == 401:
+                raise Unauthorized("missing or invalid bearer token (TASKIQ_MONITOR_BEARER_TOKEN)")
             if resp.status_code != 200:
                 raise RuntimeError(f"GET /api/v1/tasks: HTTP {resp.status_code}: {resp.text[:200]}")
             return format_summary(resp.json())
 
     def print(self, line: str) -> None:
-        print(line, file=self.out, flush=True)
+        """An event or summary line, on stdout."""
+        try:
+            print(line, file=self.out, flush=True)
+        except BrokenPipeError:
+            raise OutputClosed from None
+
+    def note(self, line: str) -> None:
+        """A reconnect, warning or error, on stderr: never mixed into the events a pipe or a file receives."""
+        with contextlib.suppress(OSError):  # nothing left to tell it to
+            print(line, file=self.err, flush=True)
+
+    def _no_feed(self, exc: Exception) -> Exception | None:
+        """The error to stop with when a handshake failure is permanent; None when reconnecting may help."""
+        from websockets.exceptions import InvalidMessage, InvalidStatus, InvalidUpgrade
+
+        where = f"{without_credentials(self.url)}/ws/events"
+        if isinstance(exc, InvalidStatus):
+            status = exc.response.status_code
+            if status == 401:
+                return Unauthorized(f"{where} answered HTTP 401 (TASKIQ_MONITOR_BEARER_TOKEN)")
+            if status >= 500 or status in (408, 429):  # a proxy before a restarting exporter, or busy: retry
+                return None
+            return NoFeed(f"{where} answered HTTP {status}: {_exporter_message(status, exc.response.body)}")
+        # Not HTTP/1.1, or HTTP without the upgrade: another kind of server. A connection cut mid-handshake (an
+        # exporter restarting) is an InvalidMessage caused by EOFError or OSError: reconnect.
+        if isinstance(exc, InvalidUpgrade) or (
+            isinstance(exc, InvalidMessage) and isinstance(exc.__cause__, ValueError)
+        ):
+            return NoFeed(
+                f"{where} is no WebSocket endpoint ({exc.__cause__ or exc}): is --url a taskiq-monitor exporter?"
+            )
+        return None
 
     async def run(self) -> int:
         from websockets.asyncio.client import connect
-        from websockets.exceptions import ConnectionClosed, InvalidStatus
+        from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
         backoff = 0.5
         while True:
@@ -192,18 +249,38 @@ class Tail:
                                     return 0
                         elif kind == "error":
                             code = frame.get("code")
-                            self.print(f"taskiq-monitor tail: {clean(code)}: {clean(frame.get('message'))}")
+                            self.note(f"taskiq-monitor tail: {clean(code)}: {clean(frame.get('message'))}")
                             if code == "unauthorized":
                                 return EXIT_AUTH
                             if code in ("unknown_status", "unknown_task_name", "malformed_id", "future_id"):
                                 return 2
                         elif kind == "gap":
-                            self.print(f"taskiq-monitor tail: warning: {clean(frame.get('message'))}")
-            except (OSError, ConnectionClosed, InvalidStatus, TimeoutError) as exc:
+                            self.note(f"taskiq-monitor tail: warning: {clean(frame.get('message'))}")
+            except (OSError, ConnectionClosed, InvalidHandshake, TimeoutError) as exc:
+                permanent = self._no_feed(exc)
+                if permanent is not None:
+                    raise permanent from None
                 where = f" (resuming after {self.last_event_id})" if self.last_event_id else ""
-                self.print(f"taskiq-monitor tail: disconnected: {exc}; reconnecting in {backoff:.1f}s{where}")
+                self.note(f"taskiq-monitor tail: disconnected: {exc}; reconnecting in {backoff:.1f}s{where}")
                 await asyncio.sleep(backoff)
                 backoff = min(10.0, backoff * 2)
+
+
+def _exporter_message(status: int, body: bytes | bytearray | None) -> str:
+    """The exporter's own reason in a refusal (``{"detail": {"message": …}}``), else the likeliest mistake."""
+    try:
+        detail = json.loads(body or b"").get("detail")
+        message = detail.get("message") if isinstance(detail, dict) else detail
+    except (ValueError, AttributeError):
+        message = None
+    if isinstance(message, str) and message:
+        return clean(message)[:300]
+    if status == 403:  # the exporter refuses a handshake for a Host it does not answer to with an empty 403
+        return (
+            "the exporter does not answer to this host name (list it in the exporter's "
+            "TASKIQ_MONITOR_ALLOWED_HOSTS, or use its IP address or localhost), or --url is no taskiq-monitor exporter"
+        )
+    return "is --url a taskiq-monitor exporter?"
 
 
 async def _tail_with_keys(tail: Tail) -> int:
@@ -219,10 +296,11 @@ async def _tail_with_keys(tail: Tail) -> int:
             def show(done: asyncio.Task[list[str]]) -> None:
                 error = done.exception()
                 if error is not None:
-                    tail.print(f"taskiq-monitor tail: summary failed: {error}")
+                    tail.note(f"taskiq-monitor tail: summary failed: {error}")
                     return
-                for text in done.result():
-                    tail.print(text)
+                with contextlib.suppress(OutputClosed):  # the feed's next line ends the run
+                    for text in done.result():
+                        tail.print(text)
 
             task.add_done_callback(show)
 
@@ -307,12 +385,29 @@ def cmd_tail(argv: Sequence[str]) -> int:
     )
     # httpx logs every request at INFO with its URL, user name and password included: not for an operator's screen.
     logging.getLogger("httpx").setLevel(logging.WARNING)
-    if args.summary:
-        try:
-            lines = asyncio.run(tail.summary())
-        except Exception as exc:
-            raise UsageError(f"cannot read {without_credentials(url)}/api/v1/tasks: {exc}") from None
-        for line in lines:
-            tail.print(line)
+    try:
+        if args.summary:
+            try:
+                lines = asyncio.run(tail.summary())
+            except Unauthorized:
+                raise
+            except Exception as exc:
+                raise UsageError(f"cannot read {without_credentials(url)}/api/v1/tasks: {exc}") from None
+            for line in lines:
+                tail.print(line)
+            return 0
+        return asyncio.run(_tail_with_keys(tail))
+    except Unauthorized as exc:
+        tail.note(f"taskiq-monitor tail: unauthorized: {exc}")
+        return EXIT_AUTH
+    except NoFeed as exc:
+        tail.note(f"taskiq-monitor tail: {exc}")
+        return 2
+    except OutputClosed:
+        # Whoever read stdout has what it wanted. Point it at /dev/null, or the interpreter's final flush of the
+        # closed pipe prints "Exception ignored ... BrokenPipeError".
+        with contextlib.suppress(OSError, ValueError):
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            os.close(devnull)
         return 0
-    return asyncio.run(_tail_with_keys(tail))

@@ -18,14 +18,17 @@ import sys
 import time
 from collections.abc import Sequence
 
-from taskiq_monitor.demo.options import check_workload_options
+from taskiq_monitor.demo.options import check_redis, check_workload_options, redis_address
 from taskiq_monitor.errors import ConfigError
 from taskiq_monitor.settings import Settings, load_settings
+from taskiq_monitor.tail import default_url
 
 DEFAULT_APP_PORT = 9809
 
 
 async def run_producer(settings: Settings, *, rate: float, duration: float | None, seed: int | None) -> int:
+    from taskiq.exceptions import SendTaskError
+
     from taskiq_monitor.demo.tasks import broker
     from taskiq_monitor.demo.workload import enqueue_workload
     from taskiq_monitor.service.app import create_app
@@ -38,16 +41,21 @@ async def run_producer(settings: Settings, *, rate: float, duration: float | Non
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stopping.set)
+    broker_url = str(settings.demo_broker_url)
     print(
-        f"taskiq-monitor demo producer: {rate:g} tasks/s into {settings.demo_broker_url}; "
-        f"metrics on http://{settings.host}:{settings.port}/metrics",
+        # The address only: the broker URL may carry a password.
+        f"taskiq-monitor demo producer: {rate:g} tasks/s into the Redis at {redis_address(broker_url)}; "
+        f"metrics on {default_url(settings.host, settings.port)}/metrics",
         file=sys.stderr,
         flush=True,
     )
     await broker.startup()
     try:
         stop_at = time.monotonic() + duration if duration else None
-        sent = await enqueue_workload(stop_at, rate, random.Random(seed), stopping)
+        try:
+            sent = await enqueue_workload(stop_at, rate, random.Random(seed), stopping)
+        except SendTaskError as exc:  # Redis went away after the check: one line, not taskiq's traceback
+            raise ConfigError(f"lost the Redis at {redis_address(broker_url)}: {exc.__cause__ or exc}") from None
         print(f"taskiq-monitor demo producer: enqueued {sent} tasks", file=sys.stderr, flush=True)
     finally:
         await broker.shutdown()
@@ -73,7 +81,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not settings.demo_broker_url:
         print("producer: set TASKIQ_MONITOR_DEMO_BROKER_URL=redis://…", file=sys.stderr)
         return 2
-    return asyncio.run(run_producer(settings, rate=args.rate, duration=args.duration, seed=args.seed))
+    try:
+        check_redis(settings.demo_broker_url, "TASKIQ_MONITOR_DEMO_BROKER_URL")
+        return asyncio.run(run_producer(settings, rate=args.rate, duration=args.duration, seed=args.seed))
+    except ConfigError as exc:
+        print(f"producer: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -8,22 +8,25 @@ so one endpoint shows both the enqueue side and the worker side.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import random
 import signal
 import subprocess
 import sys
 import time
-import urllib.parse
 import urllib.request
+from pathlib import Path
 from typing import Any
 
+from taskiq_monitor.demo.options import check_redis, redis_address
 from taskiq_monitor.errors import ConfigError, UsageError
 from taskiq_monitor.settings import Settings
+from taskiq_monitor.tail import default_url
 
 
 def _banner(settings: Settings, mode: str) -> None:
-    base = f"http://{settings.host}:{settings.port}"
+    base = default_url(settings.host, settings.port)  # an IPv6 address in brackets, or no command below would work
     print(
         f"taskiq-monitor demo ({mode}): dashboard on {base}/  (open it in a browser)\n"
         "  15 task types running.\n"
@@ -72,46 +75,24 @@ async def _run_in_memory(settings: Settings, duration: float | None, rate: float
     return 0
 
 
-def _wait_http(url: str, timeout: float, proc: subprocess.Popen[Any]) -> None:
+def _wait_for_worker(url: str, metrics_dir: Path, timeout: float, proc: subprocess.Popen[Any]) -> None:
+    """Wait until the worker ``proc`` serves ``url`` (its ``/healthz``).
+
+    The answer must name ``metrics_dir``: another exporter already on the port answers ``/healthz`` too, while the
+    worker started here fails to bind and exits (its own one-line error says why).
+    """
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"worker exited with code {proc.returncode} before serving {url}")
         try:
-            with urllib.request.urlopen(url, timeout=1):
-                return
-        except OSError:
-            time.sleep(0.1)
+            with urllib.request.urlopen(url, timeout=1) as response:
+                if json.loads(response.read()).get("metrics_dir") == str(metrics_dir):
+                    return
+        except (OSError, ValueError, AttributeError):  # not up yet, or not our worker's answer
+            pass
+        time.sleep(0.1)
     raise RuntimeError(f"worker did not serve {url} within {timeout:.0f}s")
-
-
-def _redis_address(url: str) -> str:
-    """Where ``url`` points (``host:port`` or the socket path), for messages: never its password."""
-    parts = urllib.parse.urlsplit(url)
-    if parts.scheme == "unix":
-        return parts.path
-    host = f"[{parts.hostname}]" if parts.hostname and ":" in parts.hostname else parts.hostname
-    return f"{host or 'localhost'}:{parts.port or 6379}"
-
-
-def _check_redis(url: str) -> None:
-    """Raise :class:`UsageError` unless the Redis at ``url`` answers a PING within a few seconds.
-
-    Checked before the worker processes start and the banner is printed: otherwise the demo announces a dashboard,
-    then its first ``.kiq()`` ends in taskiq's SendTaskError traceback, while the workers retry in the background.
-    """
-    import redis
-
-    try:
-        client = redis.Redis.from_url(url, socket_connect_timeout=3, socket_timeout=3)
-    except ValueError as exc:  # redis-py's messages name the part that is wrong, not the URL
-        raise UsageError(f"--broker is not a usable Redis URL: {exc}") from None
-    try:
-        client.ping()
-    except redis.RedisError as exc:
-        raise UsageError(f"cannot reach the Redis of --broker at {_redis_address(url)}: {exc}") from None
-    finally:
-        client.close()
 
 
 def _run_redis(settings: Settings, duration: float | None, rate: float, workers: int, rng: random.Random) -> int:
@@ -119,7 +100,7 @@ def _run_redis(settings: Settings, duration: float | None, rate: float, workers:
 
     from taskiq_monitor.multiproc import default_metrics_dir
 
-    _check_redis(str(settings.demo_broker_url))
+    check_redis(str(settings.demo_broker_url), "--broker")
     metrics_dir = settings.metrics_dir or default_metrics_dir(settings.port)
     # The demo's Redis also holds the shared task state (queue depth, live feed) unless told otherwise; set for
     # this process too, before demo.tasks builds its middleware.
@@ -143,7 +124,7 @@ def _run_redis(settings: Settings, duration: float | None, rate: float, workers:
     worker = subprocess.Popen(cmd, env=env)
     try:
         try:
-            _wait_http(f"http://{settings.host}:{settings.port}/healthz", 30, worker)
+            _wait_for_worker(f"{default_url(settings.host, settings.port)}/healthz", metrics_dir, 30, worker)
         except RuntimeError as exc:
             raise UsageError(str(exc)) from None
         # Only now (the worker wiped the directory) may this process import prometheus_client in multiprocess mode:
@@ -155,7 +136,7 @@ def _run_redis(settings: Settings, duration: float | None, rate: float, workers:
         try:
             sent = asyncio.run(_produce_until_stopped(duration, rate, rng))
         except SendTaskError as exc:  # Redis went away after the check: one line, not taskiq's traceback
-            where = _redis_address(str(settings.demo_broker_url))
+            where = redis_address(str(settings.demo_broker_url))
             raise ConfigError(f"lost the Redis of --broker at {where}: {exc.__cause__ or exc}") from None
         print(f"taskiq-monitor demo: enqueued {sent} tasks; stopping workers", file=sys.stderr)
     finally:
