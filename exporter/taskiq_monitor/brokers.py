@@ -10,7 +10,9 @@ It also waits out a Redis that goes away (a restart, a failover, a network cut):
 connection error of its ``BRPOP``, which ends the worker process at once, cancelling the tasks it runs (lost: a list
 queue has no acks), and taskiq restarts it, again and again until Redis is back. This one tries again with a short
 backoff (at most ``brpop_timeout_seconds`` between attempts), logs one warning with the cause and one line when Redis
-is back, and the running tasks go on. Errors that are not about reaching Redis (a wrong key type) still raise.
+is back, and the running tasks go on. Errors that are not about reaching Redis (a wrong key type) still raise. And
+a command that meets a connection the old server closed is sent once more on a new one (unless you pass ``retry``),
+so the first ``.kiq()`` after a restart is sent instead of raising ``SendTaskError``.
 
 Everything else is taskiq-redis's: same queue, same messages, so it can replace the original on one side while the
 other side still runs it::
@@ -32,6 +34,7 @@ from redis.asyncio import Redis
 from taskiq_redis import ListQueueBroker as _TaskiqListQueueBroker
 
 from taskiq_monitor.logs import Outage, is_transient, redis_target
+from taskiq_monitor.store.redis_store import stale_connection_retry
 
 __all__ = ["ListQueueBroker"]
 
@@ -47,6 +50,9 @@ class ListQueueBroker(_TaskiqListQueueBroker):
     brpop_timeout_seconds: int = 1
 
     def __init__(self, url: str, *args: Any, **kwargs: Any) -> None:
+        # taskiq-redis builds its own pool, whose connections have no retry: after a Redis restart the first send
+        # (a web app's .kiq()) met a connection the old server had closed and raised SendTaskError.
+        kwargs.setdefault("retry", stale_connection_retry())
         super().__init__(url, *args, **kwargs)
         self._outage = Outage(logger, "taskiq-monitor broker", redis_target(url))
 

@@ -147,3 +147,30 @@ def test_a_redis_restart_ends_neither_the_worker_processes_nor_their_running_tas
         assert sample(samples, "taskiq_tasks_running", **task) == 0
     finally:
         worker.stop()
+
+
+def test_the_first_message_sent_after_a_redis_restart_is_sent(redis_srv: RedisServer) -> None:
+    # The side that calls .kiq() (a web app): its first send after every Redis restart failed with
+    # "Connection closed by server" (SendTaskError), on an idle pooled connection the old server had closed.
+    broker = ListQueueBroker(redis_srv.url, queue_name="brokers-kick-restart")
+
+    def message(i: int) -> BrokerMessage:
+        return BrokerMessage(task_id=str(i), task_name="t", message=f"m{i}".encode(), labels={})
+
+    async def run() -> list[bytes]:
+        await broker.startup()
+        try:
+            await asyncio.gather(*(broker.kick(message(i)) for i in range(4)))  # several pooled connections
+            await asyncio.to_thread(redis_srv.stop)
+            await asyncio.to_thread(redis_srv.start)  # empty: the four are gone with the old server
+            for i in range(4, 8):
+                await broker.kick(message(i))
+            messages = broker.listen()
+            try:
+                return [await asyncio.wait_for(messages.__anext__(), 30) for _ in range(4)]
+            finally:
+                await messages.aclose()
+        finally:
+            await broker.shutdown()
+
+    assert sorted(asyncio.run(run())) == [b"m4", b"m5", b"m6", b"m7"]
