@@ -327,6 +327,34 @@ async def test_raising_sink_is_counted_and_other_sinks_still_receive() -> None:
     assert value(registry, "taskiq_monitor_errors_total", component="sink") == 3
 
 
+async def test_a_sink_whose_close_hangs_does_not_keep_the_others_from_closing_within_the_shutdown_timeout() -> None:
+    # taskiq gives broker.shutdown() --shutdown-timeout (5 s) in all, then the worker process exits without atexit
+    # hooks. The sinks were closed one after the other: a state store whose Redis hung (5 s socket timeout) took the
+    # whole budget, the Loki sink after it was never closed, and its records in memory were lost, uncounted.
+    registry = CollectorRegistry()
+    closed: list[str] = []
+
+    class HangingClose(RecordingSink):
+        async def close(self) -> None:
+            await asyncio.Event().wait()  # Redis does not answer
+
+    class FailingClose(RecordingSink):
+        async def close(self) -> None:
+            raise RuntimeError("cannot flush")
+
+    class Flushing(RecordingSink):
+        async def close(self) -> None:
+            await asyncio.sleep(0)
+            closed.append("flushed")
+
+    sinks = [HangingClose(), FailingClose(), Flushing()]
+    monitor = MonitoringMiddleware(Settings(), registry=registry, sinks=sinks)
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(monitor.shutdown(), 1.0)  # what taskiq does with its shutdown timeout
+    errors = int(value(registry, "taskiq_monitor_errors_total", component="sink_close"))
+    assert closed == ["flushed"] and errors == 1
+
+
 async def test_pre_send_stamps_enqueue_time_label() -> None:
     _broker, monitor, _, _ = make()
     message = _message("ok")

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import logging
+import shutil
 from pathlib import Path
 
+import pytest
 from fastapi.testclient import TestClient
 from prometheus_client import REGISTRY
 
@@ -49,16 +52,51 @@ def test_get_healthz_reports_processes_of_metrics_dir(tmp_path: Path) -> None:
     assert body["processes_reporting"] == 1
 
 
-def test_healthz_and_metrics_answer_before_the_supervisor_created_the_metrics_dir(tmp_path: Path) -> None:
+def test_healthz_and_metrics_before_the_supervisor_created_the_metrics_dir_say_why_without_a_traceback(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     # `worker` binds its port first and creates the directory just after: a probe or a scrape in between (the demo
-    # polls /healthz from the start) got a 500 and a FileNotFoundError traceback in the log.
+    # polls /healthz from the start) got a 500 and a FileNotFoundError traceback in the log. Not ready yet is a 503
+    # with the reason, as for a directory removed while serving (the exporter cannot tell the two apart).
     missing = tmp_path / "not-yet"
+    caplog.set_level(logging.DEBUG, logger="taskiq_monitor")
     with TestClient(create_app(Settings(metrics_dir=missing)), raise_server_exceptions=False) as client:
         health = client.get("/healthz")
         metrics = client.get("/metrics")
-    assert health.status_code == 200 and health.json()["processes_reporting"] == 0
-    assert metrics.status_code == 200
+    assert health.status_code == 503 and health.json()["error"] == f"metrics directory {missing} does not exist"
+    assert metrics.status_code == 503
+    assert "Traceback" not in caplog.text and not [r for r in caplog.records if r.exc_info]
     assert not missing.exists(), "the exporter never creates the directory: the supervisor claims it"
+
+
+def test_a_metrics_directory_removed_while_serving_is_a_503_with_the_reason_not_a_traceback(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Before: /metrics and /healthz raised FileNotFoundError (a 500 and a traceback in the log at every scrape and
+    # probe) — also in the moment between the worker's bind and its directory's creation (`demo --broker`).
+    directory = tmp_path / "metrics"
+    directory.mkdir()
+    (directory / "gauge_livesum_4242.db").write_bytes(b"")
+    with TestClient(create_app(Settings(metrics_dir=directory)), raise_server_exceptions=False) as client:
+        assert client.get("/healthz").status_code == 200
+        shutil.rmtree(directory)
+        caplog.set_level(logging.DEBUG, logger="taskiq_monitor")
+        health = client.get("/healthz")
+        scrapes = [client.get("/metrics") for _ in range(3)]
+    # A liveness probe fails (a restart recreates the directory), and says why.
+    assert health.status_code == 503
+    assert health.json() == {
+        "status": "error",
+        "metrics_dir": str(directory),
+        "error": f"metrics directory {directory} does not exist",
+    }
+    # A failed scrape (so that TaskiqExporterDown fires: these worker metrics are lost), with a one-line reason.
+    assert [r.status_code for r in scrapes] == [503] * 3
+    assert scrapes[0].text.startswith(f"metrics directory {directory} does not exist")
+    assert scrapes[0].text.count("\n") == 1
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(warnings) == 1 and warnings[0].startswith(f"taskiq-monitor metrics: metrics directory {directory} does")
+    assert "Traceback" not in caplog.text and not [r for r in caplog.records if r.exc_info]
 
 
 def test_metrics_asgi_app_serves_the_registry() -> None:

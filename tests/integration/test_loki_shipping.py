@@ -16,10 +16,12 @@ from pathlib import Path
 import pytest
 
 from tests.integration.loki_env import Worker, loki_env, producer_ids, rss_bytes, start_producer
-from tests.integration.servers import RedisServer, wait_for
+from tests.integration.servers import RedisServer, produce, sample, wait_for
+from tests.integration.servers import Worker as DemoWorker
 from tests.loki_double import LokiPushDouble
 
 OUTAGE_SECONDS = float(os.environ.get("LOKI_OUTAGE_SECONDS", "20"))
+TASK = "embed_message_task"
 RATE = 50.0  # tasks/s enqueued during the outage tests (3 records each: pending, running, final)
 
 
@@ -210,3 +212,42 @@ def test_secrets_never_appear_in_any_payload(
     assert failed and all(r["error_type"] == "ConnectionError" for r in failed)
     assert all(r["kwargs"]["bot_token"] == "[REDACTED]" for r in loki.records())
     assert all(r["kwargs"]["webhook_url"] == "https://u:***@h.invalid/" for r in loki.records())
+
+
+def test_sigterm_while_the_state_stores_redis_hangs_still_ships_the_records_held_in_memory(
+    redis: RedisServer, loki: LokiPushDouble, tmp_path: Path
+) -> None:
+    # The worker's sinks were closed one after the other within taskiq's shutdown timeout (5 s): a state store whose
+    # Redis hung (a paused process, a host gone without a FIN) used all of it in its socket timeout, and the Loki
+    # sink after it was never closed: the records it held were lost, not even counted.
+    state = RedisServer()
+    queue = f"q-hung-state-{os.getpid()}"
+    done = 20
+    env = {
+        "TASKIQ_MONITOR_REDIS_URL": state.url,
+        "TASKIQ_MONITOR_LOKI_URL": loki.url,
+        "TASKIQ_MONITOR_LOKI_SPOOL_DIR": str(tmp_path / "spool"),
+        "TASKIQ_MONITOR_LOKI_BATCH_WAIT_SECONDS": "600",  # the records stay in memory until the shutdown flush
+    }
+    try:
+        worker = DemoWorker(redis.url, tmp_path, queue=queue, workers=1, env=env)
+        try:
+            produce(redis.url, [(TASK, [i], {"sim": {"sleep": 0.0}}) for i in range(done)], kind="list", queue=queue)
+            wait_for(
+                lambda: (
+                    sample(worker.scrape(), "taskiq_tasks_completed_total", task_name=TASK, status="success") == done
+                ),
+                60,
+                f"{done} successes",
+            )
+            assert loki.entries == []  # held in memory: what the shutdown flush must ship
+            state.proc.send_signal(signal.SIGSTOP)
+        finally:
+            try:
+                worker.stop()
+            finally:
+                state.proc.send_signal(signal.SIGCONT)
+    finally:
+        state.cleanup()
+    finals = [r for r in loki.records() if r["status"] == "success"]
+    assert len(finals) == done and loki.duplicates == 0

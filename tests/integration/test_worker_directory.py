@@ -3,7 +3,10 @@
 
 from __future__ import annotations
 
+import json
+import shutil
 import subprocess
+import urllib.error
 import uuid
 from pathlib import Path
 
@@ -13,6 +16,7 @@ from tests.integration.servers import (
     RedisServer,
     Worker,
     free_port,
+    http_get,
     produce,
     sample,
     stop,
@@ -60,3 +64,32 @@ def test_second_supervisor_on_the_same_directory_is_refused_and_the_first_keeps_
         wait_for(lambda: successes(first) == 25, 60, "later tasks counted on the first supervisor")
     finally:
         assert first.stop() == 0
+
+
+def test_a_metrics_directory_removed_under_a_running_worker_fails_scrapes_and_probes_in_one_line(
+    redis_server: RedisServer, workdir: Path
+) -> None:
+    worker = Worker(redis_server.url, workdir, queue=f"q-{uuid.uuid4().hex[:8]}", workers=1)
+    try:
+        produce(
+            redis_server.url,
+            [(TASK, [1], {"sim": {"sleep": 0.0}})],
+            kind="list",
+            queue=worker.env["TASKIQ_MONITOR_DEMO_QUEUE_NAME"],
+        )
+        wait_for(lambda: successes(worker) == 1, 60, "one success")
+        shutil.rmtree(worker.metrics_dir)  # a clean-up script, a tmp cleaner
+        for _ in range(3):
+            with pytest.raises(urllib.error.HTTPError) as scrape:
+                http_get(worker.url + "/metrics")
+            assert scrape.value.code == 503
+            assert scrape.value.read().decode().startswith(f"metrics directory {worker.metrics_dir} does not exist")
+        with pytest.raises(urllib.error.HTTPError) as probe:
+            http_get(worker.url + "/healthz")
+        assert probe.value.code == 503
+        assert json.loads(probe.value.read())["status"] == "error"
+    finally:
+        worker.stop()
+    log = (workdir / f"worker-{worker.port}.log").read_text()
+    assert "Traceback" not in log, log
+    assert log.count(f"taskiq-monitor metrics: metrics directory {worker.metrics_dir} does not exist") == 1, log

@@ -11,15 +11,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
 from fastapi import Depends, FastAPI, Request
-from fastapi.responses import Response
+from fastapi.responses import JSONResponse, Response
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector
 
-from taskiq_monitor.logs import redis_target
+from taskiq_monitor.logs import WarnOnce, redis_target
 from taskiq_monitor.multiproc import live_gauge_pids
 from taskiq_monitor.service.auth import require_token
 from taskiq_monitor.service.collectors import CombinedSource, MultiProcessSource
@@ -46,7 +47,6 @@ def bearer_auth(settings: Settings) -> Any:
 def _schema_route(app: FastAPI, auth: Any) -> None:
     """``/openapi.json``, behind the same token as the API (FastAPI's own is always open). In a browser, log in
     first (``POST /api/v1/session``): the session cookie then carries the token."""
-    from fastapi.responses import JSONResponse
 
     @app.get("/openapi.json", dependencies=[auth], include_in_schema=False)
     def openapi() -> JSONResponse:
@@ -122,17 +122,42 @@ def create_app(settings: Settings | None = None, extra_collectors: Iterable[Coll
 
     include_ui(app, settings)
 
+    warn = WarnOnce(logging.getLogger(__name__))
+
+    def missing_directory() -> str | None:
+        """Why the workers' metrics cannot be served: their directory is gone (removed while serving — their value
+        files with it —, or not created yet by a starting ``worker``); None while it exists."""
+        directory = settings.metrics_dir
+        if directory is None or directory.is_dir():
+            return None
+        return f"metrics directory {directory} does not exist"
+
     @app.get("/metrics", dependencies=[auth], response_class=Response, summary="Prometheus/OpenMetrics exposition")
     def metrics(request: Request) -> Response:
         # Sync on purpose: FastAPI runs it in a thread, so merging many files never blocks the event loop.
         encoder, content_type = choose_encoder(request.headers.get("accept", ""))
-        return Response(encoder(source), media_type=content_type)
+        try:
+            if (missing := missing_directory()) is None:
+                return Response(encoder(source), media_type=content_type)
+        except FileNotFoundError:  # removed during the scrape
+            if (missing := missing_directory()) is None:
+                raise
+        # A failed scrape, not a partial one: the worker metrics are lost, and Prometheus' `up` (TaskiqExporterDown)
+        # must say so; one line, no traceback at every scrape.
+        remedy = "the worker processes' metrics cannot be served; restart `taskiq-monitor worker` (or the workers)"
+        warn("metrics_dir", "taskiq-monitor metrics: %s: %s", missing, remedy)
+        return Response(f"{missing}: {remedy}\n", status_code=503, media_type="text/plain")
 
     @app.get("/healthz", summary="Liveness of the exporter")
-    def healthz() -> dict[str, Any]:
+    def healthz() -> Any:
         body: dict[str, Any] = {"status": "ok"}
         if settings.metrics_dir is not None:
             body["metrics_dir"] = str(settings.metrics_dir)
+            missing = missing_directory()
+            if missing is not None:
+                # A failed liveness probe: a restart recreates the directory.
+                body.update(status="error", error=missing)
+                return JSONResponse(body, status_code=503)
             body["processes_reporting"] = len(live_gauge_pids(settings.metrics_dir))
         return body
 

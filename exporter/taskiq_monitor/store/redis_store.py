@@ -160,6 +160,24 @@ def _parse_snapshot(raw: Any, now: float) -> Snapshot:
     return Snapshot(taken_at=now, workers=int(data.get("workers", 0)), tasks=tasks)
 
 
+def stale_connection_retry() -> Any:
+    """The retry policy of the package's asyncio clients (the exporter's, ``brokers.ListQueueBroker``'s): a command
+    that meets a closed connection is sent once more, on a new one.
+
+    After a restart of Redis, an idle pooled connection still holds the socket the old server closed, and redis-py's
+    asyncio pool hands it out unchecked; without a retry (a client built from a URL, or on a pool of its own, has
+    none) the first command after every restart failed — a 503 of the API, a live-feed client refused, a ``.kiq()``
+    raising SendTaskError — and logged an outage that was over. Only connection errors are retried, at once and
+    once: a timeout (a hung Redis) is not, so a command still gives up within its socket timeout, and a Redis that is
+    really down fails the retry's connect at once. The exporter's commands are reads, and writes that can be
+    repeated (the snapshot's and retention's sweeps)."""
+    from redis.asyncio.retry import Retry
+    from redis.backoff import NoBackoff
+    from redis.exceptions import ConnectionError as RedisConnectionError
+
+    return Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,))
+
+
 class RedisStore:
     """The exporter's reader of the Redis state (plus the sweep of expired pending entries and dead workers)."""
 
@@ -174,12 +192,14 @@ class RedisStore:
         self.stream = f"{self.prefix}:events"
         self.sync = redis.Redis.from_url(settings.redis_url, **redis_kwargs(settings))
         self._sync_snapshot = self.sync.register_script(SNAPSHOT_LUA)
-        self.aio = aioredis.Redis.from_url(settings.redis_url, **redis_kwargs(settings))
+        self.aio = aioredis.Redis.from_url(settings.redis_url, retry=stale_connection_retry(), **redis_kwargs(settings))
         self._aio_snapshot = self.aio.register_script(SNAPSHOT_LUA)
         self.history = RedisHistory(settings, self.aio, self.sync)
         # A separate connection pool for blocking XREADs: they must not starve the API's requests.
         self.aio_blocking = aioredis.Redis.from_url(
-            settings.redis_url, **redis_kwargs(settings, socket_timeout=MAX_BLOCK_MS / 1000 + _BLOCKING_MARGIN)
+            settings.redis_url,
+            retry=stale_connection_retry(),
+            **redis_kwargs(settings, socket_timeout=MAX_BLOCK_MS / 1000 + _BLOCKING_MARGIN),
         )
 
     def _snapshot_args(self, now: float, with_stats: bool) -> list[str]:

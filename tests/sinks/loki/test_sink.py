@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import json
+import logging
 import os
 import sys
 import threading
@@ -300,6 +301,22 @@ def test_pushes_are_gzip_by_default_and_plain_json_when_compression_is_off(
     plain_sink.flush_sync()
     assert len(loki.entries) == 10 and loki.encodings[-1] == "" and counted(registry, "shipped") == 5
     assert sorted(r["task_id"] for r in loki.records()) == sorted(f"task-{i}" for i in range(10))
+
+
+def test_an_outage_without_a_usable_spool_is_logged_as_dropping_not_as_spooling(
+    loki: LokiPushDouble, make_sink: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    (tmp_path / "a-file").write_text("")
+    sink, registry = make_sink(loki_spool_dir=tmp_path / "a-file" / "spool")  # cannot be created, even by root
+    loki.set_mode("503")
+    for i in range(5):
+        sink.emit(event(i))
+    wait(lambda: counted(registry, "dropped") == 5)
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    # Before: "Loki at … unavailable; spooling records to -", while every record was dropped.
+    assert not [w for w in warnings if "spooling" in w], warnings
+    assert [w for w in warnings if w.endswith("unavailable; no usable spool: dropping records until it is back")]
+    assert counted(registry, "spooled") == 0 and loki.entries == []
 
 
 def test_batches_spooled_without_compression_are_gzip_on_disk_and_replayed(

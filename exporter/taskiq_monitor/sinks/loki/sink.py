@@ -581,12 +581,20 @@ class LokiSink(EventSink):
         elif self._backoff.step > self.settings.loki_retries or run.stop.is_set():
             # Loki stays down: this and the other in-memory batches go to disk; the spool's head is the probe.
             if not self._down:
-                self._warn(
-                    "down",
-                    "taskiq-monitor: Loki at %s unavailable; spooling records to %s",
-                    self._redactor.redact_text(self.url),
-                    self._spool.directory if self._spool is not None else "-",
-                )
+                url = self._redactor.redact_text(self.url)
+                if self._spool is not None:
+                    self._warn(
+                        "down",
+                        "taskiq-monitor: Loki at %s unavailable; spooling records to %s",
+                        url,
+                        self._spool.directory,
+                    )
+                else:  # no usable spool (warned at start): say what happens to the records, not "spooling to -"
+                    self._warn(
+                        "down",
+                        "taskiq-monitor: Loki at %s unavailable; no usable spool: dropping records until it is back",
+                        url,
+                    )
             self._down = True
             self._spool_outbox()
 
