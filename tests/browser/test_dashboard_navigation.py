@@ -1,6 +1,7 @@
 """The dashboard's navigation against `taskiq-monitor serve` on a Redis fed by a real StateSink: history pages that
 follow Back, Forward and a reload, the task page's "Back", a reversed date range, a long task name, a task page that
-follows a running and retrying task, and the login form after the token changed."""
+follows a running and retrying task, a task page opened while the previous one is still loading, and the login
+form after the token changed."""
 
 from __future__ import annotations
 
@@ -302,3 +303,28 @@ def test_an_execution_whose_worker_is_gone_reads_as_lost_in_the_history_and_its_
     wait_for(lambda: "lost: its worker stopped" in status.inner_text(), 30, "the lost status line")
     assert "updated live" not in status.inner_text()
     assert page.locator('[data-testid="attempt-row"]').get_attribute("data-lost") == "true"
+
+
+def test_a_task_opened_while_the_previous_task_is_still_loading_is_shown(
+    redis_srv: RedisServer, exporter: Exporter, page: Any
+) -> None:
+    emit_all(
+        redis_srv.url,
+        [
+            event("slow1", "failed", "switch_task", error_type="KeyError", error_message="the first"),
+            event("next1", "failed", "switch_task", error_type="ValueError", error_message="the second"),
+        ],
+    )
+    # The first task's answer is held (a slow store, a long events scan) until the second task page is open.
+    held: list[Any] = []
+    page.route("**/api/v1/executions/slow1", lambda route: held.append(route))
+    page.goto(exporter.url + "/#/task/slow1?task_name=switch_task")
+    wait_for(lambda: page.evaluate("true") and held, 30, "the first task's load is out")
+    page.evaluate("location.hash = '#/task/next1?task_name=switch_task'")
+    page.wait_for_selector("#detail-title:has-text('next1')")
+    held[0].continue_()
+    # Before: the first answer came back for a page no longer shown, and the second task's load, deferred behind it,
+    # never ran: "Loading…" for good.
+    page.wait_for_selector('#detail-status:has-text("1 attempt; last: failed")')
+    assert page.inner_text("#detail-title") == "switch_task · next1"
+    assert page.inner_text('[data-field="error_message"]') == "the second"

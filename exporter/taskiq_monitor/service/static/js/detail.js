@@ -99,7 +99,13 @@ export class Detail {
     } finally {
       this.inFlight = false;
     }
-    if (this.current !== taskId) return; // left, or another task opened, while the request was out
+    if (this.current !== taskId) { // left, or another task opened, while the request was out
+      // The task opened meanwhile had its first load deferred behind this one (`again`): load it now.
+      const deferred = this.again;
+      this.again = false;
+      if (deferred && this.current !== null) this.schedule(0);
+      return;
+    }
     if (failure) {
       if (failure.status === 401) return; // the login form is shown
       const text = failure.status === 503 ? "The task state store (Redis) is unreachable."
