@@ -1,8 +1,9 @@
 """The dashboard against `taskiq-monitor serve` on a Redis fed by a real StateSink: the live feed across an exporter
-restart, history filters and paging, and the bearer token."""
+restart and while paused, history filters and paging, and the bearer token."""
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 import urllib.error
@@ -60,6 +61,58 @@ def test_killing_and_restarting_the_exporter_under_a_stream_leaves_every_event_o
     assert len(rows) == len(sent) == 450  # exactly once: no duplicate row
     assert [r["task_id"] for r in reversed(rows)] == sent  # in order, newest on top
     assert page.locator('[data-testid="feed-gap"]').count() == 0
+
+
+def test_a_paused_feed_stays_as_it_was_through_filters_and_other_views_and_resumes_with_everything(
+    redis_srv: RedisServer, exporter: Exporter, page: Any
+) -> None:
+    emit_all(redis_srv.url, [event("warmup", "success", "pause_task")])
+    page.goto(exporter.url + "/#/feed")
+    page.wait_for_selector('[data-testid="feed-row"][data-task-id="warmup"]')
+    state = sink(redis_srv.url)
+    sent: list[str] = []
+
+    def stream() -> None:  # ~100 events/s; one in three failed
+        for i in range(300):
+            task_id = f"p{i:03d}"
+            state.emit(event(task_id, "failed" if i % 3 == 0 else "success", "pause_task"))
+            sent.append(task_id)
+            time.sleep(0.01)
+
+    producer = threading.Thread(target=stream)
+    producer.start()
+    try:
+        wait_for(lambda: len(feed_rows(page)) >= 40, 30, "the stream is shown")
+        page.click("#feed-pause")
+        frozen = feed_rows(page)
+        frozen_ids = [r["task_id"] for r in frozen]
+        note = page.locator("#feed-paused-note")
+        wait_for(lambda: (m := re.search(r"(\d+) new events", note.inner_text())) and int(m[1]) >= 60, 30, "paused")
+        # Nothing moved after the click (before: the batch waiting for its next frame was drawn after it).
+        assert [r["task_id"] for r in feed_rows(page)] == frozen_ids
+        # Before: a filter or another view drew the buffer as it is now, newer events included, under the note
+        # "Paused".
+        page.select_option("#feed-status", "failed")
+        failed = [r["task_id"] for r in frozen if r["status"] == "failed"]
+        assert failed and [r["task_id"] for r in feed_rows(page)] == failed
+        page.click('a[data-nav="overview"]')
+        page.wait_for_selector('[data-testid="task-card"]')
+        page.click('a[data-nav="feed"]')
+        page.wait_for_selector("#view-feed:not([hidden])")
+        assert [r["task_id"] for r in feed_rows(page)] == failed
+        page.select_option("#feed-status", "")
+        assert [r["task_id"] for r in feed_rows(page)] == frozen_ids
+        assert page.get_attribute("#feed-pause", "aria-pressed") == "true"
+    finally:
+        producer.join(60)
+    wait_for(lambda: state.written == len(sent) == 300, 30, "every event written")
+    state.stop()
+    since = 300 - sum(1 for r in frozen if r["task_id"] != "warmup")  # counted in the other view too
+    wait_for(lambda: note.inner_text() == f"Paused — {since} new events since.", 30, f"{since} new events")
+    assert [r["task_id"] for r in feed_rows(page)] == frozen_ids
+    page.click("#feed-pause")
+    assert note.is_hidden()
+    assert [r["task_id"] for r in feed_rows(page)] == [*reversed(sent), "warmup"]  # every event once, newest first
 
 
 def test_history_filters_live_in_the_url_and_the_51st_match_is_on_page_2(
