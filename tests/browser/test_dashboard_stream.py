@@ -1,5 +1,5 @@
 """The dashboard against `taskiq-monitor serve` on a Redis fed by a real StateSink: the live feed across an exporter
-restart and while paused, history filters and paging, and the bearer token."""
+restart and while paused, history filters and paging, the error detail at a phone width, and the bearer token."""
 
 from __future__ import annotations
 
@@ -195,6 +195,31 @@ def test_the_error_detail_fits_a_phone_width_and_its_attempts_table_takes_focus(
     assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
     # A region that scrolls must be reachable by keyboard (WCAG 2.1.1; axe-core's scrollable-region-focusable).
     assert page.get_attribute("#detail-attempts-title + .table-wrap", "tabindex") == "0"
+
+
+def test_a_message_as_long_as_a_field_may_be_keeps_the_traceback_in_reach_at_a_phone_width(
+    redis_srv: RedisServer, exporter: Exporter, page: Any
+) -> None:
+    message = "row 12 violates constraint " + "x" * 15_000  # about event_max_field_bytes (16 KB)
+    trace = 'Traceback (most recent call last):\n  File "/app/jobs.py", line 3, in run\nValueError: row 12'
+    emit_all(
+        redis_srv.url,
+        [event("long-msg", "failed", "import_task", error_type="ValueError", error_message=message, traceback=trace)],
+    )
+    page.set_viewport_size({"width": 390, "height": 844})
+    page.goto(exporter.url + "/#/task/long-msg")
+    page.wait_for_selector('#detail-status:has-text("1 attempt; last: failed")')
+    assert page.inner_text('[data-field="error_message"]') == message  # all of it, in a box that scrolls
+    top = "(s) => document.querySelector(s).getBoundingClientRect().top + window.scrollY"
+    # Before: the message, then again its attempt row, made the page 100,000 px tall; the traceback came after it.
+    assert page.evaluate(top, '[data-field="traceback"]') < 2 * 844
+    assert page.evaluate(top, "#detail-attempts") < 4 * 844
+    assert page.evaluate("document.documentElement.scrollHeight") < 5 * 844
+    assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
+    # The boxes that scroll take keyboard focus (WCAG 2.1.1): the message, and its cell in the attempts table.
+    assert page.get_attribute("#detail-error-head", "tabindex") == "0"
+    assert page.get_attribute('[data-testid="attempt-row"] .clip', "tabindex") == "0"
+    assert page.inner_text('[data-testid="attempt-row"] .clip') == f"ValueError: {message}"
 
 
 def test_a_token_protected_exporter_refuses_the_page_until_login_and_works_after(
