@@ -328,3 +328,21 @@ def test_a_task_opened_while_the_previous_task_is_still_loading_is_shown(
     page.wait_for_selector('#detail-status:has-text("1 attempt; last: failed")')
     assert page.inner_text("#detail-title") == "switch_task · next1"
     assert page.inner_text('[data-field="error_message"]') == "the second"
+
+
+def test_a_task_address_with_a_stray_percent_opens_that_task_id_not_the_previous_task(
+    redis_srv: RedisServer, exporter: Exporter, page: Any
+) -> None:
+    emit_all(
+        redis_srv.url, [event("shown-first", "success", "percent_task"), event("50%off", "failed", "percent_task")]
+    )
+    page.goto(exporter.url + "/#/task/shown-first")
+    page.wait_for_selector('#detail-title:has-text("percent_task · shown-first")')
+    # Typed or pasted by hand: "%of" is no escape. Before: a script error, and the previous task's page stayed up
+    # under the new address.
+    page.evaluate("location.hash = '#/task/50%off'")
+    page.wait_for_selector('#detail-title:has-text("percent_task · 50%off")')
+    assert page.inner_text("#detail-status") == "1 attempt; last: failed"
+    page.evaluate("location.hash = '#/task/no%zzsuch'")
+    page.wait_for_selector('#detail-status:has-text("No execution with this task id")')
+    assert page.inner_text("#detail-title") == "no%zzsuch"

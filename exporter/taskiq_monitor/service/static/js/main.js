@@ -9,6 +9,16 @@ import { Overview } from "./overview.js";
 
 const VIEWS = ["login", "overview", "feed", "history", "detail"];
 
+/** A task id from the address; a "%" that starts no escape (an address typed or pasted by hand) is the id's own:
+ * decodeURIComponent would throw, and the page would keep showing the previous task under the new address. */
+function decodeId(text) {
+  try {
+    return decodeURIComponent(text);
+  } catch {
+    return text;
+  }
+}
+
 class App {
   constructor() {
     this.config = null;
@@ -173,7 +183,7 @@ class App {
       this.showView("detail");
       document.title = "Task · taskiq-monitor";
       this.backLink(params);
-      this.detail.show(decodeURIComponent(path.slice("/task/".length)), params);
+      this.detail.show(decodeId(path.slice("/task/".length)), params);
     } else {
       this.showView("overview");
       document.title = "Overview · taskiq-monitor";
