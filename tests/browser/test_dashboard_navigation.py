@@ -1,7 +1,7 @@
 """The dashboard's navigation against `taskiq-monitor serve` on a Redis fed by a real StateSink: history pages that
-follow Back, Forward and a reload, the task page's "Back", a reversed date range, a long task name, a task page that
-follows a running and retrying task, a task page opened while the previous one is still loading, and the login
-form after the token changed."""
+follow Back, Forward and a reload, by keyboard, and a second "Older" while a page loads; the task page's "Back", a
+reversed date range, a long task name, a task page that follows a running and retrying task, a task page opened while
+the previous one is still loading or by an address with a stray "%", and the login form after the token changed."""
 
 from __future__ import annotations
 
@@ -346,3 +346,61 @@ def test_a_task_address_with_a_stray_percent_opens_that_task_id_not_the_previous
     page.evaluate("location.hash = '#/task/no%zzsuch'")
     page.wait_for_selector('#detail-status:has-text("No execution with this task id")')
     assert page.inner_text("#detail-title") == "no%zzsuch"
+
+
+def test_paging_the_history_by_keyboard_keeps_the_focus_on_the_pager_at_either_end(
+    redis_srv: RedisServer, exporter: Exporter, page: Any
+) -> None:
+    emit_all(redis_srv.url, [event(f"k{i:03d}", "success", "keyboard_task") for i in range(120)])
+    pages = {
+        1: [f"k{i:03d}" for i in reversed(range(70, 120))],
+        2: [f"k{i:03d}" for i in reversed(range(20, 70))],
+        3: [f"k{i:03d}" for i in reversed(range(20))],
+    }
+    page.goto(exporter.url + "/#/history?task_name=keyboard_task")
+    wait_page(page, 1, pages[1])
+    focused = "document.activeElement.id"
+    page.focus("#history-older")
+    for number in (2, 3):
+        page.keyboard.press("Enter")
+        wait_page(page, number, pages[number])
+    assert page.is_disabled("#history-older")
+    # Before: the disabled button dropped the focus to <body>; the next Tab started from the top of the page.
+    assert page.evaluate(focused) == "history-newer"
+    for number in (2, 1):
+        page.keyboard.press("Enter")
+        wait_page(page, number, pages[number])
+    assert page.is_disabled("#history-newer")
+    assert page.evaluate(focused) == "history-older"
+    page.keyboard.press("Enter")
+    wait_page(page, 2, pages[2])
+
+
+def test_older_pressed_again_while_the_next_page_loads_does_not_skip_to_a_wrong_page(
+    redis_srv: RedisServer, exporter: Exporter, page: Any
+) -> None:
+    emit_all(redis_srv.url, [event(f"s{i:03d}", "success", "slow_page_task") for i in range(120)])
+    page.goto(exporter.url + "/#/history?task_name=slow_page_task")
+    wait_page(page, 1, [f"s{i:03d}" for i in reversed(range(70, 120))])
+    # A slow store: the answer for page 2 is held while the user presses "Older" once more.
+    held: list[Any] = []
+    holding = [True]
+
+    def hold(route: Any) -> None:
+        if holding[0] and "cursor=" in route.request.url:
+            held.append(route)
+        else:
+            route.continue_()
+
+    page.route("**/api/v1/executions?*", hold)
+    page.click("#history-older")
+    wait_for(lambda: page.evaluate("true") and held, 30, "page 2 is loading")
+    page.click("#history-older")
+    holding[0] = False
+    for route in held:
+        route.continue_()
+    # Before: the second press went to "Page 3" with page 2's cursor (the first page's next one, not yet replaced),
+    # and showed page 2's rows under it; "Newer" then showed them again as page 2.
+    wait_page(page, 2, [f"s{i:03d}" for i in reversed(range(20, 70))])
+    query = urllib.parse.parse_qs(page.url.split("#/history?", 1)[1])
+    assert query["page"] == ["2"] and "trail" not in query
