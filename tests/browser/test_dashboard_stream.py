@@ -1,5 +1,6 @@
 """The dashboard against `taskiq-monitor serve` on a Redis fed by a real StateSink: the live feed across an exporter
-restart and while paused, history filters and paging, the error detail at a phone width, and the bearer token."""
+restart and while paused, the feed's filter, history filters and paging, the error detail at a phone width, and the
+bearer token."""
 
 from __future__ import annotations
 
@@ -113,6 +114,25 @@ def test_a_paused_feed_stays_as_it_was_through_filters_and_other_views_and_resum
     page.click("#feed-pause")
     assert note.is_hidden()
     assert [r["task_id"] for r in feed_rows(page)] == [*reversed(sent), "warmup"]  # every event once, newest first
+
+
+def test_the_feed_filter_offers_every_registered_type_and_one_first_seen_in_the_feed(
+    redis_srv: RedisServer, exporter: Exporter, page: Any
+) -> None:
+    # "idle_task" has no event among the 50 the feed starts with: only the registry knows it.
+    emit_all(redis_srv.url, [event("idle", "success", "idle_task")])
+    emit_all(redis_srv.url, [event(f"b{i:02d}", "success", "busy_task") for i in range(60)])
+    page.goto(exporter.url + "/#/feed")
+    page.wait_for_selector('[data-testid="feed-row"][data-task-id="b59"]')
+    options = "() => [...document.querySelectorAll('#feed-task option')].map(o => o.value)"
+    wait_for(lambda: page.evaluate(options) == ["", "busy_task", "idle_task"], 30, "the registered types")
+    # A type first seen while the page shows the feed. Before: the list was loaded once, and refreshed only by a
+    # visit to the overview, so it could not be chosen.
+    emit_all(redis_srv.url, [event("late", "failed", "late_task")])
+    page.wait_for_selector('[data-testid="feed-row"][data-task-id="late"]')
+    assert page.evaluate(options) == ["", "busy_task", "idle_task", "late_task"]
+    page.select_option("#feed-task", "late_task")
+    assert [r["task_id"] for r in feed_rows(page)] == ["late"]
 
 
 def test_history_filters_live_in_the_url_and_the_51st_match_is_on_page_2(

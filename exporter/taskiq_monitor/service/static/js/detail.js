@@ -201,8 +201,8 @@ export class Detail {
       el("td", { class: "mono" }, fmtTime(toUnix(a.started_at), true)),
       el("td", { class: "num" }, fmtDuration(a.duration_seconds)),
       el("td", { class: "mono" }, worker(a.worker)),
-      el("td", { class: "msg" }, a.error_type ? el("div", { class: "clip" }, `${a.error_type}: ${a.error_message || ""}`)
-        : ""),
+      el("td", { class: "msg" },
+        a.error_type ? el("div", { class: "clip" }, `${a.error_type}: ${a.error_message || ""}`) : ""),
     )));
     // A long message scrolls in its cell (app.css): a region that scrolls is reachable by keyboard (WCAG 2.1.1).
     for (const clip of document.querySelectorAll("#detail-attempts .clip")) {

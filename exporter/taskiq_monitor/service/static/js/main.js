@@ -28,6 +28,7 @@ class App {
     this.history = new History(this);
     this.detail = new Detail(this);
     this.taskNames = [];
+    this.registryLoaded = false; // taskNames holds every registered type (not only those seen in the live feed)
     this.executions = null;
     this.view = null;
     this.listHash = null; // the address of the last list view, for the task page's "← Back"
@@ -60,6 +61,7 @@ class App {
     });
     this.live.addEventListener("event", (e) => {
       this.feed.addEvent(e.detail.id, e.detail.event);
+      this.noteTaskName(e.detail.event && e.detail.event.task_name);
       this.overview.poke();
       this.detail.poke(e.detail.event);
     });
@@ -137,11 +139,19 @@ class App {
     }
   }
 
+  /** A task type seen in the live feed joins the filters at once: the list is otherwise refreshed by the overview
+   * only, and a page opened on the feed (or whose first /api/v1/tasks failed) kept a stale one. */
+  noteTaskName(name) {
+    if (typeof name !== "string" || !name || this.taskNames.includes(name)) return;
+    this.setTaskNames([...this.taskNames, name]);
+  }
+
   async loadTaskNames() {
-    if (this.taskNames.length) return;
+    if (this.registryLoaded) return; // the overview keeps it current from then on
     try {
       const data = await getJSON("api/v1/tasks");
       this.setTaskNames(data.tasks.map((t) => t.task_name));
+      this.registryLoaded = true;
     } catch {
       // the views say what is wrong
     }
