@@ -1,5 +1,5 @@
-"""The page's own modules, run in Chromium: the health rule of docs/ui.md and the live frames adapter (v1 single
-event, v2 batch, duplicates after a resume)."""
+"""The page's own modules, run in Chromium: the health rule of docs/ui.md, the live frames adapter (v1 single
+event, v2 batch, duplicates after a resume), the sparkline, and how durations and rates are written."""
 
 from __future__ import annotations
 
@@ -89,3 +89,32 @@ def test_the_sparkline_draws_throughput_and_failures_scaled_to_the_busiest_minut
     assert (total_class, failed_class) == ("total", "failed")
     assert min(total) == total[3] < total[2] < total[1] < total[0] == max(total)  # 6 is the top, 0 the baseline
     assert failed[3] < failed[2] < failed[0]
+
+
+FORMATS = """async ([durations, rates]) => {
+  const { fmtDuration, fmtRate } = await import('/static/js/dom.js');
+  return { durations: durations.map(fmtDuration), rates: rates.map(fmtRate) };
+}"""
+
+
+def test_a_duration_is_rounded_to_the_unit_shown_before_it_is_split(exporter: Exporter, page: Any) -> None:
+    page.goto(exporter.url + "/")
+    seconds = [0.0004, 0.25, 0.9996, 9.996, 59.97, 119.7, 3599.6, 7199.0, 7230.0]
+    shown = page.evaluate(FORMATS, [seconds, []])["durations"]
+    # Before: "1000 ms", "10.00 s", "60.0 s", "1 min 60 s", "59 min 60 s", "1 h 60 min" (an oldest-pending age or an
+    # average duration on a card, a task's duration in the feed and the history).
+    expected = ["0 ms", "250 ms", "1.00 s", "10.0 s", "1 min 0 s", "2 min 0 s", "1 h 0 min", "2 h 0 min", "2 h 1 min"]
+    assert shown == expected
+
+
+def test_a_rate_is_never_shown_on_a_line_it_has_not_reached(exporter: Exporter, page: Any) -> None:
+    page.goto(exporter.url + "/")
+    rates = [0.0, 1.0, 0.5, 95 / 96, 224 / 249, 4999 / 5000, 1 / 5000, None]
+    shown = page.evaluate(FORMATS, [[], rates])["rates"]
+    # 95/96 = 98.96 %: below the 99 % line, never "99.0 %"; 224/249 = 89.96 %: failing, never "90.0 %"; one failure
+    # in 5,000 is neither "100 %" (success) nor "0.0 %" (the fleet's failure ratio).
+    assert shown == ["0 %", "100 %", "50.0 %", "98.9 %", "89.9 %", "99.9 %", "< 0.1 %", "–"]
+    degraded = page.evaluate(HEALTH, [task(success=95, failed=1), DEFAULTS])
+    assert degraded == {"level": "degraded", "reasons": ["success rate 98.9 % < 99 %"]}  # was "99 % < 99 %"
+    failing = page.evaluate(HEALTH, [task(success=224, failed=25), DEFAULTS])
+    assert failing == {"level": "failing", "reasons": ["success rate 89.9 % < 90 %"]}  # was "90 % < 90 %"

@@ -1,6 +1,7 @@
 """The dashboard's navigation against `taskiq-monitor serve` on a Redis fed by a real StateSink: history pages that
-follow Back, Forward and a reload, the task page's "Back", a reversed date range, a long task name, a task page that
-follows a running and retrying task, and the login form after the token changed."""
+follow Back, Forward and a reload, by keyboard, and a second "Older" while a page loads; the task page's "Back", a
+reversed date range, a long task name, a task page that follows a running and retrying task, a task page opened while
+the previous one is still loading or by an address with a stray "%", and the login form after the token changed."""
 
 from __future__ import annotations
 
@@ -302,3 +303,104 @@ def test_an_execution_whose_worker_is_gone_reads_as_lost_in_the_history_and_its_
     wait_for(lambda: "lost: its worker stopped" in status.inner_text(), 30, "the lost status line")
     assert "updated live" not in status.inner_text()
     assert page.locator('[data-testid="attempt-row"]').get_attribute("data-lost") == "true"
+
+
+def test_a_task_opened_while_the_previous_task_is_still_loading_is_shown(
+    redis_srv: RedisServer, exporter: Exporter, page: Any
+) -> None:
+    emit_all(
+        redis_srv.url,
+        [
+            event("slow1", "failed", "switch_task", error_type="KeyError", error_message="the first"),
+            event("next1", "failed", "switch_task", error_type="ValueError", error_message="the second"),
+        ],
+    )
+    # The first task's answer is held (a slow store, a long events scan) until the second task page is open.
+    held: list[Any] = []
+    page.route("**/api/v1/executions/slow1", lambda route: held.append(route))
+    page.goto(exporter.url + "/#/task/slow1?task_name=switch_task")
+    wait_for(lambda: page.evaluate("true") and held, 30, "the first task's load is out")
+    page.evaluate("location.hash = '#/task/next1?task_name=switch_task'")
+    page.wait_for_selector("#detail-title:has-text('next1')")
+    held[0].continue_()
+    # Before: the first answer came back for a page no longer shown, and the second task's load, deferred behind it,
+    # never ran: "Loading…" for good.
+    page.wait_for_selector('#detail-status:has-text("1 attempt; last: failed")')
+    assert page.inner_text("#detail-title") == "switch_task · next1"
+    assert page.inner_text('[data-field="error_message"]') == "the second"
+
+
+def test_a_task_address_with_a_stray_percent_opens_that_task_id_not_the_previous_task(
+    redis_srv: RedisServer, exporter: Exporter, page: Any
+) -> None:
+    emit_all(
+        redis_srv.url, [event("shown-first", "success", "percent_task"), event("50%off", "failed", "percent_task")]
+    )
+    page.goto(exporter.url + "/#/task/shown-first")
+    page.wait_for_selector('#detail-title:has-text("percent_task · shown-first")')
+    # Typed or pasted by hand: "%of" is no escape. Before: a script error, and the previous task's page stayed up
+    # under the new address.
+    page.evaluate("location.hash = '#/task/50%off'")
+    page.wait_for_selector('#detail-title:has-text("percent_task · 50%off")')
+    assert page.inner_text("#detail-status") == "1 attempt; last: failed"
+    page.evaluate("location.hash = '#/task/no%zzsuch'")
+    page.wait_for_selector('#detail-status:has-text("No execution with this task id")')
+    assert page.inner_text("#detail-title") == "no%zzsuch"
+
+
+def test_paging_the_history_by_keyboard_keeps_the_focus_on_the_pager_at_either_end(
+    redis_srv: RedisServer, exporter: Exporter, page: Any
+) -> None:
+    emit_all(redis_srv.url, [event(f"k{i:03d}", "success", "keyboard_task") for i in range(120)])
+    pages = {
+        1: [f"k{i:03d}" for i in reversed(range(70, 120))],
+        2: [f"k{i:03d}" for i in reversed(range(20, 70))],
+        3: [f"k{i:03d}" for i in reversed(range(20))],
+    }
+    page.goto(exporter.url + "/#/history?task_name=keyboard_task")
+    wait_page(page, 1, pages[1])
+    focused = "document.activeElement.id"
+    page.focus("#history-older")
+    for number in (2, 3):
+        page.keyboard.press("Enter")
+        wait_page(page, number, pages[number])
+    assert page.is_disabled("#history-older")
+    # Before: the disabled button dropped the focus to <body>; the next Tab started from the top of the page.
+    assert page.evaluate(focused) == "history-newer"
+    for number in (2, 1):
+        page.keyboard.press("Enter")
+        wait_page(page, number, pages[number])
+    assert page.is_disabled("#history-newer")
+    assert page.evaluate(focused) == "history-older"
+    page.keyboard.press("Enter")
+    wait_page(page, 2, pages[2])
+
+
+def test_older_pressed_again_while_the_next_page_loads_does_not_skip_to_a_wrong_page(
+    redis_srv: RedisServer, exporter: Exporter, page: Any
+) -> None:
+    emit_all(redis_srv.url, [event(f"s{i:03d}", "success", "slow_page_task") for i in range(120)])
+    page.goto(exporter.url + "/#/history?task_name=slow_page_task")
+    wait_page(page, 1, [f"s{i:03d}" for i in reversed(range(70, 120))])
+    # A slow store: the answer for page 2 is held while the user presses "Older" once more.
+    held: list[Any] = []
+    holding = [True]
+
+    def hold(route: Any) -> None:
+        if holding[0] and "cursor=" in route.request.url:
+            held.append(route)
+        else:
+            route.continue_()
+
+    page.route("**/api/v1/executions?*", hold)
+    page.click("#history-older")
+    wait_for(lambda: page.evaluate("true") and held, 30, "page 2 is loading")
+    page.click("#history-older")
+    holding[0] = False
+    for route in held:
+        route.continue_()
+    # Before: the second press went to "Page 3" with page 2's cursor (the first page's next one, not yet replaced),
+    # and showed page 2's rows under it; "Newer" then showed them again as page 2.
+    wait_page(page, 2, [f"s{i:03d}" for i in reversed(range(20, 70))])
+    query = urllib.parse.parse_qs(page.url.split("#/history?", 1)[1])
+    assert query["page"] == ["2"] and "trail" not in query

@@ -1,8 +1,10 @@
 """The dashboard against `taskiq-monitor serve` on a Redis fed by a real StateSink: the live feed across an exporter
-restart, history filters and paging, and the bearer token."""
+restart and while paused, the feed's filter, history filters and paging, the error detail at a phone width, and the
+bearer token."""
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 import urllib.error
@@ -60,6 +62,77 @@ def test_killing_and_restarting_the_exporter_under_a_stream_leaves_every_event_o
     assert len(rows) == len(sent) == 450  # exactly once: no duplicate row
     assert [r["task_id"] for r in reversed(rows)] == sent  # in order, newest on top
     assert page.locator('[data-testid="feed-gap"]').count() == 0
+
+
+def test_a_paused_feed_stays_as_it_was_through_filters_and_other_views_and_resumes_with_everything(
+    redis_srv: RedisServer, exporter: Exporter, page: Any
+) -> None:
+    emit_all(redis_srv.url, [event("warmup", "success", "pause_task")])
+    page.goto(exporter.url + "/#/feed")
+    page.wait_for_selector('[data-testid="feed-row"][data-task-id="warmup"]')
+    state = sink(redis_srv.url)
+    sent: list[str] = []
+
+    def stream() -> None:  # ~100 events/s; one in three failed
+        for i in range(300):
+            task_id = f"p{i:03d}"
+            state.emit(event(task_id, "failed" if i % 3 == 0 else "success", "pause_task"))
+            sent.append(task_id)
+            time.sleep(0.01)
+
+    producer = threading.Thread(target=stream)
+    producer.start()
+    try:
+        wait_for(lambda: len(feed_rows(page)) >= 40, 30, "the stream is shown")
+        page.click("#feed-pause")
+        frozen = feed_rows(page)
+        frozen_ids = [r["task_id"] for r in frozen]
+        note = page.locator("#feed-paused-note")
+        wait_for(lambda: (m := re.search(r"(\d+) new events", note.inner_text())) and int(m[1]) >= 60, 30, "paused")
+        # Nothing moved after the click (before: the batch waiting for its next frame was drawn after it).
+        assert [r["task_id"] for r in feed_rows(page)] == frozen_ids
+        # Before: a filter or another view drew the buffer as it is now, newer events included, under the note
+        # "Paused".
+        page.select_option("#feed-status", "failed")
+        failed = [r["task_id"] for r in frozen if r["status"] == "failed"]
+        assert failed and [r["task_id"] for r in feed_rows(page)] == failed
+        page.click('a[data-nav="overview"]')
+        page.wait_for_selector('[data-testid="task-card"]')
+        page.click('a[data-nav="feed"]')
+        page.wait_for_selector("#view-feed:not([hidden])")
+        assert [r["task_id"] for r in feed_rows(page)] == failed
+        page.select_option("#feed-status", "")
+        assert [r["task_id"] for r in feed_rows(page)] == frozen_ids
+        assert page.get_attribute("#feed-pause", "aria-pressed") == "true"
+    finally:
+        producer.join(60)
+    wait_for(lambda: state.written == len(sent) == 300, 30, "every event written")
+    state.stop()
+    since = 300 - sum(1 for r in frozen if r["task_id"] != "warmup")  # counted in the other view too
+    wait_for(lambda: note.inner_text() == f"Paused — {since} new events since.", 30, f"{since} new events")
+    assert [r["task_id"] for r in feed_rows(page)] == frozen_ids
+    page.click("#feed-pause")
+    assert note.is_hidden()
+    assert [r["task_id"] for r in feed_rows(page)] == [*reversed(sent), "warmup"]  # every event once, newest first
+
+
+def test_the_feed_filter_offers_every_registered_type_and_one_first_seen_in_the_feed(
+    redis_srv: RedisServer, exporter: Exporter, page: Any
+) -> None:
+    # "idle_task" has no event among the 50 the feed starts with: only the registry knows it.
+    emit_all(redis_srv.url, [event("idle", "success", "idle_task")])
+    emit_all(redis_srv.url, [event(f"b{i:02d}", "success", "busy_task") for i in range(60)])
+    page.goto(exporter.url + "/#/feed")
+    page.wait_for_selector('[data-testid="feed-row"][data-task-id="b59"]')
+    options = "() => [...document.querySelectorAll('#feed-task option')].map(o => o.value)"
+    wait_for(lambda: page.evaluate(options) == ["", "busy_task", "idle_task"], 30, "the registered types")
+    # A type first seen while the page shows the feed. Before: the list was loaded once, and refreshed only by a
+    # visit to the overview, so it could not be chosen.
+    emit_all(redis_srv.url, [event("late", "failed", "late_task")])
+    page.wait_for_selector('[data-testid="feed-row"][data-task-id="late"]')
+    assert page.evaluate(options) == ["", "busy_task", "idle_task", "late_task"]
+    page.select_option("#feed-task", "late_task")
+    assert [r["task_id"] for r in feed_rows(page)] == ["late"]
 
 
 def test_history_filters_live_in_the_url_and_the_51st_match_is_on_page_2(
@@ -142,6 +215,31 @@ def test_the_error_detail_fits_a_phone_width_and_its_attempts_table_takes_focus(
     assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
     # A region that scrolls must be reachable by keyboard (WCAG 2.1.1; axe-core's scrollable-region-focusable).
     assert page.get_attribute("#detail-attempts-title + .table-wrap", "tabindex") == "0"
+
+
+def test_a_message_as_long_as_a_field_may_be_keeps_the_traceback_in_reach_at_a_phone_width(
+    redis_srv: RedisServer, exporter: Exporter, page: Any
+) -> None:
+    message = "row 12 violates constraint " + "x" * 15_000  # about event_max_field_bytes (16 KB)
+    trace = 'Traceback (most recent call last):\n  File "/app/jobs.py", line 3, in run\nValueError: row 12'
+    emit_all(
+        redis_srv.url,
+        [event("long-msg", "failed", "import_task", error_type="ValueError", error_message=message, traceback=trace)],
+    )
+    page.set_viewport_size({"width": 390, "height": 844})
+    page.goto(exporter.url + "/#/task/long-msg")
+    page.wait_for_selector('#detail-status:has-text("1 attempt; last: failed")')
+    assert page.inner_text('[data-field="error_message"]') == message  # all of it, in a box that scrolls
+    top = "(s) => document.querySelector(s).getBoundingClientRect().top + window.scrollY"
+    # Before: the message, then again its attempt row, made the page 100,000 px tall; the traceback came after it.
+    assert page.evaluate(top, '[data-field="traceback"]') < 2 * 844
+    assert page.evaluate(top, "#detail-attempts") < 4 * 844
+    assert page.evaluate("document.documentElement.scrollHeight") < 5 * 844
+    assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
+    # The boxes that scroll take keyboard focus (WCAG 2.1.1): the message, and its cell in the attempts table.
+    assert page.get_attribute("#detail-error-head", "tabindex") == "0"
+    assert page.get_attribute('[data-testid="attempt-row"] .clip', "tabindex") == "0"
+    assert page.inner_text('[data-testid="attempt-row"] .clip') == f"ValueError: {message}"
 
 
 def test_a_token_protected_exporter_refuses_the_page_until_login_and_works_after(

@@ -99,7 +99,13 @@ export class Detail {
     } finally {
       this.inFlight = false;
     }
-    if (this.current !== taskId) return; // left, or another task opened, while the request was out
+    if (this.current !== taskId) { // left, or another task opened, while the request was out
+      // The task opened meanwhile had its first load deferred behind this one (`again`): load it now.
+      const deferred = this.again;
+      this.again = false;
+      if (deferred && this.current !== null) this.schedule(0);
+      return;
+    }
     if (failure) {
       if (failure.status === 401) return; // the login form is shown
       const text = failure.status === 503 ? "The task state store (Redis) is unreachable."
@@ -195,8 +201,13 @@ export class Detail {
       el("td", { class: "mono" }, fmtTime(toUnix(a.started_at), true)),
       el("td", { class: "num" }, fmtDuration(a.duration_seconds)),
       el("td", { class: "mono" }, worker(a.worker)),
-      el("td", { class: "msg" }, a.error_type ? `${a.error_type}: ${a.error_message || ""}` : ""),
+      el("td", { class: "msg" },
+        a.error_type ? el("div", { class: "clip" }, `${a.error_type}: ${a.error_message || ""}`) : ""),
     )));
+    // A long message scrolls in its cell (app.css): a region that scrolls is reachable by keyboard (WCAG 2.1.1).
+    for (const clip of document.querySelectorAll("#detail-attempts .clip")) {
+      if (clip.scrollHeight > clip.clientHeight) clip.tabIndex = 0;
+    }
     const grafana = this.app.config.grafana_url;
     const links = $("#detail-links");
     if (grafana) {

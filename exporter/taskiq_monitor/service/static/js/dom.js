@@ -24,10 +24,18 @@ export const $ = (selector, root = document) => root.querySelector(selector);
 
 export function fmtDuration(seconds) {
   if (seconds === null || seconds === undefined || Number.isNaN(seconds)) return "–";
-  if (seconds < 1) return `${Math.round(seconds * 1000)} ms`;
-  if (seconds < 60) return `${seconds.toFixed(seconds < 10 ? 2 : 1)} s`;
-  if (seconds < 3600) return `${Math.floor(seconds / 60)} min ${Math.round(seconds % 60)} s`;
-  return `${Math.floor(seconds / 3600)} h ${Math.round((seconds % 3600) / 60)} min`;
+  // Rounded to the unit shown before it is split or compared: 119.7 s is "2 min 0 s", never "1 min 60 s", and
+  // 0.9996 s is "1.00 s", never "1000 ms".
+  const ms = Math.round(seconds * 1000);
+  if (ms < 1000) return `${ms} ms`;
+  const hundredths = Math.round(seconds * 100);
+  if (hundredths < 1000) return `${(hundredths / 100).toFixed(2)} s`;
+  const tenths = Math.round(seconds * 10);
+  if (tenths < 600) return `${(tenths / 10).toFixed(1)} s`;
+  const whole = Math.round(seconds);
+  if (whole < 3600) return `${Math.floor(whole / 60)} min ${whole % 60} s`;
+  const minutes = Math.round(seconds / 60);
+  return `${Math.floor(minutes / 60)} h ${minutes % 60} min`;
 }
 
 export function fmtAge(seconds) {
@@ -35,9 +43,15 @@ export function fmtAge(seconds) {
   return fmtDuration(seconds);
 }
 
+/** A ratio as a percentage, cut (not rounded) to 0.1 %: a value is never shown on a line it has not reached —
+ * 98.96 % is "98.9 %" (below a 99 % line, as the health reason says), 99.97 % is not "100 %", and one failure in
+ * 5,000 is "< 0.1 %", not "0.0 %". Only 0 and 1 read "0 %" and "100 %". */
 export function fmtRate(ratio) {
-  if (ratio === null || ratio === undefined) return "–";
-  return `${(ratio * 100).toFixed(ratio >= 0.9995 || ratio === 0 ? 0 : 1)} %`;
+  if (ratio === null || ratio === undefined || Number.isNaN(ratio)) return "–";
+  if (ratio <= 0) return "0 %";
+  if (ratio >= 1) return "100 %";
+  const tenths = Math.floor(ratio * 1000);
+  return tenths === 0 ? "< 0.1 %" : `${(tenths / 10).toFixed(1)} %`;
 }
 
 const NBSP = "\u00a0"; // a number and its unit never part at a line break ("24 / h" in a narrow card)

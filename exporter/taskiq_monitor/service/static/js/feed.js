@@ -16,8 +16,12 @@ export class Feed {
     this.flushTimer = 0;
     this.lastFlush = -Infinity;
     this.paused = false;
+    // While paused, the table shows these items (the buffer as it was at the click), whatever the filters or views
+    // do meanwhile; `received` counts every event, so the note's "N new events" holds even across another view.
+    this.frozen = null;
+    this.received = 0;
+    this.receivedAtPause = 0;
     this.visible = false; // while another view is shown, events are only kept (no DOM work)
-    this.missed = 0;
     this.filters = { task_name: "", status: "" };
     this.body = $("#feed-rows");
     $("#feed-task").addEventListener("change", (e) => this.setFilter("task_name", e.target.value));
@@ -28,6 +32,7 @@ export class Feed {
   show() {
     this.visible = true;
     this.renderAll();
+    if (this.paused) this.pausedNote();
   }
 
   hide() {
@@ -44,11 +49,24 @@ export class Feed {
     const button = $("#feed-pause");
     button.setAttribute("aria-pressed", String(this.paused));
     setText(button, this.paused ? "Resume" : "Pause");
-    const note = $("#feed-paused-note");
-    note.hidden = !this.paused;
-    this.missed = 0;
-    setText(note, "Paused — new events are kept and shown on resume.");
-    if (!this.paused) this.renderAll();
+    $("#feed-paused-note").hidden = !this.paused;
+    if (this.paused) {
+      // What arrived before the click is drawn now (a flush may be waiting for its frame); then nothing moves.
+      this.cancelFlush();
+      this.flush();
+      this.frozen = this.items.slice();
+      this.receivedAtPause = this.received;
+      this.pausedNote();
+    } else {
+      this.frozen = null;
+      this.renderAll();
+    }
+  }
+
+  pausedNote() {
+    const missed = this.received - this.receivedAtPause;
+    setText($("#feed-paused-note"), missed ? `Paused — ${missed} new event${missed === 1 ? "" : "s"} since.`
+      : "Paused — new events are kept and shown on resume.");
   }
 
   matches(item) {
@@ -63,8 +81,7 @@ export class Feed {
     if (this.items.length > MAX_BUFFER + MAX_ROWS) this.items.splice(0, this.items.length - MAX_BUFFER);
     if (!this.visible) return;
     if (this.paused) {
-      this.missed += 1;
-      setText($("#feed-paused-note"), `Paused — ${this.missed} new event${this.missed === 1 ? "" : "s"} since.`);
+      this.pausedNote();
       return;
     }
     this.queue.push(item);
@@ -86,6 +103,7 @@ export class Feed {
   }
 
   addEvent(id, event) {
+    this.received += 1; // events only: a gap marker is no new event
     this.push({ id, event });
   }
 
@@ -106,20 +124,25 @@ export class Feed {
     $("#feed-empty").hidden = true;
   }
 
-  renderAll() {
+  cancelFlush() {
     if (this.frame) cancelAnimationFrame(this.frame);
     clearTimeout(this.flushTimer);
     this.frame = 0;
     this.flushTimer = 0;
+  }
+
+  renderAll() {
+    this.cancelFlush();
     this.queue = [];
+    const items = this.frozen || this.items;
     const rows = [];
-    for (let i = this.items.length - 1; i >= 0 && rows.length < MAX_ROWS; i -= 1) {
-      if (this.matches(this.items[i])) rows.push(this.row(this.items[i]));
+    for (let i = items.length - 1; i >= 0 && rows.length < MAX_ROWS; i -= 1) {
+      if (this.matches(items[i])) rows.push(this.row(items[i]));
     }
     this.body.replaceChildren(...rows);
     const empty = $("#feed-empty");
     empty.hidden = rows.length > 0;
-    setText(empty, this.items.length ? "No event matches the filters yet." : "Waiting for events…");
+    setText(empty, items.length ? "No event matches the filters yet." : "Waiting for events…");
   }
 
   row(item) {

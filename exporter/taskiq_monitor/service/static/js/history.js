@@ -114,6 +114,9 @@ export class History {
 
   async show(params) {
     this.params = params;
+    // Until this page's rows are in, "Older" has no cursor to go on: the previous page's would lead to this page
+    // again, numbered one more (a second press while a slow page loads).
+    this.next = null;
     for (const name of FIELDS) {
       const input = this.form.elements.namedItem(name);
       const value = params.get(name) || "";
@@ -189,8 +192,17 @@ export class History {
   }
 
   pager() {
-    $("#history-older").disabled = !this.next;
-    $("#history-newer").disabled = !this.params.get("cursor");
+    const older = $("#history-older");
+    const newer = $("#history-newer");
+    const focused = document.activeElement;
+    older.disabled = !this.next;
+    newer.disabled = !this.params.get("cursor");
+    // A button disabled while it has the focus drops it to <body>: paging by keyboard to the last (or first) page,
+    // the next Tab would start again from the top. The focus goes to the other way instead.
+    if ((focused === older || focused === newer) && focused.disabled) {
+      const other = focused === older ? newer : older;
+      (other.disabled ? $("#main") : other).focus();
+    }
   }
 
   row(r, id) {

@@ -9,6 +9,16 @@ import { Overview } from "./overview.js";
 
 const VIEWS = ["login", "overview", "feed", "history", "detail"];
 
+/** A task id from the address; a "%" that starts no escape (an address typed or pasted by hand) is the id's own:
+ * decodeURIComponent would throw, and the page would keep showing the previous task under the new address. */
+function decodeId(text) {
+  try {
+    return decodeURIComponent(text);
+  } catch {
+    return text;
+  }
+}
+
 class App {
   constructor() {
     this.config = null;
@@ -18,6 +28,7 @@ class App {
     this.history = new History(this);
     this.detail = new Detail(this);
     this.taskNames = [];
+    this.registryLoaded = false; // taskNames holds every registered type (not only those seen in the live feed)
     this.executions = null;
     this.view = null;
     this.listHash = null; // the address of the last list view, for the task page's "← Back"
@@ -50,6 +61,7 @@ class App {
     });
     this.live.addEventListener("event", (e) => {
       this.feed.addEvent(e.detail.id, e.detail.event);
+      this.noteTaskName(e.detail.event && e.detail.event.task_name);
       this.overview.poke();
       this.detail.poke(e.detail.event);
     });
@@ -127,11 +139,19 @@ class App {
     }
   }
 
+  /** A task type seen in the live feed joins the filters at once: the list is otherwise refreshed by the overview
+   * only, and a page opened on the feed (or whose first /api/v1/tasks failed) kept a stale one. */
+  noteTaskName(name) {
+    if (typeof name !== "string" || !name || this.taskNames.includes(name)) return;
+    this.setTaskNames([...this.taskNames, name]);
+  }
+
   async loadTaskNames() {
-    if (this.taskNames.length) return;
+    if (this.registryLoaded) return; // the overview keeps it current from then on
     try {
       const data = await getJSON("api/v1/tasks");
       this.setTaskNames(data.tasks.map((t) => t.task_name));
+      this.registryLoaded = true;
     } catch {
       // the views say what is wrong
     }
@@ -173,7 +193,7 @@ class App {
       this.showView("detail");
       document.title = "Task · taskiq-monitor";
       this.backLink(params);
-      this.detail.show(decodeURIComponent(path.slice("/task/".length)), params);
+      this.detail.show(decodeId(path.slice("/task/".length)), params);
     } else {
       this.showView("overview");
       document.title = "Overview · taskiq-monitor";

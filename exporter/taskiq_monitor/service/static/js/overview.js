@@ -143,6 +143,7 @@ export class Overview {
       }
     }
     this.app.setTaskNames(data.tasks.map((x) => x.task_name));
+    this.app.registryLoaded = true;
   }
 
   fleet(data) {
