@@ -7,7 +7,9 @@ Usage::
 
 One line per event, coloured by status; a failed event ends with the URL of its error detail
 (``GET /api/v1/executions/{task_id}``: every attempt with its error and traceback). The connection is resumed after
-a drop with the last event id seen, so no event is lost or shown twice (within the stream's retention).
+a drop with the last event id seen (or, before any, the position the exporter's ``live`` frame gave), so no event is
+lost or shown twice (within the stream's retention); a stream that was reset (a Redis restarted empty) is a warning,
+then new events. A URL that refuses the feed at the first connection (HTTP 4xx) ends the command (exit code 2).
 ``--summary`` prints one line per task type and exits; while tailing, type ``s`` + Enter for the same summary. The
 bearer token comes from ``TASKIQ_MONITOR_BEARER_TOKEN``.
 """
@@ -176,9 +178,16 @@ class Tail:
         from websockets.exceptions import ConnectionClosed, InvalidStatus
 
         backoff = 0.5
+        # A handshake succeeded once: a refusal after that is the exporter (or a proxy before it) restarting.
+        connected = False
+        # The exporter knows our position (it sent events after it, or gave it in its "live" frame): a later
+        # future_id means its stream was reset (a Redis restarted empty, or another one), not a mistyped id.
+        placed = False
         while True:
+            reset = False
             try:
                 async with connect(self.ws_url(), additional_headers=self._headers(), max_size=2**24) as ws:
+                    connected = True
                     backoff = 0.5
                     async for raw in ws:
                         frame = json.loads(raw)
@@ -186,12 +195,27 @@ class Tail:
                         if kind in ("event", "events"):
                             for item in events_of(frame):
                                 self.last_event_id = item["id"]
+                                placed = True
                                 self.print(format_event(item, self.color, self.url))
                                 self.seen += 1
                                 if self.count is not None and self.seen >= self.count:
                                     return 0
+                        elif kind == "live":
+                            # Live events follow this id: a reconnect resumes from it, so the events of an outage
+                            # reach us even when none was shown before it (a quiet feed, or a filter).
+                            if isinstance(frame.get("last_event_id"), str):
+                                self.last_event_id = frame["last_event_id"]
+                                placed = True
                         elif kind == "error":
                             code = frame.get("code")
+                            if code == "future_id" and placed:
+                                self.print(
+                                    "taskiq-monitor tail: warning: the exporter's event stream was reset (Redis "
+                                    "restarted empty, or replaced); events recorded since the reset may be missing; "
+                                    "continuing with new events"
+                                )
+                                self.last_event_id, placed, reset = None, False, True
+                                break
                             self.print(f"taskiq-monitor tail: {clean(code)}: {clean(frame.get('message'))}")
                             if code == "unauthorized":
                                 return EXIT_AUTH
@@ -199,11 +223,34 @@ class Tail:
                                 return 2
                         elif kind == "gap":
                             self.print(f"taskiq-monitor tail: warning: {clean(frame.get('message'))}")
-            except (OSError, ConnectionClosed, InvalidStatus, TimeoutError) as exc:
-                where = f" (resuming after {self.last_event_id})" if self.last_event_id else ""
-                self.print(f"taskiq-monitor tail: disconnected: {exc}; reconnecting in {backoff:.1f}s{where}")
-                await asyncio.sleep(backoff)
-                backoff = min(10.0, backoff * 2)
+            except InvalidStatus as exc:
+                status = exc.response.status_code
+                if not connected and 400 <= status < 500 and status not in (408, 429):
+                    # Never a live feed there (a wrong --url, a Host the exporter does not answer to): retrying
+                    # forever would only hide the mistake.
+                    self.print(f"taskiq-monitor tail: {without_credentials(self.url)}/ws/events: {exc}{_hint(status)}")
+                    return 2
+                self._disconnected(exc, backoff)
+            except (OSError, ConnectionClosed, TimeoutError) as exc:
+                self._disconnected(exc, backoff)
+            else:
+                if reset:
+                    continue  # at once: the new connection starts from the stream's newest event
+                self._disconnected(ConnectionError("the exporter closed the connection"), backoff)
+            await asyncio.sleep(backoff)
+            backoff = min(10.0, backoff * 2)
+
+    def _disconnected(self, exc: Exception, backoff: float) -> None:
+        where = f" (resuming after {self.last_event_id})" if self.last_event_id else ""
+        self.print(f"taskiq-monitor tail: disconnected: {exc}; reconnecting in {backoff:.1f}s{where}")
+
+
+def _hint(status: int) -> str:
+    if status == 400:
+        return " (a host name the exporter does not answer to? see TASKIQ_MONITOR_ALLOWED_HOSTS)"
+    if status in (403, 404):
+        return " (is --url the exporter's base URL?)"
+    return ""
 
 
 async def _tail_with_keys(tail: Tail) -> int:

@@ -1,0 +1,94 @@
+"""`taskiq-monitor tail` against a real exporter and Redis that go away and come back: nothing lost, no exit."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+from collections.abc import Callable
+
+from taskiq_monitor.settings import Settings
+from taskiq_monitor.tail import Tail
+from tests.integration.servers import RedisServer, free_port
+from tests.integration.test_live_api import emit_events, event
+from tests.integration.test_service_server import serve
+
+
+async def until(check: Callable[[], bool], what: str) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 60
+    while not check():
+        assert loop.time() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.05)
+
+
+async def emit(url: str, ids: range, task: str) -> None:
+    (await asyncio.to_thread(emit_events, url, [event(i, task=task) for i in ids])).stop()
+
+
+def shown(out: io.StringIO, task: str) -> list[str]:
+    """The task ids of the event lines of ``task`` (a line: time, status, task name, task id, ...)."""
+    lines = [line.split() for line in out.getvalue().splitlines() if not line.startswith("taskiq-monitor tail:")]
+    return [parts[3] for parts in lines if len(parts) > 3 and parts[2] == task]
+
+
+def tail_of(port: int, out: io.StringIO) -> Tail:
+    return Tail(f"http://127.0.0.1:{port}", None, [], [], None, None, color=False, out=out)
+
+
+async def test_events_written_while_the_exporter_restarts_reach_a_tail_that_had_shown_none(
+    redis_srv: RedisServer,
+) -> None:
+    # Workers write to Redis whether or not an exporter runs: what they wrote meanwhile must reach the tail, also
+    # when it had shown nothing yet (a quiet feed) and so had no event id of its own to resume after.
+    settings = Settings(redis_url=redis_srv.url)
+    port = free_port()
+    out = io.StringIO()
+    async with serve(settings, port=port) as (_server, _port, app):
+        running = asyncio.create_task(tail_of(port, out).run())
+        await until(lambda: app.state.live.client_count() == 1, "tail connected")
+    try:
+        await emit(redis_srv.url, range(3), "quiet")
+        async with serve(settings, port=port) as (_server, _port, app):
+            await until(lambda: app.state.live.client_count() == 1, "tail reconnected")
+            await emit(redis_srv.url, range(99, 100), "quiet")
+            await until(lambda: "id99" in shown(out, "quiet"), "the event written after the reconnect")
+        assert shown(out, "quiet") == ["id0", "id1", "id2", "id99"], out.getvalue()
+    finally:
+        running.cancel()
+
+
+async def test_tail_continues_with_new_events_when_redis_comes_back_empty(redis_srv: RedisServer) -> None:
+    # A Redis restarted without persistence holds no stream: the id the tail resumes after is "from the future"
+    # there. That is the stream's reset, not the operator's mistake: the tail warns and goes on.
+    settings = Settings(redis_url=redis_srv.url)
+    out = io.StringIO()
+    async with serve(settings) as (_server, port, app):
+        running = asyncio.create_task(tail_of(port, out).run())
+        try:
+            await until(lambda: app.state.live.client_count() == 1, "tail connected")
+            await emit(redis_srv.url, range(2), "before")
+            await until(lambda: shown(out, "before") == ["id0", "id1"], "the events before the restart")
+            await asyncio.to_thread(redis_srv.stop)
+            await asyncio.to_thread(redis_srv.start)
+            await until(
+                lambda: running.done() or ("was reset" in out.getvalue() and app.state.live.client_count() == 1),
+                "tail reconnected after the reset (or ended)",
+            )
+            assert not running.done(), (running.result(), out.getvalue())
+            await emit(redis_srv.url, range(7, 8), "after")
+            await until(lambda: shown(out, "after") == ["id7"], "the event after the reset")
+            assert "future_id" not in out.getvalue()
+        finally:
+            running.cancel()
+
+
+async def test_a_url_that_is_no_exporters_base_is_one_line_and_exit_2(redis_srv: RedisServer) -> None:
+    async with serve(Settings(redis_url=redis_srv.url)) as (_server, port, _app):
+        out = io.StringIO()
+        tail = Tail(f"http://127.0.0.1:{port}/monitor", None, [], [], None, None, color=False, out=out)
+        code = await asyncio.wait_for(tail.run(), 60)
+    assert code == 2
+    assert out.getvalue().splitlines() == [
+        f"taskiq-monitor tail: http://127.0.0.1:{port}/monitor/ws/events: server rejected WebSocket connection: "
+        "HTTP 403 (is --url the exporter's base URL?)"
+    ]
