@@ -14,7 +14,7 @@ from prometheus_client import CollectorRegistry
 
 from taskiq_monitor.events import TaskEvent
 from taskiq_monitor.service.app import create_app
-from taskiq_monitor.service.history import HistoryCollector
+from taskiq_monitor.service.history import MAX_TASK_ID_CHARS, HistoryCollector
 from taskiq_monitor.settings import Settings
 from taskiq_monitor.sinks.state import StateSink
 from taskiq_monitor.store import RedisStore, RedisWriter, WriteBatch
@@ -182,6 +182,26 @@ async def test_all_attempts_of_a_retried_task_with_error_detail(redis_srv: Redis
         assert missing.status_code == 404 and missing.json()["detail"]["error"] == "unknown_task_id"
 
 
+async def test_the_attempts_of_one_task_page_like_any_filter(redis_srv: RedisServer) -> None:
+    # A task retried more often than a page holds: every attempt on some page, once, newest first.
+    now = time.time()
+    attempts = [finished(9, now - 60 + a, status="retried", attempt=a) for a in range(1, 6)]
+    fill(redis_srv.url, [*attempts, finished(9, now - 50, status="success", attempt=6)])
+    seen: list[int] = []
+    cursor: str | None = None
+    async with client(redis_srv.url) as http:
+        for _ in range(10):
+            params = {"task_id": f"{9:032x}", "limit": 2, **({"cursor": cursor} if cursor else {})}
+            body = (await http.get("/api/v1/executions", params=params)).json()
+            seen += [row["attempt"] for row in body["executions"]]
+            cursor = body["next_cursor"]
+            if cursor is None:
+                break
+        retried = (await http.get("/api/v1/executions", params={"task_id": f"{9:032x}", "status": "retried"})).json()
+    assert seen == [6, 5, 4, 3, 2, 1]
+    assert [row["attempt"] for row in retried["executions"]] == [5, 4, 3, 2, 1] and retried["next_cursor"] is None
+
+
 async def test_a_task_id_with_a_slash_is_reachable_by_its_detail_route(redis_srv: RedisServer) -> None:
     # Custom task ids may hold "/"; the server decodes %2F before routing, so the route takes the rest of the path.
     ev = finished(1, time.time())
@@ -190,6 +210,23 @@ async def test_a_task_id_with_a_slash_is_reachable_by_its_detail_route(redis_srv
     async with client(redis_srv.url) as http:
         body = (await http.get("/api/v1/executions/" + urllib.parse.quote(ev.task_id, safe=""))).json()
     assert body["task_id"] == ev.task_id and [a["attempt"] for a in body["attempts"]] == [1]
+
+
+async def test_a_long_custom_task_id_is_reachable_by_its_detail_route_and_filter(redis_srv: RedisServer) -> None:
+    # An application's own ids (idempotency keys, URLs) are recorded whatever their length; tail and the dashboard
+    # link every failed one to its detail.
+    ev = finished(1, time.time(), status="failed")
+    ev.task_id = "report:" + "tenant-42/" * 200
+    fill(redis_srv.url, [ev])
+    async with client(redis_srv.url) as http:
+        detail = await http.get("/api/v1/executions/" + urllib.parse.quote(ev.task_id, safe=""))
+        by_filter = await http.get("/api/v1/executions", params={"task_id": ev.task_id})
+        too_long = await http.get("/api/v1/executions/" + "x" * (MAX_TASK_ID_CHARS + 1))
+    assert detail.status_code == 200, detail.text[:300]
+    assert detail.json()["attempts"][0]["task_id"] == ev.task_id
+    assert by_filter.status_code == 200, by_filter.text[:300]
+    assert [row["task_id"] for row in by_filter.json()["executions"]] == [ev.task_id]
+    assert too_long.status_code == 422
 
 
 async def test_bad_input_gets_a_readable_422(redis_srv: RedisServer) -> None:

@@ -29,13 +29,16 @@ from taskiq_monitor.service.query import FilterParams, InputError, filter_params
 from taskiq_monitor.service.scrape_budget import read
 from taskiq_monitor.settings import Settings
 from taskiq_monitor.store import StateStore
-from taskiq_monitor.store.history import Execution, HistoryQuery, decode_cursor
+from taskiq_monitor.store.history import Execution, HistoryQuery, decode_cursor, encode_cursor, encode_member
 
 logger = logging.getLogger(__name__)
 
 MAX_PAGE = 50
 EXECUTION_FILTERS = filter_params("first-recorded time")  # task_name, status, since, until
 MAX_SERIES_MINUTES = 1440
+# Task ids are the application's (taskiq's ``with_task_id``) and are recorded whatever their length: the API reads
+# any id a request line of common proxies carries (nginx: 8 KiB), not only uuids.
+MAX_TASK_ID_CHARS = 8192
 _EXPIRE_INTERVAL = 10.0
 _EXPIRE_PAUSE = 0.05  # between two steps of a long expiry: writers and readers get Redis in between
 
@@ -189,7 +192,9 @@ class History:
         )
         async def get_executions(
             params: FilterParams = Depends(EXECUTION_FILTERS),
-            task_id: str | None = Query(None, max_length=512, description="Only the attempts of this task."),
+            task_id: str | None = Query(
+                None, max_length=MAX_TASK_ID_CHARS, description="Only the attempts of this task."
+            ),
             cursor: str | None = Query(None, max_length=1024, description="next_cursor of the previous page."),
             limit: int = Query(MAX_PAGE, ge=1, le=MAX_PAGE, description=f"Page size (at most {MAX_PAGE})."),
         ) -> ExecutionsPage:
@@ -232,7 +237,7 @@ class History:
             summary="Every attempt of one task, with parameters and error detail",
             responses={404: {"description": "No attempt of this task is held."}},
         )
-        async def get_task_attempts(task_id: str = Path(max_length=512)) -> TaskAttempts:
+        async def get_task_attempts(task_id: str = Path(max_length=MAX_TASK_ID_CHARS)) -> TaskAttempts:
             try:
                 attempts = await store.history_attempts(task_id)
             except Exception as exc:
@@ -274,9 +279,10 @@ class History:
 
 
 def _attempts_page(attempts: list[Execution], query: HistoryQuery) -> ExecutionsPage:
-    """The ``task_id`` filter: a task's few attempts, filtered like a page (one page; no cursor needed)."""
-    rows = []
-    for a in sorted(attempts, key=lambda a: (a.score, a.attempt), reverse=True):
+    """The ``task_id`` filter: a task's attempts, filtered and paged like any page (newest first by first-recorded
+    time, then by member, as the history's indexes order them; the same cursor)."""
+    rows: list[tuple[tuple[int, bytes], Execution]] = []
+    for a in attempts:
         name = a.fields["task_name"]
         if query.task_names is not None and name not in query.task_names:
             continue
@@ -286,8 +292,17 @@ def _attempts_page(attempts: list[Execution], query: HistoryQuery) -> Executions
             continue
         if query.until_ms is not None and a.score > query.until_ms:
             continue
-        rows.append(ExecutionSummary.model_validate(a.summary()))
-    return ExecutionsPage(executions=rows[: query.limit], next_cursor=None)
+        key = (a.score, encode_member(a.task_id, a.attempt))
+        if query.cursor is not None and key >= query.cursor:
+            continue
+        rows.append((key, a))
+    rows.sort(key=lambda row: row[0], reverse=True)
+    page = rows[: query.limit]
+    more = len(rows) > query.limit
+    return ExecutionsPage(
+        executions=[ExecutionSummary.model_validate(a.summary()) for _, a in page],
+        next_cursor=encode_cursor(*page[-1][0]) if more else None,
+    )
 
 
 def include_history(
