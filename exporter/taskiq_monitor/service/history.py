@@ -17,7 +17,10 @@ import logging
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
-from fastapi import APIRouter, Depends, FastAPI, HTTPException, Path, Query, status
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Path, Query, Request, status
+from fastapi.exception_handlers import request_validation_exception_handler
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 from pydantic import BaseModel, ConfigDict, Field
@@ -25,7 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from taskiq_monitor.events import EVENT_STATUSES
 from taskiq_monitor.logs import Outage, redis_target
 from taskiq_monitor.service.api import UNAVAILABLE_RESPONSE, requests_outage
-from taskiq_monitor.service.query import FilterParams, InputError, filter_params
+from taskiq_monitor.service.query import FilterParams, InputError, filter_params, validation_message
 from taskiq_monitor.service.scrape_budget import read
 from taskiq_monitor.settings import Settings
 from taskiq_monitor.store import StateStore
@@ -96,6 +99,19 @@ class TaskSeries(BaseModel):
     series: dict[str, dict[str, list[int]]] = Field(
         description="task_name -> success/failed/retried -> one count per minute, oldest first."
     )
+
+
+class ApiError(BaseModel):
+    error: str = Field(description="A stable code: unknown_status, malformed_cursor, invalid_parameter, ...")
+    message: str
+
+
+class ErrorResponse(BaseModel):
+    detail: ApiError
+
+
+def _bad_input(description: str) -> dict[int | str, dict[str, Any]]:
+    return {422: {"model": ErrorResponse, "description": description}}
 
 
 def _error(code: str, message: str, http: int = 422) -> HTTPException:
@@ -186,7 +202,7 @@ class History:
             "holds every match in order. Retention: TASKIQ_MONITOR_HISTORY_RETENTION_DAYS and "
             "TASKIQ_MONITOR_HISTORY_MAX_EXECUTIONS.",
             responses={
-                422: {"description": "Unknown filter value, malformed cursor, bad time, limit out of range."},
+                **_bad_input("Unknown filter value, malformed cursor, bad time, limit out of range."),
                 **UNAVAILABLE_RESPONSE,
             },
         )
@@ -235,7 +251,10 @@ class History:
             "/api/v1/executions/{task_id:path}",
             response_model=TaskAttempts,
             summary="Every attempt of one task, with parameters and error detail",
-            responses={404: {"description": "No attempt of this task is held."}},
+            responses={
+                404: {"model": ErrorResponse, "description": "No attempt of this task is held."},
+                **_bad_input("A task id longer than MAX_TASK_ID_CHARS."),
+            },
         )
         async def get_task_attempts(task_id: str = Path(max_length=MAX_TASK_ID_CHARS)) -> TaskAttempts:
             try:
@@ -257,6 +276,7 @@ class History:
             response_model=TaskSeries,
             summary="Finished executions per minute and task type (sparklines)",
             description="From the per-minute counters of the state, kept for TASKIQ_MONITOR_STATS_WINDOW_SECONDS.",
+            responses=_bad_input("minutes out of range, or beyond the counters kept."),
         )
         async def get_series(
             minutes: int = Query(60, ge=1, le=MAX_SERIES_MINUTES, description="Minutes, the current one included."),
@@ -311,5 +331,18 @@ def include_history(
     """Mount the history API on ``app`` (the caller adds ``history.collector`` and ``history.lifespan``); ``outage``
     is shared with the app's other request handlers."""
     history = History(settings, store, outage)
-    app.include_router(history.router(auth))
+    router = history.router(auth)
+    app.include_router(router)
+    endpoints = {getattr(route, "endpoint", None) for route in router.routes}  # include_router copies the routes
+
+    async def invalid_request(request: Request, exc: Exception) -> Response:
+        # This API's error shape for FastAPI's own validation too (limit=0, minutes=abc, an overlong task id): a
+        # client reads detail.error / detail.message for every 422 (README), never a list; the input is not echoed.
+        if not isinstance(exc, RequestValidationError):  # registered for this class only
+            raise exc
+        if getattr(request.scope.get("route"), "endpoint", None) not in endpoints:
+            return await request_validation_exception_handler(request, exc)  # FastAPI's, for the other routes
+        return JSONResponse({"detail": {"error": "invalid_parameter", "message": validation_message(exc)}}, 422)
+
+    app.add_exception_handler(RequestValidationError, invalid_request)
     return history
