@@ -9,7 +9,8 @@ One line per event, coloured by status; a failed event ends with the URL of its 
 (``GET /api/v1/executions/{task_id}``: every attempt with its error and traceback). The connection is resumed after
 a drop with the last event id seen (or, before any, the position the exporter's ``live`` frame gave), so no event is
 lost or shown twice (within the stream's retention); a stream that was reset (a Redis restarted empty) is a warning,
-then new events. A URL that refuses the feed at the first connection (HTTP 4xx) ends the command (exit code 2).
+then new events. A URL that refuses the feed at the first connection (HTTP 4xx) ends the command (exit code 2);
+so does a reader that closes the pipe (``| head``), quietly (exit code 0).
 ``--summary`` prints one line per task type and exits; while tailing, type ``s`` + Enter for the same summary. The
 bearer token comes from ``TASKIQ_MONITOR_BEARER_TOKEN``.
 """
@@ -21,6 +22,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import re
 import sys
 import urllib.parse
@@ -126,6 +128,11 @@ def events_of(frame: dict[str, Any]) -> list[dict[str, Any]]:
     return []
 
 
+class OutputClosed(Exception):
+    """Whoever reads the output went away (``taskiq-monitor tail | head``): the end of the command, not a lost
+    connection to retry."""
+
+
 class Tail:
     def __init__(
         self,
@@ -171,7 +178,10 @@ class Tail:
             return format_summary(resp.json())
 
     def print(self, line: str) -> None:
-        print(line, file=self.out, flush=True)
+        try:
+            print(line, file=self.out, flush=True)
+        except BrokenPipeError:
+            raise OutputClosed from None  # an OSError, which run() would take for a lost connection
 
     async def run(self) -> int:
         from websockets.asyncio.client import connect
@@ -265,11 +275,12 @@ async def _tail_with_keys(tail: Tail) -> int:
 
             def show(done: asyncio.Task[list[str]]) -> None:
                 error = done.exception()
-                if error is not None:
-                    tail.print(f"taskiq-monitor tail: summary failed: {error}")
-                    return
-                for text in done.result():
-                    tail.print(text)
+                with contextlib.suppress(OutputClosed):  # the feed's next line ends the command
+                    if error is not None:
+                        tail.print(f"taskiq-monitor tail: summary failed: {error}")
+                        return
+                    for text in done.result():
+                        tail.print(text)
 
             task.add_done_callback(show)
 
@@ -359,7 +370,21 @@ def cmd_tail(argv: Sequence[str]) -> int:
             lines = asyncio.run(tail.summary())
         except Exception as exc:
             raise UsageError(f"cannot read {without_credentials(url)}/api/v1/tasks: {exc}") from None
-        for line in lines:
-            tail.print(line)
+        try:
+            for line in lines:
+                tail.print(line)
+        except OutputClosed:
+            _discard_stdout()
         return 0
-    return asyncio.run(_tail_with_keys(tail))
+    try:
+        return asyncio.run(_tail_with_keys(tail))
+    except OutputClosed:
+        _discard_stdout()
+        return 0  # the reader had enough (`| head`): not a failure of the command
+
+
+def _discard_stdout() -> None:
+    """Point stdout at /dev/null: what is still buffered for the closed pipe must not fail again at exit."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)

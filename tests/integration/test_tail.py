@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import io
+import os
+import sys
 from collections.abc import Callable
 
 from taskiq_monitor.settings import Settings
 from taskiq_monitor.tail import Tail
+from tests.integration._servers import child_env
 from tests.integration.servers import RedisServer, free_port
 from tests.integration.test_live_api import emit_events, event
 from tests.integration.test_service_server import serve
@@ -92,3 +95,29 @@ async def test_a_url_that_is_no_exporters_base_is_one_line_and_exit_2(redis_srv:
         f"taskiq-monitor tail: http://127.0.0.1:{port}/monitor/ws/events: server rejected WebSocket connection: "
         "HTTP 403 (is --url the exporter's base URL?)"
     ]
+
+
+async def test_a_reader_that_closes_the_pipe_ends_tail_quietly(redis_srv: RedisServer) -> None:
+    # `taskiq-monitor tail | head -3`, `| grep -m1 failed`: the reader exits, the next line meets a closed pipe.
+    read_end, write_end = os.pipe()
+    async with serve(Settings(redis_url=redis_srv.url)) as (_server, port, app):
+        proc = await asyncio.create_subprocess_exec(
+            *[sys.executable, "-m", "taskiq_monitor.cli", "tail", "--url", f"http://127.0.0.1:{port}", "--no-color"],
+            env=child_env(redis_srv.url),
+            stdout=write_end,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        os.close(write_end)
+        try:
+            await until(lambda: app.state.live.client_count() == 1 or proc.returncode is not None, "tail connected")
+            os.close(read_end)
+            await emit(redis_srv.url, range(3), "piped")
+            code = await asyncio.wait_for(proc.wait(), 60)
+            assert proc.stderr is not None
+            stderr = (await proc.stderr.read()).decode()
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+    assert code == 0, stderr
+    assert stderr == ""
