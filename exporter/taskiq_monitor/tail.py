@@ -259,7 +259,8 @@ def _hint(status: int) -> str:
     if status == 400:
         return " (a host name the exporter does not answer to? see TASKIQ_MONITOR_ALLOWED_HOSTS)"
     if status in (403, 404):
-        return " (is --url the exporter's base URL?)"
+        # An exporter without a state store (no TASKIQ_MONITOR_REDIS_URL) has no feed route: Starlette says 403.
+        return " (is --url the exporter's base URL, and does it have TASKIQ_MONITOR_REDIS_URL?)"
     return ""
 
 

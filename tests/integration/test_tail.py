@@ -8,6 +8,8 @@ import os
 import sys
 from collections.abc import Callable
 
+import pytest
+
 from taskiq_monitor.settings import Settings
 from taskiq_monitor.tail import Tail
 from tests.integration._servers import child_env
@@ -85,15 +87,18 @@ async def test_tail_continues_with_new_events_when_redis_comes_back_empty(redis_
             running.cancel()
 
 
-async def test_a_url_that_is_no_exporters_base_is_one_line_and_exit_2(redis_srv: RedisServer) -> None:
-    async with serve(Settings(redis_url=redis_srv.url)) as (_server, port, _app):
+@pytest.mark.parametrize("with_redis", [True, False])
+async def test_a_url_with_no_live_feed_is_one_line_and_exit_2(redis_srv: RedisServer, with_redis: bool) -> None:
+    # Not the exporter's base URL, or an exporter without a state store: it never will have a feed there.
+    settings = Settings(redis_url=redis_srv.url) if with_redis else Settings()
+    async with serve(settings) as (_server, port, _app):
+        url = f"http://127.0.0.1:{port}/monitor" if with_redis else f"http://127.0.0.1:{port}"
         out = io.StringIO()
-        tail = Tail(f"http://127.0.0.1:{port}/monitor", None, [], [], None, None, color=False, out=out)
-        code = await asyncio.wait_for(tail.run(), 60)
+        code = await asyncio.wait_for(Tail(url, None, [], [], None, None, color=False, out=out).run(), 60)
     assert code == 2
     assert out.getvalue().splitlines() == [
-        f"taskiq-monitor tail: http://127.0.0.1:{port}/monitor/ws/events: server rejected WebSocket connection: "
-        "HTTP 403 (is --url the exporter's base URL?)"
+        f"taskiq-monitor tail: {url}/ws/events: server rejected WebSocket connection: "
+        "HTTP 403 (is --url the exporter's base URL, and does it have TASKIQ_MONITOR_REDIS_URL?)"
     ]
 
 
