@@ -253,7 +253,7 @@ class History:
             summary="Every attempt of one task, with parameters and error detail",
             responses={
                 404: {"model": ErrorResponse, "description": "No attempt of this task is held."},
-                **_bad_input("A task id longer than MAX_TASK_ID_CHARS."),
+                **_bad_input(f"A task id longer than {MAX_TASK_ID_CHARS} characters."),
             },
         )
         async def get_task_attempts(task_id: str = Path(max_length=MAX_TASK_ID_CHARS)) -> TaskAttempts:
