@@ -198,11 +198,11 @@ class Tail:
             try:
                 async with connect(self.ws_url(), additional_headers=self._headers(), max_size=2**24) as ws:
                     connected = True
-                    backoff = 0.5
                     async for raw in ws:
                         frame = json.loads(raw)
                         kind = frame.get("type")
                         if kind in ("event", "events"):
+                            backoff = 0.5
                             for item in events_of(frame):
                                 self.last_event_id = item["id"]
                                 placed = True
@@ -211,6 +211,9 @@ class Tail:
                                 if self.count is not None and self.seen >= self.count:
                                     return 0
                         elif kind == "live":
+                            # Served (a handshake alone is not: during a Redis outage the exporter accepts, then
+                            # closes with "unavailable", and every retry at the first delay was noise on both ends).
+                            backoff = 0.5
                             # Live events follow this id: a reconnect resumes from it, so the events of an outage
                             # reach us even when none was shown before it (a quiet feed, or a filter).
                             if isinstance(frame.get("last_event_id"), str):

@@ -126,3 +126,19 @@ async def test_a_reader_that_closes_the_pipe_ends_tail_quietly(redis_srv: RedisS
                 await proc.wait()
     assert code == 0, stderr
     assert stderr == ""
+
+
+async def test_retries_back_off_while_the_exporter_accepts_and_closes_for_a_redis_outage() -> None:
+    # The exporter accepts the handshake, then closes with 1011 "unavailable" while it cannot read Redis: the
+    # handshake alone is no recovery, or the tail would retry at its first delay for the whole outage.
+    settings = Settings(redis_url=f"redis://127.0.0.1:{free_port()}/0")  # nobody listens there
+    out = io.StringIO()
+    async with serve(settings) as (_server, port, _app):
+        running = asyncio.create_task(tail_of(port, out).run())
+        try:
+            await until(lambda: out.getvalue().count("disconnected:") >= 3, "three failed connections")
+        finally:
+            running.cancel()
+    delays = [line.rsplit("reconnecting in ", 1)[1] for line in out.getvalue().splitlines() if "disconnected:" in line]
+    assert delays[:3] == ["0.5s", "1.0s", "2.0s"], out.getvalue()
+    assert "unavailable: state store unavailable" in out.getvalue()
