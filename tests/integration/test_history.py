@@ -17,7 +17,7 @@ from taskiq_monitor.service.app import create_app
 from taskiq_monitor.service.history import MAX_TASK_ID_CHARS, HistoryCollector
 from taskiq_monitor.settings import Settings
 from taskiq_monitor.sinks.state import StateSink
-from taskiq_monitor.store import RedisStore, RedisWriter, WriteBatch
+from taskiq_monitor.store import RedisStore, RedisWriter, WriteBatch, history_redis
 from taskiq_monitor.store.history import HistoryQuery
 from tests.integration.redis_events import finished, write_events
 from tests.integration.servers import RedisServer, wait_for
@@ -210,6 +210,51 @@ async def test_a_task_id_with_a_slash_is_reachable_by_its_detail_route(redis_srv
     async with client(redis_srv.url) as http:
         body = (await http.get("/api/v1/executions/" + urllib.parse.quote(ev.task_id, safe=""))).json()
     assert body["task_id"] == ev.task_id and [a["attempt"] for a in body["attempts"]] == [1]
+
+
+@pytest.mark.parametrize("case", ["would-show-twice", "would-skip"])
+async def test_an_execution_finishing_while_its_page_is_read_is_on_it_once(
+    redis_srv: RedisServer, monkeypatch: pytest.MonkeyPatch, case: str
+) -> None:
+    # The page merges the task x status indexes in rounds; the worker finishes X between two of them (a real write
+    # to the real Redis, placed between the rounds so the interleaving is certain).
+    base = time.time() - 3600
+    settings = Settings(redis_url=redis_srv.url)
+    if case == "would-show-twice":
+        # X, pending, is older than the 20 newest successes: buffered from the pending index in the first round,
+        # then read again from the success index in the next one.
+        others = [finished(i, base + 100 + i, task="t") for i in range(1, 31)]
+        x_at = base + 105
+    else:
+        # X, pending among 30 newer pending executions: the success index (all older) was read past X's time in
+        # the first round, the pending index is read again after X left it.
+        others = [finished(i, base + i, task="t") for i in range(1, 31)]
+        others += [
+            TaskEvent("pending", f"{1000 + j:032x}", "t", base + 140 + j, enqueued_at=base + 140 + j) for j in range(30)
+        ]
+        x_at = base + 135
+    x = f"{999:032x}"
+    write_events(settings, [*others, TaskEvent("pending", x, "t", x_at, enqueued_at=x_at)])
+    rounds = 0
+    read = history_redis.RedisHistory._read
+
+    async def read_then_finish_x(self: history_redis.RedisHistory, *args: Any) -> None:
+        nonlocal rounds
+        rounds += 1
+        if rounds == 2:
+            await asyncio.to_thread(write_events, settings, [finished(999, x_at, task="t")])
+        await read(self, *args)
+
+    monkeypatch.setattr(history_redis.RedisHistory, "_read", read_then_finish_x)
+    store = RedisStore(settings)
+    try:
+        page = await store.history_page(HistoryQuery(limit=50))
+    finally:
+        await store.aclose()
+    ids = [e.task_id for e in page.executions]
+    assert rounds >= 2  # the write did land between two rounds
+    assert ids.count(x) == 1 and len(ids) == len(set(ids)), ids
+    assert next(e.status for e in page.executions if e.task_id == x) == "success"
 
 
 async def test_a_long_custom_task_id_is_reachable_by_its_detail_route_and_filter(redis_srv: RedisServer) -> None:
