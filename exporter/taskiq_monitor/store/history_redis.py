@@ -8,9 +8,10 @@ Written by ``lua/apply.lua`` in the same round trip as the state (``P`` = the ke
 
 Only the finest index exists (task type x status). A coarser filter (all types, all statuses, one of them) is a
 k-way merge of the relevant indexes, each read newest first with ``LIMIT page + 1`` below the cursor: at most
-types x 5 short range reads in one pipeline, never a scan, and every page is complete: one atomic ``ZCOUNT`` per
-index over the page's score range checks that no execution moved between indexes (its status changed) while the
-rounds were read, else the page is merged again. A global time index would cost about 100 bytes per execution more.
+types x 5 short range reads in one pipeline (a MULTI: the indexes as of one instant), never a scan, and every page
+is complete. A page that needed a second round is checked with one atomic ``ZCOUNT`` per index over its score range
+(an execution whose status changed between two rounds moved to another index), and merged again if one moved. A
+global time index would cost about 100 bytes per execution more.
 """
 
 from __future__ import annotations
@@ -79,13 +80,14 @@ class RedisHistory:
         names = sorted(query.task_names) if query.task_names is not None else await self.task_names()
         statuses = [s for s in HISTORY_STATUSES if query.statuses is None or s in query.statuses]
         keys = [self.index(t, s) for t in names for s in statuses]
-        # The merge reads the indexes in rounds: an execution whose status changes between two rounds moves to
-        # another index and could be read from both (shown twice) or from neither (skipped for good, as the cursor
-        # passes it). A page is kept once the indexes, in one atomic read, hold exactly its rows in its score range.
+        # The merge reads the indexes in rounds, each one atomic: an execution whose status changes between two
+        # rounds moves to another index and could be read from both (shown twice) or from neither (skipped for good,
+        # as the cursor passes it). A page of several rounds is kept once the indexes, in one atomic read, hold
+        # exactly its rows in its score range.
         for _ in range(_PAGE_TRIES):
-            found = await self._merge(keys, query)
+            found, rounds = await self._merge(keys, query)
             chosen = found[: query.limit]
-            if await self._complete(keys, query, chosen, more=len(found) > query.limit):
+            if rounds <= 1 or await self._complete(keys, query, chosen, more=len(found) > query.limit):
                 break
         executions: list[Execution] = []
         if chosen:
@@ -161,8 +163,9 @@ class RedisHistory:
                 lost.add(id(e))
         return [dataclasses.replace(e, lost=True) if id(e) in lost else e for e in executions]
 
-    async def _merge(self, keys: list[str], query: HistoryQuery) -> list[tuple[int, bytes]]:
-        """The ``limit + 1`` newest ``(score, member)`` below the cursor across ``keys``: a lazy k-way merge.
+    async def _merge(self, keys: list[str], query: HistoryQuery) -> tuple[list[tuple[int, bytes]], int]:
+        """The ``limit + 1`` newest ``(score, member)`` below the cursor across ``keys`` (a lazy k-way merge), and
+        the number of rounds it read.
 
         Every index is read in small chunks, newest first, each chunk continuing below the last entry read from it
         (by score and member, not by offset: writes meanwhile cannot shift it). An entry is taken only while every
@@ -176,17 +179,19 @@ class RedisHistory:
         buffers: dict[str, list[tuple[int, bytes]]] = {k: [] for k in keys}  # newest last (pop from the end)
         open_keys = set(keys)  # may hold more entries than buffered
         out: list[tuple[int, bytes]] = []
+        rounds = 0
         while len(out) < want:
             dry = [k for k in keys if k in open_keys and not buffers[k]]
             if dry:
                 await self._read(dry, query.until_ms, low, bound, chunk, buffers, open_keys)
+                rounds += 1
                 continue
             heads = [k for k in keys if buffers[k]]
             if not heads:
                 break
             best = max(heads, key=lambda k: buffers[k][-1])
             out.append(buffers[best].pop())
-        return out
+        return out, rounds
 
     async def _read(
         self,
@@ -198,7 +203,8 @@ class RedisHistory:
         buffers: dict[str, list[tuple[int, bytes]]],
         open_keys: set[str],
     ) -> None:
-        async with self.aio.pipeline(transaction=False) as pipe:
+        # MULTI: the indexes as of one instant (a page read in one round needs no other check).
+        async with self.aio.pipeline(transaction=True) as pipe:
             for key in keys:
                 last = bound[key]
                 high: Any = until_ms if until_ms is not None else "+inf"
