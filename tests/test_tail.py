@@ -309,5 +309,5 @@ def test_a_refused_handshake_names_the_exporters_own_reason() -> None:
     host = tail._no_feed(InvalidStatus(Response(403, "Forbidden", Headers(), b"")))
     assert host is not None and "TASKIQ_MONITOR_ALLOWED_HOSTS" in str(host)
     other = tail._no_feed(InvalidStatus(Response(404, "Not Found", Headers(), b"<html>nope</html>")))
-    assert other is not None and "is --url a taskiq-monitor exporter?" in str(other)
+    assert other is not None and "is --url a taskiq-monitor exporter, and its base URL?" in str(other)
     assert tail._no_feed(InvalidStatus(Response(502, "Bad Gateway", Headers(), b""))) is None  # restarting: retry

@@ -7,7 +7,10 @@ Usage::
 
 One line per event, coloured by status; a failed event ends with the URL of its error detail
 (``GET /api/v1/executions/{task_id}``: every attempt with its error and traceback). The connection is resumed after
-a drop with the last event id seen, so no event is lost or shown twice (within the stream's retention).
+a drop with the last event id seen (or, before any, the position the exporter's ``live`` frame gave), so no event is
+lost or shown twice (within the stream's retention); a stream that was reset (a Redis restarted empty) is a warning,
+then new events. A URL that refuses the feed at the first connection (HTTP 4xx) ends the command (exit code 2);
+so does a reader that closes the pipe (``| head``), quietly (exit code 0).
 ``--summary`` prints one line per task type and exits; while tailing, type ``s`` + Enter for the same summary. The
 bearer token comes from ``TASKIQ_MONITOR_BEARER_TOKEN``.
 
@@ -233,22 +236,47 @@ class Tail:
         from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
         backoff = 0.5
+        # A handshake succeeded once: a refusal after that is the exporter (or a proxy before it) restarting.
+        connected = False
+        # The exporter knows our position (it sent events after it, or gave it in its "live" frame): a later
+        # future_id means its stream was reset (a Redis restarted empty, or another one), not a mistyped id.
+        placed = False
         while True:
+            reset = False
             try:
                 async with connect(self.ws_url(), additional_headers=self._headers(), max_size=2**24) as ws:
-                    backoff = 0.5
+                    connected = True
                     async for raw in ws:
                         frame = json.loads(raw)
                         kind = frame.get("type")
                         if kind in ("event", "events"):
+                            backoff = 0.5
                             for item in events_of(frame):
                                 self.last_event_id = item["id"]
+                                placed = True
                                 self.print(format_event(item, self.color, self.url))
                                 self.seen += 1
                                 if self.count is not None and self.seen >= self.count:
                                     return 0
+                        elif kind == "live":
+                            # Served (a handshake alone is not: during a Redis outage the exporter accepts, then
+                            # closes with "unavailable", and every retry at the first delay was noise on both ends).
+                            backoff = 0.5
+                            # Live events follow this id: a reconnect resumes from it, so the events of an outage
+                            # reach us even when none was shown before it (a quiet feed, or a filter).
+                            if isinstance(frame.get("last_event_id"), str):
+                                self.last_event_id = frame["last_event_id"]
+                                placed = True
                         elif kind == "error":
                             code = frame.get("code")
+                            if code == "future_id" and placed:
+                                self.note(
+                                    "taskiq-monitor tail: warning: the exporter's event stream was reset (Redis "
+                                    "restarted empty, or replaced); events recorded since the reset may be missing; "
+                                    "continuing with new events"
+                                )
+                                self.last_event_id, placed, reset = None, False, True
+                                break
                             self.note(f"taskiq-monitor tail: {clean(code)}: {clean(frame.get('message'))}")
                             if code == "unauthorized":
                                 return EXIT_AUTH
@@ -257,13 +285,22 @@ class Tail:
                         elif kind == "gap":
                             self.note(f"taskiq-monitor tail: warning: {clean(frame.get('message'))}")
             except (OSError, ConnectionClosed, InvalidHandshake, TimeoutError) as exc:
+                # A refusal before the first connection is a wrong --url or token (permanent); after it, an exporter
+                # (or a proxy before it) restarting, unless the token itself is refused.
                 permanent = self._no_feed(exc)
-                if permanent is not None:
+                if permanent is not None and (not connected or isinstance(permanent, Unauthorized)):
                     raise permanent from None
-                where = f" (resuming after {self.last_event_id})" if self.last_event_id else ""
-                self.note(f"taskiq-monitor tail: disconnected: {exc}; reconnecting in {backoff:.1f}s{where}")
-                await asyncio.sleep(backoff)
-                backoff = min(10.0, backoff * 2)
+                self._disconnected(exc, backoff)
+            else:
+                if reset:
+                    continue  # at once: the new connection starts from the stream's newest event
+                self._disconnected(ConnectionError("the exporter closed the connection"), backoff)
+            await asyncio.sleep(backoff)
+            backoff = min(10.0, backoff * 2)
+
+    def _disconnected(self, exc: Exception, backoff: float) -> None:
+        where = f" (resuming after {self.last_event_id})" if self.last_event_id else ""
+        self.note(f"taskiq-monitor tail: disconnected: {exc}; reconnecting in {backoff:.1f}s{where}")
 
 
 def _exporter_message(status: int, body: bytes | bytearray | None) -> str:
@@ -275,12 +312,15 @@ def _exporter_message(status: int, body: bytes | bytearray | None) -> str:
         message = None
     if isinstance(message, str) and message:
         return clean(message)[:300]
-    if status == 403:  # the exporter refuses a handshake for a Host it does not answer to with an empty 403
+    if status == 403:
+        # The exporter refuses a handshake for a Host it does not answer to with an empty 403, and so does Starlette
+        # for a path with no WebSocket route: an exporter without a state store has no feed.
         return (
             "the exporter does not answer to this host name (list it in the exporter's "
-            "TASKIQ_MONITOR_ALLOWED_HOSTS, or use its IP address or localhost), or --url is no taskiq-monitor exporter"
+            "TASKIQ_MONITOR_ALLOWED_HOSTS, or use its IP address or localhost), or it has no live feed (no "
+            "TASKIQ_MONITOR_REDIS_URL), or --url is not its base URL"
         )
-    return "is --url a taskiq-monitor exporter?"
+    return "is --url a taskiq-monitor exporter, and its base URL?"
 
 
 async def _tail_with_keys(tail: Tail) -> int:

@@ -14,10 +14,10 @@ from prometheus_client import CollectorRegistry
 
 from taskiq_monitor.events import TaskEvent
 from taskiq_monitor.service.app import create_app
-from taskiq_monitor.service.history import HistoryCollector
+from taskiq_monitor.service.history import MAX_TASK_ID_CHARS, HistoryCollector
 from taskiq_monitor.settings import Settings
 from taskiq_monitor.sinks.state import StateSink
-from taskiq_monitor.store import RedisStore, RedisWriter, WriteBatch
+from taskiq_monitor.store import RedisStore, RedisWriter, WriteBatch, history_redis
 from taskiq_monitor.store.history import HistoryQuery
 from tests.integration.redis_events import finished, write_events
 from tests.integration.servers import RedisServer, wait_for
@@ -182,6 +182,26 @@ async def test_all_attempts_of_a_retried_task_with_error_detail(redis_srv: Redis
         assert missing.status_code == 404 and missing.json()["detail"]["error"] == "unknown_task_id"
 
 
+async def test_the_attempts_of_one_task_page_like_any_filter(redis_srv: RedisServer) -> None:
+    # A task retried more often than a page holds: every attempt on some page, once, newest first.
+    now = time.time()
+    attempts = [finished(9, now - 60 + a, status="retried", attempt=a) for a in range(1, 6)]
+    fill(redis_srv.url, [*attempts, finished(9, now - 50, status="success", attempt=6)])
+    seen: list[int] = []
+    cursor: str | None = None
+    async with client(redis_srv.url) as http:
+        for _ in range(10):
+            params = {"task_id": f"{9:032x}", "limit": 2, **({"cursor": cursor} if cursor else {})}
+            body = (await http.get("/api/v1/executions", params=params)).json()
+            seen += [row["attempt"] for row in body["executions"]]
+            cursor = body["next_cursor"]
+            if cursor is None:
+                break
+        retried = (await http.get("/api/v1/executions", params={"task_id": f"{9:032x}", "status": "retried"})).json()
+    assert seen == [6, 5, 4, 3, 2, 1]
+    assert [row["attempt"] for row in retried["executions"]] == [5, 4, 3, 2, 1] and retried["next_cursor"] is None
+
+
 async def test_a_task_id_with_a_slash_is_reachable_by_its_detail_route(redis_srv: RedisServer) -> None:
     # Custom task ids may hold "/"; the server decodes %2F before routing, so the route takes the rest of the path.
     ev = finished(1, time.time())
@@ -190,6 +210,68 @@ async def test_a_task_id_with_a_slash_is_reachable_by_its_detail_route(redis_srv
     async with client(redis_srv.url) as http:
         body = (await http.get("/api/v1/executions/" + urllib.parse.quote(ev.task_id, safe=""))).json()
     assert body["task_id"] == ev.task_id and [a["attempt"] for a in body["attempts"]] == [1]
+
+
+@pytest.mark.parametrize("case", ["would-show-twice", "would-skip"])
+async def test_an_execution_finishing_while_its_page_is_read_is_on_it_once(
+    redis_srv: RedisServer, monkeypatch: pytest.MonkeyPatch, case: str
+) -> None:
+    # The page merges the task x status indexes in rounds; the worker finishes X between two of them (a real write
+    # to the real Redis, placed between the rounds so the interleaving is certain).
+    base = time.time() - 3600
+    settings = Settings(redis_url=redis_srv.url)
+    if case == "would-show-twice":
+        # X, pending, is older than the 20 newest successes: buffered from the pending index in the first round,
+        # then read again from the success index in the next one.
+        others = [finished(i, base + 100 + i, task="t") for i in range(1, 31)]
+        x_at = base + 105
+    else:
+        # X, pending among 30 newer pending executions: the success index (all older) was read past X's time in
+        # the first round, the pending index is read again after X left it.
+        others = [finished(i, base + i, task="t") for i in range(1, 31)]
+        others += [
+            TaskEvent("pending", f"{1000 + j:032x}", "t", base + 140 + j, enqueued_at=base + 140 + j) for j in range(30)
+        ]
+        x_at = base + 135
+    x = f"{999:032x}"
+    write_events(settings, [*others, TaskEvent("pending", x, "t", x_at, enqueued_at=x_at)])
+    rounds = 0
+    read = history_redis.RedisHistory._read
+
+    async def read_then_finish_x(self: history_redis.RedisHistory, *args: Any) -> None:
+        nonlocal rounds
+        rounds += 1
+        if rounds == 2:
+            await asyncio.to_thread(write_events, settings, [finished(999, x_at, task="t")])
+        await read(self, *args)
+
+    monkeypatch.setattr(history_redis.RedisHistory, "_read", read_then_finish_x)
+    store = RedisStore(settings)
+    try:
+        page = await store.history_page(HistoryQuery(limit=50))
+    finally:
+        await store.aclose()
+    ids = [e.task_id for e in page.executions]
+    assert rounds >= 2  # the write did land between two rounds
+    assert ids.count(x) == 1 and len(ids) == len(set(ids)), ids
+    assert next(e.status for e in page.executions if e.task_id == x) == "success"
+
+
+async def test_a_long_custom_task_id_is_reachable_by_its_detail_route_and_filter(redis_srv: RedisServer) -> None:
+    # An application's own ids (idempotency keys, URLs) are recorded whatever their length; tail and the dashboard
+    # link every failed one to its detail.
+    ev = finished(1, time.time(), status="failed")
+    ev.task_id = "report:" + "tenant-42/" * 200
+    fill(redis_srv.url, [ev])
+    async with client(redis_srv.url) as http:
+        detail = await http.get("/api/v1/executions/" + urllib.parse.quote(ev.task_id, safe=""))
+        by_filter = await http.get("/api/v1/executions", params={"task_id": ev.task_id})
+        too_long = await http.get("/api/v1/executions/" + "x" * (MAX_TASK_ID_CHARS + 1))
+    assert detail.status_code == 200, detail.text[:300]
+    assert detail.json()["attempts"][0]["task_id"] == ev.task_id
+    assert by_filter.status_code == 200, by_filter.text[:300]
+    assert [row["task_id"] for row in by_filter.json()["executions"]] == [ev.task_id]
+    assert too_long.status_code == 422
 
 
 async def test_bad_input_gets_a_readable_422(redis_srv: RedisServer) -> None:
@@ -204,8 +286,21 @@ async def test_bad_input_gets_a_readable_422(redis_srv: RedisServer) -> None:
             reply = await http.get("/api/v1/executions", params=params)
             assert reply.status_code == 422 and reply.json()["detail"]["error"] == code, params
             assert reply.json()["detail"]["message"]
-        assert (await http.get("/api/v1/executions", params={"limit": 51})).status_code == 422
-        assert (await http.get("/api/v1/tasks/series", params={"minutes": 1441})).status_code == 422
+        # FastAPI's own checks answer in the same shape (never its list, never the value sent back).
+        for path, params, words in (
+            ("/api/v1/executions", {"limit": 51}, "limit: Input should be less than or equal to 50"),
+            ("/api/v1/executions", {"limit": "abc", "since": "soon"}, "limit: Input should be a valid integer"),
+            ("/api/v1/tasks/series", {"minutes": 1441}, "minutes: Input should be less than or equal to 1440"),
+            ("/api/v1/executions/" + "q" * (MAX_TASK_ID_CHARS + 1), {}, "task_id: String should have at most"),
+        ):
+            reply = await http.get(path, params=params)
+            assert reply.status_code == 422, (path, params)
+            detail = reply.json()["detail"]
+            assert detail["error"] == "invalid_parameter" and words in detail["message"], detail
+            assert "qqqq" not in detail["message"]
+        assert "since: " in (await http.get("/api/v1/executions", params={"since": "soon"})).json()["detail"]["message"]
+        # The other routes keep FastAPI's shape.
+        assert isinstance((await http.get("/api/v1/events", params={"limit": 0})).json()["detail"], list)
 
 
 async def test_series_counts_finished_executions_per_minute(redis_srv: RedisServer) -> None:

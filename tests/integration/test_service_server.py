@@ -33,9 +33,12 @@ class _Server(uvicorn.Server):
 
 
 @contextlib.asynccontextmanager
-async def serve(settings: Settings, compress: bool = False, **config: Any) -> AsyncIterator[tuple[_Server, int, Any]]:
-    """The exporter app on a socket of its own (as ``taskiq-monitor worker`` serves it), in this event loop."""
-    sock = listening_socket("127.0.0.1", 0)
+async def serve(
+    settings: Settings, compress: bool = False, port: int = 0, **config: Any
+) -> AsyncIterator[tuple[_Server, int, Any]]:
+    """The exporter app on a socket of its own (as ``taskiq-monitor worker`` serves it), in this event loop; on
+    ``port`` when given (an exporter restarted on its address)."""
+    sock = listening_socket("127.0.0.1", port)
     port = int(sock.getsockname()[1])
     app = create_app(settings)
     options = {"log_level": "warning", "access_log": False, "lifespan": "on", **config}

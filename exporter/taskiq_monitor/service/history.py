@@ -17,7 +17,10 @@ import logging
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
-from fastapi import APIRouter, Depends, FastAPI, HTTPException, Path, Query, status
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Path, Query, Request, status
+from fastapi.exception_handlers import request_validation_exception_handler
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 from pydantic import BaseModel, ConfigDict, Field
@@ -25,17 +28,20 @@ from pydantic import BaseModel, ConfigDict, Field
 from taskiq_monitor.events import EVENT_STATUSES
 from taskiq_monitor.logs import Outage, redis_target
 from taskiq_monitor.service.api import UNAVAILABLE_RESPONSE, requests_outage
-from taskiq_monitor.service.query import FilterParams, InputError, filter_params
+from taskiq_monitor.service.query import FilterParams, InputError, filter_params, validation_message
 from taskiq_monitor.service.scrape_budget import read
 from taskiq_monitor.settings import Settings
 from taskiq_monitor.store import StateStore
-from taskiq_monitor.store.history import Execution, HistoryQuery, decode_cursor
+from taskiq_monitor.store.history import Execution, HistoryQuery, decode_cursor, encode_cursor, encode_member
 
 logger = logging.getLogger(__name__)
 
 MAX_PAGE = 50
 EXECUTION_FILTERS = filter_params("first-recorded time")  # task_name, status, since, until
 MAX_SERIES_MINUTES = 1440
+# Task ids are the application's (taskiq's ``with_task_id``) and are recorded whatever their length: the API reads
+# any id a request line of common proxies carries (nginx: 8 KiB), not only uuids.
+MAX_TASK_ID_CHARS = 8192
 _EXPIRE_INTERVAL = 10.0
 _EXPIRE_PAUSE = 0.05  # between two steps of a long expiry: writers and readers get Redis in between
 
@@ -93,6 +99,19 @@ class TaskSeries(BaseModel):
     series: dict[str, dict[str, list[int]]] = Field(
         description="task_name -> success/failed/retried -> one count per minute, oldest first."
     )
+
+
+class ApiError(BaseModel):
+    error: str = Field(description="A stable code: unknown_status, malformed_cursor, invalid_parameter, ...")
+    message: str
+
+
+class ErrorResponse(BaseModel):
+    detail: ApiError
+
+
+def _bad_input(description: str) -> dict[int | str, dict[str, Any]]:
+    return {422: {"model": ErrorResponse, "description": description}}
 
 
 def _error(code: str, message: str, http: int = 422) -> HTTPException:
@@ -183,13 +202,15 @@ class History:
             "holds every match in order. Retention: TASKIQ_MONITOR_HISTORY_RETENTION_DAYS and "
             "TASKIQ_MONITOR_HISTORY_MAX_EXECUTIONS.",
             responses={
-                422: {"description": "Unknown filter value, malformed cursor, bad time, limit out of range."},
+                **_bad_input("Unknown filter value, malformed cursor, bad time, limit out of range."),
                 **UNAVAILABLE_RESPONSE,
             },
         )
         async def get_executions(
             params: FilterParams = Depends(EXECUTION_FILTERS),
-            task_id: str | None = Query(None, max_length=512, description="Only the attempts of this task."),
+            task_id: str | None = Query(
+                None, max_length=MAX_TASK_ID_CHARS, description="Only the attempts of this task."
+            ),
             cursor: str | None = Query(None, max_length=1024, description="next_cursor of the previous page."),
             limit: int = Query(MAX_PAGE, ge=1, le=MAX_PAGE, description=f"Page size (at most {MAX_PAGE})."),
         ) -> ExecutionsPage:
@@ -230,9 +251,12 @@ class History:
             "/api/v1/executions/{task_id:path}",
             response_model=TaskAttempts,
             summary="Every attempt of one task, with parameters and error detail",
-            responses={404: {"description": "No attempt of this task is held."}},
+            responses={
+                404: {"model": ErrorResponse, "description": "No attempt of this task is held."},
+                **_bad_input(f"A task id longer than {MAX_TASK_ID_CHARS} characters."),
+            },
         )
-        async def get_task_attempts(task_id: str = Path(max_length=512)) -> TaskAttempts:
+        async def get_task_attempts(task_id: str = Path(max_length=MAX_TASK_ID_CHARS)) -> TaskAttempts:
             try:
                 attempts = await store.history_attempts(task_id)
             except Exception as exc:
@@ -252,6 +276,7 @@ class History:
             response_model=TaskSeries,
             summary="Finished executions per minute and task type (sparklines)",
             description="From the per-minute counters of the state, kept for TASKIQ_MONITOR_STATS_WINDOW_SECONDS.",
+            responses=_bad_input("minutes out of range, or beyond the counters kept."),
         )
         async def get_series(
             minutes: int = Query(60, ge=1, le=MAX_SERIES_MINUTES, description="Minutes, the current one included."),
@@ -274,9 +299,10 @@ class History:
 
 
 def _attempts_page(attempts: list[Execution], query: HistoryQuery) -> ExecutionsPage:
-    """The ``task_id`` filter: a task's few attempts, filtered like a page (one page; no cursor needed)."""
-    rows = []
-    for a in sorted(attempts, key=lambda a: (a.score, a.attempt), reverse=True):
+    """The ``task_id`` filter: a task's attempts, filtered and paged like any page (newest first by first-recorded
+    time, then by member, as the history's indexes order them; the same cursor)."""
+    rows: list[tuple[tuple[int, bytes], Execution]] = []
+    for a in attempts:
         name = a.fields["task_name"]
         if query.task_names is not None and name not in query.task_names:
             continue
@@ -286,8 +312,17 @@ def _attempts_page(attempts: list[Execution], query: HistoryQuery) -> Executions
             continue
         if query.until_ms is not None and a.score > query.until_ms:
             continue
-        rows.append(ExecutionSummary.model_validate(a.summary()))
-    return ExecutionsPage(executions=rows[: query.limit], next_cursor=None)
+        key = (a.score, encode_member(a.task_id, a.attempt))
+        if query.cursor is not None and key >= query.cursor:
+            continue
+        rows.append((key, a))
+    rows.sort(key=lambda row: row[0], reverse=True)
+    page = rows[: query.limit]
+    more = len(rows) > query.limit
+    return ExecutionsPage(
+        executions=[ExecutionSummary.model_validate(a.summary()) for _, a in page],
+        next_cursor=encode_cursor(*page[-1][0]) if more else None,
+    )
 
 
 def include_history(
@@ -296,5 +331,18 @@ def include_history(
     """Mount the history API on ``app`` (the caller adds ``history.collector`` and ``history.lifespan``); ``outage``
     is shared with the app's other request handlers."""
     history = History(settings, store, outage)
-    app.include_router(history.router(auth))
+    router = history.router(auth)
+    app.include_router(router)
+    endpoints = {getattr(route, "endpoint", None) for route in router.routes}  # include_router copies the routes
+
+    async def invalid_request(request: Request, exc: Exception) -> Response:
+        # This API's error shape for FastAPI's own validation too (limit=0, minutes=abc, an overlong task id): a
+        # client reads detail.error / detail.message for every 422 (README), never a list; the input is not echoed.
+        if not isinstance(exc, RequestValidationError):  # registered for this class only
+            raise exc
+        if getattr(request.scope.get("route"), "endpoint", None) not in endpoints:
+            return await request_validation_exception_handler(request, exc)  # FastAPI's, for the other routes
+        return JSONResponse({"detail": {"error": "invalid_parameter", "message": validation_message(exc)}}, 422)
+
+    app.add_exception_handler(RequestValidationError, invalid_request)
     return history

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from fastapi import Query
+from fastapi.exceptions import RequestValidationError
 
 from taskiq_monitor.events import EVENT_STATUSES
 from taskiq_monitor.store import parse_event_id
@@ -141,3 +142,13 @@ def filter_params(moment: str) -> Callable[..., FilterParams]:
         return FilterParams(task_name, status, since, until)
 
     return dependency
+
+
+def validation_message(exc: RequestValidationError) -> str:
+    """FastAPI's validation errors as one line, ``name: what is wrong`` per parameter, without the values (an
+    overlong task id is not sent back)."""
+    parts = []
+    for error in exc.errors():
+        where = ".".join(str(part) for part in error.get("loc", ()) if part not in ("query", "path", "body"))
+        parts.append(f"{where or 'request'}: {error.get('msg', 'invalid value')}")
+    return "; ".join(parts) or "invalid request"

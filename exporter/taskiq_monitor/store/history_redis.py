@@ -8,8 +8,10 @@ Written by ``lua/apply.lua`` in the same round trip as the state (``P`` = the ke
 
 Only the finest index exists (task type x status). A coarser filter (all types, all statuses, one of them) is a
 k-way merge of the relevant indexes, each read newest first with ``LIMIT page + 1`` below the cursor: at most
-types x 5 short range reads in one pipeline, never a scan, and every page is complete. A global time index would
-cost about 100 bytes per execution more.
+types x 5 short range reads in one pipeline (a MULTI: the indexes as of one instant), never a scan, and every page
+is complete. A page that needed a second round is checked with one atomic ``ZCOUNT`` per index over its score range
+(an execution whose status changed between two rounds moved to another index), and merged again if one moved. A
+global time index would cost about 100 bytes per execution more.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from taskiq_monitor.store.history import (
 EXPIRE_LUA = resources.files("taskiq_monitor.store").joinpath("lua", "history_expire.lua").read_text("utf-8")
 EXPIRE_STEP = 1000  # executions deleted per script call: a few ms of Redis time, then others get their turn
 _TIE_SLACK = 8  # extra entries read per index, for executions sharing the cursor's millisecond
+_PAGE_TRIES = 3  # merges of one page while executions keep arriving in its range (then the last one is returned)
 
 
 def _key_prefix(settings: Settings) -> str:
@@ -76,8 +79,16 @@ class RedisHistory:
     async def page(self, query: HistoryQuery) -> HistoryPage:
         names = sorted(query.task_names) if query.task_names is not None else await self.task_names()
         statuses = [s for s in HISTORY_STATUSES if query.statuses is None or s in query.statuses]
-        found = await self._merge([self.index(t, s) for t in names for s in statuses], query)
-        chosen = found[: query.limit]
+        keys = [self.index(t, s) for t in names for s in statuses]
+        # The merge reads the indexes in rounds, each one atomic: an execution whose status changes between two
+        # rounds moves to another index and could be read from both (shown twice) or from neither (skipped for good,
+        # as the cursor passes it). A page of several rounds is kept once the indexes, in one atomic read, hold
+        # exactly its rows in its score range.
+        for _ in range(_PAGE_TRIES):
+            found, rounds = await self._merge(keys, query)
+            chosen = found[: query.limit]
+            if rounds <= 1 or await self._complete(keys, query, chosen, more=len(found) > query.limit):
+                break
         executions: list[Execution] = []
         if chosen:
             blobs = await self.aio.hmget(self.rec, [m for _, m in chosen])
@@ -86,6 +97,36 @@ class RedisHistory:
                     executions.append(execution(member, blob, score))
         next_cursor = encode_cursor(*chosen[-1]) if len(found) > query.limit and chosen else None
         return HistoryPage(await self._with_lost(executions), next_cursor)
+
+    async def _complete(
+        self, keys: list[str], query: HistoryQuery, chosen: list[tuple[int, bytes]], more: bool
+    ) -> bool:
+        """Whether the indexes now hold as many entries in the page's score range as the page has rows there
+        (entries only move between indexes, so a move cannot change the count; a late arrival or a deletion can).
+        The range's boundary milliseconds are left out: entries sharing them belong to a neighbouring page too.
+        A first page's range ends at its newest row: executions recorded after the read are not missing from it
+        (every index is first read from its top, so nothing newer than that row can have been passed over)."""
+        if query.cursor is not None:
+            high: Any = f"({query.cursor[0]}"
+            if query.until_ms is not None and query.until_ms < query.cursor[0]:
+                high = query.until_ms
+        elif chosen:
+            high = chosen[0][0]
+        else:
+            return True
+        low: Any = "-inf" if query.since_ms is None else query.since_ms
+        if more and chosen:
+            low = f"({chosen[-1][0]}"
+        rows = sum(
+            1
+            for score, _ in chosen
+            if (query.cursor is None or score < query.cursor[0]) and (not more or score > chosen[-1][0])
+        )
+        async with self.aio.pipeline(transaction=True) as pipe:
+            for key in keys:
+                pipe.zcount(key, low, high)
+            counts = await pipe.execute()
+        return sum(int(n) for n in counts) == rows
 
     async def _with_lost(self, executions: list[Execution]) -> list[Execution]:
         """``executions``, those whose record says pending or running while the state no longer holds the attempt
@@ -122,8 +163,9 @@ class RedisHistory:
                 lost.add(id(e))
         return [dataclasses.replace(e, lost=True) if id(e) in lost else e for e in executions]
 
-    async def _merge(self, keys: list[str], query: HistoryQuery) -> list[tuple[int, bytes]]:
-        """The ``limit + 1`` newest ``(score, member)`` below the cursor across ``keys``: a lazy k-way merge.
+    async def _merge(self, keys: list[str], query: HistoryQuery) -> tuple[list[tuple[int, bytes]], int]:
+        """The ``limit + 1`` newest ``(score, member)`` below the cursor across ``keys`` (a lazy k-way merge), and
+        the number of rounds it read.
 
         Every index is read in small chunks, newest first, each chunk continuing below the last entry read from it
         (by score and member, not by offset: writes meanwhile cannot shift it). An entry is taken only while every
@@ -137,17 +179,19 @@ class RedisHistory:
         buffers: dict[str, list[tuple[int, bytes]]] = {k: [] for k in keys}  # newest last (pop from the end)
         open_keys = set(keys)  # may hold more entries than buffered
         out: list[tuple[int, bytes]] = []
+        rounds = 0
         while len(out) < want:
             dry = [k for k in keys if k in open_keys and not buffers[k]]
             if dry:
                 await self._read(dry, query.until_ms, low, bound, chunk, buffers, open_keys)
+                rounds += 1
                 continue
             heads = [k for k in keys if buffers[k]]
             if not heads:
                 break
             best = max(heads, key=lambda k: buffers[k][-1])
             out.append(buffers[best].pop())
-        return out
+        return out, rounds
 
     async def _read(
         self,
@@ -159,7 +203,8 @@ class RedisHistory:
         buffers: dict[str, list[tuple[int, bytes]]],
         open_keys: set[str],
     ) -> None:
-        async with self.aio.pipeline(transaction=False) as pipe:
+        # MULTI: the indexes as of one instant (a page read in one round needs no other check).
+        async with self.aio.pipeline(transaction=True) as pipe:
             for key in keys:
                 last = bound[key]
                 high: Any = until_ms if until_ms is not None else "+inf"
