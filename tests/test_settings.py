@@ -124,17 +124,19 @@ def test_loki_statuses_parse_from_a_comma_list_and_bad_ones_are_named(monkeypatc
         load_settings()
 
 
+@pytest.mark.parametrize("setting", ["bearer_token", "loki_bearer_token"])
 @pytest.mark.parametrize("token", ["pässwört", "two words", "tab\there", "", "\ud800"])
-def test_bearer_token_outside_printable_ascii_is_rejected_without_echoing_it(token: str) -> None:
-    # A non-ASCII token could log in through POST /api/v1/session but never travel in an Authorization header.
+def test_bearer_token_outside_printable_ascii_is_rejected_without_echoing_it(setting: str, token: str) -> None:
+    # A non-ASCII token could log in through POST /api/v1/session but never travel in an Authorization header; an
+    # empty Loki token sent a bare "Bearer " that Loki refused, and every record went to the spool.
     from taskiq_monitor.errors import ConfigError
     from taskiq_monitor.settings import load_settings
 
-    with pytest.raises(ConfigError, match=r"bearer_token: .*printable ASCII characters without spaces") as raised:
-        load_settings(bearer_token=token)
+    with pytest.raises(ConfigError, match=rf"{setting}: .*printable ASCII characters without spaces") as raised:
+        load_settings(**{setting: token})
     if token:
         assert token not in str(raised.value)
-    assert load_settings(bearer_token="A-z_0~9!/+=").bearer_token is not None
+    assert getattr(load_settings(**{setting: "A-z_0~9!/+="}), setting) is not None
 
 
 def test_allowed_hosts_parse_from_a_comma_list(monkeypatch: pytest.MonkeyPatch) -> None:

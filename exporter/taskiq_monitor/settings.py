@@ -356,12 +356,13 @@ class Settings(BaseSettings):
             hosts.append(name)
         return tuple(dict.fromkeys(hosts))
 
-    @field_validator("bearer_token")
+    @field_validator("bearer_token", "loki_bearer_token")
     @classmethod
     def _header_safe_token(cls, value: SecretStr | None) -> SecretStr | None:
         # The token travels in "Authorization: Bearer <token>": a header value is latin-1 at best, and a space or a
         # control character would be cut or rejected on the way. The message never repeats the token.
-        # An empty token would be matched by a bare "Bearer ": unset the variable to turn authentication off.
+        # An empty token would be matched by a bare "Bearer ": unset the variable to turn authentication off. Loki's
+        # too: a bare "Bearer " (an empty variable in a compose file) was sent, refused, and every record spooled.
         token = value.get_secret_value() if value is not None else None
         if token is not None and not (token and all("!" <= char <= "~" for char in token)):
             raise ValueError(
