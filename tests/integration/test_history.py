@@ -299,8 +299,25 @@ async def test_bad_input_gets_a_readable_422(redis_srv: RedisServer) -> None:
             assert detail["error"] == "invalid_parameter" and words in detail["message"], detail
             assert "qqqq" not in detail["message"]
         assert "since: " in (await http.get("/api/v1/executions", params={"since": "soon"})).json()["detail"]["message"]
-        # The other routes keep FastAPI's shape.
-        assert isinstance((await http.get("/api/v1/events", params={"limit": 0})).json()["detail"], list)
+
+
+async def test_an_unknown_task_name_names_the_closest_of_a_hundred_types_not_all(redis_srv: RedisServer) -> None:
+    fill(redis_srv.url, [finished(i, time.time(), f"billing.tasks:send_invoice_{i}") for i in range(100)])
+    async with client(redis_srv.url) as http:
+        for path in ("/api/v1/executions", "/api/v1/events"):
+            reply = await http.get(path, params={"task_name": "billing.tasks:send_invoice_7x"})
+            assert reply.status_code == 422, reply.text[:300]
+            detail = reply.json()["detail"]
+            assert detail["error"] == "unknown_task_name"
+            assert detail["message"].startswith(
+                "unknown task_name 'billing.tasks:send_invoice_7x'; closest: 'billing.tasks:send_invoice_7'"
+            ), detail
+            assert "task names known; GET /api/v1/tasks lists them" in detail["message"]
+            assert detail["message"].count("send_invoice_") <= 6 and len(detail["message"]) < 400, detail
+        # A task id not held is named, not sent back in full.
+        missing = await http.get("/api/v1/executions/" + "n" * 5000)
+    assert missing.status_code == 404 and missing.json()["detail"]["error"] == "unknown_task_id"
+    assert "(5,000 characters)" in missing.json()["detail"]["message"] and len(missing.text) < 300
 
 
 async def test_series_counts_finished_executions_per_minute(redis_srv: RedisServer) -> None:

@@ -18,6 +18,7 @@ from fastapi import APIRouter, Depends, HTTPException, Query, status
 from pydantic import BaseModel, Field
 
 from taskiq_monitor.logs import Outage, redis_target
+from taskiq_monitor.service.errors import ErrorResponse, api_error, bad_input
 from taskiq_monitor.service.query import FilterParams, InputError, filter_params, matches, parse_id
 from taskiq_monitor.settings import Settings
 from taskiq_monitor.store import Snapshot, StateStore, format_event_id
@@ -29,7 +30,7 @@ EVENT_FILTERS = filter_params("recording time")  # task_name, status, since, unt
 SCAN_CHUNK = 500
 # The documented 503 of every route over the store (this module's and the history API's).
 UNAVAILABLE_RESPONSE: dict[int | str, dict[str, Any]] = {
-    503: {"description": "The state store (Redis) is unavailable."}
+    503: {"model": ErrorResponse, "description": "The state store (Redis) is unavailable (code unavailable)."}
 }
 _MAX_SCAN = 20_000  # stream entries examined per /api/v1/events request (filters may match rarely)
 
@@ -114,7 +115,7 @@ def unavailable(outage: Outage, exc: Exception) -> HTTPException:
     # The cause is logged (once per outage, not per request: a dashboard polls through it), never returned: Redis
     # errors name hosts and ports.
     outage.failed(exc)
-    return HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "state store unavailable")
+    return api_error("unavailable", "state store unavailable", status.HTTP_503_SERVICE_UNAVAILABLE)
 
 
 def requests_outage(settings: Settings) -> Outage:
@@ -161,7 +162,7 @@ def router(settings: Settings, store: StateStore, auth: Any, outage: Outage | No
         "and select by the time the event was recorded; a time without a timezone is UTC. Unknown filter values, "
         "malformed ids (ASCII digits only) and since after until are rejected with 422.",
         responses={
-            422: {"description": "Unknown filter value, malformed cursor, reversed time range, limit out of range."},
+            **bad_input("Unknown filter value, malformed cursor, reversed time range, limit out of range."),
             **UNAVAILABLE_RESPONSE,
         },
     )
@@ -181,7 +182,7 @@ def router(settings: Settings, store: StateStore, auth: Any, outage: Outage | No
                 upper = key if upper is None else min(upper, key)
             lower = f"{filters.since_ms}-0" if filters.since_ms is not None else "-"
         except InputError as exc:
-            raise HTTPException(422, exc.message) from None
+            raise api_error(exc.code, exc.message) from None
         items: list[EventItem] = []
         scanned = 0
         last_seen: str | None = None

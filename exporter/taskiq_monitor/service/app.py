@@ -24,6 +24,7 @@ from taskiq_monitor.logs import WarnOnce, redis_target
 from taskiq_monitor.multiproc import live_gauge_pids
 from taskiq_monitor.service.auth import require_token
 from taskiq_monitor.service.collectors import CombinedSource, MultiProcessSource
+from taskiq_monitor.service.errors import install_error_handlers
 from taskiq_monitor.service.head import HeadAsGet
 from taskiq_monitor.service.headers import DefaultSecurityHeaders
 from taskiq_monitor.service.hosts import HostCheck
@@ -75,6 +76,7 @@ def create_app(settings: Settings | None = None, extra_collectors: Iterable[Coll
         openapi_url=None,
     )
     _schema_route(app, auth)
+    install_error_handlers(app)  # one error shape for every route (README, "API errors")
     # Outermost last: the Host check's own 400 gets the default headers too.
     app.add_middleware(HeadAsGet)
     app.add_middleware(HostCheck, allowed=settings.allowed_hosts)

@@ -17,18 +17,16 @@ import logging
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
-from fastapi import APIRouter, Depends, FastAPI, HTTPException, Path, Query, Request, status
-from fastapi.exception_handlers import request_validation_exception_handler
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi import APIRouter, Depends, FastAPI, Path, Query
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 from pydantic import BaseModel, ConfigDict, Field
 
 from taskiq_monitor.events import EVENT_STATUSES
 from taskiq_monitor.logs import Outage, redis_target
-from taskiq_monitor.service.api import UNAVAILABLE_RESPONSE, requests_outage
-from taskiq_monitor.service.query import FilterParams, InputError, filter_params, validation_message
+from taskiq_monitor.service.api import UNAVAILABLE_RESPONSE, requests_outage, unavailable
+from taskiq_monitor.service.errors import ErrorResponse, api_error, bad_input
+from taskiq_monitor.service.query import FilterParams, InputError, filter_params, shown
 from taskiq_monitor.service.scrape_budget import read
 from taskiq_monitor.settings import Settings
 from taskiq_monitor.store import StateStore
@@ -99,29 +97,6 @@ class TaskSeries(BaseModel):
     series: dict[str, dict[str, list[int]]] = Field(
         description="task_name -> success/failed/retried -> one count per minute, oldest first."
     )
-
-
-class ApiError(BaseModel):
-    error: str = Field(description="A stable code: unknown_status, malformed_cursor, invalid_parameter, ...")
-    message: str
-
-
-class ErrorResponse(BaseModel):
-    detail: ApiError
-
-
-def _bad_input(description: str) -> dict[int | str, dict[str, Any]]:
-    return {422: {"model": ErrorResponse, "description": description}}
-
-
-def _error(code: str, message: str, http: int = 422) -> HTTPException:
-    return HTTPException(http, {"error": code, "message": message})
-
-
-def _unavailable(outage: Outage, exc: Exception) -> HTTPException:
-    # As api.unavailable(), in this API's error shape ({"error": code, "message": ...}).
-    outage.failed(exc)
-    return _error("unavailable", "state store unavailable", status.HTTP_503_SERVICE_UNAVAILABLE)
 
 
 class HistoryCollector:
@@ -202,7 +177,7 @@ class History:
             "holds every match in order. Retention: TASKIQ_MONITOR_HISTORY_RETENTION_DAYS and "
             "TASKIQ_MONITOR_HISTORY_MAX_EXECUTIONS.",
             responses={
-                **_bad_input("Unknown filter value, malformed cursor, bad time, limit out of range."),
+                **bad_input("Unknown filter value, malformed cursor, bad time, limit out of range."),
                 **UNAVAILABLE_RESPONSE,
             },
         )
@@ -217,7 +192,7 @@ class History:
             try:
                 known = set(await store.task_names()) if params.task_name else set()
             except Exception as exc:
-                raise _unavailable(outage, exc) from None
+                raise unavailable(outage, exc) from None
             try:
                 filters = params.parse(known)
                 query = HistoryQuery(
@@ -229,16 +204,16 @@ class History:
                     limit=limit,
                 )
             except InputError as exc:
-                raise _error(exc.code, exc.message) from None
+                raise api_error(exc.code, exc.message) from None
             except ValueError as exc:
-                raise _error("malformed_cursor", str(exc)) from None
+                raise api_error("malformed_cursor", str(exc)) from None
             try:
                 if task_id is not None:
                     attempts = await store.history_attempts(task_id)
                 else:
                     page = await store.history_page(query)
             except Exception as exc:
-                raise _unavailable(outage, exc) from None
+                raise unavailable(outage, exc) from None
             outage.recovered()
             if task_id is not None:
                 return _attempts_page(attempts, query)
@@ -253,17 +228,17 @@ class History:
             summary="Every attempt of one task, with parameters and error detail",
             responses={
                 404: {"model": ErrorResponse, "description": "No attempt of this task is held."},
-                **_bad_input(f"A task id longer than {MAX_TASK_ID_CHARS} characters."),
+                **bad_input(f"A task id longer than {MAX_TASK_ID_CHARS} characters."),
             },
         )
         async def get_task_attempts(task_id: str = Path(max_length=MAX_TASK_ID_CHARS)) -> TaskAttempts:
             try:
                 attempts = await store.history_attempts(task_id)
             except Exception as exc:
-                raise _unavailable(outage, exc) from None
+                raise unavailable(outage, exc) from None
             outage.recovered()
             if not attempts:
-                raise _error("unknown_task_id", f"no execution of task {task_id!r} is held", 404)
+                raise api_error("unknown_task_id", f"no execution of task {shown(task_id)} is held", 404)
             return TaskAttempts(
                 task_id=task_id,
                 attempts=[
@@ -276,14 +251,14 @@ class History:
             response_model=TaskSeries,
             summary="Finished executions per minute and task type (sparklines)",
             description="From the per-minute counters of the state, kept for TASKIQ_MONITOR_STATS_WINDOW_SECONDS.",
-            responses=_bad_input("minutes out of range, or beyond the counters kept."),
+            responses=bad_input("minutes out of range, or beyond the counters kept."),
         )
         async def get_series(
             minutes: int = Query(60, ge=1, le=MAX_SERIES_MINUTES, description="Minutes, the current one included."),
         ) -> TaskSeries:
             kept = settings.stats_window_seconds // 60
             if minutes > kept:
-                raise _error(
+                raise api_error(
                     "window_too_long",
                     f"minutes={minutes}: per-minute counters are kept for {kept} minutes "
                     "(TASKIQ_MONITOR_STATS_WINDOW_SECONDS)",
@@ -291,7 +266,7 @@ class History:
             try:
                 start, series = await store.history_series(minutes)
             except Exception as exc:
-                raise _unavailable(outage, exc) from None
+                raise unavailable(outage, exc) from None
             outage.recovered()
             return TaskSeries(step_seconds=60, start=start, series=series)
 
@@ -333,16 +308,4 @@ def include_history(
     history = History(settings, store, outage)
     router = history.router(auth)
     app.include_router(router)
-    endpoints = {getattr(route, "endpoint", None) for route in router.routes}  # include_router copies the routes
-
-    async def invalid_request(request: Request, exc: Exception) -> Response:
-        # This API's error shape for FastAPI's own validation too (limit=0, minutes=abc, an overlong task id): a
-        # client reads detail.error / detail.message for every 422 (README), never a list; the input is not echoed.
-        if not isinstance(exc, RequestValidationError):  # registered for this class only
-            raise exc
-        if getattr(request.scope.get("route"), "endpoint", None) not in endpoints:
-            return await request_validation_exception_handler(request, exc)  # FastAPI's, for the other routes
-        return JSONResponse({"detail": {"error": "invalid_parameter", "message": validation_message(exc)}}, 422)
-
-    app.add_exception_handler(RequestValidationError, invalid_request)
     return history

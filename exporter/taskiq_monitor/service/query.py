@@ -13,6 +13,8 @@ a 422, the feed into an ``error`` frame. Rules (documented in the README, "REST 
 
 from __future__ import annotations
 
+import difflib
+import heapq
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -22,6 +24,10 @@ from fastapi.exceptions import RequestValidationError
 
 from taskiq_monitor.events import EVENT_STATUSES
 from taskiq_monitor.store import parse_event_id
+from taskiq_monitor.store.model import MAX_ID_PART
+
+SHOWN_CHARS = 80  # of a value a client sent, in a message: enough to recognise it, never the whole of a long one
+SHOWN_VALUES = 5  # of the unknown values, and of the closest known task names, in a message
 
 
 class InputError(ValueError):
@@ -40,6 +46,55 @@ def _split(values: list[str] | None) -> list[str]:
     return out
 
 
+def shown(value: str) -> str:
+    """``value`` for a message: quoted, and cut to :data:`SHOWN_CHARS` with its length when longer."""
+    if len(value) <= SHOWN_CHARS:
+        return repr(value)
+    return f"{value[:SHOWN_CHARS]!r}… ({len(value):,} characters)"
+
+
+def _listing(values: list[str]) -> str:
+    """At most :data:`SHOWN_VALUES` values, each :func:`shown`, and how many more."""
+    text = ", ".join(shown(v) for v in values[:SHOWN_VALUES])
+    return text + (f" and {len(values) - SHOWN_VALUES:,} more" if len(values) > SHOWN_VALUES else "")
+
+
+def _closest(name: str, known: set[str]) -> list[str]:
+    """The known names most like ``name`` (difflib's ratio of at least 0.6), best first. ``ratio`` is quadratic in
+    the length; computed for the few best by ``quick_ratio`` (linear, an upper bound) only, so thousands of task
+    names or a long value cost milliseconds, not seconds of the event loop."""
+    matcher = difflib.SequenceMatcher()
+    matcher.set_seq2(name[:SHOWN_CHARS])  # seq2's index is built once
+    bounds: list[tuple[float, str]] = []
+    for candidate in known:
+        matcher.set_seq1(candidate[: SHOWN_CHARS * 2])
+        bounds.append((matcher.quick_ratio(), candidate))
+    scored: list[tuple[float, str]] = []
+    for bound, candidate in heapq.nlargest(SHOWN_VALUES * 4, bounds):
+        if bound < 0.6:
+            break
+        matcher.set_seq1(candidate[: SHOWN_CHARS * 2])
+        if (ratio := matcher.ratio()) >= 0.6:
+            scored.append((ratio, candidate))
+    return [candidate for _, candidate in sorted(scored, key=lambda s: (-s[0], s[1]))]
+
+
+def _known_names(unknown: list[str], known: set[str]) -> str:
+    """The known task names worth reading: all when they are few, else the closest to what was sent and a count
+    (hundreds of task types would make a message of tens of kilobytes)."""
+    if not known:
+        return "known: none yet"
+    if len(known) <= SHOWN_VALUES:
+        return "known: " + ", ".join(shown(n) for n in sorted(known))
+    close: list[str] = []
+    for name in unknown[:2]:  # bounded work whatever was sent
+        close += [match for match in _closest(name, known) if match not in close]
+    count = f"{len(known):,} task names known; GET /api/v1/tasks lists them"
+    if not close:
+        return count
+    return f"closest: {', '.join(shown(n) for n in close[:SHOWN_VALUES])} ({count})"
+
+
 def parse_filters(
     task_names: list[str] | None, statuses: list[str] | None, known: set[str]
 ) -> tuple[frozenset[str] | None, frozenset[str] | None]:
@@ -47,27 +102,26 @@ def parse_filters(
     names = _split(task_names)
     unknown = sorted(set(names) - known)
     if unknown:
-        listing = ", ".join(sorted(known)) or "none yet"
-        raise InputError("unknown_task_name", f"unknown task_name {', '.join(map(repr, unknown))}; known: {listing}")
+        raise InputError("unknown_task_name", f"unknown task_name {_listing(unknown)}; {_known_names(unknown, known)}")
     stats = _split(statuses)
     bad = sorted(set(stats) - set(EVENT_STATUSES))
     if bad:
-        raise InputError(
-            "unknown_status", f"unknown status {', '.join(map(repr, bad))}; one of: {', '.join(EVENT_STATUSES)}"
-        )
+        raise InputError("unknown_status", f"unknown status {_listing(bad)}; one of: {', '.join(EVENT_STATUSES)}")
     return (frozenset(names) or None), (frozenset(stats) or None)
 
 
 def parse_id(value: str, name: str) -> tuple[int, int]:
     value = value.strip()
-    if not value.isascii():
-        raise InputError(
-            "malformed_id", f"{name}: malformed event id {value!r}: use ASCII digits '<milliseconds>-<sequence>'"
-        )
     try:
+        if not value.isascii():
+            raise ValueError
         return parse_event_id(value)
-    except ValueError as exc:
-        raise InputError("malformed_id", f"{name}: {exc}") from None
+    except ValueError:
+        raise InputError(
+            "malformed_id",
+            f"{name}: malformed event id {shown(value)}: expected '<milliseconds>-<sequence>' in ASCII digits, "
+            f"each at most {MAX_ID_PART}, e.g. '1700000000000-0'",
+        ) from None
 
 
 def as_utc(moment: datetime) -> datetime:
@@ -146,9 +200,13 @@ def filter_params(moment: str) -> Callable[..., FilterParams]:
 
 def validation_message(exc: RequestValidationError) -> str:
     """FastAPI's validation errors as one line, ``name: what is wrong`` per parameter, without the values (an
-    overlong task id is not sent back)."""
+    overlong task id, a token in a login body are not sent back)."""
     parts = []
     for error in exc.errors():
-        where = ".".join(str(part) for part in error.get("loc", ()) if part not in ("query", "path", "body"))
-        parts.append(f"{where or 'request'}: {error.get('msg', 'invalid value')}")
+        loc = [str(part) for part in error.get("loc", ()) if not isinstance(part, int)]  # a position in the JSON
+        where = ".".join(part for part in loc if part not in ("query", "path", "body", "header", "cookie"))
+        if not where:
+            where = "body" if loc[:1] == ["body"] else "request"
+        message = "not valid JSON" if error.get("type") == "json_invalid" else error.get("msg", "invalid value")
+        parts.append(f"{where}: {message}")
     return "; ".join(parts) or "invalid request"

@@ -20,6 +20,7 @@ from pydantic import BaseModel
 
 from taskiq_monitor.mixin.config import CONFIG
 from taskiq_monitor.service.auth import SESSION_COOKIE, is_authorized, session_value
+from taskiq_monitor.service.errors import ErrorResponse, bad_input
 from taskiq_monitor.settings import Settings
 
 # No inline script or style anywhere: the page's own files only; WebSocket and fetch to this origin only.
@@ -133,7 +134,10 @@ def include_ui(app: FastAPI, settings: Settings) -> None:
         status_code=status.HTTP_204_NO_CONTENT,
         tags=["dashboard"],
         summary="Log in to the dashboard: exchange the bearer token for an HttpOnly session cookie",
-        responses={401: {"description": "Wrong token."}},
+        responses={
+            401: {"model": ErrorResponse, "description": "Wrong token (code invalid_token)."},
+            **bad_input("The body is not JSON, or not an object with a string token."),
+        },
     )
     def login(body: SessionRequest, request: Request) -> Response:
         token = settings.bearer_token.get_secret_value() if settings.bearer_token else None
