@@ -86,6 +86,14 @@ async def test_ws_and_api_require_the_bearer_token(redis_srv: RedisServer) -> No
         with pytest.raises(urllib.error.HTTPError) as denied:
             await asyncio.to_thread(urllib.request.urlopen, f"{worker.base}/api/v1/tasks", timeout=5)
         assert denied.value.code == 401
+        assert json.loads(denied.value.read()) == {
+            "detail": {"error": "unauthorized", "message": "missing or invalid bearer token"}
+        }
+        # Through the real server too: the documented shape, the long value not sent back.
+        async with httpx.AsyncClient(base_url=worker.base, headers={"Authorization": "Bearer s3cret"}) as http:
+            bad = await http.get("/api/v1/events", params={"cursor": "Z" * 5000, "limit": 1})
+        assert bad.status_code == 422 and bad.json()["detail"]["error"] == "malformed_id", bad.text[:300]
+        assert "Z" * 81 not in bad.text and len(bad.text) < 400
         async with connect(f"{worker.ws_base}/ws/events") as ws:
             frame = json.loads(await asyncio.wait_for(ws.recv(), 10))
             assert frame["type"] == "error" and frame["code"] == "unauthorized"
