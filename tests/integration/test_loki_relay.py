@@ -6,6 +6,7 @@ reads them from the stream and pushes them to the double.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -236,3 +237,133 @@ def test_timestamp_ns_reads_the_records_rfc3339() -> None:
     assert timestamp_ns("2026-11-28T23:44:22Z") is None
     assert timestamp_ns("2026-13-28T23:44:22.988142Z") is None
     assert timestamp_ns(None) is None
+
+
+def restart_empty(redis: RedisServer) -> None:
+    """Redis restarted without persistence: same port, nothing of before (no dump is reloaded)."""
+    redis.stop()
+    for dump in redis.dir.glob("*.rdb"):
+        dump.unlink()
+    redis.start()
+    assert redis.client().dbsize() == 0
+
+
+def test_records_written_between_a_redis_reset_and_the_relays_next_read_are_shipped(
+    redis_srv: RedisServer, loki: LokiPushDouble
+) -> None:
+    conf = settings(redis_srv, loki)
+    relay = relay_of(conf)
+    try:
+        write_events(conf, [event(i) for i in range(5)])
+        wait_for(lambda: len(loki.entries) == 5, 20, "five records before the reset")
+        # Loki refuses: the relay holds its batch and reads nothing, so the workers re-create the stream after the
+        # reset before the relay's next read (the race of a 50 ms poll, made certain).
+        loki.set_mode("503")
+        write_events(conf, [event(5)])
+        wait_for(lambda: loki.stats.by_status.get(503, 0) >= 1 and relay.in_hand == 1, 20, "the batch held")
+        restart_empty(redis_srv)
+        write_events(conf, [event(i) for i in range(6, 106)])
+        loki.set_mode("ok")
+        wait_for(lambda: len(loki.entries) == 106, 30, "every record, before and after the reset")
+        wait_for(lambda: relay_pending(relay) == 0, 20, "all acknowledged")
+    finally:
+        relay.stop()
+    assert sorted(ids_arrived(loki).values()) == [1] * 106
+    assert loki.duplicates == 0
+    assert (relay.shipped, relay.dropped) == (106, 0)
+
+
+def test_two_exporters_after_a_redis_reset_ship_each_new_record_once(
+    redis_srv: RedisServer, loki: LokiPushDouble
+) -> None:
+    conf = settings(redis_srv, loki, loki_batch_max_records=10)
+    first, second = relay_of(conf, consumer="exporter-a"), relay_of(conf, consumer="exporter-b")
+    try:
+        loki.set_mode("503")
+        write_events(conf, [event(i) for i in range(100)])
+        wait_for(lambda: first.in_hand == 10 and second.in_hand == 10, 20, "both exporters holding a batch")
+        restart_empty(redis_srv)
+        # The 80 records not in hand were in Redis only: gone with it. The 20 in hand, and all written after the
+        # reset, must arrive, once.
+        write_events(conf, [event(i) for i in range(1000, 1500)])
+        loki.set_mode("ok")
+        wait_for(lambda: len(loki.entries) == 520, 30, "the held batches and every record after the reset")
+        wait_for(lambda: relay_pending(first) == 0, 20, "all acknowledged")
+    finally:
+        first.stop()
+        second.stop()
+    arrived = ids_arrived(loki)
+    assert all(arrived[(f"{i:032x}", "success")] == 1 for i in range(1000, 1500))
+    assert loki.duplicates == 0
+    assert first.shipped + second.shipped == 520
+    assert first.dropped + second.dropped == 0
+
+
+def test_after_a_reset_records_with_ids_below_the_old_ones_are_shipped(
+    redis_srv: RedisServer, loki: LokiPushDouble
+) -> None:
+    # Stream ids are Redis's clock: a Redis that comes back on a host whose clock is behind (a failover) numbers the
+    # new records below the last id the group had delivered. They are new all the same.
+    conf = settings(redis_srv, loki)
+    relay = relay_of(conf)
+    try:
+        write_events(conf, [event(i) for i in range(5)])
+        wait_for(lambda: len(loki.entries) == 5, 20, "five records")
+        loki.set_mode("503")
+        write_events(conf, [event(5)])
+        wait_for(lambda: relay.in_hand == 1, 20, "the batch held")
+        restart_empty(redis_srv)
+        client = redis_srv.client()
+        fresh = [event(i) for i in range(6, 9)]
+        write_events(conf, fresh)
+        fresh_fields = [fields for _, fields in client.xrange(relay.stream)]  # as the workers encode them
+        client.delete(relay.stream)
+        for n, fields in enumerate(fresh_fields, 1):
+            client.xadd(relay.stream, fields, id=f"1-{n}")
+        loki.set_mode("ok")
+        wait_for(lambda: len(loki.entries) == 9, 30, "every record")
+    finally:
+        relay.stop()
+    assert loki.duplicates == 0
+    assert (relay.shipped, relay.dropped) == (9, 0)
+
+
+def test_a_group_removed_from_a_kept_stream_resumes_after_what_it_had_delivered(
+    redis_srv: RedisServer, loki: LokiPushDouble
+) -> None:
+    conf = settings(redis_srv, loki)
+    relay = relay_of(conf)
+    try:
+        write_events(conf, [event(i) for i in range(5)])
+        wait_for(lambda: len(loki.entries) == 5, 20, "five records")
+        loki.set_mode("503")
+        write_events(conf, [event(5)])
+        wait_for(lambda: relay.in_hand == 1, 20, "the batch held")
+        # The stream stays (a restore, an operator's XGROUP DESTROY): its records already shipped are not again.
+        redis_srv.client().xgroup_destroy(relay.stream, "loki")
+        write_events(conf, [event(i) for i in range(6, 56)])
+        loki.set_mode("ok")
+        wait_for(lambda: len(loki.entries) == 56, 30, "every record")
+        wait_for(lambda: relay_pending(relay) == 0, 20, "all acknowledged")
+    finally:
+        relay.stop()
+    assert loki.duplicates == 0
+    assert (relay.shipped, relay.dropped) == (56, 0)
+
+
+def test_a_new_group_says_how_many_records_it_leaves_behind(
+    redis_srv: RedisServer, loki: LokiPushDouble, caplog: pytest.LogCaptureFixture
+) -> None:
+    conf = settings(redis_srv, loki)
+    write_events(conf, [event(i) for i in range(3)])  # before any exporter relayed this stream
+    caplog.set_level(logging.INFO, logger="taskiq_monitor.service.loki_relay")
+    relay = relay_of(conf)
+    try:
+        write_events(conf, [event(3)])
+        wait_for(lambda: len(loki.entries) == 1, 20, "the record written after the group")
+    finally:
+        relay.stop()
+    assert "the Loki relay starts at the end of the event stream: 3 events already in it are not shipped" in (
+        caplog.text
+    )
+    assert (relay.shipped, relay.dropped) == (1, 0)
