@@ -6,7 +6,12 @@ reads them from the stream and pushes them to the double.
 
 from __future__ import annotations
 
+import json
 import logging
+import os
+import signal
+import subprocess
+import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -26,7 +31,7 @@ from taskiq_monitor.sinks.loki import LokiSink
 from taskiq_monitor.sinks.loki.format import EntryEncoder
 from taskiq_monitor.sinks.state import StateSink
 from tests.integration.redis_events import finished, write_events
-from tests.integration.servers import RedisServer, wait_for
+from tests.integration.servers import PYTHONPATH, RedisServer, stop, wait_for
 from tests.loki_double import LokiPushDouble
 
 
@@ -367,3 +372,47 @@ def test_a_new_group_says_how_many_records_it_leaves_behind(
         caplog.text
     )
     assert (relay.shipped, relay.dropped) == (1, 0)
+
+
+# An exporter's relay in a process of its own, to be killed: the settings come as JSON on argv.
+RELAY_PROCESS = """
+import json, sys, threading
+from taskiq_monitor.service.loki_relay import LokiRelay
+from taskiq_monitor.settings import Settings
+relay = LokiRelay(Settings(**json.loads(sys.argv[1])), consumer=sys.argv[2])
+relay.start()
+threading.Event().wait()
+"""
+
+
+def test_an_exporter_killed_mid_push_leaves_its_batch_to_another_once(
+    redis_srv: RedisServer, loki: LokiPushDouble
+) -> None:
+    conf = settings(redis_srv, loki)
+    values = conf.model_dump(mode="json", include={"redis_url", "loki_url", "loki_shipper", "service_name", "env"})
+    values["loki_batch_wait_seconds"] = 0.1
+    loki.set_mode("hang")  # the killed exporter's push is in flight, never answered
+    proc = subprocess.Popen(
+        [sys.executable, "-c", RELAY_PROCESS, json.dumps(values), "exporter-killed"],
+        env={**os.environ, "PYTHONPATH": PYTHONPATH},
+    )
+    try:
+        probe = LokiRelay(conf, consumer="probe")
+        wait_for(lambda: probe._client.exists(probe.stream) and _has_group(probe), 20, "the killed one's group")
+        write_events(conf, [event(i) for i in range(20)])
+        wait_for(lambda: loki.stats.by_status.get(0, 0) >= 1, 20, "the push in flight")
+        assert relay_pending(probe) == 20
+        assert stop(proc, signal.SIGKILL) == -signal.SIGKILL
+    finally:
+        stop(proc, signal.SIGKILL)
+    loki.set_mode("ok")
+    heir = relay_of(conf, consumer="exporter-heir", claim_idle_seconds=0.3)
+    try:
+        wait_for(lambda: len(loki.entries) == 20, 20, "the killed exporter's batch")
+        wait_for(lambda: relay_pending(heir) == 0, 20, "all acknowledged")
+    finally:
+        heir.stop()
+        probe.stop()
+    assert sorted(ids_arrived(loki).values()) == [1] * 20
+    assert loki.duplicates == 0
+    assert (heir.shipped, heir.dropped) == (20, 0)
