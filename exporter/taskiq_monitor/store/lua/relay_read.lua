@@ -2,10 +2,10 @@
 -- ARGV: prefix, group, consumer, count, claim_min_idle_ms, last_id, last_pos
 -- last_id, last_pos: the group's last delivered id and position as this relay last saw them ('' if it never read
 -- through the group): what tells a group lost with Redis's data from a group that is new.
--- Returns {lost, entries, last_id, pos, skipped}: entries as XREADGROUP returns them ({id, {field, value, ...}}, ...); lost =
--- entries the group will never ship: trimmed off the capped stream before any relay read them, or read by a relay
--- that died and trimmed before another could claim them; last_id, pos: the group's, after this read; skipped =
--- the entries a new group leaves behind (in the stream when it was created at its end).
+-- Returns {lost, entries, last_id, pos, skipped}: entries as XREADGROUP returns them ({id, {field, value, ...}},
+-- ...); lost = entries the group will never ship: trimmed off the capped stream before any relay read them, or read
+-- by a relay that died and trimmed before another could claim them; last_id, pos: the group's, after this read;
+-- skipped = the entries a new group leaves behind (in the stream when it was created at its end).
 --
 -- Why a script: the stream is capped (MAXLEN ~), so a relay that falls behind (Loki down for long) loses its oldest
 -- entries, and that must be counted, not silent. Redis cannot say how many a group skipped, so the group's position
