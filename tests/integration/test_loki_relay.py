@@ -6,6 +6,12 @@ reads them from the stream and pushes them to the double.
 
 from __future__ import annotations
 
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -25,7 +31,7 @@ from taskiq_monitor.sinks.loki import LokiSink
 from taskiq_monitor.sinks.loki.format import EntryEncoder
 from taskiq_monitor.sinks.state import StateSink
 from tests.integration.redis_events import finished, write_events
-from tests.integration.servers import RedisServer, wait_for
+from tests.integration.servers import PYTHONPATH, RedisServer, stop, wait_for
 from tests.loki_double import LokiPushDouble
 
 
@@ -82,6 +88,8 @@ def test_relay_pushes_exactly_what_the_workers_sink_would(redis_srv: RedisServer
     try:
         write_events(conf, events)
         wait_for(lambda: len(loki.entries) == 3, 20, "three entries in Loki")
+        # Counted before acknowledged: a stop between Loki's answer and the count would leave the batch pending.
+        wait_for(lambda: relay_pending(relay) == 0, 20, "all acknowledged")
     finally:
         relay.stop()
     encoder = EntryEncoder(conf.service_name, conf.env)
@@ -95,7 +103,6 @@ def test_relay_pushes_exactly_what_the_workers_sink_would(redis_srv: RedisServer
     failed = next(e for e in loki.entries if e.record["status"] == "failed")
     assert dict(failed.metadata)["trace_id"] == "ab" * 16
     assert relay.shipped == 3
-    assert relay_pending(relay) == 0  # acknowledged once Loki took them
 
 
 def test_statuses_outside_loki_statuses_are_acknowledged_not_pushed(
@@ -138,6 +145,7 @@ def test_two_exporters_share_the_stream_each_record_once(redis_srv: RedisServer,
         for start in range(0, 2000, 100):
             write_events(conf, [event(i) for i in range(start, start + 100)])
         wait_for(lambda: len(loki.entries) == 2000, 30, "2000 records")
+        wait_for(lambda: relay_pending(first) == 0, 20, "all acknowledged")
     finally:
         first.stop()
         second.stop()
@@ -236,3 +244,179 @@ def test_timestamp_ns_reads_the_records_rfc3339() -> None:
     assert timestamp_ns("2026-11-28T23:44:22Z") is None
     assert timestamp_ns("2026-13-28T23:44:22.988142Z") is None
     assert timestamp_ns(None) is None
+
+
+def restart_empty(redis: RedisServer) -> None:
+    """Redis restarted without persistence: same port, nothing of before (no dump is reloaded)."""
+    redis.stop()
+    for dump in redis.dir.glob("*.rdb"):
+        dump.unlink()
+    redis.start()
+    assert redis.client().dbsize() == 0
+
+
+def test_records_written_between_a_redis_reset_and_the_relays_next_read_are_shipped(
+    redis_srv: RedisServer, loki: LokiPushDouble
+) -> None:
+    conf = settings(redis_srv, loki)
+    relay = relay_of(conf)
+    try:
+        write_events(conf, [event(i) for i in range(5)])
+        wait_for(lambda: len(loki.entries) == 5, 20, "five records before the reset")
+        # Loki refuses: the relay holds its batch and reads nothing, so the workers re-create the stream after the
+        # reset before the relay's next read (the race of a 50 ms poll, made certain).
+        loki.set_mode("503")
+        write_events(conf, [event(5)])
+        wait_for(lambda: loki.stats.by_status.get(503, 0) >= 1 and relay.in_hand == 1, 20, "the batch held")
+        restart_empty(redis_srv)
+        write_events(conf, [event(i) for i in range(6, 106)])
+        loki.set_mode("ok")
+        wait_for(lambda: len(loki.entries) == 106, 30, "every record, before and after the reset")
+        wait_for(lambda: relay_pending(relay) == 0, 20, "all acknowledged")
+    finally:
+        relay.stop()
+    assert sorted(ids_arrived(loki).values()) == [1] * 106
+    assert loki.duplicates == 0
+    assert (relay.shipped, relay.dropped) == (106, 0)
+
+
+def test_two_exporters_after_a_redis_reset_ship_each_new_record_once(
+    redis_srv: RedisServer, loki: LokiPushDouble
+) -> None:
+    conf = settings(redis_srv, loki, loki_batch_max_records=10)
+    first, second = relay_of(conf, consumer="exporter-a"), relay_of(conf, consumer="exporter-b")
+    try:
+        loki.set_mode("503")
+        write_events(conf, [event(i) for i in range(100)])
+        wait_for(lambda: first.in_hand == 10 and second.in_hand == 10, 20, "both exporters holding a batch")
+        restart_empty(redis_srv)
+        # The 80 records not in hand were in Redis only: gone with it. The 20 in hand, and all written after the
+        # reset, must arrive, once.
+        write_events(conf, [event(i) for i in range(1000, 1500)])
+        loki.set_mode("ok")
+        wait_for(lambda: len(loki.entries) == 520, 30, "the held batches and every record after the reset")
+        wait_for(lambda: relay_pending(first) == 0, 20, "all acknowledged")
+    finally:
+        first.stop()
+        second.stop()
+    arrived = ids_arrived(loki)
+    assert all(arrived[(f"{i:032x}", "success")] == 1 for i in range(1000, 1500))
+    assert loki.duplicates == 0
+    assert first.shipped + second.shipped == 520
+    assert first.dropped + second.dropped == 0
+
+
+def test_after_a_reset_records_with_ids_below_the_old_ones_are_shipped(
+    redis_srv: RedisServer, loki: LokiPushDouble
+) -> None:
+    # Stream ids are Redis's clock: a Redis that comes back on a host whose clock is behind (a failover) numbers the
+    # new records below the last id the group had delivered. They are new all the same.
+    conf = settings(redis_srv, loki)
+    relay = relay_of(conf)
+    try:
+        write_events(conf, [event(i) for i in range(5)])
+        wait_for(lambda: len(loki.entries) == 5, 20, "five records")
+        loki.set_mode("503")
+        write_events(conf, [event(5)])
+        wait_for(lambda: relay.in_hand == 1, 20, "the batch held")
+        restart_empty(redis_srv)
+        client = redis_srv.client()
+        fresh = [event(i) for i in range(6, 9)]
+        write_events(conf, fresh)
+        fresh_fields = [fields for _, fields in client.xrange(relay.stream)]  # as the workers encode them
+        client.delete(relay.stream)
+        for n, fields in enumerate(fresh_fields, 1):
+            client.xadd(relay.stream, fields, id=f"1-{n}")
+        loki.set_mode("ok")
+        wait_for(lambda: len(loki.entries) == 9, 30, "every record")
+        wait_for(lambda: relay_pending(relay) == 0, 20, "all acknowledged")
+    finally:
+        relay.stop()
+    assert loki.duplicates == 0
+    assert (relay.shipped, relay.dropped) == (9, 0)
+
+
+def test_a_group_removed_from_a_kept_stream_resumes_after_what_it_had_delivered(
+    redis_srv: RedisServer, loki: LokiPushDouble
+) -> None:
+    conf = settings(redis_srv, loki)
+    relay = relay_of(conf)
+    try:
+        write_events(conf, [event(i) for i in range(5)])
+        wait_for(lambda: len(loki.entries) == 5, 20, "five records")
+        loki.set_mode("503")
+        write_events(conf, [event(5)])
+        wait_for(lambda: relay.in_hand == 1, 20, "the batch held")
+        # The stream stays (a restore, an operator's XGROUP DESTROY): its records already shipped are not again.
+        redis_srv.client().xgroup_destroy(relay.stream, "loki")
+        write_events(conf, [event(i) for i in range(6, 56)])
+        loki.set_mode("ok")
+        wait_for(lambda: len(loki.entries) == 56, 30, "every record")
+        wait_for(lambda: relay_pending(relay) == 0, 20, "all acknowledged")
+    finally:
+        relay.stop()
+    assert loki.duplicates == 0
+    assert (relay.shipped, relay.dropped) == (56, 0)
+
+
+def test_a_new_group_says_how_many_records_it_leaves_behind(
+    redis_srv: RedisServer, loki: LokiPushDouble, caplog: pytest.LogCaptureFixture
+) -> None:
+    conf = settings(redis_srv, loki)
+    write_events(conf, [event(i) for i in range(3)])  # before any exporter relayed this stream
+    caplog.set_level(logging.INFO, logger="taskiq_monitor.service.loki_relay")
+    relay = relay_of(conf)
+    try:
+        write_events(conf, [event(3)])
+        wait_for(lambda: len(loki.entries) == 1, 20, "the record written after the group")
+        wait_for(lambda: relay_pending(relay) == 0, 20, "acknowledged")
+    finally:
+        relay.stop()
+    assert "the Loki relay starts at the end of the event stream: 3 events already in it are not shipped" in (
+        caplog.text
+    )
+    assert (relay.shipped, relay.dropped) == (1, 0)
+
+
+# An exporter's relay in a process of its own, to be killed: the settings come as JSON on argv.
+RELAY_PROCESS = """
+import json, sys, threading
+from taskiq_monitor.service.loki_relay import LokiRelay
+from taskiq_monitor.settings import Settings
+relay = LokiRelay(Settings(**json.loads(sys.argv[1])), consumer=sys.argv[2])
+relay.start()
+threading.Event().wait()
+"""
+
+
+def test_an_exporter_killed_mid_push_leaves_its_batch_to_another_once(
+    redis_srv: RedisServer, loki: LokiPushDouble
+) -> None:
+    conf = settings(redis_srv, loki)
+    values = conf.model_dump(mode="json", include={"redis_url", "loki_url", "loki_shipper", "service_name", "env"})
+    values["loki_batch_wait_seconds"] = 0.1
+    loki.set_mode("hang")  # the killed exporter's push is in flight, never answered
+    proc = subprocess.Popen(
+        [sys.executable, "-c", RELAY_PROCESS, json.dumps(values), "exporter-killed"],
+        env={**os.environ, "PYTHONPATH": PYTHONPATH},
+    )
+    try:
+        probe = LokiRelay(conf, consumer="probe")
+        wait_for(lambda: probe._client.exists(probe.stream) and _has_group(probe), 20, "the killed one's group")
+        write_events(conf, [event(i) for i in range(20)])
+        wait_for(lambda: loki.stats.by_status.get(0, 0) >= 1, 20, "the push in flight")
+        assert relay_pending(probe) == 20
+        assert stop(proc, signal.SIGKILL) == -signal.SIGKILL
+    finally:
+        stop(proc, signal.SIGKILL)
+    loki.set_mode("ok")
+    heir = relay_of(conf, consumer="exporter-heir", claim_idle_seconds=0.3)
+    try:
+        wait_for(lambda: len(loki.entries) == 20, 20, "the killed exporter's batch")
+        wait_for(lambda: relay_pending(heir) == 0, 20, "all acknowledged")
+    finally:
+        heir.stop()
+        probe.stop()
+    assert sorted(ids_arrived(loki).values()) == [1] * 20
+    assert loki.duplicates == 0
+    assert (heir.shipped, heir.dropped) == (20, 0)

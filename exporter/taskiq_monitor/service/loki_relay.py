@@ -13,6 +13,9 @@ needs a spool directory: the stream is the buffer.
   backoff, for as long as it takes, and nothing new is read: the stream holds the rest. The stream is capped
   (``stream_max_events``), so an outage longer than the stream covers loses its oldest entries: those are counted
   as dropped (``relay_read.lua`` keeps the group's position to tell), never silently.
+* A Redis that lost its data (restarted without persistence) loses the group too: the relay remembers the group's
+  last delivered id and position, and recreates the group at the start of a stream that began anew (a worker may
+  have written to it before the relay's next read), or after that id on a stream that was kept.
 * Labels (``service_name``, ``env``) are the exporter's settings; ``task_name``, ``status``, the line and the
   structured metadata (``task_id``, ``trace_id``) are the record's, so Loki holds what the worker's sink would have
   pushed. A record shipped twice (a takeover after a push that Loki did accept) has the same stream, timestamp
@@ -126,6 +129,9 @@ class LokiRelay:
         self.shipped = 0
         self.dropped = 0
         self.in_hand = 0  # records of the batch being gathered or pushed
+        # The group's last delivered id and position in the stream as of this relay's last read ("" before its
+        # first): when the group is gone (Redis lost its data), they tell which of the stream's entries are new.
+        self._group_seen: tuple[str, str] = ("", "")
         self.collector = RelayCollector(self)
 
     # -- lifecycle -------------------------------------------------------------------------------------------------
@@ -165,8 +171,20 @@ class LokiRelay:
 
     # -- one batch -------------------------------------------------------------------------------------------------
     def _read(self, count: int) -> list[Any]:
-        lost, entries = self._read_script(args=[self._prefix, GROUP, self.consumer, count, self._claim_idle_ms])
+        seen_id, seen_pos = self._group_seen
+        lost, entries, last_id, pos, skipped = self._read_script(
+            args=[self._prefix, GROUP, self.consumer, count, self._claim_idle_ms, seen_id, seen_pos]
+        )
+        self._group_seen = (_text(last_id), str(pos))
         self.outage.recovered()
+        if skipped:
+            # Not dropped (they were recorded before the relay was set up), but said: after a Redis that lost its
+            # data while no exporter ran, these are the records the workers wrote before this one started.
+            logger.info(
+                "taskiq-monitor: the Loki relay starts at the end of the event stream: %d events already in it are "
+                "not shipped",
+                skipped,
+            )
         if lost:
             self._count(LOG_DROPPED, int(lost))
             self._warn("lost", "taskiq-monitor: %d events left the capped stream before the Loki relay read them", lost)
