@@ -90,11 +90,14 @@ async def test_tail_continues_with_new_events_when_redis_comes_back_empty(redis_
 
 @pytest.mark.parametrize("with_redis", [True, False])
 async def test_a_url_with_no_live_feed_is_refused_at_once_naming_the_causes(
-    redis_srv: RedisServer, with_redis: bool
+    redis_srv: RedisServer, with_redis: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Not the exporter's base URL, or an exporter without a state store: it never will have a feed there (the
     # command prints the reason in one line and exits with 2: tests/test_tail.py).
     settings = Settings(redis_url=redis_srv.url) if with_redis else Settings()
+    if not with_redis:
+        # An in-process store a test before this one attached would be served instead (the in-memory demo's case).
+        monkeypatch.setattr("taskiq_monitor.store.memory._MEMORY", None)
     async with serve(settings) as (_server, port, _app):
         url = f"http://127.0.0.1:{port}/monitor" if with_redis else f"http://127.0.0.1:{port}"
         out = io.StringIO()
