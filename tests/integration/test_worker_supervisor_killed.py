@@ -40,6 +40,34 @@ def test_every_process_of_the_worker_stops_when_its_supervisor_is_sigkilled(
         os.kill(worker.proc.pid, signal.SIGKILL)
         assert worker.proc.wait(30) == -signal.SIGKILL
         # Nobody reaps the orphans here but PID 1 (maybe not at all in a container): a zombie counts as stopped.
-        wait_for(lambda: not [pid for pid in tree if _pid_alive(pid)], 60, f"every process of {tree} stopped")
+        try:
+            wait_for(lambda: not [pid for pid in tree if _pid_alive(pid)], 60, f"every process of {tree} stopped")
+        except AssertionError as exc:
+            # Seen once on a machine loaded far beyond its cores: say which process hung where, for the next time.
+            raise AssertionError(f"{exc}\n{_where(tree)}\nlog: {_tail(Path(worker.log.name))}") from None
     finally:
         worker.stop()
+
+
+def _tail(log: Path) -> str:
+    try:
+        return log.read_text(errors="replace")[-3000:]
+    except OSError as exc:
+        return f"(unreadable: {exc})"
+
+
+def _where(pids: list[int]) -> str:
+    """Each live process's state and kernel wait channel, with its command line."""
+    lines = []
+    for pid in pids:
+        if not _pid_alive(pid):
+            continue
+        proc = Path(f"/proc/{pid}")
+        try:
+            state = next(line for line in (proc / "status").read_text().splitlines() if line.startswith("State:"))
+            wchan = (proc / "wchan").read_text()
+            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except (OSError, StopIteration):
+            continue
+        lines.append(f"pid {pid}: {state}, waiting in {wchan or '-'}: {cmdline[:200]}")
+    return "\n".join(lines) or "(none alive any more)"
