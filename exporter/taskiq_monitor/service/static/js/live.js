@@ -14,6 +14,10 @@ export function compareIds(a, b) {
   return am !== bm ? am - bm : as - bs;
 }
 
+function isId(value) {
+  return typeof value === "string" && /^\d+-\d+$/.test(value);
+}
+
 export class LiveConnection extends EventTarget {
   constructor() {
     super();
@@ -82,6 +86,11 @@ export class LiveConnection extends EventTarget {
         break;
       case "live":
         this.failures = 0;
+        // Live events follow this position: a reconnect resumes from it, so what is written while the exporter is
+        // away reaches the page also when it had received no event yet (a quiet feed) and had no id of its own.
+        if (isId(frame.last_event_id) && (this.lastId === null || compareIds(frame.last_event_id, this.lastId) > 0)) {
+          this.lastId = frame.last_event_id;
+        }
         this.setState("live");
         this.dispatchEvent(new CustomEvent("live"));
         break;
@@ -92,7 +101,8 @@ export class LiveConnection extends EventTarget {
         if (frame.code === "future_id") {
           // Another (or a flushed) Redis: the old position means nothing there; start again from now.
           this.lastId = null;
-          this.dispatchEvent(new CustomEvent("gap", { detail: "the event stream was reset; resumed from now" }));
+          this.dispatchEvent(new CustomEvent("gap", { detail: "the event stream was reset (Redis restarted empty, " +
+            "or replaced): events recorded since the reset may be missing; continuing with new events" }));
         }
         this.dispatchEvent(new CustomEvent("server-error", { detail: frame }));
         break;
