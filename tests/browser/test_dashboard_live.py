@@ -1,5 +1,5 @@
 """The dashboard's live connection (static/js/live.js) and start-up (static/js/main.js) recovering on their own: an
-exporter restart under a quiet feed, and a Redis that came back empty."""
+exporter restart under a quiet feed, a Redis that came back empty, and settings that failed to load."""
 
 from __future__ import annotations
 
@@ -52,3 +52,52 @@ def test_after_redis_came_back_empty_the_feed_warns_and_continues_with_new_event
     page.wait_for_selector('[data-testid="feed-row"][data-task-id="after"]')
     assert feed_ids(page) == ["after", "before"]
     assert page.locator('[data-notice="live"].error').count() == 0
+
+
+def test_settings_that_failed_to_load_are_retried_until_the_page_starts(
+    redis_srv: RedisServer, exporter: Exporter, page: Any
+) -> None:
+    # A reverse proxy answers 502 while the exporter restarts, or the network drops: the page asked to be reloaded by
+    # hand and stayed empty after the exporter was back.
+    emit_all(redis_srv.url, [event("t1", "success", "config_task")])
+    failures = {"left": 3}
+    answered: list[int] = []
+
+    def config(route: Any) -> None:
+        if failures["left"] == 3:
+            failures["left"] -= 1
+            answered.append(0)
+            route.abort("connectionrefused")
+        elif failures["left"]:
+            failures["left"] -= 1
+            answered.append(502)
+            route.fulfill(status=502, content_type="text/html", body="<h1>502 Bad Gateway</h1>")
+        else:
+            answered.append(200)
+            route.continue_()
+
+    page.route("**/api/v1/ui/config", config)
+    page.goto(exporter.url + "/")
+    page.wait_for_selector('[data-notice="config"]:has-text("Retrying")')
+    page.wait_for_selector('[data-testid="task-card"][data-task-name="config_task"]')
+    page.wait_for_selector('[data-notice="config"]', state="detached")
+    page.wait_for_selector(f"{STATUS}:text-is('live')")
+    assert answered == [0, 502, 502, 200]
+
+
+def test_a_client_error_loading_the_settings_is_not_retried(
+    redis_srv: RedisServer, exporter: Exporter, page: Any
+) -> None:
+    # A 404 (an address that is not the exporter's) will not change by itself: the page says so once.
+    answered: list[int] = []
+
+    def config(route: Any) -> None:
+        answered.append(404)
+        route.fulfill(status=404, content_type="application/json", body='{"detail": "Not Found"}')
+
+    page.route("**/api/v1/ui/config", config)
+    page.goto(exporter.url + "/")
+    notice = page.wait_for_selector('[data-notice="config"]')
+    assert "Reload the page" in notice.inner_text() and "Retrying" not in notice.inner_text()
+    page.wait_for_timeout(2000)  # longer than the first retry delays: none was made
+    assert answered == [404]
