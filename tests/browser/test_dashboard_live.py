@@ -1,5 +1,6 @@
 """The dashboard's live connection (static/js/live.js) and start-up (static/js/main.js) recovering on their own: an
-exporter restart under a quiet feed, a Redis that came back empty, and settings that failed to load."""
+exporter restart under a quiet feed, a Redis that came back empty, settings that failed to load, and the browser
+coming back online."""
 
 from __future__ import annotations
 
@@ -101,3 +102,23 @@ def test_a_client_error_loading_the_settings_is_not_retried(
     assert "Reload the page" in notice.inner_text() and "Retrying" not in notice.inner_text()
     page.wait_for_timeout(2000)  # longer than the first retry delays: none was made
     assert answered == [404]
+
+
+def test_the_feed_reconnects_as_soon_as_the_browser_is_back_online(
+    redis_srv: RedisServer, exporter: Exporter, page: Any
+) -> None:
+    # The page's timers are stopped (Playwright's clock) once the connection is lost: only the browser's "online"
+    # event can bring it back. Before, the page waited for its retry timer (up to 10 s after a long drop).
+    page.clock.install()
+    page.goto(exporter.url + "/#/feed")
+    page.wait_for_selector(f"{STATUS}:text-is('live')")
+    page.context.set_offline(True)
+    exporter.kill()
+    page.wait_for_selector(f"{STATUS}:text-matches('reconnecting|offline')")
+    page.clock.pause_at(page.evaluate("() => Date.now()") + 1)
+    exporter.start()
+    emit_all(redis_srv.url, [event("back", "success", "online_task")])
+    page.context.set_offline(False)
+    page.wait_for_selector(f"{STATUS}:text-is('live')")
+    page.clock.resume()  # the feed draws its rows on a timer
+    page.wait_for_selector('[data-testid="feed-row"][data-task-id="back"]')

@@ -43,6 +43,14 @@ export class LiveConnection extends EventTarget {
     this.setState("offline");
   }
 
+  /** Reconnect at once (the browser is back online) instead of waiting for the retry timer; a connection open or
+   * being opened is left alone. */
+  reconnectNow() {
+    if (this.stopped || this.socket) return;
+    clearTimeout(this.timer);
+    this.connect();
+  }
+
   setState(state) {
     if (state === this.state) return;
     this.state = state;

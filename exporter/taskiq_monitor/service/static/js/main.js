@@ -34,6 +34,11 @@ class App {
     this.listHash = null; // the address of the last list view, for the task page's "← Back"
     this.configFailures = 0; // loading the settings failed this many times in a row (retried with a backoff)
     this.configTimer = 0;
+    // Back online: retry now rather than when the backoff's timer fires (up to 10 s later).
+    window.addEventListener("online", () => {
+      if (this.configTimer) this.start();
+      else this.live.reconnectNow();
+    });
     window.addEventListener("hashchange", () => this.route());
     // The skip link moves focus only: following its "#main" would replace the view's route (and its filters).
     $("a.skip").addEventListener("click", (e) => {
