@@ -1,15 +1,16 @@
 """The dashboard's live connection (static/js/live.js) and start-up (static/js/main.js) recovering on their own: an
 exporter restart under a quiet feed, a Redis that came back empty, settings that failed to load, and the browser
-coming back online."""
+coming back online; the focus after logging in."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from tests.browser._browser import Exporter, emit_all, event, feed_rows
-from tests.integration.servers import RedisServer
+from tests.integration.servers import RedisServer, wait_for
 
 STATUS = '[data-testid="live-status"]'
+TOKEN = "s3cret-token-for-the-focus-test"
 
 
 def feed_ids(page: Any) -> list[str]:
@@ -122,3 +123,21 @@ def test_the_feed_reconnects_as_soon_as_the_browser_is_back_online(
     page.wait_for_selector(f"{STATUS}:text-is('live')")
     page.clock.resume()  # the feed draws its rows on a timer
     page.wait_for_selector('[data-testid="feed-row"][data-task-id="back"]')
+
+
+def test_after_logging_in_by_keyboard_the_focus_is_on_the_content(redis_srv: RedisServer, page: Any) -> None:
+    # The form (and the focused input) is hidden once logged in: the focus fell back to the top of the document, and a
+    # keyboard or screen-reader user started again from the skip link.
+    emit_all(redis_srv.url, [event("t1", "success", "focus_task")])
+    server = Exporter(redis_srv.url, TASKIQ_MONITOR_BEARER_TOKEN=TOKEN)
+    try:
+        page.goto(server.url + "/#/feed")
+        page.wait_for_selector("#view-login:not([hidden])")
+        page.keyboard.type(TOKEN)  # the token field has the focus
+        page.keyboard.press("Enter")
+        page.wait_for_selector('[data-testid="feed-row"][data-task-id="t1"]')
+        wait_for(lambda: page.evaluate("() => document.activeElement.id") == "main", 30, "the focus on the content")
+        page.keyboard.press("Tab")
+        assert page.evaluate("() => document.activeElement.id") == "feed-task"  # the view's first control
+    finally:
+        server.stop()

@@ -271,6 +271,8 @@ class App {
     error.hidden = true;
     notice("session", null, null);
     await this.start();
+    // The form and its focused field are hidden now: the focus would fall back to the top of the document.
+    if (this.config) $("#main").focus();
   }
 
   async logout() {
