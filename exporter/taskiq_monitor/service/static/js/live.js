@@ -6,12 +6,22 @@
 export const CLOSE_UNAUTHORIZED = 4401;
 export const CLOSE_SLOW_CONSUMER = 1013;
 export const CLOSE_UNAVAILABLE = 1011;
+export const CLOSE_SILENT = 4000; // ours: the connection answered nothing (see check)
+// The exporter pings an idle feed every 15 s (TASKIQ_MONITOR_LIVE_PING_SECONDS): after this long without a frame the
+// page pings it, and a connection that does not answer within PROBE_MS is dead (its close could take forever).
+const SILENCE_MS = 20000;
+const PROBE_MS = 10000;
+const CHECK_MS = 5000;
 
 /** "<ms>-<seq>" ids, compared numerically. */
 export function compareIds(a, b) {
   const [am, as] = a.split("-").map(Number);
   const [bm, bs] = b.split("-").map(Number);
   return am !== bm ? am - bm : as - bs;
+}
+
+function isId(value) {
+  return typeof value === "string" && /^\d+-\d+$/.test(value);
 }
 
 export class LiveConnection extends EventTarget {
@@ -23,20 +33,57 @@ export class LiveConnection extends EventTarget {
     this.socket = null;
     this.timer = null;
     this.stopped = true;
+    this.watchdog = 0;
+    this.lastFrame = 0; // performance.now() of the last frame received
+    this.probeAt = 0; // when the page's ping went out, unanswered yet
   }
 
   start() {
     if (!this.stopped) return;
     this.stopped = false;
+    this.watchdog = setInterval(() => this.check(false), CHECK_MS);
     this.connect();
   }
 
   stop() {
     this.stopped = true;
     clearTimeout(this.timer);
+    clearInterval(this.watchdog);
     if (this.socket) this.socket.close(1000);
     this.socket = null;
     this.setState("offline");
+  }
+
+  /** The browser is back online: reconnect at once instead of waiting for the retry timer; an open connection is
+   * asked whether it still answers (after a network change it may be dead without knowing it). */
+  reconnectNow() {
+    if (this.stopped) return;
+    if (this.socket) {
+      this.check(true);
+      return;
+    }
+    clearTimeout(this.timer);
+    this.connect();
+  }
+
+  /** A connection on which nothing arrived for SILENCE_MS (or any, when `now`) is pinged; one that did not answer
+   * within PROBE_MS is given up and replaced: the page only receives, so its TCP has nothing to time out on, and a
+   * path that died without a close (a laptop resumed on another network, a NAT that forgot it) read "live" forever. */
+  check(now) {
+    const socket = this.socket;
+    if (!socket || socket.readyState !== WebSocket.OPEN) return;
+    const at = performance.now();
+    if (this.probeAt) {
+      if (at - this.probeAt < PROBE_MS) return;
+      this.socket = null; // its close event, whenever it comes, is no longer ours
+      socket.close(CLOSE_SILENT, "no answer");
+      this.onClose(CLOSE_SILENT, "no answer");
+      return;
+    }
+    if (now || at - this.lastFrame >= SILENCE_MS) {
+      this.probeAt = at;
+      socket.send(JSON.stringify({ type: "ping" }));
+    }
   }
 
   setState(state) {
@@ -58,7 +105,14 @@ export class LiveConnection extends EventTarget {
       return;
     }
     this.socket = socket;
-    socket.addEventListener("message", (msg) => this.onFrame(msg.data));
+    this.lastFrame = performance.now();
+    this.probeAt = 0;
+    socket.addEventListener("message", (msg) => {
+      if (this.socket !== socket) return;
+      this.lastFrame = performance.now();
+      this.probeAt = 0;
+      this.onFrame(msg.data);
+    });
     socket.addEventListener("close", (ev) => {
       if (this.socket !== socket) return;
       this.socket = null;
@@ -82,6 +136,11 @@ export class LiveConnection extends EventTarget {
         break;
       case "live":
         this.failures = 0;
+        // Live events follow this position: a reconnect resumes from it, so what is written while the exporter is
+        // away reaches the page also when it had received no event yet (a quiet feed) and had no id of its own.
+        if (isId(frame.last_event_id) && (this.lastId === null || compareIds(frame.last_event_id, this.lastId) > 0)) {
+          this.lastId = frame.last_event_id;
+        }
         this.setState("live");
         this.dispatchEvent(new CustomEvent("live"));
         break;
@@ -92,7 +151,8 @@ export class LiveConnection extends EventTarget {
         if (frame.code === "future_id") {
           // Another (or a flushed) Redis: the old position means nothing there; start again from now.
           this.lastId = null;
-          this.dispatchEvent(new CustomEvent("gap", { detail: "the event stream was reset; resumed from now" }));
+          this.dispatchEvent(new CustomEvent("gap", { detail: "the event stream was reset (Redis restarted empty, " +
+            "or replaced): events recorded since the reset may be missing; continuing with new events" }));
         }
         this.dispatchEvent(new CustomEvent("server-error", { detail: frame }));
         break;

@@ -32,6 +32,13 @@ class App {
     this.executions = null;
     this.view = null;
     this.listHash = null; // the address of the last list view, for the task page's "← Back"
+    this.configFailures = 0; // loading the settings failed this many times in a row (retried with a backoff)
+    this.configTimer = 0;
+    // Back online: retry now rather than when the backoff's timer fires (up to 10 s later).
+    window.addEventListener("online", () => {
+      if (this.configTimer) this.start();
+      else this.live.reconnectNow();
+    });
     window.addEventListener("hashchange", () => this.route());
     // The skip link moves focus only: following its "#main" would replace the view's route (and its filters).
     $("a.skip").addEventListener("click", (e) => {
@@ -85,14 +92,29 @@ class App {
   }
 
   async start() {
+    clearTimeout(this.configTimer);
+    this.configTimer = 0;
     try {
       this.config = await getJSON("api/v1/ui/config");
     } catch (err) {
       if (err instanceof ApiError && err.status === 401) return; // the login form is shown
       $("#loading").hidden = true;
-      notice("config", "error", `The exporter cannot be reached (${err.message}). Reload the page to retry.`);
+      const status = err instanceof ApiError ? err.status : 0;
+      const why = !status ? "the exporter cannot be reached"
+        : `the exporter answered ${err.message === `HTTP ${status}` ? err.message : `HTTP ${status}: ${err.message}`}`;
+      if (status > 0 && status < 500) {
+        notice("config", "error", `Cannot load the dashboard's settings: ${why}. Reload the page to retry.`);
+        return;
+      }
+      // Unreachable, or a server error (a proxy's 502 while the exporter restarts): it passes by itself.
+      this.configFailures += 1;
+      const delay = Math.min(10000, 250 * 2 ** Math.min(this.configFailures, 6)) * (0.8 + Math.random() * 0.4);
+      notice("config", "error", `Cannot load the dashboard's settings: ${why}. Retrying in ` +
+        `${Math.max(1, Math.round(delay / 1000))} s.`);
+      this.configTimer = setTimeout(() => this.start(), delay);
       return;
     }
+    this.configFailures = 0;
     if (this.config.grafana_url && !/^https?:\/\//i.test(this.config.grafana_url)) this.config.grafana_url = null;
     notice("config", null, null);
     $("#logout").hidden = !this.config.auth_required;
@@ -249,6 +271,8 @@ class App {
     error.hidden = true;
     notice("session", null, null);
     await this.start();
+    // The form and its focused field are hidden now: the focus would fall back to the top of the document.
+    if (this.config) $("#main").focus();
   }
 
   async logout() {
