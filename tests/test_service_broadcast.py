@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
+from collections.abc import Callable
 
 from taskiq_monitor.service.broadcast import Broadcaster, Client
 from taskiq_monitor.service.frames import Batch
 from taskiq_monitor.settings import Settings
-from taskiq_monitor.store import Entry, MemoryStore
+from taskiq_monitor.store import Entry, MemoryStore, StateOp, WriteBatch
 
 
 def test_client_queue_is_bounded_by_bytes_too() -> None:
@@ -132,3 +134,49 @@ def test_store_outage_cuts_off_every_client_refuses_new_ones_and_recovers() -> N
             await broadcaster.stop()
 
     asyncio.run(run())
+
+
+class _ResettableStore(MemoryStore):
+    """The in-process store whose stream can be emptied, as a Redis restarted without persistence is."""
+
+    def reset(self) -> None:
+        with self._lock:
+            self._events.clear()
+            self._keys.clear()
+            self._last = (0, 0)
+
+
+def test_the_live_position_follows_a_stream_that_was_reset() -> None:
+    # A client registering after the reset is told where live events follow: not the old stream's position, which
+    # it would resume from later and be refused as "from the future" while events written meanwhile were missed.
+    async def run() -> None:
+        store = _ResettableStore(Settings())
+        broadcaster = Broadcaster(store, 10_000)
+        broadcaster.start()
+        try:
+            await asyncio.wait_for(broadcaster.ready.wait(), 10)
+            store.write(WriteBatch(now=time.time(), ops=[_op(i) for i in range(3)]))
+            await _until(lambda: broadcaster.last_key != (0, 0))
+            before = broadcaster.last_key
+            store.reset()
+            await _until(lambda: broadcaster.last_key == (0, 0))
+            assert broadcaster.register(Client(100, None, None)) == (0, 0)
+            store.write(WriteBatch(now=time.time(), ops=[_op(9)]))
+            await _until(lambda: broadcaster.last_key != (0, 0))
+            assert broadcaster.last_key > before  # new entries: newer ids than the old stream's
+        finally:
+            await broadcaster.stop()
+
+    asyncio.run(run())
+
+
+def _op(i: int) -> StateOp:
+    now = time.time()
+    return StateOp("pending", "a", f"id{i}:1", now, now, now, None, "{}")
+
+
+async def _until(check: Callable[[], bool]) -> None:
+    deadline = asyncio.get_running_loop().time() + 30
+    while not check():
+        assert asyncio.get_running_loop().time() < deadline, "timed out"
+        await asyncio.sleep(0.02)

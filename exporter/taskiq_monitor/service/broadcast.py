@@ -251,6 +251,8 @@ class Broadcaster:
                 self.down = False
                 self.ready.set()
             self.dispatch(entries)
+            if not entries and not self.down:
+                await self._follow_reset()
             if len(entries) < self.chunk:
                 # Caught up: wait for the rest of the tick, so the next read collects a batch instead of one event
                 # (a blocking read returns at the first event; that one is sent at once).
@@ -258,6 +260,18 @@ class Broadcaster:
                 rest = tick - (loop.time() - started)
                 if rest > 0:
                     await asyncio.sleep(rest)
+
+    async def _follow_reset(self) -> None:
+        """Idle: when the stream now ends before our position, it was reset (a Redis back empty, or another one), and
+        the position follows it. Kept, the old position went on in every ``live`` frame: a client resuming from it
+        later was refused as "from the future", and missed what was written meanwhile. New entries after a reset
+        carry newer ids (times) anyway, so the reads themselves never needed this."""
+        try:
+            last = parse_event_id(await self.store.last_id())
+        except Exception:
+            return  # the next read reports an outage
+        if last < self.last_key:
+            self.last_key = last
 
     def _lose_store(self) -> None:
         """The outage: refuse new connections (``ready`` cleared) and cut off every client. The stream keeps its
