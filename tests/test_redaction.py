@@ -850,3 +850,45 @@ async def test_a_task_raising_with_its_password_in_the_message_records_no_passwo
     for event in events:
         line = record_json(event)
         assert "hunter2" not in line and "s3cr3tpw" not in line, event.status
+
+
+class _UnprintableError(Exception):
+    """An exception whose message cannot be rendered: its ``__str__`` raises (a bug in an app's exception class)."""
+
+    def __str__(self) -> str:
+        raise RuntimeError("__str__ is broken")
+
+
+@pytest.mark.parametrize("path", ["eager", "deferred, coalesced", "deferred, running event built"])
+async def test_a_task_raising_an_exception_whose_str_raises_is_still_recorded_as_failed(path: str) -> None:
+    from prometheus_client import CollectorRegistry
+    from taskiq import InMemoryBroker
+
+    from taskiq_monitor.events import resolve
+    from taskiq_monitor.middleware import MonitoringMiddleware
+    from tests.recording_sink import HandleSink, RecordingSink
+
+    sink = RecordingSink() if path == "eager" else HandleSink()
+    registry = CollectorRegistry()
+    settings = Settings(events_coalesce=path == "deferred, coalesced")
+    monitor = MonitoringMiddleware(settings, registry=registry, sinks=[sink])
+    broker = InMemoryBroker(await_inplace=True).with_middlewares(monitor)
+
+    @broker.task(task_name="unprintable")
+    async def unprintable() -> None:
+        raise _UnprintableError()
+
+    await broker.startup()
+    await unprintable.kiq()
+    await broker.shutdown()
+    items = sink.events if isinstance(sink, RecordingSink) else sink.items
+    events = [event for event in map(resolve, items) if event is not None]
+    failed = [event for event in events if event.status == "failed"]
+    # Without its final event the attempt stayed `running` in the state store and never reached the history.
+    assert len(failed) == 1, [event.status for event in events]
+    assert failed[0].error_type == "_UnprintableError"
+    assert failed[0].error_message == "<exception str() failed>"
+    assert failed[0].traceback is not None
+    assert failed[0].traceback.endswith("_UnprintableError: <exception str() failed>\n")
+    errors = [s for f in registry.collect() for s in f.samples if s.name == "taskiq_monitor_errors_total"]
+    assert not [s for s in errors if s.value], errors

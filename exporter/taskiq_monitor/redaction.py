@@ -76,6 +76,7 @@ import json
 import math
 import re
 import string
+import traceback
 import uuid
 from collections.abc import Collection, Iterable, Mapping, Sequence, Sized
 from decimal import Decimal
@@ -88,6 +89,8 @@ from taskiq_monitor.events import TaskEvent
 
 REDACTED = "[REDACTED]"
 MASK = "***"
+# What traceback prints for an exception whose __str__ raises (error_texts).
+_STR_FAILED = "<exception str() failed>"
 
 # What a key is, for redaction (Redactor.key_kind).
 NOT_SECRET = 0
@@ -204,6 +207,24 @@ def mask_url_credentials(text: str) -> str:
     if "@" in text and "://" in text:
         return _URL_CREDENTIALS.sub(_mask_url, text)
     return text
+
+
+def error_texts(error: BaseException) -> tuple[str, str]:
+    """An exception's message and formatted traceback (chained causes included), for an event; never raises.
+
+    Both run the exception's own ``__str__`` (user code): one that raises, or returns a non-``str``, must not cost
+    the attempt its final event (the task would stay ``running`` in the state store and never reach the history).
+    Its message is then ``<exception str() failed>``, as :mod:`traceback` prints it.
+    """
+    try:
+        message = str(error)
+    except Exception:
+        message = _STR_FAILED
+    try:
+        text = "".join(traceback.format_exception(error))
+    except Exception:  # a broken __traceback__/__cause__ chain: the type and message are still worth recording
+        text = f"{type(error).__name__}: {message}\n"
+    return message, text
 
 
 def secret_texts(values: Iterable[Any], max_depth: int = DEFAULT_MAX_DEPTH) -> tuple[str, ...]:
