@@ -7,7 +7,7 @@ import json
 import math
 import uuid
 from decimal import Decimal
-from typing import Any
+from typing import Any, cast
 
 import orjson
 import pytest
@@ -771,6 +771,54 @@ def test_the_scrub_keeps_the_field_cap() -> None:
     assert message is not None and tb is not None
     assert len(message.encode()) <= 300 and len(tb.encode()) <= 300
     assert "abcd" not in message + tb and "…[truncated" in message
+
+
+def test_secrets_throughout_a_huge_error_text_are_scrubbed_from_its_kept_head_and_tail() -> None:
+    redactor = Redactor(max_field_bytes=2000, max_record_bytes=8000)
+    secrets = [f"tok-{i:04d}-secret" for i in range(40)]
+    kwargs = {f"k{i}_token": secret for i, secret in enumerate(secrets)}
+    body = " ".join(secrets * 5000)  # ~3 MB, a secret every 16 characters: one straddles every possible cut
+    message = f"bad payload {body}"
+    tb = f"Traceback (most recent call last):\n  {body}\nValueError: bad {secrets[3]}\n"
+    _, safe, _, out_message, out_tb = redactor.redact_fields([], kwargs, {}, message, tb)
+    assert safe == dict.fromkeys(kwargs, REDACTED)
+    assert out_message is not None and out_tb is not None
+    for text in (out_message, out_tb):
+        assert "tok-" not in text and "secret" not in text and "…[truncated" in text
+        assert len(text.encode()) <= 2000
+    assert out_message.startswith(f"bad payload {REDACTED} {REDACTED} ")
+    assert out_tb.endswith(f" {REDACTED}\nValueError: bad {REDACTED}\n")
+    # The marker counts the megabytes the text lost (about: masks are counted as they are shown).
+    cut = int(out_message.rsplit("…[truncated ", 1)[1].split(" ")[0])
+    assert len(message) - 10_000 <= cut <= len(message)
+
+
+class _WatchedText(str):
+    """An error text that records the length of every text a substring search ran over, when run over it whole."""
+
+    searched: list[int]
+
+    def __contains__(self, part: object) -> bool:
+        self.searched.append(len(self))
+        return str.__contains__(self, cast("str", part))
+
+    def split(self, sep: str | None = None, maxsplit: int = -1) -> list[str]:  # type: ignore[override]
+        self.searched.append(len(self))
+        return str.split(self, sep, maxsplit)
+
+
+def test_the_scrub_of_a_huge_error_text_searches_only_what_the_caps_can_keep() -> None:
+    # Each secret value is one substring search of the error text: over a 20 MB text, 30 of them held the worker's
+    # GIL for half a second. Only the head (and tail) the cap can keep, plus the longest secret, is searched now.
+    redactor = Redactor()
+    kwargs = {f"k{i}_token": f"value-{i:06d}" for i in range(30)}
+    huge = "e" * 5_000_000 + " value-000007"
+    message, tb = _WatchedText(huge), _WatchedText(huge)
+    message.searched, tb.searched = [], []
+    _, _, _, out_message, out_tb = redactor.redact_fields([], kwargs, {}, message, tb)
+    assert message.searched == [] and tb.searched == []
+    assert out_tb is not None and out_tb.endswith(f" {REDACTED}")
+    assert out_message is not None and "…[truncated" in out_message
 
 
 def test_a_finished_events_error_is_scrubbed_of_the_secrets_its_running_event_found(redactor: Redactor) -> None:

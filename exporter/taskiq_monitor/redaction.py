@@ -48,8 +48,9 @@ What it guarantees, for any Python value:
   approximately: escapes are not counted). A cut is marked: strings end in ``…[truncated 1234 bytes]``, lists get a
   last item ``…[truncated 12 items]``, dicts a key ``…`` with ``[truncated 12 keys]``. Tracebacks keep their head
   *and* tail (the final exception is at the end). A string longer than twice its cap is cut to about twice the cap
-  (head, and tail for tracebacks) *before* the regexes run, so their cost is bounded whatever the input's size (the
-  scrub of the parameters' secret values runs first, over the whole text: a substring search a value, at C speed).
+  (head, and tail for tracebacks) *before* the regexes run, so their cost is bounded whatever the input's size. The
+  scrub of the parameters' secret values runs before that cut, over the parts it keeps plus the longest secret's
+  length: an occurrence reaching into them is masked whole, and the scrub's cost is bounded too.
 
 **Fast path.** Most task parameters are plain JSON (a JSON-decoded message) holding nothing to redact, cap or
 convert. :meth:`Redactor.redact_fields` first serialises them with orjson, under options that refuse every
@@ -304,24 +305,62 @@ def scrub_secrets(text: str, secrets: Sequence[str]) -> str:
     already placed is never searched again, so a shorter secret that is part of a longer one, or of ``[REDACTED]``
     itself, cannot garble it.
     """
-    pieces: list[str | None] = [text]  # None: a masked occurrence
+    pieces = _scrub_pieces(text, secrets)
+    if len(pieces) == 1 and isinstance(pieces[0], str):
+        return pieces[0]
+    return "".join(REDACTED if isinstance(piece, int) else piece for piece in pieces)
+
+
+def _scrub_pieces(text: str, secrets: Sequence[str]) -> list[str | int]:
+    """``text`` split into the parts no secret occurs in (``str``) and the occurrences (``int``: their length)."""
+    pieces: list[str | int] = [text]
     for secret in secrets:
         if not secret or secret not in text:
             continue
-        split: list[str | None] = []
+        split: list[str | int] = []
         for piece in pieces:
-            if piece is None or secret not in piece:
+            if isinstance(piece, int) or secret not in piece:
                 split.append(piece)
                 continue
             for index, chunk in enumerate(piece.split(secret)):
                 if index:
-                    split.append(None)
+                    split.append(len(secret))
                 if chunk:
                     split.append(chunk)
         pieces = split
-    if len(pieces) == 1 and pieces[0] is not None:
-        return pieces[0]
-    return "".join(REDACTED if piece is None else piece for piece in pieces)
+    return pieces
+
+
+def _scrub_end(text: str, secrets: Sequence[str], keep: int, *, tail: bool) -> tuple[str, int]:
+    """``text``'s first (``tail``: last) ``keep`` characters or a few more, scrubbed of ``secrets``, and how many
+    characters of ``text`` that leaves out.
+
+    Only ``keep`` plus the longest secret's length are searched: an occurrence that reaches into the kept
+    characters lies within them, so it is masked whole, and the scrub's cost no longer grows with the text (a 20 MB
+    error message and 30 secret values cost half a second of the worker's CPU, holding the GIL). The result stops
+    at the first piece boundary at or beyond ``keep``: a partial occurrence at the searched part's far end is never
+    in it.
+    """
+    reach = keep + max(map(len, secrets))
+    part = text[len(text) - reach :] if tail else text[:reach]
+    pieces = _scrub_pieces(part, secrets)
+    if tail:
+        pieces.reverse()
+    out: list[str] = []
+    covered = 0
+    for piece in pieces:
+        if covered >= keep:
+            break
+        if isinstance(piece, int):
+            out.append(REDACTED)
+            covered += piece
+            continue
+        take = min(len(piece), keep - covered)
+        out.append(piece[len(piece) - take :] if tail else piece[:take])
+        covered += take
+    if tail:
+        out.reverse()
+    return "".join(out), len(text) - covered
 
 
 def _mask_url(match: re.Match[str]) -> str:
@@ -464,32 +503,48 @@ class Redactor:
         """``redact_text`` then cut to about ``limit`` JSON bytes (head, or head and tail), marking the cut.
 
         ``secrets`` (texts of values redacted by key, longest first: :func:`secret_texts`) are replaced by
-        ``[REDACTED]`` first, in the whole text: before the cut, so no cut leaves a part of one visible, and before
-        the patterns, which would otherwise have changed a secret's text (a DSN's password masked, its user left).
-        A substring search per secret, at C speed, over the text as it is — what stays linear in the input's size.
+        ``[REDACTED]`` first: before the cut, so no cut leaves a part of one visible, and before the patterns, which
+        would otherwise have changed a secret's text (a DSN's password masked, its user left). A substring search
+        per secret, at C speed — of a huge text, over the parts the cut below keeps and the longest secret's length
+        more (``_scrub_end``), so that 30 secret values and a 20 MB error text cost no more than a short one.
 
         A huge ``text`` is then cut to about twice ``limit`` — its head, and its tail when ``keep_tail`` — so the
         regexes never run over megabytes. The kept parts are redacted with ``_PRECUT_MARGIN`` characters of context
         (a ``token=`` just before the visible part still masks its value); a secret value longer than that context
         and cut in its middle could show its end.
         """
-        if secrets:
-            text = scrub_secrets(text, secrets)
         limit = max(0, limit)
         window = 2 * limit + _PRECUT_MARGIN  # characters; a character is at least one JSON byte
+        half = window // 2
+        if secrets and len(text) > 2 * window:
+            # Only what the cut below can keep is scrubbed (_scrub_end): the scrub's cost stays bounded too.
+            if not keep_tail:
+                head, left = _scrub_end(text, secrets, window, tail=False)
+                return _truncate_text(self.redact_text(head), limit, hidden=_utf8_len(text[len(text) - left :]))
+            head, left = _scrub_end(text, secrets, half, tail=False)
+            tail, before = _scrub_end(text, secrets, half, tail=True)
+            middle = text[len(text) - left : before]  # empty when the head and tail overlap (a huge secret)
+            return self._head_and_tail(head, tail, len(middle), _utf8_len(middle), limit)
+        if secrets:
+            text = scrub_secrets(text, secrets)
         if len(text) <= window:
             return _truncate_text(self.redact_text(text), limit, keep_tail=keep_tail)
         if not keep_tail:
             return _truncate_text(self.redact_text(text[:window]), limit, hidden=_utf8_len(text[window:]))
-        half = window // 2
-        head, tail = self.redact_text(text[:half]), self.redact_text(text[len(text) - half :])
+        middle = text[half : len(text) - half]
+        return self._head_and_tail(text[:half], text[len(text) - half :], len(middle), _utf8_len(middle), limit)
+
+    def _head_and_tail(self, head: str, tail: str, middle: int, middle_bytes: int, limit: int) -> str:
+        """A huge text's head and tail (``middle`` characters, ``middle_bytes`` bytes, between them cut already),
+        redacted and cut to about ``limit`` JSON bytes together, the cut marked."""
+        head, tail = self.redact_text(head), self.redact_text(tail)
         ratio = (len(head) + len(tail)) / max(1, _json_len(head) + _json_len(tail))
         keep = max(0, int((limit - 32) * ratio))
         if keep <= 64:
-            return _truncate_text(head, limit, hidden=_utf8_len(text[half:]))
+            return _truncate_text(head, limit, hidden=middle_bytes + _utf8_len(tail))
         head_keep = min(len(head), keep // 3)
         tail_keep = min(len(tail), keep - head_keep)
-        cut = len(text) - head_keep - tail_keep
+        cut = len(head) + middle + len(tail) - head_keep - tail_keep
         return f"{head[:head_keep]}…[truncated {cut} chars]…{tail[len(tail) - tail_keep :]}"
 
     def _mask_pairs(self, text: str) -> str:
