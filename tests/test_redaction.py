@@ -821,6 +821,55 @@ def test_the_scrub_of_a_huge_error_text_searches_only_what_the_caps_can_keep() -
     assert out_message is not None and "…[truncated" in out_message
 
 
+def _nested(levels: int, leaf: dict[str, Any]) -> dict[str, Any]:
+    for _ in range(levels):
+        leaf = {"a": leaf}
+    return leaf
+
+
+@pytest.mark.parametrize(
+    ("args", "kwargs", "names"),
+    [
+        ([], {**{f"item{i}": "v" * 100 for i in range(200)}, "password": "hunter2"}, ()),
+        ([], {"rows": [{"id": i} for i in range(3000)], "db_password": "hunter2"}, ()),
+        ([], {"config": _nested(12, {"password": "hunter2"})}, ()),
+        (["x" * 40_000, "y" * 40_000, "hunter2"], {}, ("a", "b", "password")),
+        ([[{"id": i} for i in range(3000)], [("Authorization", "hunter2")]], {}, ()),
+    ],
+    ids=["many keys first", "a long list first", "deeper than max_depth", "positional, after huge ones", "pair"],
+)
+def test_a_secret_value_the_caps_left_out_of_the_record_is_still_scrubbed_from_the_error_text(
+    redactor: Redactor, args: list[Any], kwargs: dict[str, Any], names: tuple[str, ...]
+) -> None:
+    # The record has no room for the secret (its key is cut or too deep), but the error text quotes its value.
+    message = "login failed with hunter2"
+    tb = f"Traceback (most recent call last):\n  sync(rows)\nValueError: {message}\n"
+    found: list[str] = []
+    safe_args, safe_kwargs, _, out_message, out_tb = redactor.redact_fields(args, kwargs, {}, message, tb, names)
+    assert "hunter2" not in orjson.dumps([safe_args, safe_kwargs]).decode()
+    assert out_message == f"login failed with {REDACTED}"
+    assert out_tb is not None and out_tb.endswith(f"ValueError: login failed with {REDACTED}\n")
+    # The running event's walk finds it too, for its attempt's final event (params_done: raw values gone).
+    safe_args, safe_kwargs, _, _, _ = redactor.redact_fields(args, kwargs, {}, None, None, names, found=found)
+    assert "hunter2" in found
+    out = redactor.redact_fields(
+        safe_args, safe_kwargs, {"x": 1}, message, None, names, params_done=True, secrets=found
+    )
+    assert out[3] == f"login failed with {REDACTED}"
+
+
+def test_the_search_for_secret_values_past_the_caps_is_bounded(redactor: Redactor) -> None:
+    # A cycle and 200,000 rows: the search stops (cycle, _FIND_MAX_VALUES) instead of walking them all in the worker.
+    loop: dict[str, Any] = {"id": 0}
+    loop["self"] = loop
+    rows: list[Any] = [loop, *({"id": i} for i in range(200_000)), {"token": "tok-past-the-bound"}]
+    kwargs = {"first_token": "tok-within-the-bound", "rows": rows}
+    text = "failed: tok-within-the-bound tok-past-the-bound"
+    _, safe, _, message, _ = redactor.redact_fields([], kwargs, {}, text, None)
+    assert safe["first_token"] == REDACTED and "…[truncated" in orjson.dumps(safe["rows"]).decode()
+    assert message == f"failed: {REDACTED} tok-past-the-bound"
+
+
 def test_a_finished_events_error_is_scrubbed_of_the_secrets_its_running_event_found(redactor: Redactor) -> None:
     # The final event carries the running event's redacted parameters (params_done): the raw values are gone, and
     # `found` of the running event's call is what brings their texts to the final one's.
@@ -940,3 +989,34 @@ async def test_a_task_raising_an_exception_whose_str_raises_is_still_recorded_as
     assert failed[0].traceback.endswith("_UnprintableError: <exception str() failed>\n")
     errors = [s for f in registry.collect() for s in f.samples if s.name == "taskiq_monitor_errors_total"]
     assert not [s for s in errors if s.value], errors
+
+
+@pytest.mark.parametrize("path", ["eager", "deferred, coalesced", "deferred, running event built"])
+async def test_a_task_whose_password_follows_a_long_list_records_no_password_in_its_error(path: str) -> None:
+    from prometheus_client import CollectorRegistry
+    from taskiq import InMemoryBroker
+
+    from taskiq_monitor.events import record_json, resolve
+    from taskiq_monitor.middleware import MonitoringMiddleware
+    from tests.recording_sink import HandleSink, RecordingSink
+
+    sink = RecordingSink() if path == "eager" else HandleSink()
+    settings = Settings(events_coalesce=path == "deferred, coalesced")
+    monitor = MonitoringMiddleware(settings, registry=CollectorRegistry(), sinks=[sink])
+    broker = InMemoryBroker(await_inplace=True).with_middlewares(monitor)
+
+    @broker.task(task_name="sync_rows")
+    async def sync_rows(rows: list[dict[str, int]], db_password: str) -> None:
+        raise PermissionError(f"login failed for {db_password} after {len(rows)} rows")
+
+    await broker.startup()
+    await sync_rows.kiq(rows=[{"id": i} for i in range(3000)], db_password="hunter2")
+    await broker.shutdown()
+    items = sink.events if isinstance(sink, RecordingSink) else sink.items
+    events = [event for event in map(resolve, items) if event is not None]
+    failed = [event for event in events if event.status == "failed"]
+    assert len(failed) == 1
+    assert failed[0].error_message == f"login failed for {REDACTED} after 3000 rows"
+    assert "…" in failed[0].kwargs  # the record had no room for the password's key: the caps cut it
+    for event in events:
+        assert "hunter2" not in record_json(event), event.status

@@ -40,6 +40,8 @@ What it guarantees, for any Python value:
   inside ``repr()`` (a traceback's ``'hunter2'``) and inside JSON; a container under a secret key by each of its
   leaves; only texts of at least ``MIN_SECRET_CHARS`` (4) characters (a ``1`` under ``max_tokens`` would mask half a
   traceback), and at most 256 texts an event. A value that was *not* redacted by key stays readable (``alice``).
+  A value under a secret key that the size caps or ``max_depth`` left out of the record is searched for too (the raw
+  fields are searched past the caps: ``_FIND_MAX_DEPTH`` levels, ``_FIND_MAX_VALUES`` values at most).
   An attempt's final event carries its ``running`` event's already redacted parameters: that event keeps the texts of
   what it redacted (``TaskEvent`` only, freed with it; no cache anywhere) for the final event's error text. The
   free-text patterns below still apply after this (``password=hunter2`` → ``password=***``, as before).
@@ -174,6 +176,13 @@ MIN_SECRET_CHARS = 4
 # of the whole text (C speed; see Redactor.redact_capped). A task with more secret values than this is not one to
 # expect, and its first texts are still masked.
 _MAX_SECRET_TEXTS = 256
+# A walk whose caps left keys, items or levels out (see Redactor._field) is followed by a search of the raw field for
+# the values a secret key holds — a value left out of the record is still in an error text that quotes it. The
+# search looks this deep and at this many values at most (~30 ms), and stops at _MAX_SECRET_TEXTS values found.
+_FIND_MAX_DEPTH = 64
+_FIND_MAX_VALUES = 100_000
+# Put in a walk's budget list where it stopped at max_depth: its caps left something out (Redactor._field).
+_DEPTH_CUT: Any = object()
 # A string longer than 2x its cap (+ this many characters of context) is cut to its head (and tail) before the
 # regexes run: they cost time linear in the input, and a 5 MB argument must not stall the worker's event loop.
 _PRECUT_MARGIN = 1024
@@ -638,6 +647,7 @@ class Redactor:
             return value if math.isfinite(value) else str(value)
         if depth >= self.max_depth:
             budget[0] -= 11
+            budget.append(_DEPTH_CUT)
             return "[max depth]"
         container = isinstance(value, Mapping | list | tuple | set | frozenset) or dataclasses.is_dataclass(value)
         if container:
@@ -816,9 +826,77 @@ class Redactor:
             safe = [safe]
         elif index != 0 and not isinstance(safe, dict):
             safe = {"…": safe}
-        if redacted is not None and len(budget) > 1:
+        if redacted is not None and (budget[0] <= 0 or (len(budget) > 1 and any(x is _DEPTH_CUT for x in budget))):
+            # The caps left keys, items or levels out: a secret value among them is not in the record, but an error
+            # text may quote it (``sync(rows=[…3000 rows], db_password=…)`` failing with "login failed for <pw>").
+            redacted.extend(self._secret_values(index, raw, names))
+        elif redacted is not None and len(budget) > 1:
             redacted.extend(budget[1:])
         return safe, limit - budget[0]
+
+    def _secret_values(self, index: int, raw: Any, names: Sequence[str]) -> list[Any]:
+        """The raw values under secret keys in one field (0 args, 1 kwargs, 2 labels), found as the walk finds
+        them, but past its size caps and ``max_depth`` (up to ``_FIND_MAX_DEPTH`` levels, ``_FIND_MAX_VALUES``
+        values)."""
+        found: list[Any] = []
+        visits = [_FIND_MAX_VALUES]
+        try:
+            if index == 0 and isinstance(raw, list | tuple) and self._any_secret(names):
+                for position, item in enumerate(raw):
+                    if position < len(names) and self.is_secret_key(names[position]):
+                        found.append(item)
+                    else:
+                        self._find(item, 1, found, visits, {id(raw)})
+            else:
+                self._find(raw, 0, found, visits, set())
+        except Exception:  # defensive: what was found so far is still scrubbed
+            pass
+        return found
+
+    def _find(self, value: Any, depth: int, found: list[Any], visits: list[int], path: set[int]) -> None:
+        visits[0] -= 1
+        if visits[0] < 0 or depth > _FIND_MAX_DEPTH or len(found) >= _MAX_SECRET_TEXTS:
+            return
+        cls = type(value)
+        if cls is str or cls is int or cls is float or value is None or id(value) in path:
+            return
+        items: Iterable[tuple[Any, Any]]
+        if cls is dict:  # exact types first: isinstance against the ABCs costs more than the rest of a visit
+            items = value.items()
+        elif cls is not list and isinstance(value, str | bytes | bytearray | int | float):
+            return
+        elif cls is not list and isinstance(value, Mapping):
+            items = value.items()
+        elif isinstance(value, list | tuple | set | frozenset):
+            seq = list(value) if isinstance(value, set | frozenset) else value
+            if len(seq) == 2 and self.is_secret_key(seq[0]):  # a key/value pair as a sequence (see _list)
+                found.append(seq[1])
+                return
+            path.add(id(value))
+            for item in seq:
+                if visits[0] <= 0:
+                    break
+                self._find(item, depth + 1, found, visits, path)
+            path.discard(id(value))
+            return
+        elif dataclasses.is_dataclass(value) and not isinstance(value, type):
+            items = [(f.name, getattr(value, f.name, None)) for f in dataclasses.fields(value)]
+        else:
+            dumped = _model_fields(value)
+            if dumped is None:
+                return
+            items = dumped.items()
+        path.add(id(value))
+        for key, item in items:
+            if visits[0] <= 0:
+                break
+            kind = self.key_kind(key if type(key) is str else _safe_str(key))
+            if kind == NOT_SECRET or (kind == SECRET_WORD and isinstance(item, Mapping)):
+                self._find(item, depth + 1, found, visits, path)
+            else:
+                visits[0] -= 1
+                found.append(item)
+        path.discard(id(value))
 
     def _redacted_texts(
         self, args: Any, kwargs: Any, labels: Any, names: Sequence[str], params_done: bool, known: Sequence[str]
@@ -826,7 +904,8 @@ class Redactor:
         """``known`` and the texts of the values the fields' walk redacts by key: what an error text is scrubbed of.
 
         The fields walked under the whole field cap, as if each had the record to itself: a value the real walk
-        reaches is reached here too. Parameters the fast path proves plain hold no secret key: no walk for them.
+        reaches is reached here too, and one the caps leave out is found past them (``_field``). Parameters the fast
+        path proves plain hold no secret key: no walk for them.
         """
         indexes = (2,) if params_done else (0, 1, 2)
         fields = [labels] if params_done else [args, kwargs, labels]
