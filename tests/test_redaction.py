@@ -65,6 +65,10 @@ def test_non_secret_keys_are_kept(redactor: Redactor) -> None:
     }
 
 
+# A JSON Web Token: a bearer credential wherever it appears, key or not.
+_JWT = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U"
+
+
 @pytest.mark.parametrize(
     ("text", "secret", "kept"),
     [
@@ -76,6 +80,9 @@ def test_non_secret_keys_are_kept(redactor: Redactor) -> None:
         ("login failed password='hunter 2' for ann", "hunter 2", "for ann"),
         ('{"api_key": "k-123", "n": 1}', "k-123", '"n": 1'),
         ("https://u:p@ss@host/x", "p@ss", "@host/x"),
+        (f"cannot verify {_JWT} (expired)", _JWT.split(".")[1], "cannot verify *** (expired)"),
+        (f"verify({_JWT!r})", _JWT.split(".")[2], "verify('***')"),
+        ("alg none: eyJhbGciOiJub25lIn0.eyJzdWIiOiIxIn0. accepted", "eyJzdWIiOiIxIn0", "alg none: *** accepted"),
     ],
 )
 def test_credentials_inside_free_text_are_masked(redactor: Redactor, text: str, secret: str, kept: str) -> None:
@@ -86,6 +93,11 @@ def test_credentials_inside_free_text_are_masked(redactor: Redactor, text: str, 
 
 def test_urls_without_credentials_are_unchanged(redactor: Redactor) -> None:
     text = "see https://example.com/a?b=c and mailto:ann@example.com"
+    assert redactor.redact_text(text) == text
+
+
+def test_text_that_only_starts_like_a_jwt_is_kept(redactor: Redactor) -> None:
+    text = "eyJust a.word and eyJabc.de.f (parts too short) and xeyJhbGciOiJ.eyJzdWIi.sig"
     assert redactor.redact_text(text) == text
 
 
@@ -585,6 +597,8 @@ def test_typical_parameters_take_the_fast_path_and_share_no_container_with_the_m
         ([], {"proxyAuth": "s3cretpw"}, "s3cretpw"),
         ([], {"TO\u212aEN": "s3cretpw"}, "s3cretpw"),  # a Kelvin sign: str.lower() makes it 'token', bytes.lower() not
         ([["Authorization", "Bearer s3cretpw"]], {}, "s3cretpw"),
+        ([_JWT], {}, _JWT),  # letters, digits, '_' and '.': plain to every other check
+        ([], {"note": f"session of {_JWT}"}, _JWT),
         ([], {"n": 2**53}, None),
         ([], {"f": math.nan}, None),
         ([], {"c": _Colour.RED}, None),

@@ -31,7 +31,8 @@ What it guarantees, for any Python value:
   (``?token=abc`` → ``?token=***``, ``Authorization: Bearer x`` → ``Authorization: ***``); command-line flags
   whose name matches, and ``-p``, with their next word (``--password pw``, and ``'--password', 'pw'`` in the
   argument-list repr of a ``CalledProcessError``); XML-ish elements whose tag matches (``<password>x</password>``);
-  the body of PEM private keys (``-----BEGIN … PRIVATE KEY-----``).
+  the body of PEM private keys (``-----BEGIN … PRIVATE KEY-----``); JSON Web Tokens as a whole (``eyJ….….…``: a
+  bearer credential, key or not).
 * **What is redacted by key is gone from the event's error text too.** The values an event's parameters had
   redacted by key (args by positional name, kwargs, labels, at any depth, pairs given as sequences) are replaced by
   ``[REDACTED]`` wherever they occur in the same event's error message and traceback, before anything else —
@@ -60,7 +61,8 @@ non-JSON-native value, and proves from that text that the walk would return them
 by the text's shape: its digits deleted, so an id or a timestamp makes no new shape); its copy is then
 ``orjson.loads`` of the text — equal to the walk's output, in about 0.3x its time for a typical task's parameters
 (``benchmarks/bench_redaction.py``). Any doubt — a key fragment in any case or spelling, a ``-p``, a URL with an
-``@``, PEM armour, a ``</``, nesting, size, a value that is not plain JSON — and the walk decides, as before.
+``@``, PEM armour, a ``</``, an ``eyJ``, nesting, size, a value that is not plain JSON — and the walk decides, as
+before.
 
 Why one module of ~940 lines: it is one policy — what counts as a secret — and the key rules, the free-text
 patterns, the walk that applies them under one size budget (and finds the values an error text is scrubbed of), and
@@ -163,6 +165,9 @@ _PAIR = re.compile(r"(?<![\w.\-])(?P<key>[\w.\-]++)(?P<sep>['\"]?+\s*+[:=]\s*+(?
 # The value after a secret key's separator: up to the closing quote, or a bare token ("Bearer x" as one value).
 _VALUE_QUOTED = {'"': re.compile(r'[^"]*+'), "'": re.compile(r"[^']*+")}
 _VALUE_BARE = re.compile(r"(?>(?i:bearer|basic|token|digest)\s+)?[^\s&'\",;)}\]]++")
+# A JSON Web Token anywhere in text (a bearer credential on its own: no key needed): ``eyJ`` is base64url of ``{"``,
+# the start of every JWT's header; header, payload and (maybe empty) signature, dot-separated. Masked as a whole.
+_JWT = re.compile(r"(?<![\w\-])eyJ[\w\-]{4,}+\.[\w\-]{4,}+\.[\w\-]*+(?:\.[\w\-]*+){0,2}")
 # Characters that nothing in redact_text reacts to and that JSON does not escape (see Redactor._string).
 _PLAIN = re.compile(r"[A-Za-z0-9_ .,!?()+*#$%&/|~^]*+").fullmatch
 _PLAIN_MAX = 256
@@ -476,8 +481,11 @@ class Redactor:
         return self.key_kind(key) != NOT_SECRET
 
     def redact_text(self, text: str) -> str:
-        """Mask URL credentials, private keys, and the values of secret keys, flags and XML elements in free text."""
+        """Mask URL credentials, private keys, JWTs, and the values of secret keys, flags and XML elements in free
+        text."""
         text = mask_url_credentials(text)
+        if "eyJ" in text:
+            text = _JWT.sub(MASK, text)
         if "PRIVATE KEY-----" in text:
             text = _PEM_PRIVATE.sub(_mask_pem, text)
         if self.keys or self.word_keys:
@@ -595,7 +603,7 @@ class Redactor:
         # Most parameters are short plain words ("en", an id, a name): nothing in them can be redacted (no URL
         # '@', no ':'/'=' of a pair, no '-' of a flag or PEM armour, no '<' of an element) and nothing needs
         # escaping in JSON, so their size is their length. One C-level scan instead of the regexes.
-        if len(text) <= _PLAIN_MAX and budget[0] > _PLAIN_MAX + 2 and _PLAIN(text) is not None:
+        if len(text) <= _PLAIN_MAX and budget[0] > _PLAIN_MAX + 2 and _PLAIN(text) is not None and "eyJ" not in text:
             budget[0] -= len(text) + 2
             return text
         text = self.redact_capped(text, budget[0] - 2)
@@ -932,8 +940,8 @@ class Redactor:
 
         ``None`` when that is not proven. The proof, on orjson's text of ``fields`` (see ``_PLAIN_JSON_OPTIONS``):
 
-        * no key fragment, no ``-p`` flag, no ``://`` with ``@``, no ``private key``, no ``</`` anywhere in the
-          lower-cased text (``-`` read as ``_``): every key is ``NOT_SECRET`` and ``redact_text`` changes no string;
+        * no key fragment, no ``-p`` flag, no ``://`` with ``@``, no ``private key``, no ``</``, no ``eyj`` anywhere in
+          the lower-cased text (``-`` read as ``_``): every key is ``NOT_SECRET`` and ``redact_text`` changes no string;
         * nesting at most ``max_depth``, and ``len(text) + 12 * values`` (a bound of the walk's budget arithmetic)
           small enough that no field, string or record cap can apply, whatever ``remaining`` the fields share;
         * ``orjson.loads(text) == fields``: only str/int/float/bool/None/list/dict with str keys were there.
@@ -1011,7 +1019,7 @@ class Redactor:
         text = shape.decode("utf-8")
         if not shape.isascii():
             text = text.lower()
-        if ("://" in text and "@" in text) or "-p" in text or "private key" in text or "</" in text:
+        if ("://" in text and "@" in text) or "-p" in text or "private key" in text or "</" in text or "eyj" in text:
             return False
         text = text.replace("-", "_")
         for fragment in self._fragments:
