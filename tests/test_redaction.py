@@ -6,6 +6,7 @@ import enum
 import json
 import math
 import uuid
+from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any, cast
 
@@ -882,6 +883,26 @@ def test_the_search_for_secret_values_past_the_caps_is_bounded(redactor: Redacto
     _, safe, _, message, _ = redactor.redact_fields([], kwargs, {}, text, None)
     assert safe["first_token"] == REDACTED and "…[truncated" in orjson.dumps(safe["rows"]).decode()
     assert message == f"failed: {REDACTED} tok-past-the-bound"
+
+
+class _CountingList(list[Any]):
+    """A list that counts the items iterated over."""
+
+    taken = 0
+
+    def __iter__(self) -> Iterator[Any]:
+        for item in super().__iter__():
+            self.taken += 1
+            yield item
+
+
+def test_the_texts_of_a_huge_secret_container_are_looked_for_among_a_bounded_number_of_its_values() -> None:
+    # A secret container of a million short strings: each one's repr and JSON forms cost seconds of the worker's CPU
+    # for nothing (too short to be searched for). The search stops at _FIND_MAX_VALUES values.
+    tokens = _CountingList(["ab"] * 1_000_000 + ["tok-at-the-end"])
+    texts = secret_texts([{"first": "tok-first"}, tokens])
+    assert texts == ("tok-first",)
+    assert 0 < tokens.taken <= 100_000
 
 
 def test_a_finished_events_error_is_scrubbed_of_the_secrets_its_running_event_found(redactor: Redactor) -> None:

@@ -251,16 +251,22 @@ def secret_texts(values: Iterable[Any], max_depth: int = DEFAULT_MAX_DEPTH) -> t
     traceback's source line stays); ``None`` and booleans nothing (``True`` is no secret of ``use_token=True``).
     """
     found: dict[str, None] = {}  # ordered and deduplicated
+    # At most _FIND_MAX_VALUES values are looked at: a secret container of a million short strings or Nones would
+    # otherwise cost the worker seconds (each string's repr and JSON forms), yielding nothing.
+    visits = [_FIND_MAX_VALUES]
     for value in values:
-        _add_secret_texts(value, max_depth, found)
+        _add_secret_texts(value, max_depth, found, visits)
     return tuple(sorted(found, key=len, reverse=True))
 
 
-def _add_secret_texts(value: Any, depth: int, found: dict[str, None]) -> None:
-    if len(found) >= _MAX_SECRET_TEXTS or value is None or isinstance(value, bool):
+def _add_secret_texts(value: Any, depth: int, found: dict[str, None], visits: list[int]) -> None:
+    visits[0] -= 1
+    if visits[0] < 0 or len(found) >= _MAX_SECRET_TEXTS or value is None or isinstance(value, bool):
         return
     texts: tuple[str, ...]
     if isinstance(value, str):
+        if len(value) < MIN_SECRET_CHARS:  # its escaped forms may be longer, but it is too short to be looked for
+            return
         texts = (value, _safe_repr(value)[1:-1], json.dumps(value, ensure_ascii=False)[1:-1])
     elif isinstance(value, bytes | bytearray | memoryview):
         try:
@@ -272,20 +278,24 @@ def _add_secret_texts(value: Any, depth: int, found: dict[str, None]) -> None:
         texts = (_safe_str(value),)
     elif isinstance(value, Mapping):
         for item in _safe_values(value):
-            _add_secret_texts(item, depth - 1, found)
+            if visits[0] <= 0:
+                break
+            _add_secret_texts(item, depth - 1, found, visits)
         return
     elif isinstance(value, list | tuple | set | frozenset):
         for item in value:
-            _add_secret_texts(item, depth - 1, found)
+            if visits[0] <= 0:
+                break
+            _add_secret_texts(item, depth - 1, found, visits)
         return
     elif dataclasses.is_dataclass(value) and not isinstance(value, type):
         for field in dataclasses.fields(value):
-            _add_secret_texts(getattr(value, field.name, None), depth - 1, found)
+            _add_secret_texts(getattr(value, field.name, None), depth - 1, found, visits)
         return
     else:
         dumped = _model_fields(value)  # pydantic v2 models: their fields, as the walk renders them
         if dumped is not None:
-            _add_secret_texts(dumped, depth, found)
+            _add_secret_texts(dumped, depth, found, visits)
         texts = (_safe_str(value), _scalar_text(value))
     if len(texts[0]) < MIN_SECRET_CHARS:
         return
