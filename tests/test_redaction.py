@@ -84,6 +84,10 @@ _JWT = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgNr
         (f"cannot verify {_JWT} (expired)", _JWT.split(".")[1], "cannot verify *** (expired)"),
         (f"verify({_JWT!r})", _JWT.split(".")[2], "verify('***')"),
         ("alg none: eyJhbGciOiJub25lIn0.eyJzdWIiOiIxIn0. accepted", "eyJzdWIiOiIxIn0", "alg none: *** accepted"),
+        ("Cookie: _ga=GA1.2; sid=s3ss10n; theme=dark\nHost: x", "s3ss10n", "Cookie: ***\nHost: x"),
+        ("mysql -uroot -ps3cretpw shop < dump.sql", "s3cretpw", "mysql -uroot -p*** shop"),
+        ("Command '['mysqldump', '-u', 'root', '-ps3cretpw', 'shop']' returned 2", "s3cretpw", "'-p***', 'shop'"),
+        ("sshpass -ps3cretpw ssh db", "s3cretpw", "sshpass -p*** ssh db"),
     ],
 )
 def test_credentials_inside_free_text_are_masked(redactor: Redactor, text: str, secret: str, kept: str) -> None:
@@ -94,6 +98,15 @@ def test_credentials_inside_free_text_are_masked(redactor: Redactor, text: str, 
 
 def test_urls_without_credentials_are_unchanged(redactor: Redactor) -> None:
     text = "see https://example.com/a?b=c and mailto:ann@example.com"
+    assert redactor.redact_text(text) == text
+
+
+def test_a_cookie_in_a_query_string_is_one_value(redactor: Redactor) -> None:
+    assert redactor.redact_text("GET /x?cookie=abc&page=2") == "GET /x?cookie=***&page=2"
+
+
+def test_attached_dash_p_is_a_password_only_for_the_tools_that_take_one(redactor: Redactor) -> None:
+    text = "gcc -pthread -pedantic x.c && find . -print"
     assert redactor.redact_text(text) == text
 
 
@@ -599,6 +612,8 @@ def test_typical_parameters_take_the_fast_path_and_share_no_container_with_the_m
         ([], {"TO\u212aEN": "s3cretpw"}, "s3cretpw"),  # a Kelvin sign: str.lower() makes it 'token', bytes.lower() not
         ([["Authorization", "Bearer s3cretpw"]], {}, "s3cretpw"),
         ([_JWT], {}, _JWT),  # letters, digits, '_' and '.': plain to every other check
+        (["mysqldump -ps3cretpw shop"], {}, "s3cretpw"),
+        ([], {"headers": "Cookie: a=1; sid=s3cretpw"}, "s3cretpw"),
         ([], {"note": f"session of {_JWT}"}, _JWT),
         ([], {"n": 2**53}, None),
         ([], {"f": math.nan}, None),

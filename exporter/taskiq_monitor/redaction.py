@@ -28,9 +28,11 @@ What it guarantees, for any Python value:
   credentials (``scheme://user:pass@host`` → ``scheme://user:***@host``; a userinfo without a colon, a token, as a
   whole: ``https://ghp_x@github.com`` → ``https://***@github.com``; a password may hold ``/`` or ``@``:
   ``postgres://u:pa/ss@h/db`` → ``postgres://u:***@h/db``); ``key=value`` / ``key: value`` pairs whose key matches
-  (``?token=abc`` → ``?token=***``, ``Authorization: Bearer x`` → ``Authorization: ***``); command-line flags
-  whose name matches, and ``-p``, with their next word (``--password pw``, and ``'--password', 'pw'`` in the
-  argument-list repr of a ``CalledProcessError``); XML-ish elements whose tag matches (``<password>x</password>``);
+  (``?token=abc`` → ``?token=***``, ``Authorization: Bearer x`` → ``Authorization: ***``; a bare cookie header's
+  value to the end of its line: ``Cookie: a=1; sid=x`` → ``Cookie: ***``); command-line flags whose name matches,
+  and ``-p``, with their next word (``--password pw``, and ``'--password', 'pw'`` in the argument-list repr of a
+  ``CalledProcessError``), and ``-p`` with an attached value (``-psecret``) in a text naming mysql/mariadb/sshpass;
+  XML-ish elements whose tag matches (``<password>x</password>``);
   the body of PEM private keys (``-----BEGIN … PRIVATE KEY-----``); JSON Web Tokens as a whole (``eyJ….….…``: a
   bearer credential, key or not).
 * **What is redacted by key is gone from the event's error text too.** The values an event's parameters had
@@ -165,6 +167,13 @@ _PAIR = re.compile(r"(?<![\w.\-])(?P<key>[\w.\-]++)(?P<sep>['\"]?+\s*+[:=]\s*+(?
 # The value after a secret key's separator: up to the closing quote, or a bare token ("Bearer x" as one value).
 _VALUE_QUOTED = {'"': re.compile(r'[^"]*+'), "'": re.compile(r"[^']*+")}
 _VALUE_BARE = re.compile(r"(?>(?i:bearer|basic|token|digest)\s+)?[^\s&'\",;)}\]]++")
+# A cookie header's (``Cookie: …``) bare value is a list of ``name=value; …`` pairs, each may be a session: the rest
+# of the line goes. A ``cookie=x`` in a query string is one value, as any key's.
+_VALUE_LINE = re.compile(r"[^\r\n'\"]++")
+# mysql's (mysqldump's, mariadb's, sshpass's) password given attached to its flag: ``-psecret``, ``'-psecret'`` in an
+# argument list's repr. Only in a text that names one of these tools: ``-pthread`` or ``-print`` are not passwords.
+_ATTACHED_P = re.compile(r"(?<![\w\-])-p(?!\*\*\*|\[REDACTED\])[^\s'\",\])]++")
+_ATTACHED_P_TOOLS = ("mysql", "mariadb", "sshpass")
 # A JSON Web Token anywhere in text (a bearer credential on its own: no key needed): ``eyJ`` is base64url of ``{"``,
 # the start of every JWT's header; header, payload and (maybe empty) signature, dot-separated. Masked as a whole.
 _JWT = re.compile(r"(?<![\w\-])eyJ[\w\-]{4,}+\.[\w\-]{4,}+\.[\w\-]*+(?:\.[\w\-]*+){0,2}")
@@ -516,7 +525,12 @@ class Redactor:
                 return match.group(0)
             return flag + match.group("sep") + MASK
 
-        return _FLAG.sub(repl, text)
+        text = _FLAG.sub(repl, text)
+        if "-p" in text:
+            lowered = text.lower()
+            if any(tool in lowered for tool in _ATTACHED_P_TOOLS):
+                text = _ATTACHED_P.sub("-p" + MASK, text)
+        return text
 
     def _mask_element(self, match: re.Match[str]) -> str:
         if not self.is_secret_key(match.group("tag").rpartition(":")[2]):
@@ -588,7 +602,12 @@ class Redactor:
                 # not cut at its ']' by the bare value's pattern.
                 end = match.end() + len(REDACTED)
             else:
-                value = (_VALUE_QUOTED[quote] if quote else _VALUE_BARE).match(text, match.end())
+                if quote:
+                    pattern = _VALUE_QUOTED[quote]
+                else:
+                    header = ":" in match.group("sep") and "cookie" in _norm(match.group("key"))
+                    pattern = _VALUE_LINE if header else _VALUE_BARE
+                value = pattern.match(text, match.end())
                 if value is None or not value.group(0) or value.group(0) == MASK:
                     continue
                 end = value.end()
