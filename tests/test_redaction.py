@@ -920,6 +920,24 @@ def test_the_texts_of_a_huge_secret_container_are_looked_for_among_a_bounded_num
     assert 0 < tokens.taken <= 100_000
 
 
+class _UnreadableTokens(list[str]):
+    """A container that cannot be iterated any more (a lazy result set whose session is closed)."""
+
+    def __iter__(self) -> Iterator[str]:
+        raise RuntimeError("the session is closed")
+
+
+def test_a_secret_value_that_cannot_be_read_keeps_the_error_text_and_the_other_secrets_scrubbed(
+    redactor: Redactor,
+) -> None:
+    # Its texts cannot be known; before, the whole redaction raised and the event lost its error message, traceback
+    # and parameters (emptied, counted as a redaction failure).
+    kwargs = {"tokens": _UnreadableTokens(["tok-1234"]), "password": "hunter2"}
+    _, safe, _, message, tb = redactor.redact_fields([], kwargs, {}, "login with hunter2 failed", "Traceback\n")
+    assert safe["password"] == REDACTED and safe["tokens"] == REDACTED
+    assert message == f"login with {REDACTED} failed" and tb == "Traceback\n"
+
+
 def test_a_finished_events_error_is_scrubbed_of_the_secrets_its_running_event_found(redactor: Redactor) -> None:
     # The final event carries the running event's redacted parameters (params_done): the raw values are gone, and
     # `found` of the running event's call is what brings their texts to the final one's.

@@ -264,7 +264,10 @@ def secret_texts(values: Iterable[Any], max_depth: int = DEFAULT_MAX_DEPTH) -> t
     # otherwise cost the worker seconds (each string's repr and JSON forms), yielding nothing.
     visits = [_FIND_MAX_VALUES]
     for value in values:
-        _add_secret_texts(value, max_depth, found, visits)
+        try:
+            _add_secret_texts(value, max_depth, found, visits)
+        except Exception:  # user code (iteration, attributes) raised: what was found so far is still searched for
+            continue
     return tuple(sorted(found, key=len, reverse=True))
 
 
