@@ -888,6 +888,19 @@ def test_a_secret_value_the_caps_left_out_of_the_record_is_still_scrubbed_from_t
     assert out[3] == f"login failed with {REDACTED}"
 
 
+def test_a_failures_error_text_is_scrubbed_of_a_secret_past_the_caps_of_a_field_of_megabytes(
+    redactor: Redactor,
+) -> None:
+    kwargs = {"rows": [{"id": i, "name": "x"} for i in range(50_000)], "db_password": "hunter2"}  # ~1.2 MB
+    _, _, _, message, _ = redactor.redact_fields([], kwargs, {}, "login failed for hunter2", None, as_json=True)
+    assert message == f"login failed for {REDACTED}"
+    # A running event (no error text) searches past the caps only in fields of up to 64 KiB: every such event pays
+    # for the search, and a field of megabytes would cost it ~10 ms a megabyte. Its texts come from the capped walk.
+    found: list[str] = []
+    redactor.redact_fields([], kwargs, {}, None, None, as_json=True, found=found)
+    assert found == []
+
+
 def test_the_search_for_secret_values_past_the_caps_is_bounded(redactor: Redactor) -> None:
     # A cycle and 200,000 rows: the search stops (cycle, _FIND_MAX_VALUES) instead of walking them all in the worker.
     loop: dict[str, Any] = {"id": 0}
