@@ -5,6 +5,7 @@ import datetime as dt
 import enum
 import json
 import math
+import re
 import uuid
 from collections.abc import Iterator
 from decimal import Decimal
@@ -17,7 +18,14 @@ from hypothesis import strategies as st
 from pydantic import BaseModel
 
 from taskiq_monitor.events import TaskEvent, to_record
-from taskiq_monitor.redaction import _SHAPES_MAX, DEFAULT_REDACT_KEYS, REDACTED, Redactor, secret_texts
+from taskiq_monitor.redaction import (
+    _SHAPES_MAX,
+    DEFAULT_REDACT_KEYS,
+    REDACTED,
+    Redactor,
+    mask_url_credentials,
+    secret_texts,
+)
 from taskiq_monitor.settings import Settings
 
 
@@ -342,6 +350,42 @@ def test_auth_given_positionally_is_redacted() -> None:
     event = TaskEvent(status="running", task_id="t", task_name="fetch", timestamp=0.0, args=["u", ("ann", "pw")])
     Redactor().apply(event, ("url", "auth"))
     assert event.args == ["u", REDACTED]
+
+
+# The rule, as one regex (the password a backtracking group): what mask_url_credentials computes in linear time.
+_URL_RULE = re.compile(
+    r"(?P<head>\b[a-zA-Z][a-zA-Z0-9+.\-]*+://(?:[^\s:/@]*+:))(?P<secret>[^\s?#]*)"
+    r"(?=@[^\s/@?#:'\"]*+(?:[/?#:\s'\"]|$))"
+    r"|(?P<thead>\b[a-zA-Z][a-zA-Z0-9+.\-]*+://)(?P<token>[^\s:/@]++)(?=@)"
+)
+
+
+def _url_rule(text: str) -> str:
+    return _URL_RULE.sub(lambda m: (m.group("head") or m.group("thead")) + "***", text)
+
+
+@settings(max_examples=600, deadline=None)
+@given(
+    st.lists(
+        st.sampled_from(["a://", "postgres://", "u", "pw", ":", "@", "/", "?", "#", " ", "\n", "'", ".", "h", "x.y"]),
+        max_size=30,
+    ).map("".join)
+)
+def test_url_credentials_are_masked_by_the_rule(text: str) -> None:
+    assert mask_url_credentials(text) == _url_rule(text)
+
+
+@pytest.mark.parametrize(
+    "password",
+    [
+        "A" * 1000,
+        # An RDS IAM token as a DSN password: a percent-encoded presigned request, ~900 characters.
+        "db.example.com%3A5432%2F%3FAction%3Dconnect%26DBUser%3Dapp%26X-Amz-Signature%3D" + "f" * 800,
+    ],
+)
+def test_url_passwords_of_any_length_are_masked(redactor: Redactor, password: str) -> None:
+    text = f"cannot connect postgresql://app:{password}@db.example.com:5432/app: timeout"
+    assert redactor.redact_text(text) == "cannot connect postgresql://app:***@db.example.com:5432/app: timeout"
 
 
 @pytest.mark.parametrize(

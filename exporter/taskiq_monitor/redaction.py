@@ -76,6 +76,7 @@ patterns are module constants, compiled once.
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import datetime as dt
 import enum
@@ -87,7 +88,7 @@ import re
 import string
 import traceback
 import uuid
-from collections.abc import Collection, Iterable, Mapping, Sequence, Sized
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence, Sized
 from decimal import Decimal
 from pathlib import PurePath
 from typing import Any, cast
@@ -140,13 +141,15 @@ DEFAULT_MAX_DEPTH = 8
 # scheme://user:password@host — the password is masked up to the last '@' (before any '?', '#' or whitespace) that
 # is followed by a host name and the end of the authority (``/ : ? #``, whitespace, a quote or the end): a password
 # may hold a raw '/' or '@' (``postgres://u:pa/ss@h/db``), a query an '@' (``?email=a@b.c``). When a path holds an
-# '@' too (``/@scope/pkg``) the host is masked with it: over-masking is the safe side. Bounded to 512 characters.
+# '@' too (``/@scope/pkg``) the host is masked with it: over-masking is the safe side. Of any length: an RDS IAM
+# token or an Entra ID token used as a password has 800 to 2,000 characters.
 # scheme://token@host (userinfo without a colon, e.g. a GitHub token) — the whole userinfo is masked.
-_URL_CREDENTIALS = re.compile(
-    r"(?P<head>\b[a-zA-Z][a-zA-Z0-9+.\-]*+://(?:[^\s:/@]*+:))(?P<secret>[^\s?#]{0,512})"
-    r"(?=@[^\s/@?#:'\"]*+(?:[/?#:\s'\"]|$))"
-    r"|(?P<thead>\b[a-zA-Z][a-zA-Z0-9+.\-]*+://)(?P<token>[^\s:/@]++)(?=@)"
-)
+# Found by mask_url_credentials in time linear in the text: a regex with the password as a backtracking group cost
+# each URL head the password's maximal length (``a://b:`` 6,000 times: 170 ms at a 512-character bound).
+_URL_SCHEME = re.compile(r"\b[a-zA-Z][a-zA-Z0-9+.\-]*+://")
+_URL_USER = re.compile(r"[^\s:/@]*+")  # after '://': a user up to its ':', or a token up to its '@'
+_URL_PASSWORD_END = re.compile(r"[\s?#]")
+_URL_AT_HOST = re.compile(r"@[^\s/@?#:'\"]*+(?:[/?#:\s'\"]|$)")
 # A command line flag whose name is a secret key, and its value as the next word: ``--password pw`` in a shell
 # string, ``'--password', 'pw'`` in the repr of an argument list (``CalledProcessError``'s message). ``-p`` is
 # the password flag of psql, mysql, redis-cli …; for tools where it is a port, masking a port is harmless.
@@ -235,9 +238,44 @@ _SHAPES_MAX_BYTES = 1024 * 1024
 
 def mask_url_credentials(text: str) -> str:
     """``scheme://user:pass@host`` → ``scheme://user:***@host``; ``scheme://token@host`` → ``scheme://***@host``."""
-    if "@" in text and "://" in text:
-        return _URL_CREDENTIALS.sub(_mask_url, text)
-    return text
+    if "@" not in text or "://" not in text:
+        return text
+    parts: list[str] = []
+    pos = 0
+    region_end = -1  # the first whitespace, '?' or '#' after the last password's start: where a password ends
+    ats: list[int] | None = None  # every '@' followed by a host and the end of an authority, ascending
+    for scheme in _URL_SCHEME.finditer(text):
+        if scheme.start() < pos:  # inside what was masked
+            continue
+        start = scheme.end()
+        after = _URL_USER.match(text, start).end()  # type: ignore[union-attr]  # matches the empty string too
+        if after < len(text) and text[after] == ":":
+            password = after + 1
+            if password >= region_end:
+                end = _URL_PASSWORD_END.search(text, password)
+                region_end = end.start() if end is not None else len(text)
+            if ats is None:
+                ats = [i for i in _at_positions(text) if _URL_AT_HOST.match(text, i)]
+            index = bisect.bisect_left(ats, region_end) - 1
+            if index >= 0 and ats[index] >= password:  # the last such '@' before the password's end
+                parts.append(text[pos:password])
+                parts.append(MASK)
+                pos = ats[index]
+        elif after > start and after < len(text) and text[after] == "@":
+            parts.append(text[pos:start])
+            parts.append(MASK)
+            pos = after
+    if not parts:
+        return text
+    parts.append(text[pos:])
+    return "".join(parts)
+
+
+def _at_positions(text: str) -> Iterator[int]:
+    index = text.find("@")
+    while index >= 0:
+        yield index
+        index = text.find("@", index + 1)
 
 
 def error_texts(error: BaseException) -> tuple[str, str]:
@@ -416,11 +454,6 @@ def _scrub_end(text: str, secrets: Sequence[str], keep: int, *, tail: bool) -> t
     if tail:
         out.reverse()
     return "".join(out), len(text) - covered
-
-
-def _mask_url(match: re.Match[str]) -> str:
-    head = match.group("head")
-    return (head if head is not None else match.group("thead")) + MASK
 
 
 def _mask_pem(match: re.Match[str]) -> str:
