@@ -67,7 +67,7 @@ by the text's shape: its digits deleted, so an id or a timestamp makes no new sh
 ``@``, PEM armour, a ``</``, an ``eyJ``, nesting, size, a value that is not plain JSON — and the walk decides, as
 before.
 
-Why one module of ~940 lines: it is one policy — what counts as a secret — and the key rules, the free-text
+Why one module of ~1,240 lines: it is one policy — what counts as a secret — and the key rules, the free-text
 patterns, the walk that applies them under one size budget (and finds the values an error text is scrubbed of), and
 the fast path's proof that they would change nothing
 must be read and reviewed together; a secret that one part lets through is a leak whichever part it is in. The
