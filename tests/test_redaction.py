@@ -5,9 +5,11 @@ import datetime as dt
 import enum
 import json
 import math
+import re
 import uuid
+from collections.abc import Iterator
 from decimal import Decimal
-from typing import Any
+from typing import Any, cast
 
 import orjson
 import pytest
@@ -16,7 +18,14 @@ from hypothesis import strategies as st
 from pydantic import BaseModel
 
 from taskiq_monitor.events import TaskEvent, to_record
-from taskiq_monitor.redaction import _SHAPES_MAX, DEFAULT_REDACT_KEYS, REDACTED, Redactor, secret_texts
+from taskiq_monitor.redaction import (
+    _SHAPES_MAX,
+    DEFAULT_REDACT_KEYS,
+    REDACTED,
+    Redactor,
+    mask_url_credentials,
+    secret_texts,
+)
 from taskiq_monitor.settings import Settings
 
 
@@ -65,6 +74,10 @@ def test_non_secret_keys_are_kept(redactor: Redactor) -> None:
     }
 
 
+# A JSON Web Token: a bearer credential wherever it appears, key or not.
+_JWT = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U"
+
+
 @pytest.mark.parametrize(
     ("text", "secret", "kept"),
     [
@@ -76,6 +89,13 @@ def test_non_secret_keys_are_kept(redactor: Redactor) -> None:
         ("login failed password='hunter 2' for ann", "hunter 2", "for ann"),
         ('{"api_key": "k-123", "n": 1}', "k-123", '"n": 1'),
         ("https://u:p@ss@host/x", "p@ss", "@host/x"),
+        (f"cannot verify {_JWT} (expired)", _JWT.split(".")[1], "cannot verify *** (expired)"),
+        (f"verify({_JWT!r})", _JWT.split(".")[2], "verify('***')"),
+        ("alg none: eyJhbGciOiJub25lIn0.eyJzdWIiOiIxIn0. accepted", "eyJzdWIiOiIxIn0", "alg none: *** accepted"),
+        ("Cookie: _ga=GA1.2; sid=s3ss10n; theme=dark\nHost: x", "s3ss10n", "Cookie: ***\nHost: x"),
+        ("mysql -uroot -ps3cretpw shop < dump.sql", "s3cretpw", "mysql -uroot -p*** shop"),
+        ("Command '['mysqldump', '-u', 'root', '-ps3cretpw', 'shop']' returned 2", "s3cretpw", "'-p***', 'shop'"),
+        ("sshpass -ps3cretpw ssh db", "s3cretpw", "sshpass -p*** ssh db"),
     ],
 )
 def test_credentials_inside_free_text_are_masked(redactor: Redactor, text: str, secret: str, kept: str) -> None:
@@ -86,6 +106,20 @@ def test_credentials_inside_free_text_are_masked(redactor: Redactor, text: str, 
 
 def test_urls_without_credentials_are_unchanged(redactor: Redactor) -> None:
     text = "see https://example.com/a?b=c and mailto:ann@example.com"
+    assert redactor.redact_text(text) == text
+
+
+def test_a_cookie_in_a_query_string_is_one_value(redactor: Redactor) -> None:
+    assert redactor.redact_text("GET /x?cookie=abc&page=2") == "GET /x?cookie=***&page=2"
+
+
+def test_attached_dash_p_is_a_password_only_for_the_tools_that_take_one(redactor: Redactor) -> None:
+    text = "gcc -pthread -pedantic x.c && find . -print"
+    assert redactor.redact_text(text) == text
+
+
+def test_text_that_only_starts_like_a_jwt_is_kept(redactor: Redactor) -> None:
+    text = "eyJust a.word and eyJabc.de.f (parts too short) and xeyJhbGciOiJ.eyJzdWIi.sig"
     assert redactor.redact_text(text) == text
 
 
@@ -316,6 +350,42 @@ def test_auth_given_positionally_is_redacted() -> None:
     event = TaskEvent(status="running", task_id="t", task_name="fetch", timestamp=0.0, args=["u", ("ann", "pw")])
     Redactor().apply(event, ("url", "auth"))
     assert event.args == ["u", REDACTED]
+
+
+# The rule, as one regex (the password a backtracking group): what mask_url_credentials computes in linear time.
+_URL_RULE = re.compile(
+    r"(?P<head>\b[a-zA-Z][a-zA-Z0-9+.\-]*+://(?:[^\s:/@]*+:))(?P<secret>[^\s?#]*)"
+    r"(?=@[^\s/@?#:'\"]*+(?:[/?#:\s'\"]|$))"
+    r"|(?P<thead>\b[a-zA-Z][a-zA-Z0-9+.\-]*+://)(?P<token>[^\s:/@]++)(?=@)"
+)
+
+
+def _url_rule(text: str) -> str:
+    return _URL_RULE.sub(lambda m: (m.group("head") or m.group("thead")) + "***", text)
+
+
+@settings(max_examples=600, deadline=None)
+@given(
+    st.lists(
+        st.sampled_from(["a://", "postgres://", "u", "pw", ":", "@", "/", "?", "#", " ", "\n", "'", ".", "h", "x.y"]),
+        max_size=30,
+    ).map("".join)
+)
+def test_url_credentials_are_masked_by_the_rule(text: str) -> None:
+    assert mask_url_credentials(text) == _url_rule(text)
+
+
+@pytest.mark.parametrize(
+    "password",
+    [
+        "A" * 1000,
+        # An RDS IAM token as a DSN password: a percent-encoded presigned request, ~900 characters.
+        "db.example.com%3A5432%2F%3FAction%3Dconnect%26DBUser%3Dapp%26X-Amz-Signature%3D" + "f" * 800,
+    ],
+)
+def test_url_passwords_of_any_length_are_masked(redactor: Redactor, password: str) -> None:
+    text = f"cannot connect postgresql://app:{password}@db.example.com:5432/app: timeout"
+    assert redactor.redact_text(text) == "cannot connect postgresql://app:***@db.example.com:5432/app: timeout"
 
 
 @pytest.mark.parametrize(
@@ -585,6 +655,10 @@ def test_typical_parameters_take_the_fast_path_and_share_no_container_with_the_m
         ([], {"proxyAuth": "s3cretpw"}, "s3cretpw"),
         ([], {"TO\u212aEN": "s3cretpw"}, "s3cretpw"),  # a Kelvin sign: str.lower() makes it 'token', bytes.lower() not
         ([["Authorization", "Bearer s3cretpw"]], {}, "s3cretpw"),
+        ([_JWT], {}, _JWT),  # letters, digits, '_' and '.': plain to every other check
+        (["mysqldump -ps3cretpw shop"], {}, "s3cretpw"),
+        ([], {"headers": "Cookie: a=1; sid=s3cretpw"}, "s3cretpw"),
+        ([], {"note": f"session of {_JWT}"}, _JWT),
         ([], {"n": 2**53}, None),
         ([], {"f": math.nan}, None),
         ([], {"c": _Colour.RED}, None),
@@ -773,6 +847,154 @@ def test_the_scrub_keeps_the_field_cap() -> None:
     assert "abcd" not in message + tb and "…[truncated" in message
 
 
+def test_secrets_throughout_a_huge_error_text_are_scrubbed_from_its_kept_head_and_tail() -> None:
+    redactor = Redactor(max_field_bytes=2000, max_record_bytes=8000)
+    secrets = [f"tok-{i:04d}-secret" for i in range(40)]
+    kwargs = {f"k{i}_token": secret for i, secret in enumerate(secrets)}
+    body = " ".join(secrets * 5000)  # ~3 MB, a secret every 16 characters: one straddles every possible cut
+    message = f"bad payload {body}"
+    tb = f"Traceback (most recent call last):\n  {body}\nValueError: bad {secrets[3]}\n"
+    _, safe, _, out_message, out_tb = redactor.redact_fields([], kwargs, {}, message, tb)
+    assert safe == dict.fromkeys(kwargs, REDACTED)
+    assert out_message is not None and out_tb is not None
+    for text in (out_message, out_tb):
+        assert "tok-" not in text and "secret" not in text and "…[truncated" in text
+        assert len(text.encode()) <= 2000
+    assert out_message.startswith(f"bad payload {REDACTED} {REDACTED} ")
+    assert out_tb.endswith(f" {REDACTED}\nValueError: bad {REDACTED}\n")
+    # The marker counts the megabytes the text lost (about: masks are counted as they are shown).
+    cut = int(out_message.rsplit("…[truncated ", 1)[1].split(" ")[0])
+    assert len(message) - 10_000 <= cut <= len(message)
+
+
+class _WatchedText(str):
+    """An error text that records the length of every text a substring search ran over, when run over it whole."""
+
+    searched: list[int]
+
+    def __contains__(self, part: object) -> bool:
+        self.searched.append(len(self))
+        return str.__contains__(self, cast("str", part))
+
+    def split(self, sep: str | None = None, maxsplit: int = -1) -> list[str]:  # type: ignore[override]
+        self.searched.append(len(self))
+        return str.split(self, sep, maxsplit)
+
+
+def test_the_scrub_of_a_huge_error_text_searches_only_what_the_caps_can_keep() -> None:
+    # Each secret value is one substring search of the error text: over a 20 MB text, 30 of them held the worker's
+    # GIL for half a second. Only the head (and tail) the cap can keep, plus the longest secret, is searched now.
+    redactor = Redactor()
+    kwargs = {f"k{i}_token": f"value-{i:06d}" for i in range(30)}
+    huge = "e" * 5_000_000 + " value-000007"
+    message, tb = _WatchedText(huge), _WatchedText(huge)
+    message.searched, tb.searched = [], []
+    _, _, _, out_message, out_tb = redactor.redact_fields([], kwargs, {}, message, tb)
+    assert message.searched == [] and tb.searched == []
+    assert out_tb is not None and out_tb.endswith(f" {REDACTED}")
+    assert out_message is not None and "…[truncated" in out_message
+
+
+def _nested(levels: int, leaf: dict[str, Any]) -> dict[str, Any]:
+    for _ in range(levels):
+        leaf = {"a": leaf}
+    return leaf
+
+
+@pytest.mark.parametrize(
+    ("args", "kwargs", "names"),
+    [
+        ([], {**{f"item{i}": "v" * 100 for i in range(200)}, "password": "hunter2"}, ()),
+        ([], {"rows": [{"id": i} for i in range(3000)], "db_password": "hunter2"}, ()),
+        ([], {"config": _nested(12, {"password": "hunter2"})}, ()),
+        (["x" * 40_000, "y" * 40_000, "hunter2"], {}, ("a", "b", "password")),
+        ([[{"id": i} for i in range(3000)], [("Authorization", "hunter2")]], {}, ()),
+    ],
+    ids=["many keys first", "a long list first", "deeper than max_depth", "positional, after huge ones", "pair"],
+)
+def test_a_secret_value_the_caps_left_out_of_the_record_is_still_scrubbed_from_the_error_text(
+    redactor: Redactor, args: list[Any], kwargs: dict[str, Any], names: tuple[str, ...]
+) -> None:
+    # The record has no room for the secret (its key is cut or too deep), but the error text quotes its value.
+    message = "login failed with hunter2"
+    tb = f"Traceback (most recent call last):\n  sync(rows)\nValueError: {message}\n"
+    found: list[str] = []
+    safe_args, safe_kwargs, _, out_message, out_tb = redactor.redact_fields(args, kwargs, {}, message, tb, names)
+    assert "hunter2" not in orjson.dumps([safe_args, safe_kwargs]).decode()
+    assert out_message == f"login failed with {REDACTED}"
+    assert out_tb is not None and out_tb.endswith(f"ValueError: login failed with {REDACTED}\n")
+    # The running event's walk finds it too, for its attempt's final event (params_done: raw values gone).
+    safe_args, safe_kwargs, _, _, _ = redactor.redact_fields(args, kwargs, {}, None, None, names, found=found)
+    assert "hunter2" in found
+    out = redactor.redact_fields(
+        safe_args, safe_kwargs, {"x": 1}, message, None, names, params_done=True, secrets=found
+    )
+    assert out[3] == f"login failed with {REDACTED}"
+
+
+def test_a_failures_error_text_is_scrubbed_of_a_secret_past_the_caps_of_a_field_of_megabytes(
+    redactor: Redactor,
+) -> None:
+    kwargs = {"rows": [{"id": i, "name": "x"} for i in range(50_000)], "db_password": "hunter2"}  # ~1.2 MB
+    _, _, _, message, _ = redactor.redact_fields([], kwargs, {}, "login failed for hunter2", None, as_json=True)
+    assert message == f"login failed for {REDACTED}"
+    # A running event (no error text) searches past the caps only in fields of up to 64 KiB: every such event pays
+    # for the search, and a field of megabytes would cost it ~10 ms a megabyte. Its texts come from the capped walk.
+    found: list[str] = []
+    redactor.redact_fields([], kwargs, {}, None, None, as_json=True, found=found)
+    assert found == []
+
+
+def test_the_search_for_secret_values_past_the_caps_is_bounded(redactor: Redactor) -> None:
+    # A cycle and 200,000 rows: the search stops (cycle, _FIND_MAX_VALUES) instead of walking them all in the worker.
+    loop: dict[str, Any] = {"id": 0}
+    loop["self"] = loop
+    rows: list[Any] = [loop, *({"id": i} for i in range(200_000)), {"token": "tok-past-the-bound"}]
+    kwargs = {"first_token": "tok-within-the-bound", "rows": rows}
+    text = "failed: tok-within-the-bound tok-past-the-bound"
+    _, safe, _, message, _ = redactor.redact_fields([], kwargs, {}, text, None)
+    assert safe["first_token"] == REDACTED and "…[truncated" in orjson.dumps(safe["rows"]).decode()
+    assert message == f"failed: {REDACTED} tok-past-the-bound"
+
+
+class _CountingList(list[Any]):
+    """A list that counts the items iterated over."""
+
+    taken = 0
+
+    def __iter__(self) -> Iterator[Any]:
+        for item in super().__iter__():
+            self.taken += 1
+            yield item
+
+
+def test_the_texts_of_a_huge_secret_container_are_looked_for_among_a_bounded_number_of_its_values() -> None:
+    # A secret container of a million short strings: each one's repr and JSON forms cost seconds of the worker's CPU
+    # for nothing (too short to be searched for). The search stops at _FIND_MAX_VALUES values.
+    tokens = _CountingList(["ab"] * 1_000_000 + ["tok-at-the-end"])
+    texts = secret_texts([{"first": "tok-first"}, tokens])
+    assert texts == ("tok-first",)
+    assert 0 < tokens.taken <= 100_000
+
+
+class _UnreadableTokens(list[str]):
+    """A container that cannot be iterated any more (a lazy result set whose session is closed)."""
+
+    def __iter__(self) -> Iterator[str]:
+        raise RuntimeError("the session is closed")
+
+
+def test_a_secret_value_that_cannot_be_read_keeps_the_error_text_and_the_other_secrets_scrubbed(
+    redactor: Redactor,
+) -> None:
+    # Its texts cannot be known; before, the whole redaction raised and the event lost its error message, traceback
+    # and parameters (emptied, counted as a redaction failure).
+    kwargs = {"tokens": _UnreadableTokens(["tok-1234"]), "password": "hunter2"}
+    _, safe, _, message, tb = redactor.redact_fields([], kwargs, {}, "login with hunter2 failed", "Traceback\n")
+    assert safe["password"] == REDACTED and safe["tokens"] == REDACTED
+    assert message == f"login with {REDACTED} failed" and tb == "Traceback\n"
+
+
 def test_a_finished_events_error_is_scrubbed_of_the_secrets_its_running_event_found(redactor: Redactor) -> None:
     # The final event carries the running event's redacted parameters (params_done): the raw values are gone, and
     # `found` of the running event's call is what brings their texts to the final one's.
@@ -850,3 +1072,76 @@ async def test_a_task_raising_with_its_password_in_the_message_records_no_passwo
     for event in events:
         line = record_json(event)
         assert "hunter2" not in line and "s3cr3tpw" not in line, event.status
+
+
+class _UnprintableError(Exception):
+    """An exception whose message cannot be rendered: its ``__str__`` raises (a bug in an app's exception class)."""
+
+    def __str__(self) -> str:
+        raise RuntimeError("__str__ is broken")
+
+
+@pytest.mark.parametrize("path", ["eager", "deferred, coalesced", "deferred, running event built"])
+async def test_a_task_raising_an_exception_whose_str_raises_is_still_recorded_as_failed(path: str) -> None:
+    from prometheus_client import CollectorRegistry
+    from taskiq import InMemoryBroker
+
+    from taskiq_monitor.events import resolve
+    from taskiq_monitor.middleware import MonitoringMiddleware
+    from tests.recording_sink import HandleSink, RecordingSink
+
+    sink = RecordingSink() if path == "eager" else HandleSink()
+    registry = CollectorRegistry()
+    settings = Settings(events_coalesce=path == "deferred, coalesced")
+    monitor = MonitoringMiddleware(settings, registry=registry, sinks=[sink])
+    broker = InMemoryBroker(await_inplace=True).with_middlewares(monitor)
+
+    @broker.task(task_name="unprintable")
+    async def unprintable() -> None:
+        raise _UnprintableError()
+
+    await broker.startup()
+    await unprintable.kiq()
+    await broker.shutdown()
+    items = sink.events if isinstance(sink, RecordingSink) else sink.items
+    events = [event for event in map(resolve, items) if event is not None]
+    failed = [event for event in events if event.status == "failed"]
+    # Without its final event the attempt stayed `running` in the state store and never reached the history.
+    assert len(failed) == 1, [event.status for event in events]
+    assert failed[0].error_type == "_UnprintableError"
+    assert failed[0].error_message == "<exception str() failed>"
+    assert failed[0].traceback is not None
+    assert failed[0].traceback.endswith("_UnprintableError: <exception str() failed>\n")
+    errors = [s for f in registry.collect() for s in f.samples if s.name == "taskiq_monitor_errors_total"]
+    assert not [s for s in errors if s.value], errors
+
+
+@pytest.mark.parametrize("path", ["eager", "deferred, coalesced", "deferred, running event built"])
+async def test_a_task_whose_password_follows_a_long_list_records_no_password_in_its_error(path: str) -> None:
+    from prometheus_client import CollectorRegistry
+    from taskiq import InMemoryBroker
+
+    from taskiq_monitor.events import record_json, resolve
+    from taskiq_monitor.middleware import MonitoringMiddleware
+    from tests.recording_sink import HandleSink, RecordingSink
+
+    sink = RecordingSink() if path == "eager" else HandleSink()
+    settings = Settings(events_coalesce=path == "deferred, coalesced")
+    monitor = MonitoringMiddleware(settings, registry=CollectorRegistry(), sinks=[sink])
+    broker = InMemoryBroker(await_inplace=True).with_middlewares(monitor)
+
+    @broker.task(task_name="sync_rows")
+    async def sync_rows(rows: list[dict[str, int]], db_password: str) -> None:
+        raise PermissionError(f"login failed for {db_password} after {len(rows)} rows")
+
+    await broker.startup()
+    await sync_rows.kiq(rows=[{"id": i} for i in range(3000)], db_password="hunter2")
+    await broker.shutdown()
+    items = sink.events if isinstance(sink, RecordingSink) else sink.items
+    events = [event for event in map(resolve, items) if event is not None]
+    failed = [event for event in events if event.status == "failed"]
+    assert len(failed) == 1
+    assert failed[0].error_message == f"login failed for {REDACTED} after 3000 rows"
+    assert "…" in failed[0].kwargs  # the record had no room for the password's key: the caps cut it
+    for event in events:
+        assert "hunter2" not in record_json(event), event.status

@@ -52,7 +52,7 @@ from taskiq_monitor.events import (
 from taskiq_monitor.exemplars import DurationExemplars
 from taskiq_monitor.logs import WarnOnce
 from taskiq_monitor.metrics import TaskMetrics
-from taskiq_monitor.redaction import Redactor
+from taskiq_monitor.redaction import Redactor, error_texts
 from taskiq_monitor.settings import Settings
 from taskiq_monitor.tracing import current_ids
 
@@ -507,11 +507,8 @@ class MonitoringMiddleware(TaskiqMiddleware):
             event.started_at = in_flight.started_at
             event.queue_wait_seconds = in_flight.queue_wait
         if error is not None and status != TaskStatus.SUCCESS:
-            import traceback as tb
-
             event.error_type = type(error).__name__
-            event.error_message = str(error)
-            event.traceback = "".join(tb.format_exception(error))
+            event.error_message, event.traceback = error_texts(error)
         # The parameters again (the execution history keeps the latest record of an attempt, and a Loki query for
         # one status finds them), but redacted once per attempt: the ``running`` event's, shared.
         if running is None:
@@ -534,11 +531,8 @@ class MonitoringMiddleware(TaskiqMiddleware):
         if error is not None and status != TaskStatus.SUCCESS:
             # Formatted here, not in a sink's thread: the exception's frames are not kept alive, and its __str__
             # (user code) runs where it always ran.
-            import traceback as tb
-
             finished.error_type = type(error).__name__
-            finished.error_message = str(error)
-            finished.traceback = "".join(tb.format_exception(error))
+            finished.error_message, finished.traceback = error_texts(error)
         self._hand_over(finished)
         # After the hand-over, and only when every sink queued the final handle: a sink's thread that sees `done`
         # may drop the running handle, for the final one follows in its queue. One that takes the running handle

@@ -28,10 +28,13 @@ What it guarantees, for any Python value:
   credentials (``scheme://user:pass@host`` → ``scheme://user:***@host``; a userinfo without a colon, a token, as a
   whole: ``https://ghp_x@github.com`` → ``https://***@github.com``; a password may hold ``/`` or ``@``:
   ``postgres://u:pa/ss@h/db`` → ``postgres://u:***@h/db``); ``key=value`` / ``key: value`` pairs whose key matches
-  (``?token=abc`` → ``?token=***``, ``Authorization: Bearer x`` → ``Authorization: ***``); command-line flags
-  whose name matches, and ``-p``, with their next word (``--password pw``, and ``'--password', 'pw'`` in the
-  argument-list repr of a ``CalledProcessError``); XML-ish elements whose tag matches (``<password>x</password>``);
-  the body of PEM private keys (``-----BEGIN … PRIVATE KEY-----``).
+  (``?token=abc`` → ``?token=***``, ``Authorization: Bearer x`` → ``Authorization: ***``; a bare cookie header's
+  value to the end of its line: ``Cookie: a=1; sid=x`` → ``Cookie: ***``); command-line flags whose name matches,
+  and ``-p``, with their next word (``--password pw``, and ``'--password', 'pw'`` in the argument-list repr of a
+  ``CalledProcessError``), and ``-p`` with an attached value (``-psecret``) in a text naming mysql/mariadb/sshpass;
+  XML-ish elements whose tag matches (``<password>x</password>``);
+  the body of PEM private keys (``-----BEGIN … PRIVATE KEY-----``); JSON Web Tokens as a whole (``eyJ….….…``: a
+  bearer credential, key or not).
 * **What is redacted by key is gone from the event's error text too.** The values an event's parameters had
   redacted by key (args by positional name, kwargs, labels, at any depth, pairs given as sequences) are replaced by
   ``[REDACTED]`` wherever they occur in the same event's error message and traceback, before anything else —
@@ -40,6 +43,9 @@ What it guarantees, for any Python value:
   inside ``repr()`` (a traceback's ``'hunter2'``) and inside JSON; a container under a secret key by each of its
   leaves; only texts of at least ``MIN_SECRET_CHARS`` (4) characters (a ``1`` under ``max_tokens`` would mask half a
   traceback), and at most 256 texts an event. A value that was *not* redacted by key stays readable (``alice``).
+  A value under a secret key that the size caps or ``max_depth`` left out of the record is searched for too (the raw
+  fields are searched past the caps: ``_FIND_MAX_DEPTH`` levels, ``_FIND_MAX_VALUES`` values at most; for a
+  ``running`` event's ``found``, only in fields of up to ``_FIND_MAX_TEXT_BYTES`` of JSON).
   An attempt's final event carries its ``running`` event's already redacted parameters: that event keeps the texts of
   what it redacted (``TaskEvent`` only, freed with it; no cache anywhere) for the final event's error text. The
   free-text patterns below still apply after this (``password=hunter2`` → ``password=***``, as before).
@@ -48,8 +54,9 @@ What it guarantees, for any Python value:
   approximately: escapes are not counted). A cut is marked: strings end in ``…[truncated 1234 bytes]``, lists get a
   last item ``…[truncated 12 items]``, dicts a key ``…`` with ``[truncated 12 keys]``. Tracebacks keep their head
   *and* tail (the final exception is at the end). A string longer than twice its cap is cut to about twice the cap
-  (head, and tail for tracebacks) *before* the regexes run, so their cost is bounded whatever the input's size (the
-  scrub of the parameters' secret values runs first, over the whole text: a substring search a value, at C speed).
+  (head, and tail for tracebacks) *before* the regexes run, so their cost is bounded whatever the input's size. The
+  scrub of the parameters' secret values runs before that cut, over the parts it keeps plus the longest secret's
+  length: an occurrence reaching into them is masked whole, and the scrub's cost is bounded too.
 
 **Fast path.** Most task parameters are plain JSON (a JSON-decoded message) holding nothing to redact, cap or
 convert. :meth:`Redactor.redact_fields` first serialises them with orjson, under options that refuse every
@@ -57,9 +64,10 @@ non-JSON-native value, and proves from that text that the walk would return them
 by the text's shape: its digits deleted, so an id or a timestamp makes no new shape); its copy is then
 ``orjson.loads`` of the text — equal to the walk's output, in about 0.3x its time for a typical task's parameters
 (``benchmarks/bench_redaction.py``). Any doubt — a key fragment in any case or spelling, a ``-p``, a URL with an
-``@``, PEM armour, a ``</``, nesting, size, a value that is not plain JSON — and the walk decides, as before.
+``@``, PEM armour, a ``</``, an ``eyJ``, nesting, size, a value that is not plain JSON — and the walk decides, as
+before.
 
-Why one module of ~940 lines: it is one policy — what counts as a secret — and the key rules, the free-text
+Why one module of ~1,240 lines: it is one policy — what counts as a secret — and the key rules, the free-text
 patterns, the walk that applies them under one size budget (and finds the values an error text is scrubbed of), and
 the fast path's proof that they would change nothing
 must be read and reviewed together; a secret that one part lets through is a leak whichever part it is in. The
@@ -68,16 +76,19 @@ patterns are module constants, compiled once.
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import datetime as dt
 import enum
 import hashlib
+import itertools
 import json
 import math
 import re
 import string
+import traceback
 import uuid
-from collections.abc import Collection, Iterable, Mapping, Sequence, Sized
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence, Sized
 from decimal import Decimal
 from pathlib import PurePath
 from typing import Any, cast
@@ -88,6 +99,8 @@ from taskiq_monitor.events import TaskEvent
 
 REDACTED = "[REDACTED]"
 MASK = "***"
+# What traceback prints for an exception whose __str__ raises (error_texts).
+_STR_FAILED = "<exception str() failed>"
 
 # What a key is, for redaction (Redactor.key_kind).
 NOT_SECRET = 0
@@ -128,13 +141,15 @@ DEFAULT_MAX_DEPTH = 8
 # scheme://user:password@host — the password is masked up to the last '@' (before any '?', '#' or whitespace) that
 # is followed by a host name and the end of the authority (``/ : ? #``, whitespace, a quote or the end): a password
 # may hold a raw '/' or '@' (``postgres://u:pa/ss@h/db``), a query an '@' (``?email=a@b.c``). When a path holds an
-# '@' too (``/@scope/pkg``) the host is masked with it: over-masking is the safe side. Bounded to 512 characters.
+# '@' too (``/@scope/pkg``) the host is masked with it: over-masking is the safe side. Of any length: an RDS IAM
+# token or an Entra ID token used as a password has 800 to 2,000 characters.
 # scheme://token@host (userinfo without a colon, e.g. a GitHub token) — the whole userinfo is masked.
-_URL_CREDENTIALS = re.compile(
-    r"(?P<head>\b[a-zA-Z][a-zA-Z0-9+.\-]*+://(?:[^\s:/@]*+:))(?P<secret>[^\s?#]{0,512})"
-    r"(?=@[^\s/@?#:'\"]*+(?:[/?#:\s'\"]|$))"
-    r"|(?P<thead>\b[a-zA-Z][a-zA-Z0-9+.\-]*+://)(?P<token>[^\s:/@]++)(?=@)"
-)
+# Found by mask_url_credentials in time linear in the text: a regex with the password as a backtracking group cost
+# each URL head the password's maximal length (``a://b:`` 6,000 times: 170 ms at a 512-character bound).
+_URL_SCHEME = re.compile(r"\b[a-zA-Z][a-zA-Z0-9+.\-]*+://")
+_URL_USER = re.compile(r"[^\s:/@]*+")  # after '://': a user up to its ':', or a token up to its '@'
+_URL_PASSWORD_END = re.compile(r"[\s?#]")
+_URL_AT_HOST = re.compile(r"@[^\s/@?#:'\"]*+(?:[/?#:\s'\"]|$)")
 # A command line flag whose name is a secret key, and its value as the next word: ``--password pw`` in a shell
 # string, ``'--password', 'pw'`` in the repr of an argument list (``CalledProcessError``'s message). ``-p`` is
 # the password flag of psql, mysql, redis-cli …; for tools where it is a port, masking a port is harmless.
@@ -157,6 +172,16 @@ _PAIR = re.compile(r"(?<![\w.\-])(?P<key>[\w.\-]++)(?P<sep>['\"]?+\s*+[:=]\s*+(?
 # The value after a secret key's separator: up to the closing quote, or a bare token ("Bearer x" as one value).
 _VALUE_QUOTED = {'"': re.compile(r'[^"]*+'), "'": re.compile(r"[^']*+")}
 _VALUE_BARE = re.compile(r"(?>(?i:bearer|basic|token|digest)\s+)?[^\s&'\",;)}\]]++")
+# A cookie header's (``Cookie: …``) bare value is a list of ``name=value; …`` pairs, each may be a session: the rest
+# of the line goes. A ``cookie=x`` in a query string is one value, as any key's.
+_VALUE_LINE = re.compile(r"[^\r\n'\"]++")
+# mysql's (mysqldump's, mariadb's, sshpass's) password given attached to its flag: ``-psecret``, ``'-psecret'`` in an
+# argument list's repr. Only in a text that names one of these tools: ``-pthread`` or ``-print`` are not passwords.
+_ATTACHED_P = re.compile(r"(?<![\w\-])-p(?!\*\*\*|\[REDACTED\])[^\s'\",\])]++")
+_ATTACHED_P_TOOLS = ("mysql", "mariadb", "sshpass")
+# A JSON Web Token anywhere in text (a bearer credential on its own: no key needed): ``eyJ`` is base64url of ``{"``,
+# the start of every JWT's header; header, payload and (maybe empty) signature, dot-separated. Masked as a whole.
+_JWT = re.compile(r"(?<![\w\-])eyJ[\w\-]{4,}+\.[\w\-]{4,}+\.[\w\-]*+(?:\.[\w\-]*+){0,2}")
 # Characters that nothing in redact_text reacts to and that JSON does not escape (see Redactor._string).
 _PLAIN = re.compile(r"[A-Za-z0-9_ .,!?()+*#$%&/|~^]*+").fullmatch
 _PLAIN_MAX = 256
@@ -170,6 +195,18 @@ MIN_SECRET_CHARS = 4
 # of the whole text (C speed; see Redactor.redact_capped). A task with more secret values than this is not one to
 # expect, and its first texts are still masked.
 _MAX_SECRET_TEXTS = 256
+# A walk whose caps left keys, items or levels out (see Redactor._field) is followed by a search of the raw field for
+# the values a secret key holds — a value left out of the record is still in an error text that quotes it. The
+# search looks this deep and at this many values at most (~30 ms), and stops at _MAX_SECRET_TEXTS values found.
+_FIND_MAX_DEPTH = 64
+_FIND_MAX_VALUES = 100_000
+# ... and only in a field whose JSON text has at most this many bytes, for an event that is not a failure (a running
+# event finds the texts its attempt's final event is scrubbed of): its fragment search costs ~10 ms a megabyte, on
+# every such event. A failure's own error text is scrubbed of what a search of the whole field finds.
+_FIND_MAX_TEXT_BYTES = 64 * 1024
+_SCALARS = frozenset({str, int, float, bool, type(None)})
+# Put in a walk's budget list where it stopped at max_depth: its caps left something out (Redactor._field).
+_DEPTH_CUT: Any = object()
 # A string longer than 2x its cap (+ this many characters of context) is cut to its head (and tail) before the
 # regexes run: they cost time linear in the input, and a 5 MB argument must not stall the worker's event loop.
 _PRECUT_MARGIN = 1024
@@ -201,9 +238,62 @@ _SHAPES_MAX_BYTES = 1024 * 1024
 
 def mask_url_credentials(text: str) -> str:
     """``scheme://user:pass@host`` → ``scheme://user:***@host``; ``scheme://token@host`` → ``scheme://***@host``."""
-    if "@" in text and "://" in text:
-        return _URL_CREDENTIALS.sub(_mask_url, text)
-    return text
+    if "@" not in text or "://" not in text:
+        return text
+    parts: list[str] = []
+    pos = 0
+    region_end = -1  # the first whitespace, '?' or '#' after the last password's start: where a password ends
+    ats: list[int] | None = None  # every '@' followed by a host and the end of an authority, ascending
+    for scheme in _URL_SCHEME.finditer(text):
+        if scheme.start() < pos:  # inside what was masked
+            continue
+        start = scheme.end()
+        after = _URL_USER.match(text, start).end()  # type: ignore[union-attr]  # matches the empty string too
+        if after < len(text) and text[after] == ":":
+            password = after + 1
+            if password >= region_end:
+                end = _URL_PASSWORD_END.search(text, password)
+                region_end = end.start() if end is not None else len(text)
+            if ats is None:
+                ats = [i for i in _at_positions(text) if _URL_AT_HOST.match(text, i)]
+            index = bisect.bisect_left(ats, region_end) - 1
+            if index >= 0 and ats[index] >= password:  # the last such '@' before the password's end
+                parts.append(text[pos:password])
+                parts.append(MASK)
+                pos = ats[index]
+        elif after > start and after < len(text) and text[after] == "@":
+            parts.append(text[pos:start])
+            parts.append(MASK)
+            pos = after
+    if not parts:
+        return text
+    parts.append(text[pos:])
+    return "".join(parts)
+
+
+def _at_positions(text: str) -> Iterator[int]:
+    index = text.find("@")
+    while index >= 0:
+        yield index
+        index = text.find("@", index + 1)
+
+
+def error_texts(error: BaseException) -> tuple[str, str]:
+    """An exception's message and formatted traceback (chained causes included), for an event; never raises.
+
+    Both run the exception's own ``__str__`` (user code): one that raises, or returns a non-``str``, must not cost
+    the attempt its final event (the task would stay ``running`` in the state store and never reach the history).
+    Its message is then ``<exception str() failed>``, as :mod:`traceback` prints it.
+    """
+    try:
+        message = str(error)
+    except Exception:
+        message = _STR_FAILED
+    try:
+        text = "".join(traceback.format_exception(error))
+    except Exception:  # a broken __traceback__/__cause__ chain: the type and message are still worth recording
+        text = f"{type(error).__name__}: {message}\n"
+    return message, text
 
 
 def secret_texts(values: Iterable[Any], max_depth: int = DEFAULT_MAX_DEPTH) -> tuple[str, ...]:
@@ -215,16 +305,25 @@ def secret_texts(values: Iterable[Any], max_depth: int = DEFAULT_MAX_DEPTH) -> t
     traceback's source line stays); ``None`` and booleans nothing (``True`` is no secret of ``use_token=True``).
     """
     found: dict[str, None] = {}  # ordered and deduplicated
+    # At most _FIND_MAX_VALUES values are looked at: a secret container of a million short strings or Nones would
+    # otherwise cost the worker seconds (each string's repr and JSON forms), yielding nothing.
+    visits = [_FIND_MAX_VALUES]
     for value in values:
-        _add_secret_texts(value, max_depth, found)
+        try:
+            _add_secret_texts(value, max_depth, found, visits)
+        except Exception:  # user code (iteration, attributes) raised: what was found so far is still searched for
+            continue
     return tuple(sorted(found, key=len, reverse=True))
 
 
-def _add_secret_texts(value: Any, depth: int, found: dict[str, None]) -> None:
-    if len(found) >= _MAX_SECRET_TEXTS or value is None or isinstance(value, bool):
+def _add_secret_texts(value: Any, depth: int, found: dict[str, None], visits: list[int]) -> None:
+    visits[0] -= 1
+    if visits[0] < 0 or len(found) >= _MAX_SECRET_TEXTS or value is None or isinstance(value, bool):
         return
     texts: tuple[str, ...]
     if isinstance(value, str):
+        if len(value) < MIN_SECRET_CHARS:  # its escaped forms may be longer, but it is too short to be looked for
+            return
         texts = (value, _safe_repr(value)[1:-1], json.dumps(value, ensure_ascii=False)[1:-1])
     elif isinstance(value, bytes | bytearray | memoryview):
         try:
@@ -236,26 +335,42 @@ def _add_secret_texts(value: Any, depth: int, found: dict[str, None]) -> None:
         texts = (_safe_str(value),)
     elif isinstance(value, Mapping):
         for item in _safe_values(value):
-            _add_secret_texts(item, depth - 1, found)
+            if visits[0] <= 0:
+                break
+            _add_secret_texts(item, depth - 1, found, visits)
         return
     elif isinstance(value, list | tuple | set | frozenset):
         for item in value:
-            _add_secret_texts(item, depth - 1, found)
+            if visits[0] <= 0:
+                break
+            _add_secret_texts(item, depth - 1, found, visits)
         return
     elif dataclasses.is_dataclass(value) and not isinstance(value, type):
         for field in dataclasses.fields(value):
-            _add_secret_texts(getattr(value, field.name, None), depth - 1, found)
+            _add_secret_texts(getattr(value, field.name, None), depth - 1, found, visits)
         return
     else:
         dumped = _model_fields(value)  # pydantic v2 models: their fields, as the walk renders them
         if dumped is not None:
-            _add_secret_texts(dumped, depth, found)
+            _add_secret_texts(dumped, depth, found, visits)
         texts = (_safe_str(value), _scalar_text(value))
     if len(texts[0]) < MIN_SECRET_CHARS:
         return
     for text in texts:
         if len(text) >= MIN_SECRET_CHARS:
             found[text] = None
+
+
+def _json_default(value: Any) -> Any:
+    """orjson's ``default`` for :meth:`Redactor._mentions_a_key`: what the search would look into, as JSON."""
+    dumped = _model_fields(value)
+    if dumped is not None:
+        return dumped
+    if isinstance(value, Mapping):
+        return {_safe_str(key): item for key, item in value.items()}
+    if isinstance(value, set | frozenset | tuple | list):
+        return list(value)
+    return _safe_repr(value)
 
 
 def _model_fields(value: Any) -> dict[str, Any] | None:
@@ -283,29 +398,62 @@ def scrub_secrets(text: str, secrets: Sequence[str]) -> str:
     already placed is never searched again, so a shorter secret that is part of a longer one, or of ``[REDACTED]``
     itself, cannot garble it.
     """
-    pieces: list[str | None] = [text]  # None: a masked occurrence
+    pieces = _scrub_pieces(text, secrets)
+    if len(pieces) == 1 and isinstance(pieces[0], str):
+        return pieces[0]
+    return "".join(REDACTED if isinstance(piece, int) else piece for piece in pieces)
+
+
+def _scrub_pieces(text: str, secrets: Sequence[str]) -> list[str | int]:
+    """``text`` split into the parts no secret occurs in (``str``) and the occurrences (``int``: their length)."""
+    pieces: list[str | int] = [text]
     for secret in secrets:
         if not secret or secret not in text:
             continue
-        split: list[str | None] = []
+        split: list[str | int] = []
         for piece in pieces:
-            if piece is None or secret not in piece:
+            if isinstance(piece, int) or secret not in piece:
                 split.append(piece)
                 continue
             for index, chunk in enumerate(piece.split(secret)):
                 if index:
-                    split.append(None)
+                    split.append(len(secret))
                 if chunk:
                     split.append(chunk)
         pieces = split
-    if len(pieces) == 1 and pieces[0] is not None:
-        return pieces[0]
-    return "".join(REDACTED if piece is None else piece for piece in pieces)
+    return pieces
 
 
-def _mask_url(match: re.Match[str]) -> str:
-    head = match.group("head")
-    return (head if head is not None else match.group("thead")) + MASK
+def _scrub_end(text: str, secrets: Sequence[str], keep: int, *, tail: bool) -> tuple[str, int]:
+    """``text``'s first (``tail``: last) ``keep`` characters or a few more, scrubbed of ``secrets``, and how many
+    characters of ``text`` that leaves out.
+
+    Only ``keep`` plus the longest secret's length are searched: an occurrence that reaches into the kept
+    characters lies within them, so it is masked whole, and the scrub's cost no longer grows with the text (a 20 MB
+    error message and 30 secret values cost half a second of the worker's CPU, holding the GIL). The result stops
+    at the first piece boundary at or beyond ``keep``: a partial occurrence at the searched part's far end is never
+    in it.
+    """
+    reach = keep + max(map(len, secrets))
+    part = text[len(text) - reach :] if tail else text[:reach]
+    pieces = _scrub_pieces(part, secrets)
+    if tail:
+        pieces.reverse()
+    out: list[str] = []
+    covered = 0
+    for piece in pieces:
+        if covered >= keep:
+            break
+        if isinstance(piece, int):
+            out.append(REDACTED)
+            covered += piece
+            continue
+        take = min(len(piece), keep - covered)
+        out.append(piece[len(piece) - take :] if tail else piece[:take])
+        covered += take
+    if tail:
+        out.reverse()
+    return "".join(out), len(text) - covered
 
 
 def _mask_pem(match: re.Match[str]) -> str:
@@ -379,6 +527,7 @@ class Redactor:
         fragments = set(self.keys) | self.word_keys
         self._fragments = tuple(sorted(f for f in fragments if not any(g != f and g in f for g in fragments)))
         self._fast_path = all(ch not in '"\\' and ch >= " " for fragment in fragments for ch in fragment)
+        self._fragment_bytes = tuple(fragment.encode("utf-8") for fragment in self._fragments)
         # Digits are deleted from the text before the shape cache lookup (an id or a timestamp must not make every
         # message a new shape) — except those a fragment holds: deleting one could hide the fragment.
         self._shape_delete = bytes(d for d in string.digits.encode() if not any(chr(d) in f for f in fragments))
@@ -407,8 +556,11 @@ class Redactor:
         return self.key_kind(key) != NOT_SECRET
 
     def redact_text(self, text: str) -> str:
-        """Mask URL credentials, private keys, and the values of secret keys, flags and XML elements in free text."""
+        """Mask URL credentials, private keys, JWTs, and the values of secret keys, flags and XML elements in free
+        text."""
         text = mask_url_credentials(text)
+        if "eyJ" in text:
+            text = _JWT.sub(MASK, text)
         if "PRIVATE KEY-----" in text:
             text = _PEM_PRIVATE.sub(_mask_pem, text)
         if self.keys or self.word_keys:
@@ -429,7 +581,12 @@ class Redactor:
                 return match.group(0)
             return flag + match.group("sep") + MASK
 
-        return _FLAG.sub(repl, text)
+        text = _FLAG.sub(repl, text)
+        if "-p" in text:
+            lowered = text.lower()
+            if any(tool in lowered for tool in _ATTACHED_P_TOOLS):
+                text = _ATTACHED_P.sub("-p" + MASK, text)
+        return text
 
     def _mask_element(self, match: re.Match[str]) -> str:
         if not self.is_secret_key(match.group("tag").rpartition(":")[2]):
@@ -443,32 +600,48 @@ class Redactor:
         """``redact_text`` then cut to about ``limit`` JSON bytes (head, or head and tail), marking the cut.
 
         ``secrets`` (texts of values redacted by key, longest first: :func:`secret_texts`) are replaced by
-        ``[REDACTED]`` first, in the whole text: before the cut, so no cut leaves a part of one visible, and before
-        the patterns, which would otherwise have changed a secret's text (a DSN's password masked, its user left).
-        A substring search per secret, at C speed, over the text as it is — what stays linear in the input's size.
+        ``[REDACTED]`` first: before the cut, so no cut leaves a part of one visible, and before the patterns, which
+        would otherwise have changed a secret's text (a DSN's password masked, its user left). A substring search
+        per secret, at C speed — of a huge text, over the parts the cut below keeps and the longest secret's length
+        more (``_scrub_end``), so that 30 secret values and a 20 MB error text cost no more than a short one.
 
         A huge ``text`` is then cut to about twice ``limit`` — its head, and its tail when ``keep_tail`` — so the
         regexes never run over megabytes. The kept parts are redacted with ``_PRECUT_MARGIN`` characters of context
         (a ``token=`` just before the visible part still masks its value); a secret value longer than that context
         and cut in its middle could show its end.
         """
-        if secrets:
-            text = scrub_secrets(text, secrets)
         limit = max(0, limit)
         window = 2 * limit + _PRECUT_MARGIN  # characters; a character is at least one JSON byte
+        half = window // 2
+        if secrets and len(text) > 2 * window:
+            # Only what the cut below can keep is scrubbed (_scrub_end): the scrub's cost stays bounded too.
+            if not keep_tail:
+                head, left = _scrub_end(text, secrets, window, tail=False)
+                return _truncate_text(self.redact_text(head), limit, hidden=_utf8_len(text[len(text) - left :]))
+            head, left = _scrub_end(text, secrets, half, tail=False)
+            tail, before = _scrub_end(text, secrets, half, tail=True)
+            middle = text[len(text) - left : before]  # empty when the head and tail overlap (a huge secret)
+            return self._head_and_tail(head, tail, len(middle), _utf8_len(middle), limit)
+        if secrets:
+            text = scrub_secrets(text, secrets)
         if len(text) <= window:
             return _truncate_text(self.redact_text(text), limit, keep_tail=keep_tail)
         if not keep_tail:
             return _truncate_text(self.redact_text(text[:window]), limit, hidden=_utf8_len(text[window:]))
-        half = window // 2
-        head, tail = self.redact_text(text[:half]), self.redact_text(text[len(text) - half :])
+        middle = text[half : len(text) - half]
+        return self._head_and_tail(text[:half], text[len(text) - half :], len(middle), _utf8_len(middle), limit)
+
+    def _head_and_tail(self, head: str, tail: str, middle: int, middle_bytes: int, limit: int) -> str:
+        """A huge text's head and tail (``middle`` characters, ``middle_bytes`` bytes, between them cut already),
+        redacted and cut to about ``limit`` JSON bytes together, the cut marked."""
+        head, tail = self.redact_text(head), self.redact_text(tail)
         ratio = (len(head) + len(tail)) / max(1, _json_len(head) + _json_len(tail))
         keep = max(0, int((limit - 32) * ratio))
         if keep <= 64:
-            return _truncate_text(head, limit, hidden=_utf8_len(text[half:]))
+            return _truncate_text(head, limit, hidden=middle_bytes + _utf8_len(tail))
         head_keep = min(len(head), keep // 3)
         tail_keep = min(len(tail), keep - head_keep)
-        cut = len(text) - head_keep - tail_keep
+        cut = len(head) + middle + len(tail) - head_keep - tail_keep
         return f"{head[:head_keep]}…[truncated {cut} chars]…{tail[len(tail) - tail_keep :]}"
 
     def _mask_pairs(self, text: str) -> str:
@@ -485,7 +658,12 @@ class Redactor:
                 # not cut at its ']' by the bare value's pattern.
                 end = match.end() + len(REDACTED)
             else:
-                value = (_VALUE_QUOTED[quote] if quote else _VALUE_BARE).match(text, match.end())
+                if quote:
+                    pattern = _VALUE_QUOTED[quote]
+                else:
+                    header = ":" in match.group("sep") and "cookie" in _norm(match.group("key"))
+                    pattern = _VALUE_LINE if header else _VALUE_BARE
+                value = pattern.match(text, match.end())
                 if value is None or not value.group(0) or value.group(0) == MASK:
                     continue
                 end = value.end()
@@ -510,7 +688,7 @@ class Redactor:
         # Most parameters are short plain words ("en", an id, a name): nothing in them can be redacted (no URL
         # '@', no ':'/'=' of a pair, no '-' of a flag or PEM armour, no '<' of an element) and nothing needs
         # escaping in JSON, so their size is their length. One C-level scan instead of the regexes.
-        if len(text) <= _PLAIN_MAX and budget[0] > _PLAIN_MAX + 2 and _PLAIN(text) is not None:
+        if len(text) <= _PLAIN_MAX and budget[0] > _PLAIN_MAX + 2 and _PLAIN(text) is not None and "eyJ" not in text:
             budget[0] -= len(text) + 2
             return text
         text = self.redact_capped(text, budget[0] - 2)
@@ -562,6 +740,7 @@ class Redactor:
             return value if math.isfinite(value) else str(value)
         if depth >= self.max_depth:
             budget[0] -= 11
+            budget.append(_DEPTH_CUT)
             return "[max depth]"
         container = isinstance(value, Mapping | list | tuple | set | frozenset) or dataclasses.is_dataclass(value)
         if container:
@@ -701,33 +880,44 @@ class Redactor:
         if traceback is not None:
             traceback = self.redact_capped(traceback, min(field, remaining), keep_tail=True, secrets=secrets)
             remaining -= _json_len(traceback) + 2
+        indexes = (2,) if params_done else (0, 1, 2)
+        parts: list[bytes] = []  # the fast path's JSON texts of the fields, when it made them (see _secret_values)
         if self._fast_path and type(labels) is dict:
             try:
                 if params_done:
-                    plain = self._plain_fields([labels], remaining, as_json)
+                    plain = self._plain_fields([labels], remaining, as_json, parts)
                     if plain is not None:
                         return args, kwargs, plain[0], error_message, traceback
                 elif type(args) is list and type(kwargs) is dict and not self._any_secret(positional_names):
-                    plain = self._plain_fields([args, kwargs, labels], remaining, as_json)
+                    plain = self._plain_fields([args, kwargs, labels], remaining, as_json, parts)
                     if plain is not None:
                         return plain[0], plain[1], plain[2], error_message, traceback
             except Exception:  # defensive: the walk below decides
                 pass
+        texts: dict[int, bytes] = dict(zip(indexes, parts, strict=True)) if len(parts) == len(indexes) else {}
         out: list[Any] = [args, kwargs, labels]
         redacted: list[Any] | None = None if found is None else []
-        for index in (2,) if params_done else (0, 1, 2):
+        for index in indexes:
             limit = max(64, min(field, remaining))
-            out[index], used = self._field(index, out[index], positional_names, limit, redacted)
+            out[index], used = self._field(index, out[index], positional_names, limit, redacted, text=texts.get(index))
             remaining -= used
         if found is not None and redacted:
             found.extend(secret_texts(redacted, self.max_depth))
         return out[0], out[1], out[2], error_message, traceback
 
     def _field(
-        self, index: int, raw: Any, names: Sequence[str], limit: int, redacted: list[Any] | None
+        self,
+        index: int,
+        raw: Any,
+        names: Sequence[str],
+        limit: int,
+        redacted: list[Any] | None,
+        past_caps_bytes: int = _FIND_MAX_TEXT_BYTES,
+        text: bytes | None = None,
     ) -> tuple[Any, int]:
         """The walk's safe form of one field (0 args, 1 kwargs, 2 labels) and the bytes of budget it used; the raw
-        values it redacted by key are appended to ``redacted``."""
+        values it redacted by key are appended to ``redacted`` — and those the caps left out of the safe form, for a
+        field whose JSON text has at most ``past_caps_bytes`` (see ``_secret_values``)."""
         budget: list[Any] = [limit]
         try:
             if index == 0 and self._any_secret(names):
@@ -740,9 +930,108 @@ class Redactor:
             safe = [safe]
         elif index != 0 and not isinstance(safe, dict):
             safe = {"…": safe}
-        if redacted is not None and len(budget) > 1:
+        if redacted is not None and (budget[0] <= 0 or (len(budget) > 1 and any(x is _DEPTH_CUT for x in budget))):
+            # The caps left keys, items or levels out: a secret value among them is not in the record, but an error
+            # text may quote it (``sync(rows=[…3000 rows], db_password=…)`` failing with "login failed for <pw>").
+            redacted.extend(self._secret_values(index, raw, names, past_caps_bytes, text))
+        elif redacted is not None and len(budget) > 1:
             redacted.extend(budget[1:])
         return safe, limit - budget[0]
+
+    def _secret_values(
+        self, index: int, raw: Any, names: Sequence[str], max_bytes: int, text: bytes | None = None
+    ) -> list[Any]:
+        """The raw values under secret keys in one field (0 args, 1 kwargs, 2 labels), found as the walk finds
+        them, but past its size caps and ``max_depth`` (up to ``_FIND_MAX_DEPTH`` levels, ``_FIND_MAX_VALUES``
+        values) — none when the field's JSON text (``text``, when the fast path made it already) names no key
+        fragment, or has more than ``max_bytes``."""
+        found: list[Any] = []
+        visits = [_FIND_MAX_VALUES]
+        try:
+            if not (index == 0 and self._any_secret(names)) and not self._mentions_a_key(raw, max_bytes, text):
+                return found
+            if index == 0 and isinstance(raw, list | tuple) and self._any_secret(names):
+                for position, item in enumerate(raw):
+                    if position < len(names) and self.is_secret_key(names[position]):
+                        found.append(item)
+                    else:
+                        self._find(item, 1, found, visits, {id(raw)})
+            else:
+                self._find(raw, 0, found, visits, set())
+        except Exception:  # defensive: what was found so far is still scrubbed
+            pass
+        return found
+
+    def _mentions_a_key(self, raw: Any, max_bytes: int, text: bytes | None = None) -> bool:
+        """Whether a key fragment occurs anywhere in ``raw``'s JSON text (``True`` when that cannot be told; ``False``
+        when the text has more than ``max_bytes``: the search of a few megabytes would cost the worker more).
+
+        Most fields cut by the caps are large and hold no secret key at all (a list of rows): orjson's text of them
+        and a substring search a fragment, at C speed, spare the search of their every value in Python (~1.5 µs a
+        value: 15 ms for 10,000 rows, on every such event)."""
+        if not self._fast_path:
+            return True
+        if text is None:
+            try:
+                text = orjson.dumps(raw, default=_json_default, option=orjson.OPT_NON_STR_KEYS)
+            except Exception:  # a cycle, an odd key: the search decides
+                return True
+        if len(text) > max_bytes:
+            return False
+        lowered = text.translate(_ASCII_LOWER)
+        if not lowered.isascii():
+            lowered = lowered.decode("utf-8").lower().encode("utf-8")
+        if b"-" in lowered:
+            lowered = lowered.replace(b"-", b"_")
+        return any(fragment in lowered for fragment in self._fragment_bytes)
+
+    def _find(self, value: Any, depth: int, found: list[Any], visits: list[int], path: set[int]) -> None:
+        # Scalars are skipped by the caller's loop, not in a call each: most of a large field's values are scalars.
+        if depth > _FIND_MAX_DEPTH or len(found) >= _MAX_SECRET_TEXTS or visits[0] <= 0 or id(value) in path:
+            return
+        cls = type(value)
+        items: Any
+        if cls is dict:  # exact types first: isinstance against the ABCs costs more than the rest of a visit
+            items = value.items()
+        elif cls is list or cls is tuple or isinstance(value, list | tuple | set | frozenset):
+            seq = list(value) if isinstance(value, set | frozenset) else value
+            if len(seq) == 2 and self.is_secret_key(seq[0]):  # a key/value pair as a sequence (see _list)
+                found.append(seq[1])
+                return
+            budget = visits[0]
+            visits[0] -= len(seq)
+            path.add(id(value))
+            for item in itertools.islice(seq, budget):
+                if type(item) not in _SCALARS:
+                    self._find(item, depth + 1, found, visits, path)
+            path.discard(id(value))
+            return
+        elif isinstance(value, str | bytes | bytearray | int | float):
+            return
+        elif isinstance(value, Mapping):
+            items = value.items()
+        elif dataclasses.is_dataclass(value) and not isinstance(value, type):
+            items = [(f.name, getattr(value, f.name, None)) for f in dataclasses.fields(value)]
+        else:
+            dumped = _model_fields(value)
+            if dumped is None:
+                return
+            items = dumped.items()
+        budget = visits[0]
+        visits[0] -= len(items)
+        cache = self._key_cache
+        path.add(id(value))
+        for key, item in itertools.islice(items, budget):
+            name = key if type(key) is str else _safe_str(key)
+            kind = cache.get(name)
+            if kind is None:
+                kind = self.key_kind(name)
+            if kind == NOT_SECRET or (kind == SECRET_WORD and isinstance(item, Mapping)):
+                if type(item) not in _SCALARS:
+                    self._find(item, depth + 1, found, visits, path)
+            else:
+                found.append(item)
+        path.discard(id(value))
 
     def _redacted_texts(
         self, args: Any, kwargs: Any, labels: Any, names: Sequence[str], params_done: bool, known: Sequence[str]
@@ -750,7 +1039,8 @@ class Redactor:
         """``known`` and the texts of the values the fields' walk redacts by key: what an error text is scrubbed of.
 
         The fields walked under the whole field cap, as if each had the record to itself: a value the real walk
-        reaches is reached here too. Parameters the fast path proves plain hold no secret key: no walk for them.
+        reaches is reached here too, and one the caps leave out is found past them (``_field``). Parameters the fast
+        path proves plain hold no secret key: no walk for them.
         """
         indexes = (2,) if params_done else (0, 1, 2)
         fields = [labels] if params_done else [args, kwargs, labels]
@@ -767,18 +1057,20 @@ class Redactor:
             return known
         redacted: list[Any] = []
         for index, raw in zip(indexes, fields, strict=True):
-            self._field(index, raw, names, self.max_field_bytes, redacted)
+            self._field(index, raw, names, self.max_field_bytes, redacted, past_caps_bytes=2**62)
         if not redacted:
             return known
         return secret_texts([*known, *redacted], self.max_depth)
 
-    def _plain_fields(self, fields: list[Any], remaining: int, as_json: bool = False) -> list[Any] | None:
+    def _plain_fields(
+        self, fields: list[Any], remaining: int, as_json: bool = False, parts_out: list[bytes] | None = None
+    ) -> list[Any] | None:
         """What the walk returns for ``fields`` (each under its own budget), when it provably returns them unchanged.
 
         ``None`` when that is not proven. The proof, on orjson's text of ``fields`` (see ``_PLAIN_JSON_OPTIONS``):
 
-        * no key fragment, no ``-p`` flag, no ``://`` with ``@``, no ``private key``, no ``</`` anywhere in the
-          lower-cased text (``-`` read as ``_``): every key is ``NOT_SECRET`` and ``redact_text`` changes no string;
+        * no key fragment, no ``-p`` flag, no ``://`` with ``@``, no ``private key``, no ``</``, no ``eyj`` anywhere in
+          the lower-cased text (``-`` read as ``_``): every key is ``NOT_SECRET`` and ``redact_text`` changes no string;
         * nesting at most ``max_depth``, and ``len(text) + 12 * values`` (a bound of the walk's budget arithmetic)
           small enough that no field, string or record cap can apply, whatever ``remaining`` the fields share;
         * ``orjson.loads(text) == fields``: only str/int/float/bool/None/list/dict with str keys were there.
@@ -801,6 +1093,8 @@ class Redactor:
             else:
                 parts = [orjson.dumps(f, option=_PLAIN_JSON_OPTIONS) for f in fields]
                 text = b"[" + b",".join(parts) + b"]"
+            if parts_out is not None:
+                parts_out.extend(parts)
         else:
             text = orjson.dumps(fields, option=_PLAIN_JSON_OPTIONS)
         # Each field's walk charges at most `bound` of its budget, so while `remaining - bound >= field` every field's
@@ -856,7 +1150,7 @@ class Redactor:
         text = shape.decode("utf-8")
         if not shape.isascii():
             text = text.lower()
-        if ("://" in text and "@" in text) or "-p" in text or "private key" in text or "</" in text:
+        if ("://" in text and "@" in text) or "-p" in text or "private key" in text or "</" in text or "eyj" in text:
             return False
         text = text.replace("-", "_")
         for fragment in self._fragments:
