@@ -9,7 +9,7 @@ import contextlib
 import logging
 import re
 import uuid
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
@@ -25,23 +25,30 @@ SOCKET_TIMEOUT_SECONDS = 2.0
 IDLE_SECONDS = 3 * SOCKET_TIMEOUT_SECONDS
 
 
-async def _idle_then_receive(broker: TaskiqListQueueBroker) -> bytes:
-    """Listen through an idle period longer than the socket timeout, then push one message and return it."""
+@contextlib.asynccontextmanager
+async def _listening(broker: TaskiqListQueueBroker) -> AsyncIterator[asyncio.Future[bytes]]:
+    """The broker's listener, waiting for its first message; the listener and the broker are closed after."""
     messages = broker.listen()
     received = asyncio.ensure_future(messages.__anext__())
     try:
-        await asyncio.sleep(IDLE_SECONDS)  # nothing is queued: the listener must survive this
-        if received.done():
-            received.result()  # raises what killed the listener
-            raise AssertionError("received a message from an empty queue")
-        await broker.kick(BrokerMessage(task_id="1", task_name="t", message=b"hello", labels={}))
-        return await asyncio.wait_for(received, 30)
+        yield received
     finally:
         received.cancel()
         with contextlib.suppress(BaseException):
             await received
         await messages.aclose()
         await broker.shutdown()
+
+
+async def _idle_then_receive(broker: TaskiqListQueueBroker) -> bytes:
+    """Listen through an idle period longer than the socket timeout, then push one message and return it."""
+    async with _listening(broker) as received:
+        await asyncio.sleep(IDLE_SECONDS)  # nothing is queued: the listener must survive this
+        if received.done():
+            received.result()  # raises what killed the listener
+            raise AssertionError("received a message from an empty queue")
+        await broker.kick(BrokerMessage(task_id="1", task_name="t", message=b"hello", labels={}))
+        return await asyncio.wait_for(received, 30)
 
 
 def test_an_idle_listener_outlives_the_socket_timeout_and_still_receives(redis_server: RedisServer) -> None:
@@ -68,31 +75,23 @@ async def _receive_across_a_restart(
     broker: TaskiqListQueueBroker, server: RedisServer, caplog: pytest.LogCaptureFixture
 ) -> bytes:
     """Listen, stop Redis until the listener has met the outage a few times, start it again, push one message."""
-    messages = broker.listen()
-    received = asyncio.ensure_future(messages.__anext__())
+    async with _listening(broker) as received:
 
-    async def until(done: Callable[[], bool], what: str) -> None:
-        deadline = asyncio.get_running_loop().time() + 30
-        while not done():
-            if received.done():
-                received.result()  # raises what ended the listener
-                raise AssertionError("received a message from an empty queue")
-            assert asyncio.get_running_loop().time() < deadline, f"timed out waiting for {what}"
-            await asyncio.sleep(0.05)
+        async def until(done: Callable[[], bool], what: str) -> None:
+            deadline = asyncio.get_running_loop().time() + 30
+            while not done():
+                if received.done():
+                    received.result()  # raises what ended the listener
+                    raise AssertionError("received a message from an empty queue")
+                assert asyncio.get_running_loop().time() < deadline, f"timed out waiting for {what}"
+                await asyncio.sleep(0.05)
 
-    try:
         await asyncio.sleep(0.2)  # in its BRPOP
         await asyncio.to_thread(server.stop)
         await until(lambda: len(_broker_lines(caplog, logging.DEBUG)) >= 3, "three failed attempts")
         await asyncio.to_thread(server.start)
         await broker.kick(BrokerMessage(task_id="1", task_name="t", message=b"after", labels={}))
         return await asyncio.wait_for(received, 30)
-    finally:
-        received.cancel()
-        with contextlib.suppress(BaseException):
-            await received
-        await messages.aclose()
-        await broker.shutdown()
 
 
 def test_the_listener_waits_out_a_redis_restart_and_still_receives(

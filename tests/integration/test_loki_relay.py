@@ -255,19 +255,24 @@ def restart_empty(redis: RedisServer) -> None:
     assert redis.client().dbsize() == 0
 
 
+def ship_five_then_hold_one(conf: Settings, relay: LokiRelay, loki: LokiPushDouble) -> None:
+    """Records 0-4 shipped; then Loki refuses (503) and the relay holds record 5's batch, reading nothing more."""
+    write_events(conf, [event(i) for i in range(5)])
+    wait_for(lambda: len(loki.entries) == 5, 20, "five records shipped")
+    loki.set_mode("503")
+    write_events(conf, [event(5)])
+    wait_for(lambda: loki.stats.by_status.get(503, 0) >= 1 and relay.in_hand == 1, 20, "the batch held")
+
+
 def test_records_written_between_a_redis_reset_and_the_relays_next_read_are_shipped(
     redis_srv: RedisServer, loki: LokiPushDouble
 ) -> None:
     conf = settings(redis_srv, loki)
     relay = relay_of(conf)
     try:
-        write_events(conf, [event(i) for i in range(5)])
-        wait_for(lambda: len(loki.entries) == 5, 20, "five records before the reset")
         # Loki refuses: the relay holds its batch and reads nothing, so the workers re-create the stream after the
         # reset before the relay's next read (the race of a 50 ms poll, made certain).
-        loki.set_mode("503")
-        write_events(conf, [event(5)])
-        wait_for(lambda: loki.stats.by_status.get(503, 0) >= 1 and relay.in_hand == 1, 20, "the batch held")
+        ship_five_then_hold_one(conf, relay, loki)
         restart_empty(redis_srv)
         write_events(conf, [event(i) for i in range(6, 106)])
         loki.set_mode("ok")
@@ -314,11 +319,7 @@ def test_after_a_reset_records_with_ids_below_the_old_ones_are_shipped(
     conf = settings(redis_srv, loki)
     relay = relay_of(conf)
     try:
-        write_events(conf, [event(i) for i in range(5)])
-        wait_for(lambda: len(loki.entries) == 5, 20, "five records")
-        loki.set_mode("503")
-        write_events(conf, [event(5)])
-        wait_for(lambda: relay.in_hand == 1, 20, "the batch held")
+        ship_five_then_hold_one(conf, relay, loki)
         restart_empty(redis_srv)
         client = redis_srv.client()
         fresh = [event(i) for i in range(6, 9)]
@@ -342,11 +343,7 @@ def test_a_group_removed_from_a_kept_stream_resumes_after_what_it_had_delivered(
     conf = settings(redis_srv, loki)
     relay = relay_of(conf)
     try:
-        write_events(conf, [event(i) for i in range(5)])
-        wait_for(lambda: len(loki.entries) == 5, 20, "five records")
-        loki.set_mode("503")
-        write_events(conf, [event(5)])
-        wait_for(lambda: relay.in_hand == 1, 20, "the batch held")
+        ship_five_then_hold_one(conf, relay, loki)
         # The stream stays (a restore, an operator's XGROUP DESTROY): its records already shipped are not again.
         redis_srv.client().xgroup_destroy(relay.stream, "loki")
         write_events(conf, [event(i) for i in range(6, 56)])
