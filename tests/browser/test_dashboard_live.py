@@ -221,6 +221,9 @@ def test_back_online_a_connection_that_went_silent_meanwhile_is_replaced_at_once
     emit_all(redis_srv.url, [event("n0", "success", "silent_task")])
     page.context.set_offline(True)
     page.context.set_offline(False)
+    # The browser delivers "online" to the page on its own time: on a loaded machine it came after the clock had run,
+    # and the ping it sends then had no time left to go unanswered.
+    wait_for(lambda: page.evaluate("window.taskiqMonitor.live.probeAt > 0"), 30, "the page's ping when back online")
     page.clock.run_for(15_000)  # the answer's deadline (10 s) and the next check (every 5 s), not 20 s of silence
     assert page.inner_text(STATUS) == "reconnecting"  # given up: before, it read "live" until the 20 s were up
     page.clock.resume()
