@@ -64,7 +64,7 @@ def event(i: int, status: str = "success", task: str = "tasks:score", **kw: Any)
 def relay_of(conf: Settings, **kw: Any) -> LokiRelay:
     relay = LokiRelay(conf, **kw)
     relay.start()
-    # The group is created on the first read: events written before it are not the relay's.
+    # The group is created by the first write of workers configured for the relay, or else on the relay's first read.
     wait_for(lambda: relay._client.exists(relay.stream) == 1 and _has_group(relay), 10, "the relay's group")
     return relay
 
@@ -360,7 +360,8 @@ def test_a_new_group_says_how_many_records_it_leaves_behind(
     redis_srv: RedisServer, loki: LokiPushDouble, caplog: pytest.LogCaptureFixture
 ) -> None:
     conf = settings(redis_srv, loki)
-    write_events(conf, [event(i) for i in range(3)])  # before any exporter relayed this stream
+    # Written before the switch to loki_shipper=exporter, by workers that shipped to Loki themselves.
+    write_events(conf.model_copy(update={"loki_shipper": "worker"}), [event(i) for i in range(3)])
     caplog.set_level(logging.INFO, logger="taskiq_monitor.service.loki_relay")
     relay = relay_of(conf)
     try:
@@ -373,6 +374,41 @@ def test_a_new_group_says_how_many_records_it_leaves_behind(
         caplog.text
     )
     assert (relay.shipped, relay.dropped) == (1, 0)
+
+
+def test_records_workers_wrote_before_any_exporter_ran_are_shipped_after_a_reset_too(
+    redis_srv: RedisServer, loki: LokiPushDouble
+) -> None:
+    # Workers configured for the relay create its group with the stream: a first deployment, or a Redis restarted
+    # empty while no exporter ran, ships what the workers wrote before the first exporter started. It used to start
+    # at the end of the stream, and those records never reached Loki.
+    conf = settings(redis_srv, loki)
+    write_events(conf, [event(i) for i in range(3)])
+    relay = relay_of(conf)
+    try:
+        wait_for(lambda: len(loki.entries) == 3, 20, "the records written before the exporter started")
+        wait_for(lambda: relay_pending(relay) == 0, 20, "acknowledged")
+    finally:
+        relay.stop()
+    restart_empty(redis_srv)  # no exporter runs
+    write_events(conf, [event(i) for i in range(3, 10)])
+    relay = relay_of(conf)
+    try:
+        wait_for(lambda: len(loki.entries) == 10, 20, "the records written after the reset")
+        wait_for(lambda: relay_pending(relay) == 0, 20, "acknowledged")
+    finally:
+        relay.stop()
+    assert sorted(ids_arrived(loki).values()) == [1] * 10
+    assert loki.duplicates == 0
+    assert (relay.shipped, relay.dropped) == (7, 0)
+
+
+def test_workers_that_ship_themselves_create_no_relay_group(redis_srv: RedisServer, loki: LokiPushDouble) -> None:
+    conf = settings(redis_srv, loki, loki_shipper="worker")
+    write_events(conf, [event(0)])
+    client = redis_srv.client()
+    assert client.xlen(f"{{{conf.state_key_prefix}}}:events") == 1
+    assert client.xinfo_groups(f"{{{conf.state_key_prefix}}}:events") == []
 
 
 # An exporter's relay in a process of its own, to be killed: the settings come as JSON on argv.

@@ -13,9 +13,10 @@ needs a spool directory: the stream is the buffer.
   backoff, for as long as it takes, and nothing new is read: the stream holds the rest. The stream is capped
   (``stream_max_events``), so an outage longer than the stream covers loses its oldest entries: those are counted
   as dropped (``relay_read.lua`` keeps the group's position to tell), never silently.
-* A Redis that lost its data (restarted without persistence) loses the group too: the relay remembers the group's
-  last delivered id and position, and recreates the group at the start of a stream that began anew (a worker may
-  have written to it before the relay's next read), or after that id on a stream that was kept.
+* A Redis that lost its data (restarted without persistence) loses the group too. Workers configured for the relay
+  create the group with the stream, at its start (``apply.lua``). Failing that (a stream written by other workers),
+  the relay remembers the group's last delivered id and position, and recreates the group at the start of a stream
+  that began anew, or after that id on a stream that was kept.
 * Labels (``service_name``, ``env``) are the exporter's settings; ``task_name``, ``status``, the line and the
   structured metadata (``task_id``, ``trace_id``) are the record's, so Loki holds what the worker's sink would have
   pushed. A record shipped twice (a takeover after a push that Loki did accept) has the same stream, timestamp
@@ -46,12 +47,12 @@ from taskiq_monitor.metrics import LOG_DROPPED, LOG_RESULTS, LOG_SHIPPED
 from taskiq_monitor.settings import Settings
 from taskiq_monitor.sinks.loki.format import EntryEncoder, PushEntry, encode_push, gzip_body
 from taskiq_monitor.sinks.loki.transport import Backoff, Outcome, Transport, isolate
-from taskiq_monitor.store.redis_store import key_prefix, lua_script, redis_kwargs
+from taskiq_monitor.store.redis_store import RELAY_GROUP, key_prefix, lua_script, redis_kwargs
 
 logger = logging.getLogger(__name__)
 
 RELAY_READ_LUA = lua_script("relay_read.lua")
-GROUP = "loki"
+GROUP = RELAY_GROUP
 # A relay's unacknowledged entries are taken over by another once idle this long. Longer than any push can take
 # (loki_timeout_seconds) plus a backoff step, so a live relay retrying through an outage keeps its batch: it renews
 # its claim at every retry.

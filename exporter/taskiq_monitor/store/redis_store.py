@@ -29,6 +29,13 @@ APPLY_LUA = lua_script("apply.lua")
 SNAPSHOT_LUA = lua_script("snapshot.lua")
 
 
+# The consumer group of the exporter's Loki relay (service/loki_relay.py, lua/relay_read.lua). Workers configured for
+# it (loki_shipper=exporter) create it with the stream, at its start: a stream that begins anew (a first deployment, a
+# Redis restarted empty while no exporter ran) then has every record shipped, not only those written after the first
+# exporter's first read.
+RELAY_GROUP = "loki"
+
+
 def key_prefix(settings: Settings) -> str:
     return "{" + settings.state_key_prefix + "}"
 
@@ -55,6 +62,7 @@ def apply_args(settings: Settings, batch: WriteBatch) -> list[str | bytes]:
         str(len(running)),
         str(len(batch.removals)),
         str(len(batch.task_names)),
+        RELAY_GROUP if settings.loki_shipper == "exporter" else "",
     ]
     for member, (task, started) in running.items():
         args += (member, task, _fmt(started))

@@ -15,9 +15,18 @@ local resync = ARGV[8] == '1'
 local leaving = ARGV[9] == '1'
 local max_names = tonumber(ARGV[10])
 local n_ops, n_run, n_rem, n_tasks = tonumber(ARGV[11]), tonumber(ARGV[12]), tonumber(ARGV[13]), tonumber(ARGV[14])
-local i = 15
+-- The Loki relay's consumer group ('' when the exporter does not ship): see below.
+local relay_group = ARGV[15]
+local i = 16
 local OP_ARGS = 12
 local stream = p .. ':events'
+-- A stream this batch creates gets the relay's group at its start, so the relay ships it whole: a group the relay
+-- created itself would start at the end of what the workers wrote before it first read (relay_read.lua). Its position
+-- (entries read or lost, of all ever added) starts at 0 with it.
+if relay_group ~= '' and n_ops > 0 and redis.call('EXISTS', stream) == 0 then
+  redis.call('XGROUP', 'CREATE', stream, relay_group, '0', 'MKSTREAM')
+  redis.call('SET', p .. ':loki:' .. relay_group .. ':pos', 0)
+end
 local wrun = p .. ':wrun:' .. worker
 local tasks_key = p .. ':tasks'
 local unreg_key = p .. ':unregistered'

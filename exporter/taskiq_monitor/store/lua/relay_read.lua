@@ -48,7 +48,9 @@ end
 
 if not last_id then
   if seen_id == '' then
-    -- A new group ships from now on: what is already in the stream was recorded before the relay was set up.
+    -- A new group ships from now on: what is already in the stream was written by workers not configured for the
+    -- relay (they shipped it themselves, or nobody did); workers configured for it create the group with the
+    -- stream (apply.lua).
     redis.call('XGROUP', 'CREATE', stream, group, '$')
     redis.call('SET', pos_key, added)
     return {0, {}, info['last-generated-id'], added, length}
