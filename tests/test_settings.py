@@ -82,6 +82,25 @@ def test_a_misspelled_variable_is_named_with_the_setting_it_resembles(
     assert "TASKIQ_MONITOR_REDIS_URL" not in caplog.text
 
 
+def test_every_prefixed_variable_of_the_compose_env_file_is_a_setting_or_the_deployments(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A user who exports .env.example's variables into a shell got "TASKIQ_MONITOR_IMAGE_TAG is no setting".
+    root = Path(__file__).resolve().parents[1]
+    names = [
+        line.split("=", 1)[0].strip().removeprefix("export ").strip()
+        for line in (root / ".env.example").read_text().splitlines()
+        if "=" in line and not line.lstrip().startswith("#")
+    ]
+    prefixed = {name: "x" for name in names if name.startswith("TASKIQ_MONITOR_")}
+    assert "TASKIQ_MONITOR_IMAGE_TAG" in prefixed
+    assert unknown_variables(prefixed) == []
+    monkeypatch.setenv("TASKIQ_MONITOR_IMAGE_TAG", "0.1.0")
+    with caplog.at_level(logging.WARNING, logger="taskiq_monitor.settings"):
+        load_settings()
+    assert "is no setting" not in caplog.text
+
+
 def test_metrics_dir_from_prometheus_variable(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
     assert Settings().metrics_dir == tmp_path

@@ -87,9 +87,14 @@ def _json_string_list(text: str) -> list[str]:
     return value
 
 
+# Variables of the deployment, not of a process: docker-compose.yml reads them from .env, and a user who exports .env
+# into a shell (``set -a; . ./.env``) runs the CLI with them set. Not a typo, so not warned about.
+DEPLOYMENT_VARIABLES = frozenset({ENV_PREFIX + "IMAGE_TAG"})
+
+
 def unknown_variables(environ: Mapping[str, str]) -> list[str]:
     """``TASKIQ_MONITOR_*`` variables of ``environ`` that set nothing (a typo, or a removed setting), sorted."""
-    known = {ENV_PREFIX + name.upper() for name in Settings.model_fields}
+    known = {ENV_PREFIX + name.upper() for name in Settings.model_fields} | DEPLOYMENT_VARIABLES
     for field in Settings.model_fields.values():
         alias = field.validation_alias
         if isinstance(alias, AliasChoices):
