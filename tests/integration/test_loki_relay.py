@@ -24,7 +24,7 @@ from fastapi.testclient import TestClient
 from taskiq_monitor.errors import ConfigError
 from taskiq_monitor.events import TaskEvent
 from taskiq_monitor.service.app import create_app
-from taskiq_monitor.service.loki_relay import LokiRelay, timestamp_ns
+from taskiq_monitor.service.loki_relay import GROUP, LokiRelay, _text, timestamp_ns
 from taskiq_monitor.settings import Settings, load_settings
 from taskiq_monitor.sinks import default_sinks
 from taskiq_monitor.sinks.loki import LokiSink
@@ -167,6 +167,54 @@ def test_a_dead_exporters_unacknowledged_records_are_taken_over(redis_srv: Redis
         heir.stop()
     assert relay_pending(heir) == 0
     assert loki.duplicates == 0
+
+
+def consumers(relay: LokiRelay) -> set[str]:
+    return {_text(c["name"]) for c in relay._client.xinfo_consumers(relay.stream, GROUP)}
+
+
+def test_killed_exporters_are_forgotten_by_the_group_once_their_records_are_taken_over(
+    redis_srv: RedisServer, loki: LokiPushDouble
+) -> None:
+    # A killed exporter's consumer (host:pid) stayed in the group for good, and a restarted exporter is a new one.
+    conf = settings(redis_srv, loki)
+    holding, idle = LokiRelay(conf, consumer="exporter-holding"), LokiRelay(conf, consumer="exporter-idle")
+    write_events(conf, [event(0)])
+    [(first, _)] = idle._read(1)
+    idle._client.xack(idle.stream, GROUP, first)  # shipped and acknowledged it: holds nothing; then "killed"
+    write_events(conf, [event(i) for i in range(1, 21)])
+    assert len(holding._read(100)) == 20  # read, never acknowledged; then "killed"
+    assert consumers(idle) == {"exporter-holding", "exporter-idle"}
+    heir = relay_of(conf, consumer="exporter-heir", claim_idle_seconds=0.3)
+    try:
+        wait_for(lambda: len(loki.entries) == 20, 20, "the killed exporter's records")
+        wait_for(lambda: consumers(heir) == {"exporter-heir"}, 20, "the killed exporters forgotten")
+        write_events(conf, [event(i) for i in range(21, 26)])
+        wait_for(lambda: len(loki.entries) == 25, 20, "records after the pruning")
+    finally:
+        heir.stop()
+    assert loki.duplicates == 0
+    assert (heir.shipped, heir.dropped) == (25, 0)
+
+
+def test_a_dead_consumer_still_holding_records_is_not_forgotten(redis_srv: RedisServer, loki: LokiPushDouble) -> None:
+    # A takeover moves at most a read's count of records at a time: a dead consumer that still holds more must stay,
+    # or the rest of its records would leave the group's pending list unshipped.
+    conf = settings(redis_srv, loki)
+    holder = LokiRelay(conf, consumer="exporter-holder")
+    holder._read(1)  # creates the group
+    write_events(conf, [event(i) for i in range(30)])
+    assert len(holder._read(100)) == 30  # then "killed"
+    heir = LokiRelay(conf, consumer="exporter-heir", claim_idle_seconds=0.3)
+    try:
+        time.sleep(0.6)
+        assert len(heir._read(10)) == 10  # taken over: ten of thirty, and the dead consumers passed over
+        assert consumers(heir) == {"exporter-holder", "exporter-heir"}
+        pending = {_text(c["name"]): c["pending"] for c in heir._client.xinfo_consumers(heir.stream, GROUP)}
+        assert pending == {"exporter-holder": 20, "exporter-heir": 10}
+    finally:
+        heir._client.close()
+        holder._client.close()
 
 
 def test_records_trimmed_before_the_relay_read_them_are_counted_dropped(

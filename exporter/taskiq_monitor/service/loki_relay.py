@@ -125,6 +125,8 @@ class LokiRelay:
         self.stream = f"{self._prefix}:events"
         self.consumer = consumer or f"{socket.gethostname()}:{os.getpid()}"
         self._claim_idle_ms = int(claim_idle_seconds * 1000)
+        self._claim_idle_seconds = claim_idle_seconds
+        self._next_prune = 0.0  # monotonic time of the next pass over the group's dead consumers (relay_read.lua)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.shipped = 0
@@ -173,14 +175,18 @@ class LokiRelay:
     # -- one batch -------------------------------------------------------------------------------------------------
     def _read(self, count: int) -> list[Any]:
         seen_id, seen_pos = self._group_seen
+        now = time.monotonic()
+        prune = now >= self._next_prune
         lost, entries, last_id, pos, skipped = self._read_script(
-            args=[self._prefix, GROUP, self.consumer, count, self._claim_idle_ms, seen_id, seen_pos]
+            args=[self._prefix, GROUP, self.consumer, count, self._claim_idle_ms, seen_id, seen_pos, int(prune)]
         )
+        if prune:
+            self._next_prune = now + self._claim_idle_seconds
         self._group_seen = (_text(last_id), str(pos))
         self.outage.recovered()
         if skipped:
-            # Not dropped (they were recorded before the relay was set up), but said: after a Redis that lost its
-            # data while no exporter ran, these are the records the workers wrote before this one started.
+            # Not dropped (they were recorded before the relay was set up: by workers that shipped to Loki
+            # themselves, or not configured for the relay), but said.
             logger.info(
                 "taskiq-monitor: the Loki relay starts at the end of the event stream: %d events already in it are "
                 "not shipped",

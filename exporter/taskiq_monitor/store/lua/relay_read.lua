@@ -1,5 +1,5 @@
 -- The next entries of the event stream for the exporter's Loki relay (service/loki_relay.py), read by consumer group.
--- ARGV: prefix, group, consumer, count, claim_min_idle_ms, last_id, last_pos
+-- ARGV: prefix, group, consumer, count, claim_min_idle_ms, last_id, last_pos, prune ('1': forget dead consumers)
 -- last_id, last_pos: the group's last delivered id and position as this relay last saw them ('' if it never read
 -- through the group): what tells a group lost with Redis's data from a group that is new.
 -- Returns {lost, entries, last_id, pos, skipped}: entries as XREADGROUP returns them ({id, {field, value, ...}},
@@ -15,6 +15,7 @@
 local prefix, group, consumer = ARGV[1], ARGV[2], ARGV[3]
 local count, min_idle = tonumber(ARGV[4]), ARGV[5]
 local seen_id, seen_pos = ARGV[6], tonumber(ARGV[7])
+local prune = ARGV[8] == '1'
 local stream = prefix .. ':events'
 local pos_key = prefix .. ':loki:' .. group .. ':pos'
 
@@ -83,6 +84,18 @@ end
 local claimed = redis.call('XAUTOCLAIM', stream, group, consumer, min_idle, '0-0', 'COUNT', count)
 local entries = claimed[2]
 lost = lost + #claimed[3]  -- claimed, but trimmed meanwhile
+-- A consumer is an exporter process (host:pid): one that was killed stays in the group, and a restarted exporter is a
+-- new one, so the group would grow with every restart. One that holds nothing and has not read for as long as a
+-- takeover waits is forgotten. Atomic with the check: it cannot have read meanwhile (a live relay that was
+-- forgotten, idle in an error pause, is made anew by its next read).
+if prune then
+  for _, raw in ipairs(redis.call('XINFO', 'CONSUMERS', stream, group)) do
+    local c = fields(raw)
+    if c['name'] ~= consumer and tonumber(c['pending']) == 0 and tonumber(c['idle']) >= tonumber(min_idle) then
+      redis.call('XGROUP', 'DELCONSUMER', stream, group, c['name'])
+    end
+  end
+end
 if #entries == 0 then
   local reply = redis.call('XREADGROUP', 'GROUP', group, consumer, 'COUNT', count, 'STREAMS', stream, '>')
   if reply then
