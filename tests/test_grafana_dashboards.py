@@ -547,6 +547,18 @@ def test_every_logql_expression_parses_and_selects_by_shipper_labels(node_tools:
         assert "service_name" in labels and "task_name" in labels
 
 
+def test_the_trace_to_logs_query_parses_and_holds_for_any_service_name(node_tools: Path) -> None:
+    data = yaml.safe_load((PROVISIONING / "datasources" / "datasources.yaml").read_text())
+    tempo = next(ds for ds in data["datasources"] if ds["uid"] == "tempo")
+    # As Grafana runs it: "$$" is provisioning's escape of "$"; the trace id is the span's.
+    query = tempo["jsonData"]["tracesToLogsV2"]["query"].replace("$$", "$")
+    query = query.replace("${__trace.traceId}", "4bf92f3577b34da6a3ce929d0e0e4736")
+    [result] = _node(["logql"], json.dumps([query]))
+    assert _logql_problems([result]) == []
+    # No label pinned to a value of a setting: a worker's TASKIQ_MONITOR_SERVICE_NAME may be anything.
+    assert [(label, op) for label, op, _ in result["selectors"]] == [("task_name", "=~")]
+
+
 def test_logql_check_rejects_syntax_errors_and_foreign_labels(node_tools: Path) -> None:
     bad = [
         '{service_name="taskiq" | json',
