@@ -10,10 +10,12 @@ from typing import Any
 import pytest
 
 from taskiq_monitor.events import (
+    MAX_RECORDED_TASK_ID_CHARS,
     EventContext,
     FinishedAttempt,
     StartedAttempt,
     TaskEvent,
+    bounded_task_id,
     record_json,
     resolve,
     to_record,
@@ -297,3 +299,19 @@ def test_an_event_built_from_handles_in_a_sinks_thread_is_scrubbed_of_its_attemp
     assert failed.error_message == f"alice with {REDACTED} and {REDACTED}"
     assert failed.traceback == f"Traceback …\nValueError: alice with {REDACTED} and {REDACTED}\n"
     assert "hunter2" not in record_json(failed) and "tok-4711" not in record_json(failed)
+
+
+def test_a_task_id_longer_than_the_bound_is_recorded_as_its_head_and_a_digest_of_the_whole() -> None:
+    uuid = "5d1b5aaeeaee421d897e5b55a1442d25"
+    at_bound = "k" * MAX_RECORDED_TASK_ID_CHARS
+    assert bounded_task_id(uuid) == uuid and bounded_task_id(at_bound) == at_bound
+    one, two = "report:" + "t/" * 5000 + "1", "report:" + "t/" * 5000 + "2"  # the same head, 10 KB each
+    assert len(bounded_task_id(one)) == MAX_RECORDED_TASK_ID_CHARS
+    assert bounded_task_id(one).startswith("report:t/t/")
+    assert bounded_task_id(one) != bounded_task_id(two)  # told apart by the digest
+    assert bounded_task_id(one) == bounded_task_id(one)  # every event of a task, and the API's lookup, agree
+    assert bounded_task_id(bounded_task_id(one)) == bounded_task_id(one)  # the recorded id finds it too
+    assert bounded_task_id("\ud800" * 600).startswith("\ud800")  # a lone surrogate (JSON-decoded) does not raise
+    event = TaskEvent("success", one, "t", 0.0)
+    assert event.task_id == bounded_task_id(one)
+    assert json.loads(record_json(event))["task_id"] == bounded_task_id(one)

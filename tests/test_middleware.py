@@ -11,12 +11,14 @@ from taskiq import AsyncBroker, Context, InMemoryBroker, SimpleRetryMiddleware, 
 from taskiq.exceptions import NoResultError
 
 from taskiq_monitor.events import (
+    MAX_RECORDED_TASK_ID_CHARS,
     EventContext,
     EventSink,
     FinishedAttempt,
     QueuedEvent,
     StartedAttempt,
     TaskEvent,
+    bounded_task_id,
     record_json,
     resolve,
 )
@@ -177,6 +179,40 @@ async def test_retried_attempts_then_success(retry: str, monitor_first: bool) ->
     assert [e.attempt for e in sink.events if e.status == "running"] == [1, 2, 3]
     finished = sorted((e.attempt, e.status) for e in sink.events if e.status in ("retried", "success", "failed"))
     assert finished == [(1, "retried"), (2, "retried"), (3, "success")]
+
+
+@pytest.mark.parametrize("retry", ["simple", "smart"])
+async def test_a_long_custom_task_id_is_recorded_bounded_and_its_retries_are_still_told_apart(retry: str) -> None:
+    # A 10 KB task id used to be copied into every record, the history's keys and Loki's metadata.
+    broker, _, reg, sink = make(retry=retry)
+    tasks = define_tasks(broker)
+    await broker.startup()
+    long_id = "import:" + "tenant-42/" * 1000
+    await tasks["flaky"].kicker().with_task_id(long_id).kiq(2)
+    await broker.wait_all()
+    assert {e.task_id for e in sink.events} == {bounded_task_id(long_id)}
+    assert len(bounded_task_id(long_id)) == MAX_RECORDED_TASK_ID_CHARS
+    finished = sorted((e.attempt, e.status) for e in sink.events if e.status in ("retried", "success", "failed"))
+    assert finished == [(1, "retried"), (2, "retried"), (3, "success")]
+    assert value(reg, "taskiq_tasks_running", task_name="flaky") == 0
+
+
+async def test_a_long_custom_task_id_reaches_deferred_sinks_bounded() -> None:
+    broker, sink = make_deferred(Settings(events_coalesce=False))
+    login = broker.find_task("login")
+    assert login is not None
+    await broker.startup()
+    long_id = "x" * 5000
+    await login.kicker().with_task_id(long_id).kiq("ann", password="hunter2")
+    handles = [item for item in sink.items if not isinstance(item, TaskEvent)]
+    assert isinstance(handles[0], StartedAttempt) and isinstance(handles[1], FinishedAttempt)
+    assert handles[0].task_id == bounded_task_id(long_id)  # the handle the sinks read on the loop
+    events = [resolve(item) for item in sink.items]
+    assert [(e.status, e.task_id) for e in events if e is not None] == [
+        ("running", bounded_task_id(long_id)),
+        ("success", bounded_task_id(long_id)),
+        ("pending", bounded_task_id(long_id)),
+    ]
 
 
 @pytest.mark.parametrize("monitor_first", [True, False])

@@ -7,6 +7,7 @@ enqueue (no I/O, no blocking) and must never raise; their I/O happens off the ho
 
 from __future__ import annotations
 
+import hashlib
 import json
 import threading
 from collections.abc import Callable, Sequence
@@ -42,6 +43,22 @@ EVENT_STATUSES: tuple[TaskStatus, ...] = tuple(TaskStatus)
 # The value that unbounded label sets fold into — task names beyond a cap in the metrics, the Loki stream labels
 # and the state store; error types in the metrics — so a bug that invents names cannot explode series.
 OTHER = "other"
+# Task ids are the application's (taskiq's ``with_task_id``), of any length: a longer one is recorded as its first
+# characters and a digest of the whole, the same for every event of the task and for the API's lookups (which bound
+# the id they are given alike). The bound keeps a record's fixed part small beside the parameters' caps, and within
+# Loki's limits on structured metadata (64 KiB by default); a uuid is 32 characters.
+MAX_RECORDED_TASK_ID_CHARS = 512
+_TASK_ID_DIGEST = "~sha256:"  # + 32 hex digits
+
+
+def bounded_task_id(task_id: str) -> str:
+    """``task_id``, or when longer than ``MAX_RECORDED_TASK_ID_CHARS``, its head and a digest of the whole (as long)."""
+    if len(task_id) <= MAX_RECORDED_TASK_ID_CHARS:
+        return task_id
+    digest = hashlib.sha256(task_id.encode("utf-8", "surrogatepass")).hexdigest()[:32]
+    return task_id[: MAX_RECORDED_TASK_ID_CHARS - len(_TASK_ID_DIGEST) - 32] + _TASK_ID_DIGEST + digest
+
+
 # Statuses of a finished attempt (``taskiq_tasks_completed_total{status}``).
 COMPLETED_STATUSES: tuple[TaskStatus, ...] = (TaskStatus.SUCCESS, TaskStatus.FAILED, TaskStatus.RETRIED)
 
@@ -141,7 +158,7 @@ class TaskEvent:
         span_id: str | None = None,
     ) -> None:
         self.status = status
-        self.task_id = task_id
+        self.task_id = task_id if len(task_id) <= MAX_RECORDED_TASK_ID_CHARS else bounded_task_id(task_id)
         self.task_name = task_name
         self.timestamp = timestamp  # unix seconds of the state change
         self.attempt = attempt

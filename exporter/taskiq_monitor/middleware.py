@@ -47,6 +47,7 @@ from taskiq_monitor.events import (
     StartedAttempt,
     TaskEvent,
     TaskStatus,
+    bounded_task_id,
     refuse,
 )
 from taskiq_monitor.exemplars import DurationExemplars
@@ -272,8 +273,9 @@ class MonitoringMiddleware(TaskiqMiddleware):
             attempt = _attempt(message.labels)
             if attempt > 1:
                 # The same task id re-sent while an earlier attempt runs here: a retry middleware re-kicked it.
+                task_id = bounded_task_id(message.task_id)
                 for running in self._in_flight.values():  # a retry is rare; in flight ≤ --max-async-tasks
-                    if running.task_id == message.task_id and running.attempt < attempt:
+                    if running.task_id == task_id and running.attempt < attempt:
                         running.resent = True
         except Exception:
             self._count_failure("middleware")
@@ -294,7 +296,7 @@ class MonitoringMiddleware(TaskiqMiddleware):
                 self._emit(
                     TaskEvent(
                         TaskStatus.PENDING,
-                        message.task_id,
+                        bounded_task_id(message.task_id),
                         message.task_name,
                         enqueued_at if enqueued_at is not None else time.time(),
                         _attempt(message.labels),
@@ -326,7 +328,9 @@ class MonitoringMiddleware(TaskiqMiddleware):
                 w.observe(inst.queue_wait, wait)
             w.commit()
             attempt = 1 if RETRIES_LABEL not in labels else _attempt(labels)
-            record = _InFlight(id(message), message.task_id, message.task_name, attempt, perf, now, enqueued_at, wait)
+            record = _InFlight(
+                id(message), bounded_task_id(message.task_id), message.task_name, attempt, perf, now, enqueued_at, wait
+            )
             if len(self._in_flight) >= MAX_IN_FLIGHT:
                 self._evict_oldest()
             self._in_flight[record.key] = record
@@ -350,7 +354,7 @@ class MonitoringMiddleware(TaskiqMiddleware):
                 record.labels = dict(labels)  # the attempt's, for its final event too (see _emit_finished)
                 running = TaskEvent(
                     TaskStatus.RUNNING,
-                    message.task_id,
+                    record.task_id,
                     message.task_name,
                     now,
                     attempt,
@@ -369,12 +373,13 @@ class MonitoringMiddleware(TaskiqMiddleware):
 
     def _find(self, message: TaskiqMessage) -> _InFlight | None:
         record = self._in_flight.get(id(message))
-        if record is not None and record.task_id == message.task_id:
+        task_id = bounded_task_id(message.task_id)
+        if record is not None and record.task_id == task_id:
             return record
         # A middleware after ours returned another message object from pre_execute (e.g. a copy): match by task
         # id instead, the latest attempt first (an in-place retry finishes before the attempt that kicked it).
         # O(in flight), on this rare path only.
-        candidates = [r for r in self._in_flight.values() if r.task_id == message.task_id]
+        candidates = [r for r in self._in_flight.values() if r.task_id == task_id]
         return max(candidates, key=lambda r: r.attempt) if candidates else None
 
     def _forget(self, record: _InFlight) -> None:
@@ -491,7 +496,7 @@ class MonitoringMiddleware(TaskiqMiddleware):
         attempt = in_flight.attempt if in_flight is not None else _attempt(message.labels)
         event = TaskEvent(
             status,
-            message.task_id,
+            in_flight.task_id if in_flight is not None else bounded_task_id(message.task_id),
             message.task_name,
             now,
             attempt,

@@ -17,7 +17,7 @@ def finished(i: int, at: float, task: str = "tasks:type_0", status: str = "succe
     """The finished event of execution ``i``, first recorded at ``at`` (as the middleware builds it)."""
     ev = TaskEvent(
         status=status,
-        task_id=f"{i:032x}",
+        task_id=kw.pop("task_id", f"{i:032x}"),
         task_name=task,
         timestamp=at + 0.2,
         enqueued_at=at,

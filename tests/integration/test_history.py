@@ -12,7 +12,7 @@ import httpx
 import pytest
 from prometheus_client import CollectorRegistry
 
-from taskiq_monitor.events import TaskEvent
+from taskiq_monitor.events import MAX_RECORDED_TASK_ID_CHARS, TaskEvent, bounded_task_id
 from taskiq_monitor.service.app import create_app
 from taskiq_monitor.service.history import MAX_TASK_ID_CHARS, HistoryCollector
 from taskiq_monitor.settings import Settings
@@ -258,19 +258,22 @@ async def test_an_execution_finishing_while_its_page_is_read_is_on_it_once(
 
 
 async def test_a_long_custom_task_id_is_reachable_by_its_detail_route_and_filter(redis_srv: RedisServer) -> None:
-    # An application's own ids (idempotency keys, URLs) are recorded whatever their length; tail and the dashboard
-    # link every failed one to its detail.
-    ev = finished(1, time.time(), status="failed")
-    ev.task_id = "report:" + "tenant-42/" * 200
-    fill(redis_srv.url, [ev])
+    # An application's own ids (idempotency keys, URLs) may be long: recorded bounded, they are found by the id the
+    # application knows; tail and the dashboard link every failed one to its detail.
+    long_id = "report:" + "tenant-42/" * 200
+    fill(redis_srv.url, [finished(1, time.time(), status="failed", task_id=long_id)])
+    recorded = bounded_task_id(long_id)
+    assert len(recorded) == MAX_RECORDED_TASK_ID_CHARS < len(long_id)
     async with client(redis_srv.url) as http:
-        detail = await http.get("/api/v1/executions/" + urllib.parse.quote(ev.task_id, safe=""))
-        by_filter = await http.get("/api/v1/executions", params={"task_id": ev.task_id})
+        detail = await http.get("/api/v1/executions/" + urllib.parse.quote(long_id, safe=""))
+        by_recorded = await http.get("/api/v1/executions/" + urllib.parse.quote(recorded, safe=""))
+        by_filter = await http.get("/api/v1/executions", params={"task_id": long_id})
         too_long = await http.get("/api/v1/executions/" + "x" * (MAX_TASK_ID_CHARS + 1))
     assert detail.status_code == 200, detail.text[:300]
-    assert detail.json()["attempts"][0]["task_id"] == ev.task_id
+    assert detail.json()["task_id"] == detail.json()["attempts"][0]["task_id"] == recorded
+    assert by_recorded.json() == detail.json()  # the dashboard's link: the id the history holds
     assert by_filter.status_code == 200, by_filter.text[:300]
-    assert [row["task_id"] for row in by_filter.json()["executions"]] == [ev.task_id]
+    assert [row["task_id"] for row in by_filter.json()["executions"]] == [recorded]
     assert too_long.status_code == 422
 
 

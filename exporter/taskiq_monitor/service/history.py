@@ -22,7 +22,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 from pydantic import BaseModel, ConfigDict, Field
 
-from taskiq_monitor.events import EVENT_STATUSES
+from taskiq_monitor.events import EVENT_STATUSES, bounded_task_id
 from taskiq_monitor.logs import Outage, redis_target
 from taskiq_monitor.service.api import UNAVAILABLE_RESPONSE, requests_outage, unavailable
 from taskiq_monitor.service.errors import ErrorResponse, api_error, bad_input
@@ -37,8 +37,9 @@ logger = logging.getLogger(__name__)
 MAX_PAGE = 50
 EXECUTION_FILTERS = filter_params("first-recorded time")  # task_name, status, since, until
 MAX_SERIES_MINUTES = 1440
-# Task ids are the application's (taskiq's ``with_task_id``) and are recorded whatever their length: the API reads
-# any id a request line of common proxies carries (nginx: 8 KiB), not only uuids.
+# Task ids are the application's (taskiq's ``with_task_id``), recorded bounded (events.bounded_task_id): the API
+# reads any id a request line of common proxies carries (nginx: 8 KiB), not only uuids, and bounds it alike, so the
+# id the application knows finds its task.
 MAX_TASK_ID_CHARS = 8192
 _EXPIRE_INTERVAL = 10.0
 _EXPIRE_PAUSE = 0.05  # between two steps of a long expiry: writers and readers get Redis in between
@@ -209,7 +210,7 @@ class History:
                 raise api_error("malformed_cursor", str(exc)) from None
             try:
                 if task_id is not None:
-                    attempts = await store.history_attempts(task_id)
+                    attempts = await store.history_attempts(bounded_task_id(task_id))
                 else:
                     page = await store.history_page(query)
             except Exception as exc:
@@ -232,15 +233,16 @@ class History:
             },
         )
         async def get_task_attempts(task_id: str = Path(max_length=MAX_TASK_ID_CHARS)) -> TaskAttempts:
+            recorded = bounded_task_id(task_id)  # as the worker recorded it
             try:
-                attempts = await store.history_attempts(task_id)
+                attempts = await store.history_attempts(recorded)
             except Exception as exc:
                 raise unavailable(outage, exc) from None
             outage.recovered()
             if not attempts:
                 raise api_error("unknown_task_id", f"no execution of task {shown(task_id)} is held", 404)
             return TaskAttempts(
-                task_id=task_id,
+                task_id=recorded,
                 attempts=[
                     ExecutionDetail.model_validate(a.detail()) for a in sorted(attempts, key=lambda a: a.attempt)
                 ],
