@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from taskiq_monitor.events import bounded_task_id
 from taskiq_monitor.service.ui import thresholds
 from tests.browser._browser import Exporter
 
@@ -118,3 +119,20 @@ def test_a_rate_is_never_shown_on_a_line_it_has_not_reached(exporter: Exporter, 
     assert degraded == {"level": "degraded", "reasons": ["success rate 98.9 % < 99 %"]}  # was "99 % < 99 %"
     failing = page.evaluate(HEALTH, [task(success=224, failed=25), DEFAULTS])
     assert failing == {"level": "failing", "reasons": ["success rate 89.9 % < 90 %"]}  # was "90 % < 90 %"
+
+
+SAME_TASK = """async ([recorded, wanted]) => (await import('/static/js/detail.js')).sameTask(recorded, wanted)"""
+
+
+def test_the_task_page_knows_a_long_id_by_the_bounded_form_the_store_records(exporter: Exporter, page: Any) -> None:
+    page.goto(exporter.url + "/")
+
+    def same(recorded: str, wanted: str) -> bool:
+        return bool(page.evaluate(SAME_TASK, [recorded, wanted]))
+
+    long_id, other = "import:" + "a" * 600, "export:" + "a" * 600
+    assert same("5d1b5aae", "5d1b5aae") and not same("5d1b5aae", "5d1b5aaf")
+    assert same(bounded_task_id(long_id), long_id)  # as the worker bounds it (events.bounded_task_id)
+    assert same(bounded_task_id(long_id), bounded_task_id(long_id))  # the page opened by the recorded id
+    assert not same(bounded_task_id(other), long_id)
+    assert not same(long_id[:512], long_id)  # a short id that is only a prefix: no digest, not the task

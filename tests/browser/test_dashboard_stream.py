@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from taskiq_monitor.events import bounded_task_id
 from tests.browser._browser import Exporter, api_get, emit_all, event, feed_rows, sink
 from tests.integration.servers import RedisServer, wait_for
 
@@ -317,6 +318,30 @@ def test_the_error_detail_links_to_grafana_when_its_address_is_set(redis_srv: Re
         page.wait_for_selector('#detail-title:has-text("g2")')
         page.locator('a[data-link="loki"]').wait_for()
         assert page.locator('a[data-link="trace"]').count() == 0  # no trace id recorded
+    finally:
+        server.stop()
+
+
+def test_a_task_opened_by_its_whole_long_id_links_and_updates_by_the_id_the_store_holds(
+    redis_srv: RedisServer, page: Any
+) -> None:
+    # An application's own id over 512 characters is recorded bounded (events.bounded_task_id). Opened by the whole
+    # id (a link from the application), the page's Loki query and its live updates used the whole id, and matched
+    # nothing.
+    long_id = "import:" + "tenant-42/" * 100
+    recorded = bounded_task_id(long_id)
+    emit_all(redis_srv.url, [event(long_id, "failed", "long_id_task", error_type="KeyError", error_message="'k'")])
+    server = Exporter(redis_srv.url, TASKIQ_MONITOR_GRAFANA_URL="http://grafana.example:3000/")
+    try:
+        page.goto(server.url + "/#/task/" + urllib.parse.quote(long_id, safe="") + "?task_name=long_id_task")
+        loki = page.locator('[data-testid="error-detail"] a[data-link="loki"]')
+        loki.wait_for()
+        href = urllib.parse.unquote(loki.get_attribute("href"))
+        assert f'| task_id=\\"{recorded}\\"' in href
+        assert page.locator('[data-testid="attempt-row"]').count() == 1
+        # Its attempt failed: the page polls no more, and only a live event of this task reloads it.
+        emit_all(redis_srv.url, [event(long_id, "success", "long_id_task", attempt=2)])
+        page.wait_for_selector('[data-testid="attempt-row"][data-attempt="2"]', timeout=30_000)
     finally:
         server.stop()
 

@@ -33,10 +33,27 @@ function explore(base, datasource, expr) {
   return `${base}/explore?orgId=1&left=${encodeURIComponent(JSON.stringify(left))}`;
 }
 
+// events.bounded_task_id: an id over RECORDED_MAX characters is recorded as its head and "~sha256:" + 32 hex digits.
+const RECORDED_MAX = 512;
+const DIGEST_TAIL = "~sha256:".length + 32;
+
+/** Whether an event's (recorded) task id is the one asked for, in full or bounded. Without the digest (a hash
+ * needs a secure context here), a bounded id is matched by its head: two ids that long and alike are not told apart
+ * on this path, which only an exporter without an execution history takes. */
+export function sameTask(recorded, wanted) {
+  if (recorded === wanted) return true;
+  return wanted.length > RECORDED_MAX && recorded.length === RECORDED_MAX
+    && recorded.slice(RECORDED_MAX - DIGEST_TAIL).startsWith("~sha256:")
+    && wanted.startsWith(recorded.slice(0, RECORDED_MAX - DIGEST_TAIL));
+}
+
 export class Detail {
   constructor(app) {
     this.app = app;
     this.current = null; // the task id shown, null while another view is
+    // The id the store holds for it: the same, or for an id over 512 characters its bounded form (head and digest,
+    // events.bounded_task_id), which the API answers with. Live events and Loki carry this one.
+    this.recorded = null;
     this.params = new URLSearchParams();
     this.timer = null;
     this.inFlight = false;
@@ -48,6 +65,7 @@ export class Detail {
   show(taskId, params) {
     this.hide();
     this.current = taskId;
+    this.recorded = taskId;
     this.params = params;
     this.shown = null;
     this.finished = false;
@@ -71,7 +89,7 @@ export class Detail {
 
   /** A live event: one of this task's means the page is out of date (a new attempt, or its outcome). */
   poke(event) {
-    if (this.current === null || !event || event.task_id !== this.current) return;
+    if (this.current === null || !event || event.task_id !== this.recorded) return;
     this.schedule(POKE_MS);
   }
 
@@ -115,6 +133,7 @@ export class Detail {
     } else if (!attempts.length) {
       setText($("#detail-status"), "No execution with this task id is in the store (it may have been trimmed).");
     } else {
+      this.recorded = attempts[0].task_id || taskId;
       const key = JSON.stringify(attempts);
       if (key !== this.shown) {
         this.shown = key;
@@ -145,7 +164,7 @@ export class Detail {
     let cursor = null;
     for (let page = 0; page < SCAN_PAGES; page += 1) {
       const body = await getJSON("api/v1/events", { task_name: taskName, limit: 50, cursor });
-      for (const item of body.events) if (item.event.task_id === taskId) found.push(item.event);
+      for (const item of body.events) if (sameTask(item.event.task_id, taskId)) found.push(item.event);
       cursor = body.next_cursor;
       if (!cursor) break;
     }
@@ -213,7 +232,7 @@ export class Detail {
     if (grafana) {
       const selector = `{service_name=${JSON.stringify(this.app.config.service_name)}}`;
       const { loki_datasource_uid: lokiUid, tempo_datasource_uid: tempoUid } = this.app.config;
-      const loki = explore(grafana, lokiUid, `${selector} | task_id=${JSON.stringify(taskId)}`);
+      const loki = explore(grafana, lokiUid, `${selector} | task_id=${JSON.stringify(last.task_id || taskId)}`);
       const items = [el("a", { href: loki, target: "_blank", rel: "noopener noreferrer", "data-link": "loki" },
         "Logs in Grafana (Loki)")];
       const traceId = shown.trace_id || attempts.map((a) => a.trace_id).find(Boolean);
