@@ -197,7 +197,9 @@ def test_killed_exporters_are_forgotten_by_the_group_once_their_records_are_take
     assert (heir.shipped, heir.dropped) == (25, 0)
 
 
-def test_a_dead_consumer_still_holding_records_is_not_forgotten(redis_srv: RedisServer, loki: LokiPushDouble) -> None:
+def test_a_dead_consumer_still_holding_records_and_a_live_one_are_not_forgotten(
+    redis_srv: RedisServer, loki: LokiPushDouble
+) -> None:
     # A takeover moves at most a read's count of records at a time: a dead consumer that still holds more must stay,
     # or the rest of its records would leave the group's pending list unshipped.
     conf = settings(redis_srv, loki)
@@ -206,15 +208,20 @@ def test_a_dead_consumer_still_holding_records_is_not_forgotten(redis_srv: Redis
     write_events(conf, [event(i) for i in range(30)])
     assert len(holder._read(100)) == 30  # then "killed"
     heir = LokiRelay(conf, consumer="exporter-heir", claim_idle_seconds=0.3)
+    peer = LokiRelay(conf, consumer="exporter-peer", claim_idle_seconds=3600)
     try:
         time.sleep(0.6)
+        # A live exporter that has just shipped and acknowledged what it read: it holds nothing, and stays.
+        write_events(conf, [event(30)])
+        [(entry_id, _)] = peer._read(1)
+        peer._client.xack(peer.stream, GROUP, entry_id)
         assert len(heir._read(10)) == 10  # taken over: ten of thirty, and the dead consumers passed over
-        assert consumers(heir) == {"exporter-holder", "exporter-heir"}
+        assert consumers(heir) == {"exporter-holder", "exporter-heir", "exporter-peer"}
         pending = {_text(c["name"]): c["pending"] for c in heir._client.xinfo_consumers(heir.stream, GROUP)}
-        assert pending == {"exporter-holder": 20, "exporter-heir": 10}
+        assert pending == {"exporter-holder": 20, "exporter-heir": 10, "exporter-peer": 0}
     finally:
-        heir._client.close()
-        holder._client.close()
+        for relay in (heir, peer, holder):
+            relay._client.close()
 
 
 def test_records_trimmed_before_the_relay_read_them_are_counted_dropped(
@@ -303,6 +310,11 @@ def restart_empty(redis: RedisServer) -> None:
     assert redis.client().dbsize() == 0
 
 
+def unconfigured(conf: Settings) -> Settings:
+    """The settings of workers that ship to Loki themselves: they write the stream without the relay's group."""
+    return conf.model_copy(update={"loki_shipper": "worker"})
+
+
 def ship_five_then_hold_one(conf: Settings, relay: LokiRelay, loki: LokiPushDouble) -> None:
     """Records 0-4 shipped; then Loki refuses (503) and the relay holds record 5's batch, reading nothing more."""
     write_events(conf, [event(i) for i in range(5)])
@@ -322,7 +334,9 @@ def test_records_written_between_a_redis_reset_and_the_relays_next_read_are_ship
         # reset before the relay's next read (the race of a 50 ms poll, made certain).
         ship_five_then_hold_one(conf, relay, loki)
         restart_empty(redis_srv)
-        write_events(conf, [event(i) for i in range(6, 106)])
+        # Written by workers not configured for the relay, which do not create its group with the stream: the
+        # relay's own recovery ships them (workers configured for it: test_records_workers_wrote_before_any_...).
+        write_events(unconfigured(conf), [event(i) for i in range(6, 106)])
         loki.set_mode("ok")
         wait_for(lambda: len(loki.entries) == 106, 30, "every record, before and after the reset")
         wait_for(lambda: relay_pending(relay) == 0, 20, "all acknowledged")
@@ -344,8 +358,8 @@ def test_two_exporters_after_a_redis_reset_ship_each_new_record_once(
         wait_for(lambda: first.in_hand == 10 and second.in_hand == 10, 20, "both exporters holding a batch")
         restart_empty(redis_srv)
         # The 80 records not in hand were in Redis only: gone with it. The 20 in hand, and all written after the
-        # reset, must arrive, once.
-        write_events(conf, [event(i) for i in range(1000, 1500)])
+        # reset (by workers that do not create the group: the relays' own recovery), must arrive, once.
+        write_events(unconfigured(conf), [event(i) for i in range(1000, 1500)])
         loki.set_mode("ok")
         wait_for(lambda: len(loki.entries) == 520, 30, "the held batches and every record after the reset")
         wait_for(lambda: relay_pending(first) == 0, 20, "all acknowledged")

@@ -154,8 +154,13 @@ class LokiRelay:
             thread.join(timeout)
         self._thread = None
         with contextlib.suppress(Exception):
-            # Forget this consumer when it holds nothing: a restarted exporter is a new one (host:pid).
-            if not self._client.xpending_range(self.stream, GROUP, "-", "+", 1, consumername=self.consumer):
+            # Forget this consumer when it holds nothing: a restarted exporter is a new one (host:pid). Not while the
+            # thread is still in a read (Redis slow past the join): the read may deliver entries after the check,
+            # and deleting the consumer would drop them from the group's pending list. Another relay prunes it later.
+            alive = thread is not None and thread.is_alive()
+            if not alive and not self._client.xpending_range(
+                self.stream, GROUP, "-", "+", 1, consumername=self.consumer
+            ):
                 self._client.xgroup_delconsumer(self.stream, GROUP, self.consumer)
         with contextlib.suppress(Exception):
             self._client.close()

@@ -13,7 +13,10 @@ Redis layout (``P`` = ``{taskiq_monitor}``, a hash tag). The scripts build their
 instead of declaring them as ``KEYS``, so Redis Cluster is not supported (use a standalone Redis or a primary with
 replicas); the hash tag only keeps the keys together.::
 
-    P:events              stream, fields t (task name), s (status), r (JSON record); XADD MAXLEN ~ N
+    P:events              stream, fields t (task name), s (status), r (JSON record); XADD MAXLEN ~ N; with
+                          loki_shipper=exporter, its consumer group ``loki`` (the exporter's Loki relay) is
+                          created with it, at its start
+    P:loki:loki:pos       the relay group's position among all entries ever added (lua/relay_read.lua)
     P:tasks               set of task names (registered by workers at start-up and seen in events)
     P:unregistered        task names seen in events but never registered (at most max_task_names; the events of
                           further unregistered names are folded into task name "other", like the metrics)

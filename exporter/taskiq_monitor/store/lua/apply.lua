@@ -23,9 +23,11 @@ local stream = p .. ':events'
 -- A stream this batch creates gets the relay's group at its start, so the relay ships it whole: a group the relay
 -- created itself would start at the end of what the workers wrote before it first read (relay_read.lua). Its position
 -- (entries read or lost, of all ever added) starts at 0 with it.
+-- Guarded: a Redis user not allowed XGROUP must not lose the batch (the relay then creates the group itself).
 if relay_group ~= '' and n_ops > 0 and redis.call('EXISTS', stream) == 0 then
-  redis.call('XGROUP', 'CREATE', stream, relay_group, '0', 'MKSTREAM')
-  redis.call('SET', p .. ':loki:' .. relay_group .. ':pos', 0)
+  if pcall(redis.call, 'XGROUP', 'CREATE', stream, relay_group, '0', 'MKSTREAM') then
+    redis.call('SET', p .. ':loki:' .. relay_group .. ':pos', 0)
+  end
 end
 local wrun = p .. ':wrun:' .. worker
 local tasks_key = p .. ':tasks'
