@@ -296,7 +296,7 @@ class MonitoringMiddleware(TaskiqMiddleware):
                 self._emit(
                     TaskEvent(
                         TaskStatus.PENDING,
-                        bounded_task_id(message.task_id),
+                        message.task_id,  # bounded by TaskEvent
                         message.task_name,
                         enqueued_at if enqueued_at is not None else time.time(),
                         _attempt(message.labels),
@@ -496,7 +496,7 @@ class MonitoringMiddleware(TaskiqMiddleware):
         attempt = in_flight.attempt if in_flight is not None else _attempt(message.labels)
         event = TaskEvent(
             status,
-            in_flight.task_id if in_flight is not None else bounded_task_id(message.task_id),
+            in_flight.task_id if in_flight is not None else message.task_id,  # bounded by TaskEvent
             message.task_name,
             now,
             attempt,

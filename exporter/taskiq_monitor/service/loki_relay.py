@@ -125,7 +125,6 @@ class LokiRelay:
         self.stream = f"{self._prefix}:events"
         self.consumer = consumer or f"{socket.gethostname()}:{os.getpid()}"
         self._claim_idle_ms = int(claim_idle_seconds * 1000)
-        self._claim_idle_seconds = claim_idle_seconds
         self._next_prune = 0.0  # monotonic time of the next pass over the group's dead consumers (relay_read.lua)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -186,7 +185,7 @@ class LokiRelay:
             args=[self._prefix, GROUP, self.consumer, count, self._claim_idle_ms, seen_id, seen_pos, int(prune)]
         )
         if prune:
-            self._next_prune = now + self._claim_idle_seconds
+            self._next_prune = now + self._claim_idle_ms / 1000
         self._group_seen = (_text(last_id), str(pos))
         self.outage.recovered()
         if skipped:
