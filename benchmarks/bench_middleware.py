@@ -7,7 +7,9 @@ separate process, so it does not share this process's CPU), 6. the same with pla
 default a sink records an attempt that finished before its thread took the running event as its final event only),
 8. with the state in a real redis-server (a
 throw-away one on a free port, when ``redis-server`` is on the PATH; its own CPU is not counted: the figure is
-what the worker process pays — encoding the script's arguments, the round trip's system calls).
+what the worker process pays — encoding the script's arguments, the round trip's system calls), and 9.-10. a
+floor, which is not the product: the least that a record of every execution costs in this interpreter
+(``_FloorMiddleware``), its records encoded in a thread and on the loop.
 
 Four paths are measured:
 
@@ -30,7 +32,8 @@ sized here so that none should drop: a run that drops does less than all the wor
 and **GC 0/1/2**: the cyclic garbage collector's collections of each generation in a round (the median). Objects that
 die with their task make none; queued handles and kept records do, and a generation-2 collection scans the whole heap.
 Configurations run interleaved in rounds
-(A B C D E A B …) and the median round is reported, so that a noisy neighbour slows all of them alike. Usage::
+(A B C D E A B …) and the median round is reported, so that a noisy neighbour slows all of them alike; **per round**
+is the ratio to ``PrometheusMiddleware`` taken within each round (median, and its range across rounds). Usage::
 
     python benchmarks/bench_middleware.py [--tasks 20000] [--rounds 7] [--no-redis]
 """
@@ -46,21 +49,26 @@ os.environ["PROMETHEUS_MULTIPROC_DIR"] = _METRICS_DIR
 
 import argparse  # noqa: E402
 import asyncio  # noqa: E402
+import collections  # noqa: E402
 import gc  # noqa: E402
 import logging  # noqa: E402
 import shutil  # noqa: E402
 import socket  # noqa: E402
 import statistics  # noqa: E402
 import sys  # noqa: E402
+import threading  # noqa: E402
 import time  # noqa: E402
+import zlib  # noqa: E402
 from collections.abc import Callable  # noqa: E402
 from typing import Any, Literal  # noqa: E402
 
+import orjson  # noqa: E402
 from prometheus_client import values  # noqa: E402
-from taskiq import AsyncBroker, InMemoryBroker, TaskiqMessage  # noqa: E402
+from taskiq import AsyncBroker, InMemoryBroker, TaskiqMessage, TaskiqMiddleware  # noqa: E402
 from taskiq.middlewares.prometheus_middleware import PrometheusMiddleware  # noqa: E402
 from taskiq.receiver import Receiver  # noqa: E402
 
+from taskiq_monitor.events import rfc3339  # noqa: E402
 from taskiq_monitor.metrics import LOG_DROPPED  # noqa: E402
 from taskiq_monitor.middleware import MonitoringMiddleware  # noqa: E402
 from taskiq_monitor.settings import Settings  # noqa: E402
@@ -80,6 +88,9 @@ EVENTS_STATE_LOKI_ALL = "+ events: state + Loki, no coalescing"
 EVENTS_STATE_LOKI_FAILURES = "+ events: state + Loki, failures only"
 EVENTS_REDIS = "+ events: Redis state"
 EVENTS_REDIS_LOKI = "+ events: Redis state + Loki"
+# Not the product: the least a record of every execution can cost in this interpreter (see _FloorMiddleware).
+FLOOR = "floor: a record a task, no redaction"
+FLOOR_INLINE = "floor, encoded on the loop"
 
 _LOKI: LokiDouble | None = None
 _HISTORY = True  # --history-off: the state store without the execution history (as before it existed)
@@ -123,6 +134,117 @@ def _events(
     return [MonitoringMiddleware(settings, sinks=sinks)]
 
 
+_HOST, _PID = socket.gethostname(), os.getpid()
+
+
+class _FloorMiddleware(TaskiqMiddleware):
+    """A reference, not the product: the least that recording every execution can cost in CPython.
+
+    One tuple a task is queued; a batch of them is encoded: a dict of the record's fields each, orjson, kept in a
+    bounded deque (the store), and its line added to a Loki push body, gzipped (level 1) once per 1,000 lines. No
+    metrics, no redaction, no running set, no history index, no HTTP: what is left of the events' work when everything
+    the product adds to it is taken away. ``inline=False`` encodes in a thread, as the product's sinks do;
+    ``inline=True`` on the loop, a batch every ``WAKE_AT`` tasks (what it costs without a second thread). Side by
+    side with ``PrometheusMiddleware``, it shows how much of the 2× budget (issue 11 part 3) the interpreter itself
+    takes (docs/benchmarks.md, eighteenth pass).
+    """
+
+    WAKE_AT = 128  # as the Loki collector's PROMPT_RECORDS: a handle is not left to age into an older GC generation
+
+    def __init__(self, inline: bool) -> None:
+        super().__init__()
+        self._inline = inline
+        self._queue: collections.deque[tuple[Any, ...]] = collections.deque()
+        self._store: collections.deque[tuple[str, bytes]] = collections.deque(maxlen=10_000)
+        self._lines: list[tuple[str, str]] = []
+        self._starts: dict[int, tuple[float, float]] = {}
+        self._wake = threading.Event()
+        self._busy = False
+        if not inline:
+            threading.Thread(target=self._run, name="floor", daemon=True).start()
+
+    def pre_execute(self, message: TaskiqMessage) -> TaskiqMessage:
+        self._starts[id(message)] = (time.perf_counter(), time.time())
+        return message
+
+    def post_execute(self, message: TaskiqMessage, result: Any) -> None:
+        started_perf, started_at = self._starts.pop(id(message))
+        self._queue.append(
+            (
+                message.task_id,
+                message.task_name,
+                started_at,
+                time.perf_counter() - started_perf,
+                message.args,
+                message.kwargs,
+                message.labels,
+                result.is_err,
+            )
+        )
+        if len(self._queue) >= self.WAKE_AT:
+            if self._inline:
+                self._encode()
+            else:
+                self._wake.set()
+
+    def _run(self) -> None:
+        while True:
+            # Every 10 ms while records flow, as the state store's flusher; idle, it sleeps (no wake-ups charged to
+            # the other configurations' rounds) until WAKE_AT records or drain() wake it.
+            self._wake.wait(0.01 if self._queue else 1.0)
+            self._wake.clear()
+            self._busy = True
+            self._encode()
+            self._busy = False
+
+    def _encode(self) -> None:
+        lines = self._lines
+        while self._queue:
+            task_id, task_name, started_at, duration, args, kwargs, labels, is_err = self._queue.popleft()
+            finished_at = started_at + duration
+            # The record's fields as the product's (docs/loki.md, "Record schema"), so that its encoding costs the
+            # same; what the floor does not know (queue wait, errors, trace ids) is null.
+            line = orjson.dumps(
+                {
+                    "schema_version": 1,
+                    "status": "failed" if is_err else "success",
+                    "task_id": task_id,
+                    "task_name": task_name,
+                    "timestamp": rfc3339(finished_at),
+                    "attempt": 1,
+                    "enqueued_at": None,
+                    "started_at": started_at,
+                    "finished_at": finished_at,
+                    "duration_seconds": duration,
+                    "queue_wait_seconds": None,
+                    "args": args,
+                    "kwargs": kwargs,
+                    "labels": labels,
+                    "error_type": None,
+                    "error_message": None,
+                    "traceback": None,
+                    "trace_id": None,
+                    "span_id": None,
+                    "worker": {"host": _HOST, "pid": _PID},
+                }
+            )
+            self._store.append((task_id, line))
+            lines.append((str(int(started_at * 1e9)), line.decode()))
+            if len(lines) >= 1000:
+                body = orjson.dumps({"streams": [{"stream": {"task_name": task_name}, "values": lines}]})
+                zlib.compress(body, 1)
+                lines.clear()
+
+    def drain(self) -> None:
+        """Until every record handed over is encoded."""
+        if self._inline:
+            self._encode()
+            return
+        while self._queue or self._busy:
+            self._wake.set()
+            time.sleep(0.002)
+
+
 CONFIGS: dict[str, Callable[[], list[Any]]] = {
     BARE: lambda: [],
     PROMETHEUS: lambda: [PrometheusMiddleware(server_port=0)],
@@ -134,6 +256,8 @@ CONFIGS: dict[str, Callable[[], list[Any]]] = {
     EVENTS_STATE_LOKI_FAILURES: lambda: _events(loki=True, statuses="failed,retried"),
     EVENTS_REDIS: lambda: _events(loki=False, redis_url=_REDIS_URL),
     EVENTS_REDIS_LOKI: lambda: _events(loki=True, redis_url=_REDIS_URL),
+    FLOOR: lambda: [_FloorMiddleware(inline=False)],
+    FLOOR_INLINE: lambda: [_FloorMiddleware(inline=True)],
 }
 
 
@@ -178,6 +302,8 @@ def _drain(config: str) -> float:
     worker does once. ``_ready`` and ``_park`` start and stop it outside the measured span."""
     dropped = 0.0
     for mw in _INSTANCES.get(config, []):
+        if isinstance(mw, _FloorMiddleware):
+            mw.drain()
         if isinstance(mw, MonitoringMiddleware):
             # A hook or hand-over that failed (counted, the task unaffected) delivered nothing: count it as a drop.
             dropped += sum(child._value.get() for child in mw.metrics.monitor_errors._metrics.values())
@@ -293,6 +419,21 @@ async def end_to_end(config: str, n: int) -> Sample:
     return wall / n, loop_cpu / n, total / n, dropped, gcs
 
 
+def _paired_ratios(runs: list[Sample], bare: list[Sample], prometheus: list[Sample]) -> str:
+    """The +total ÷ PrometheusMiddleware's +total of each round, from that round's own bare and reference runs:
+    ``median (min–max)``. The reference's overhead moves by up to 2× between minutes on a shared machine, and the
+    rounds interleave the configurations, so a ratio taken within a round shows how steady the ratio itself is,
+    which the ratio of the medians (the column before) hides."""
+    ratios = []
+    for sample, base, reference in zip(runs, bare, prometheus, strict=True):
+        denominator = reference[2] - base[2]
+        if denominator > 0:
+            ratios.append((sample[2] - base[2]) / denominator)
+    if not ratios:
+        return "n/a"
+    return f"{statistics.median(ratios):.2f} ({min(ratios):.2f}–{max(ratios):.2f})"
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tasks", type=int, default=20_000)
@@ -361,15 +502,16 @@ def main() -> int:
         bare = med[BARE]
         print(
             f"  {'configuration':36} {'wall':>7} {'tasks/s':>8} {'loop CPU':>9} {'+loop':>7} {'total CPU':>10} "
-            f"{'+total':>7} {'÷ Prom +total':>14} {'dropped':>8} {'GC 0/1/2':>10}"
+            f"{'+total':>7} {'÷ Prom +total':>14} {'per round':>15} {'dropped':>8} {'GC 0/1/2':>10}"
         )
         prom_total = med[PROMETHEUS][2] - bare[2]
         for config, (wall, loop, total) in med.items():
             extra = total - bare[2]
+            paired = _paired_ratios(per_config[config], per_config[BARE], per_config[PROMETHEUS])
             print(
                 f"  {config:36} {wall * 1e6:7.2f} {1 / wall:8.0f} {loop * 1e6:9.2f} {(loop - bare[1]) * 1e6:7.2f} "
-                f"{total * 1e6:10.2f} {extra * 1e6:7.2f} {extra / prom_total:13.2f}x {drops[config]:8.0f} "
-                f"{gcs[config]:>10}"
+                f"{total * 1e6:10.2f} {extra * 1e6:7.2f} {extra / prom_total:13.2f}x {paired:>15} "
+                f"{drops[config]:8.0f} {gcs[config]:>10}"
             )
         if any(drops.values()):
             print("  WARNING: events were dropped (a round's maximum above): those rounds did less than all the work")
