@@ -72,6 +72,7 @@ from taskiq_monitor.events import rfc3339  # noqa: E402
 from taskiq_monitor.metrics import LOG_DROPPED  # noqa: E402
 from taskiq_monitor.middleware import MonitoringMiddleware  # noqa: E402
 from taskiq_monitor.settings import Settings  # noqa: E402
+from taskiq_monitor.sinks.loki import LokiSink  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench_loki import Receiver as LokiDouble  # noqa: E402
@@ -105,7 +106,6 @@ def _events(
     coalesce: bool = True,
     statuses: str | None = None,
 ) -> list[Any]:
-    from taskiq_monitor.sinks.loki import LokiSink
     from taskiq_monitor.sinks.state import StateSink
 
     global _LOKI
@@ -149,7 +149,8 @@ class _FloorMiddleware(TaskiqMiddleware):
     takes (docs/benchmarks.md, eighteenth pass).
     """
 
-    WAKE_AT = 128  # as the Loki collector's PROMPT_RECORDS: a handle is not left to age into an older GC generation
+    # The Loki collector's own wake-up: a handle is not left to age into an older GC generation.
+    WAKE_AT = LokiSink.PROMPT_RECORDS
 
     def __init__(self, inline: bool) -> None:
         super().__init__()
